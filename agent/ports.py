@@ -1,0 +1,93 @@
+"""The small interfaces between the pure core and the side effects, one per effect.
+
+Real defaults live next to the effect (agent.r4.reader, agent.flynotes.client, agent.sqs_queue,
+agent.reporting); the composition root (agent.app) wires them. Tests plug in simulators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from agent.records import (
+    Appointment,
+    AppointmentFlag,
+    Patient,
+    PresetAnswerCount,
+    Questionnaire,
+    QuestionCount,
+)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class SqsCredentials:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str
+    expiration: datetime | None  # aware UTC; None when the backend omits it (assume 36 h)
+
+    def __repr__(self) -> str:  # secrets must not leak through a repr in a log or traceback
+        return f"SqsCredentials(access_key_id=***, expiration={self.expiration!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What the backend's `/data` endpoint says this licence may do."""
+
+    sqs_queue_url: str
+    sqs_region: str
+    library_version: str
+    credentials: SqsCredentials
+    server_date: datetime | None  # the response's Date header, for clock-skew checks
+
+
+class RecordSource(Protocol):
+    """Read-only view of R4. Bulk reads stream (keyset pages); nothing is held in full."""
+
+    def ping(self) -> None:
+        """Raise TransientError if the database cannot be reached."""
+        ...
+
+    def iter_patients(self) -> Iterator[Patient]: ...
+
+    def get_patient(self, code: int) -> Patient | None: ...
+
+    def latest_questionnaire(self, patient_code: int) -> Questionnaire | None: ...
+
+    def iter_appointments(self) -> Iterator[Appointment]: ...
+
+    def iter_appointment_flags(self) -> Iterator[AppointmentFlag]: ...
+
+    def question_counts(self) -> list[QuestionCount]: ...
+
+    def preset_answer_counts(self) -> list[PresetAnswerCount]: ...
+
+
+class ErrorSink(Protocol):
+    """Where errors and operator messages go off the machine (Rollbar). Never raises."""
+
+    def report_exception(self, exc: BaseException, *, context: dict[str, object]) -> None: ...
+
+    def report_message(self, message: str, *, level: str, extra: dict[str, object]) -> None: ...
+
+    def flush(self, timeout: float) -> None: ...
+
+
+class Backend(Protocol):
+    """The Flynotes backend, by licence key (real default: agent.flynotes.client)."""
+
+    def fetch_scope(self) -> Scope: ...
+
+    def upload_patients(self, patients: Iterable[Patient]) -> int:
+        """Full upsert upload; returns how many rows were sent."""
+        ...
+
+    def sync_patient(
+        self, patient: Patient, questionnaire: Questionnaire | None, patient_patch_id: str
+    ) -> None: ...
+
+    def upload_appointments(self, appointments: Iterable[Appointment]) -> int: ...
+
+    def upload_appointment_flags(self, flags: Iterable[AppointmentFlag]) -> int: ...

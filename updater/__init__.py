@@ -1,0 +1,1 @@
+"""Runs exactly the agent version Flynotes names, through TUF-verified, signed updates."""
