@@ -1,0 +1,59 @@
+"""`r4agent` command line. Each subcommand lives in its own module, imported only when chosen,
+so the service's `run` start-up does not pay for the demo's or the doctor's imports."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agent._version import __version__
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    name: str
+    module: str  # defines add_arguments(parser) and command(args) -> int
+    help: str
+
+
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    Subcommand("run", "agent.app", "run the agent as the service does (24 h life)"),
+    Subcommand("doctor", "agent.doctor", "check config, database, backend, SQS, clock, Rollbar"),
+    Subcommand("sync-patient", "agent.support", "send one patient to Flynotes now"),
+    Subcommand("bulk-upload", "agent.support", "upload all patients to Flynotes now"),
+    Subcommand("messages", "agent.commands.schema", "print the SQS message JSON Schemas"),
+    Subcommand("demo", "agent.standin.demo", "practice-in-a-box: stand-ins + real code paths"),
+)
+
+
+def _chosen(argv: Sequence[str]) -> str | None:
+    names = {s.name for s in SUBCOMMANDS}
+    return next((a for a in argv if a in names), None)
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="r4agent",
+        description="Keeps Flynotes in sync with this practice's Carestream R4 database.",
+        epilog="Exit codes: see docs/exit-codes.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"r4agent {__version__}")
+    subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)
+    chosen = _chosen(argv)
+    for sub in SUBCOMMANDS:
+        sp = subparsers.add_parser(sub.name, help=sub.help, description=sub.help)
+        if sub.name == chosen:
+            module = importlib.import_module(sub.module)
+            module.add_arguments(sp, sub.name)
+            sp.set_defaults(_command=module.command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(args_list).parse_args(args_list)
+    result: int = args._command(args)
+    return result
