@@ -3,6 +3,7 @@
 # then the Windows artefacts under Wine). Each stage must pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash .ci/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== ruff"; ruff check .
