@@ -1,0 +1,201 @@
+"""Freeze the agent into ONE exe with PyInstaller, reproducibly, on Linux or Windows (or Wine).
+
+    python build/freeze.py --version X.Y.Z --out DIR [--trusted-root ROOT.json] [--python PY]
+
+- The version is baked into the build (`r4agent --version` prints it) without touching the
+  repo: the spec swaps `agent._version` for a module it generates in the workpath.
+- The trusted TUF root, if given, is baked in as data `updater/trusted_root.json`.
+- Reproducible: PYTHONHASHSEED=0 and SOURCE_DATE_EPOCH (the HEAD commit's time unless already
+  set), a pinned clean environment (build/requirements-freeze.txt) and no absolute paths in the
+  bundle, so building the same commit twice gives byte-identical exes and small update patches.
+- By default PyInstaller runs in a clean venv made from build/requirements-freeze.txt and kept
+  under .cache/freeze-venv/ (rollbar imports flask when it finds it; the dev venv has it).
+  `--python PATH` uses another interpreter (the Wine harness passes its Windows CPython, which
+  it installs from the same pinned file).
+- Workpath and PyInstaller's cache live under .cache/pyinstaller/ (never in build/); the output
+  is DIR/r4agent (DIR/r4agent.exe on Windows). Concurrent builds of the same version and
+  interpreter are serialised by a lock file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SPEC = REPO / "build" / "r4agent.spec"
+REQUIREMENTS = REPO / "build" / "requirements-freeze.txt"
+CACHE = REPO / ".cache"
+VERSION_RE = re.compile(r"\d+\.\d+\.\d+")
+FALLBACK_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip entry can hold
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` (blocking) for the duration of the block."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as handle:
+        if sys.platform == "win32":
+            import msvcrt
+
+            while True:
+                try:
+                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:
+                    continue
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _venv_python(venv_dir: Path) -> Path:
+    if sys.platform == "win32":
+        return venv_dir / "Scripts" / "python.exe"
+    return venv_dir / "bin" / "python"
+
+
+def clean_build_python() -> Path:
+    """The interpreter of a venv holding exactly build/requirements-freeze.txt (made once)."""
+    key = hashlib.sha256(
+        REQUIREMENTS.read_bytes() + sys.version.encode() + sys.executable.encode()
+    ).hexdigest()[:16]
+    venv_dir = CACHE / "freeze-venv" / f"{sys.platform}-{key}"
+    python = _venv_python(venv_dir)
+    done = venv_dir / ".complete"
+    if done.exists():
+        return python
+    with _locked(CACHE / "freeze-venv" / f"{sys.platform}-{key}.lock"):
+        if done.exists():
+            return python
+        print(f"freeze: making the clean build venv {venv_dir} (once)", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv_dir)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--no-deps", "-r", str(REQUIREMENTS)],
+            check=True,
+        )
+        done.write_text("ok\n", encoding="utf-8")
+    return python
+
+
+def source_date_epoch() -> str:
+    """SOURCE_DATE_EPOCH: kept if set, else the HEAD commit's time, else 1980-01-01."""
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return os.environ["SOURCE_DATE_EPOCH"]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "log", "-1", "--format=%ct"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return FALLBACK_EPOCH
+    return out if out.isdigit() else FALLBACK_EPOCH
+
+
+def exe_name(name: str) -> str:
+    return f"{name}.exe" if sys.platform == "win32" else name
+
+
+def freeze(
+    version: str,
+    out_dir: Path,
+    *,
+    trusted_root: Path | None = None,
+    python: Path | None = None,
+    name: str = "r4agent",
+) -> Path:
+    """Build the onefile exe into `out_dir` and return its path. Raises CalledProcessError."""
+    if not VERSION_RE.fullmatch(version):
+        raise ValueError(f"version must be X.Y.Z, got {version!r}")
+    if trusted_root is not None and not trusted_root.is_file():
+        raise FileNotFoundError(f"trusted root {trusted_root} is not a file")
+    build_python = python if python is not None else clean_build_python()
+    out_dir = out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    interpreter_key = hashlib.sha256(str(build_python).encode()).hexdigest()[:8]
+    work_key = f"{sys.platform}-{name}-{version}-{interpreter_key}"
+    workpath = CACHE / "pyinstaller" / "work" / work_key
+    env = dict(os.environ)
+    env.update(
+        {
+            "PYTHONHASHSEED": "0",
+            "SOURCE_DATE_EPOCH": source_date_epoch(),
+            "PYINSTALLER_CONFIG_DIR": str(CACHE / "pyinstaller" / f"config-{sys.platform}"),
+            "R4AGENT_BUILD_VERSION": version,
+            "R4AGENT_BUILD_TRUSTED_ROOT": str(trusted_root.resolve()) if trusted_root else "",
+            "R4AGENT_BUILD_NAME": name,
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+    )
+    env.pop("PYTHONPATH", None)
+    command = [
+        str(build_python),
+        "-m",
+        "PyInstaller",
+        "--noconfirm",
+        "--log-level",
+        os.environ.get("R4AGENT_PYINSTALLER_LOG_LEVEL", "WARN"),
+        "--distpath",
+        str(out_dir),
+        "--workpath",
+        str(workpath),
+        str(SPEC),
+    ]
+    with _locked(CACHE / "pyinstaller" / "work" / f"{work_key}.lock"):
+        subprocess.run(command, check=True, env=env, cwd=str(REPO))
+    exe = out_dir / exe_name(name)
+    if not exe.is_file():
+        raise FileNotFoundError(f"PyInstaller finished but {exe} is missing")
+    return exe
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", required=True, help="X.Y.Z baked into the exe")
+    parser.add_argument("--out", required=True, type=Path, help="output folder for the exe")
+    parser.add_argument("--trusted-root", type=Path, help="TUF root.json to bake in")
+    parser.add_argument(
+        "--python", type=Path, help="interpreter that runs PyInstaller (default: clean venv)"
+    )
+    parser.add_argument("--name", default="r4agent", help="exe name without extension")
+    args = parser.parse_args(argv)
+    try:
+        exe = freeze(
+            args.version,
+            args.out,
+            trusted_root=args.trusted_root,
+            python=args.python,
+            name=args.name,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        print(f"freeze: {e}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as e:
+        print(f"freeze: PyInstaller failed (exit {e.returncode})", file=sys.stderr)
+        return 1
+    print(exe)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
