@@ -1,0 +1,495 @@
+"""A stand-in of the Flynotes backend speaking exactly its wire contract (agent.contract).
+
+Used by tests, benchmarks, the demo and the Windows suite. It validates what it receives as
+strictly as the real backend (header rows, content types, required JSON fields, upsert flag,
+Content-Length) and answers 400 otherwise, so client bugs show up; it records every request;
+and it can be told to fail: `fail_next` (5xx), `throttle_next` (429 + Retry-After),
+`slow_next` (answer late), `reject_licence` (403 on /data).
+
+Standalone: `python -m agent.standin.backend --port 8765` reads the licence key from the
+environment variable FLYNOTES_STANDIN_LICENCE_KEY, else the first line of stdin (never argv),
+prints `listening on http://127.0.0.1:PORT` and serves until SIGINT/SIGTERM. `GET
+/_standin/summary` answers what arrived (counts only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import email.utils
+import io
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import Any, Final, Self
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from agent import contract
+from agent.flynotes.client import mask_url
+
+log = logging.getLogger(__name__)
+
+LICENCE_KEY_ENV: Final = "FLYNOTES_STANDIN_LICENCE_KEY"
+_PREFIX: Final = "/on-site-servers/"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRequest:
+    """One request as the stand-in saw it. `endpoint` is the segment after the key
+    (`data`, `patient-upload`, ...); `rows` holds parsed CSV rows, `json` the parsed body."""
+
+    method: str
+    path: str
+    endpoint: str | None
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    status: int  # what the stand-in answered
+    rows: list[dict[str, str]] | None = None
+    row_count: int = 0
+    json: Any = None
+    body_bytes: int = 0
+
+
+@dataclass(slots=True)
+class _Fault:
+    endpoint: str | None  # None = any endpoint
+    remaining: int
+    status: int = 0  # 0 = no status override
+    retry_after: str | None = None
+    delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class _EndpointSpec:
+    method: str
+    content_type: str | None  # media type the body must have; None = no body
+    csv_header: tuple[str, ...] | None = None
+    needs_upsert: bool = False
+
+
+ENDPOINT_SPECS: Final[dict[str, _EndpointSpec]] = {
+    "data": _EndpointSpec("GET", None),
+    "patient-upload": _EndpointSpec("POST", "text/csv", contract.PATIENT_FIELDS, True),
+    "patient-sync": _EndpointSpec("POST", "application/json"),
+    "appointment-upload": _EndpointSpec("POST", "text/csv", contract.APPOINTMENT_FIELDS, True),
+    "appointment-status-upload": _EndpointSpec(
+        "POST", "text/csv", contract.APPOINTMENT_STATUS_FIELDS
+    ),
+}
+
+
+class BadRequest(Exception):
+    """What the real backend would answer 400 to; the message says why (no values)."""
+
+
+def validate_patient_sync(body: object) -> None:
+    """Raise BadRequest unless `body` is a patient-sync body as the contract defines it."""
+    if not isinstance(body, dict):
+        raise BadRequest("body is not a JSON object")
+    missing = [k for k in contract.PATIENT_SYNC_FIELDS if k not in body]
+    if missing:
+        raise BadRequest(f"missing {missing}")
+    patient = body["patient"]
+    if not isinstance(patient, dict) or set(patient) != set(contract.PATIENT_FIELDS):
+        raise BadRequest("patient must have exactly the contract's fields")
+    if not isinstance(patient["id"], str) or not patient["id"].isdigit():
+        raise BadRequest("patient.id must be the R4 code as a string")
+    for key, value in patient.items():
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(f"patient.{key} must be a string or null")
+    if not isinstance(body["patientPatchId"], str) or not body["patientPatchId"]:
+        raise BadRequest("patientPatchId must be a non-empty string")
+    questionnaire = body["questionnaire"]
+    if questionnaire is None:
+        return
+    if not isinstance(questionnaire, dict) or set(questionnaire) != set(
+        contract.QUESTIONNAIRE_FIELDS
+    ):
+        raise BadRequest("questionnaire must be null or have exactly the contract's fields")
+    submitted = questionnaire["submissionTime"]
+    if submitted is not None and (
+        not isinstance(submitted, str) or not submitted.endswith("Z") or not _is_iso(submitted)
+    ):
+        raise BadRequest("questionnaire.submissionTime must be ISO 8601 UTC ending in Z")
+    if not isinstance(questionnaire["responses"], list):
+        raise BadRequest("questionnaire.responses must be a list")
+    for item in questionnaire["responses"]:
+        if not isinstance(item, dict) or set(item) != set(contract.RESPONSE_FIELDS):
+            raise BadRequest("each response must have exactly the contract's fields")
+
+
+def _is_iso(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_csv(body: bytes, header: tuple[str, ...]) -> list[dict[str, str]]:
+    """Raise BadRequest unless `body` is UTF-8 CSV with exactly `header` as its first row."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("CSV body is not UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    first = next(reader, None)
+    if first is None or tuple(first) != header:
+        raise BadRequest("CSV header row does not match the contract")
+    rows: list[dict[str, str]] = []
+    for number, values in enumerate(reader, start=2):
+        if len(values) != len(header):
+            raise BadRequest(f"CSV row {number} has {len(values)} fields, not {len(header)}")
+        rows.append(dict(zip(header, values, strict=True)))
+    return rows
+
+
+class StandinBackend:
+    """The stand-in server. Thread-safe; start()/stop() or use it as a context manager."""
+
+    def __init__(
+        self,
+        licence_keys: Iterable[str],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        library_version: str = "1.0.0",
+        sqs_queue_url: str = "http://127.0.0.1:1/123456789012/r4agent-commands",
+        sqs_region: str = "eu-west-2",
+        credentials: dict[str, str] | None = None,
+        keep_rows: bool = True,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.licence_keys: set[str] = set(licence_keys)
+        self.library_version = library_version
+        self.sqs_queue_url = sqs_queue_url
+        self.sqs_region = sqs_region
+        self.credentials: dict[str, str] = credentials or {
+            "AccessKeyId": "testing",
+            "SecretAccessKey": "testing",
+            "SessionToken": "testing",
+        }
+        self.clock_offset = timedelta(0)  # shifts the Date header (clock-skew checks)
+        self.keep_rows = keep_rows  # False: count rows only (benchmarks)
+        self._received: list[ReceivedRequest] = []
+        self._faults: list[_Fault] = []
+        self._rejecting = False
+        self._host = host
+        self._port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        handler = type("_BoundHandler", (_Handler,), {"backend": self})
+        server = ThreadingHTTPServer((self._host, self._port), handler)
+        server.daemon_threads = True
+        self._server = server
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()  # releases requests held by slow_next
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the stand-in backend is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    # configuration ------------------------------------------------------------------------
+
+    def set_credentials(
+        self, access_key_id: str, secret: str, token: str, expiration: datetime | None = None
+    ) -> None:
+        creds = {"AccessKeyId": access_key_id, "SecretAccessKey": secret, "SessionToken": token}
+        if expiration is not None:
+            creds["Expiration"] = expiration.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        with self._lock:
+            self.credentials = creds
+
+    def reject_licence(self, rejecting: bool = True) -> None:
+        """From now on /data answers 403 for every key (until called with False)."""
+        with self._lock:
+            self._rejecting = rejecting
+
+    def fail_next(self, n: int = 1, *, status: int = 503, endpoint: str | None = None) -> None:
+        """The next `n` requests (to `endpoint`, or any) answer `status` (empty body)."""
+        self._add_fault(_Fault(endpoint, n, status=status))
+
+    def throttle_next(
+        self, n: int = 1, *, retry_after: str = "1", endpoint: str | None = None
+    ) -> None:
+        """The next `n` requests answer 429 with this Retry-After (seconds or an HTTP date)."""
+        self._add_fault(_Fault(endpoint, n, status=429, retry_after=retry_after))
+
+    def slow_next(self, n: int = 1, *, seconds: float, endpoint: str | None = None) -> None:
+        """The next `n` requests are answered only after `seconds` (cut short by stop())."""
+        self._add_fault(_Fault(endpoint, n, delay=seconds))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _add_fault(self, fault: _Fault) -> None:
+        if fault.endpoint is not None and fault.endpoint not in ENDPOINT_SPECS:
+            raise ValueError(f"unknown endpoint {fault.endpoint!r}")
+        with self._lock:
+            self._faults.append(fault)
+
+    def _take_fault(self, endpoint: str | None) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.endpoint is None or fault.endpoint == endpoint:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    # what arrived -------------------------------------------------------------------------
+
+    @property
+    def received(self) -> list[ReceivedRequest]:
+        """A snapshot of every request received, in order."""
+        with self._lock:
+            return list(self._received)
+
+    def received_for(self, endpoint: str, *, status: int | None = 200) -> list[ReceivedRequest]:
+        return [
+            r
+            for r in self.received
+            if r.endpoint == endpoint and (status is None or r.status == status)
+        ]
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """Per endpoint: requests, accepted (2xx) and rows accepted. No contents."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self.received:
+            name = r.endpoint or "other"
+            entry = out.setdefault(name, {"requests": 0, "accepted": 0, "rows": 0})
+            entry["requests"] += 1
+            if 200 <= r.status < 300:
+                entry["accepted"] += 1
+                entry["rows"] += r.row_count
+        return out
+
+    def clear_received(self) -> None:
+        with self._lock:
+            self._received.clear()
+
+    def _record(self, request: ReceivedRequest) -> None:
+        with self._lock:
+            self._received.append(request)
+
+    def _scope_body(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "sqsQueueUrl": self.sqs_queue_url,
+                "sqsRegion": self.sqs_region,
+                "libraryVersion": self.library_version,
+                "sqsCredentials": dict(self.credentials),
+            }
+
+    def _licence_ok(self, key: str) -> bool:
+        with self._lock:
+            return not self._rejecting and key in self.licence_keys
+
+
+class _Handler(BaseHTTPRequestHandler):
+    backend: StandinBackend  # set on the per-server subclass
+    protocol_version = "HTTP/1.1"  # keep-alive, as behind the real load balancer
+    server_version = "FlynotesStandin/1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("stand-in: %s", mask_url(format % args))
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        now = datetime.now(UTC) + self.backend.clock_offset
+        return email.utils.format_datetime(now, usegmt=True)
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        backend = self.backend
+        split = urlsplit(self.path)
+        path = split.path
+        query = parse_qs(split.query)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        body = self._read_body(headers)
+        key, endpoint = self._route(path)
+        status, payload, extra_headers, rows, parsed = 404, b"", {}, None, None
+
+        fault = backend._take_fault(endpoint) if endpoint is not None else None
+        try:
+            if body is None:
+                status, payload = 411, b'{"error":"Content-Length required"}'
+                self.close_connection = True
+            elif path == "/_standin/summary" and self.command == "GET":
+                status, payload = 200, json.dumps(backend.summary()).encode()
+            elif endpoint is None or key is None:
+                status = 404
+            elif fault is not None and fault.delay and backend._stopping.wait(fault.delay):
+                status = 503  # stopping while held
+            elif fault is not None and fault.status:
+                status = fault.status
+                if fault.retry_after is not None:
+                    extra_headers["Retry-After"] = fault.retry_after
+            elif not backend._licence_ok(key):
+                status, payload = 403, b'{"error":"licence not recognised"}'
+            else:
+                status, payload, rows, parsed = self._serve(endpoint, query, headers, body)
+        except BadRequest as e:
+            status, payload = 400, json.dumps({"error": str(e)}).encode()
+
+        keep = backend.keep_rows
+        backend._record(
+            ReceivedRequest(
+                method=self.command,
+                path=path,
+                endpoint=endpoint,
+                query=query,
+                headers=headers,
+                status=status,
+                rows=rows if keep else None,
+                row_count=len(rows) if rows is not None else 0,
+                json=parsed,
+                body_bytes=len(body or b""),
+            )
+        )
+        self._answer(status, payload, extra_headers)
+
+    def _read_body(self, headers: dict[str, str]) -> bytes | None:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return None  # the real backend requires Content-Length
+        length = int(headers.get("content-length", "0") or 0)
+        return self.rfile.read(length) if length else b""
+
+    @staticmethod
+    def _route(path: str) -> tuple[str | None, str | None]:
+        if not path.startswith(_PREFIX):
+            return None, None
+        key, _, endpoint = path[len(_PREFIX) :].partition("/")
+        return unquote(key), (endpoint if endpoint in ENDPOINT_SPECS else None)
+
+    def _serve(
+        self, endpoint: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes, list[dict[str, str]] | None, Any]:
+        spec = ENDPOINT_SPECS[endpoint]
+        if self.command != spec.method:
+            return 405, b"", None, None
+        if endpoint == "data":
+            return 200, json.dumps(self.backend._scope_body()).encode(), None, None
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != spec.content_type:
+            raise BadRequest(f"Content-Type must be {spec.content_type}")
+        if spec.needs_upsert and query.get("performUpsert") != ["true"]:
+            raise BadRequest("performUpsert=true is required")
+        if spec.csv_header is not None:
+            rows = parse_csv(body, spec.csv_header)
+            if endpoint == "patient-upload" and any(not r["id"].isdigit() for r in rows):
+                raise BadRequest("every patient row needs a numeric id")
+            return 200, json.dumps({"received": len(rows)}).encode(), rows, None
+        try:
+            parsed = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise BadRequest("body is not UTF-8 JSON") from None
+        validate_patient_sync(parsed)
+        return 200, b'{"ok":true}', None, parsed
+
+    def _answer(self, status: int, payload: bytes, extra: dict[str, str]) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in extra.items():
+                self.send_header(name, value)
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (read timeout)
+
+
+# --- standalone ----------------------------------------------------------------------------
+
+
+def _read_licence_key() -> str:
+    key = os.environ.get(LICENCE_KEY_ENV, "").strip()
+    if not key:
+        key = sys.stdin.readline().strip()
+    if not key:
+        raise SystemExit(f"give the licence key in ${LICENCE_KEY_ENV} or on stdin")
+    return key
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agent.standin.backend", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--library-version", default="1.0.0")
+    parser.add_argument("--sqs-queue-url", default="http://127.0.0.1:1/123456789012/r4agent")
+    parser.add_argument("--sqs-region", default="eu-west-2")
+    parser.add_argument("--counts-only", action="store_true", help="do not keep CSV rows")
+    args = parser.parse_args(argv)
+    backend = StandinBackend(
+        [_read_licence_key()],
+        host=args.host,
+        port=args.port,
+        library_version=args.library_version,
+        sqs_queue_url=args.sqs_queue_url,
+        sqs_region=args.sqs_region,
+        keep_rows=not args.counts_only,
+    )
+    done = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    with backend:
+        print(f"listening on {backend.url}", flush=True)
+        while not done.wait(0.5):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
