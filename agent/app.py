@@ -1,0 +1,326 @@
+"""Composition root and the `r4agent run` subcommand: the only place real defaults are built.
+
+    r4agent run [--foreground] [--config PATH]
+
+Builds config -> logging -> error sink (Rollbar) -> R4 reader -> Flynotes client -> version gate
+-> SQS client (refreshing credentials) -> handler registry -> dispatcher -> lifecycle, runs the
+lifecycle, and turns the outcome into an exit code (docs/exit-codes.md). Tests call `run_agent`
+with a FakeClock and short intervals; the service runs `command`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from agent._version import __version__
+from agent.clock import Clock, SystemClock
+from agent.commands.context import RestartRequest
+from agent.commands.dispatcher import Dispatcher, DispatchSettings
+from agent.commands.registry import Registry, default_registry
+from agent.errors import ConfigError, TransientError
+from agent.exit_codes import ExitCode
+from agent.lifecycle import Lifecycle, LifeSettings
+from agent.ports import ErrorSink, Scope
+from agent.records import (
+    Appointment,
+    AppointmentFlag,
+    Patient,
+    PresetAnswerCount,
+    QuestionCount,
+    Questionnaire,
+)
+from agent.sqs_queue import LONG_POLL_SECONDS, SqsQueue
+from updater.gate import ReportOnlyGate, VersionGate
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+    from agent.r4.connection import DbSettings, R4Database
+    from agent.r4.reader import R4Reader
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 10.0  # how long the process waits for pending error reports on exit
+T = TypeVar("T")
+
+
+# -- R4, reconnecting --------------------------------------------------------------------------
+class ReconnectingRecords:
+    """A RecordSource that opens R4 on first use and, after a TransientError (the server
+    restarted, the network blipped), drops the connection so the next call opens a new one.
+    One per thread: an ODBC connection is never shared between threads."""
+
+    def __init__(self, settings: DbSettings) -> None:
+        self._settings = settings
+        self._db: R4Database | None = None
+        self._reader: R4Reader | None = None
+
+    def _connected(self) -> R4Reader:
+        if self._reader is None:
+            from agent.r4.connection import open_database
+            from agent.r4.reader import R4Reader
+
+            self._db = open_database(self._settings)
+            self._reader = R4Reader(self._db)
+        return self._reader
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+        self._db = None
+        self._reader = None
+
+    def _call(self, use: Callable[[R4Reader], T]) -> T:
+        try:
+            return use(self._connected())
+        except TransientError:
+            self.close()
+            raise
+
+    def _stream(self, use: Callable[[R4Reader], Iterator[T]]) -> Iterator[T]:
+        try:
+            yield from use(self._connected())
+        except TransientError:
+            self.close()
+            raise
+
+    def ping(self) -> None:
+        self._call(lambda r: r.ping())
+
+    def iter_patients(self) -> Iterator[Patient]:
+        return self._stream(lambda r: r.iter_patients())
+
+    def get_patient(self, code: int) -> Patient | None:
+        return self._call(lambda r: r.get_patient(code))
+
+    def latest_questionnaire(self, patient_code: int) -> Questionnaire | None:
+        return self._call(lambda r: r.latest_questionnaire(patient_code))
+
+    def iter_appointments(self) -> Iterator[Appointment]:
+        return self._stream(lambda r: r.iter_appointments())
+
+    def iter_appointment_flags(self) -> Iterator[AppointmentFlag]:
+        return self._stream(lambda r: r.iter_appointment_flags())
+
+    def question_counts(self) -> list[QuestionCount]:
+        return self._call(lambda r: r.question_counts())
+
+    def preset_answer_counts(self) -> list[PresetAnswerCount]:
+        return self._call(lambda r: r.preset_answer_counts())
+
+
+def db_settings(config: AgentConfig) -> DbSettings:
+    from agent.r4.connection import DbSettings
+
+    cs = config.db.connection_string
+    return DbSettings(
+        connection_string=cs.reveal() if cs is not None else None,
+        server=config.db.server,
+        database=config.db.database,
+    )
+
+
+def error_sink(config: AgentConfig) -> ErrorSink:
+    from agent.reporting import NullSink, RollbarSink
+
+    token = config.rollbar.access_token
+    if token is None:
+        return NullSink()
+    return RollbarSink(
+        token.reveal(),
+        environment=config.rollbar.environment,
+        endpoint=config.rollbar.endpoint,
+        proxy=config.proxy.reveal() if config.proxy is not None else None,
+        secret_values=config.secret_values(),
+    )
+
+
+def version_gate() -> VersionGate:
+    """The updater's gate when running from an installed layout, else report-only."""
+    from updater.agent_gate import from_environment
+
+    return from_environment(__version__) or ReportOnlyGate(__version__)
+
+
+# -- the run -----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What tests may replace: time, the stop signal, and the knobs that compress a day."""
+
+    clock: Clock = field(default_factory=SystemClock)
+    stop: threading.Event = field(default_factory=threading.Event)
+    errors: ErrorSink | None = None  # None: built from config (Rollbar or local-only)
+    gate: VersionGate | None = None  # None: version_gate()
+    life: LifeSettings | None = None  # None: from config (poll/life hours)
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    wait_seconds: int = LONG_POLL_SECONDS
+    registry_factory: Callable[[], Registry] = default_registry
+    on_lifecycle: Callable[[Lifecycle], None] | None = None  # tests: observe stats
+
+
+def run_agent(config: AgentConfig, runtime: Runtime | None = None) -> ExitCode:
+    """Run one life of the agent with `config`; never raises (an uncaught error is reported,
+    flushed and becomes ExitCode.CRASH)."""
+    runtime = runtime or Runtime()
+    errors = runtime.errors or error_sink(config)
+    try:
+        with ExitStack() as stack:
+            return _run(config, runtime, errors, stack)
+    except Exception as e:
+        log.critical("crashed: %s", type(e).__name__, exc_info=True)
+        errors.report_exception(e, context={"phase": "run", "fatal": True})
+        return ExitCode.CRASH
+    finally:
+        errors.flush(FLUSH_SECONDS)
+
+
+def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitStack) -> ExitCode:
+    from agent.credentials import sqs_client
+    from agent.flynotes.client import FlynotesClient
+
+    clock = runtime.clock
+    settings = db_settings(config)
+    registry = runtime.registry_factory()  # a bad handler table fails here, at start-up
+    backend = FlynotesClient(
+        config.backend_url,
+        config.licence_key.reveal(),
+        user_agent=f"r4agent/{__version__}",
+        proxy=config.proxy.reveal() if config.proxy is not None else None,
+        clock=clock,
+        licence_source=str(config.config_path),
+    )
+    stack.callback(backend.close)
+
+    worker_connections: list[ReconnectingRecords] = []
+    connections_lock = threading.Lock()
+
+    def worker_records() -> ReconnectingRecords:
+        records = ReconnectingRecords(settings)
+        with connections_lock:
+            worker_connections.append(records)
+        return records
+
+    def close_worker_connections() -> None:
+        for records in worker_connections:
+            records.close()
+
+    stack.callback(close_worker_connections)
+    main_records = ReconnectingRecords(settings)
+    stack.callback(main_records.close)
+
+    restart = RestartRequest()
+    dispatcher = Dispatcher(
+        registry,
+        records_factory=worker_records,
+        backend=backend,
+        errors=errors,
+        restart=restart,
+        agent_version=__version__,
+        settings=runtime.dispatch,
+    )
+    stack.callback(dispatcher.close)
+
+    def queue_for(scope: Scope) -> SqsQueue:
+        client = sqs_client(
+            scope,
+            lambda: backend.fetch_scope().credentials,
+            clock=clock,
+            endpoint_url=config.sqs_endpoint_url,
+            proxy=config.proxy.reveal() if config.proxy is not None else None,
+        )
+        return SqsQueue(client, scope.sqs_queue_url, wait_seconds=runtime.wait_seconds)
+
+    life = runtime.life or LifeSettings(poll_hours=config.poll_hours, life_hours=config.life_hours)
+    lifecycle = Lifecycle(
+        clock=clock,
+        stop=runtime.stop,
+        records=main_records,
+        backend=backend,
+        errors=errors,
+        gate=runtime.gate or version_gate(),
+        dispatcher=dispatcher,
+        restart=restart,
+        queue_for=queue_for,
+        settings=life,
+    )
+    if runtime.on_lifecycle is not None:
+        runtime.on_lifecycle(lifecycle)
+    log.info("r4agent %s starting (pid %d)", __version__, os.getpid())
+    code = lifecycle.run()
+    log.info("r4agent exiting with %s (%d)", code.name, code.value)
+    return code
+
+
+# -- signals -----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT (and SIGBREAK on Windows) set `stop`: in-flight work finishes, then the
+    agent exits. A second Ctrl-C falls back to the default (immediate) behaviour."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    names = ["SIGTERM", "SIGINT", "SIGBREAK"]
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping after in-flight work", signum)
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    for name in names:
+        number = getattr(signal, name, None)
+        if number is not None:
+            previous[number] = signal.signal(number, handler)
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+# -- the subcommand ----------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument(
+        "--foreground", action="store_true", help="also stream human-readable logs to the console"
+    )
+    parser.add_argument("--config", type=Path, default=None, help="config file (TOML)")
+
+
+def command(args: argparse.Namespace) -> int:
+    return int(main(args.config, foreground=args.foreground))
+
+
+def main(
+    config_path: Path | None, *, foreground: bool, stop: threading.Event | None = None
+) -> ExitCode:
+    """Load config, set up logging, run one life. ConfigError -> CONFIG_ERROR with one line on
+    stderr naming the file and key (no traceback)."""
+    from agent.config import load_config
+    from agent.logs import setup_logging
+
+    try:
+        config = load_config(config_path, os.environ)
+        try:
+            setup_logging(config.data_dir, foreground=foreground, secrets=config.secret_values())
+        except OSError as e:
+            raise ConfigError(
+                f"{config.config_path}: key 'data_dir' must be a writable folder "
+                f"({type(e).__name__} creating its logs folder)"
+            ) from None
+    except ConfigError as e:
+        print(f"r4agent: configuration error: {e}", file=sys.stderr)
+        return ExitCode.CONFIG_ERROR
+    stop = stop or threading.Event()
+    with stop_on_signals(stop):
+        return run_agent(config, Runtime(stop=stop))

@@ -1,0 +1,247 @@
+"""The agent's life, as the Windows service runs it (`r4agent run`):
+
+    start    ping R4, fetch the scope (bounded retries with back-off, else TRANSIENT_FAILURE)
+    confirm  tell the updater this version initialised (it stops counting early crashes)
+    cycle:   version check -> UPDATED if the updater switched versions
+             upload patients, then appointments, then appointment statuses
+             poll SQS for `poll_hours`, handling commands
+             re-fetch the scope (keep the old one if the backend is down), cycle again
+    end      after `life_hours` -> END_OF_LIFE; `restart` command -> RESTART_REQUESTED;
+             stop event (SIGTERM, service stop) -> END_OF_LIFE. In-flight work always finishes.
+
+Every wait goes through the injected Clock, so tests compress 24 hours. A failure inside the
+poll loop backs off exponentially (capped) and is reported on the first of a streak: the loop
+never spins hot. Uncaught errors propagate to the composition root, which reports and exits
+with CRASH.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agent.clock import Clock
+from agent.commands.context import RestartRequest
+from agent.commands.dispatcher import Dispatcher
+from agent.errors import PermanentError, TransientError
+from agent.exit_codes import ExitCode
+from agent.ports import Backend, ErrorSink, RecordSource, Scope
+from agent.sqs_queue import CredentialsRejectedError, SqsQueue
+from updater.gate import GateAction, VersionGate
+
+log = logging.getLogger(__name__)
+
+HOUR = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential back-off, capped, with jitter so a fleet of practices does not retry in step."""
+
+    base_seconds: float = 2.0
+    factor: float = 2.0
+    cap_seconds: float = 300.0
+    jitter: float = 0.5  # a delay is drawn from [(1 - jitter) * d, d]
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        d = min(self.cap_seconds, self.base_seconds * self.factor ** max(attempt - 1, 0))
+        spread = (rng or random).uniform(1.0 - self.jitter, 1.0) if self.jitter else 1.0
+        return d * spread
+
+
+@dataclass(frozen=True, slots=True)
+class LifeSettings:
+    poll_hours: float = 1.0
+    life_hours: float = 24.0
+    start_attempts: int = 5  # DB ping + scope fetch at start, before TRANSIENT_FAILURE
+    backoff: Backoff = field(default_factory=Backoff)
+    report_every: int = 10  # in a streak of poll failures, report the 1st and every Nth
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        stop: threading.Event,
+        records: RecordSource,
+        backend: Backend,
+        errors: ErrorSink,
+        gate: VersionGate,
+        dispatcher: Dispatcher,
+        restart: RestartRequest,
+        queue_for: Callable[[Scope], SqsQueue],
+        settings: LifeSettings = LifeSettings(),
+        rng: random.Random | None = None,
+    ) -> None:
+        self._clock = clock
+        self._stop = stop
+        self._records = records
+        self._backend = backend
+        self._errors = errors
+        self._gate = gate
+        self._dispatcher = dispatcher
+        self._restart = restart
+        self._queue_for = queue_for
+        self._settings = settings
+        self._rng = rng or random.Random()
+        self.stats: Counter[str] = Counter()  # observable by tests: cycles, pauses, failures
+
+    # -- the life ------------------------------------------------------------------------
+    def run(self) -> ExitCode:
+        try:
+            return self._live()
+        finally:
+            self._dispatcher.drain()
+
+    def _live(self) -> ExitCode:
+        life_end = self._clock.monotonic() + self._settings.life_hours * HOUR
+        started = self._start()
+        if isinstance(started, ExitCode):
+            return started
+        scope = started
+        self._gate.confirm_running()
+        while True:
+            self.stats["cycles"] += 1
+            decision = self._gate.ensure(scope.library_version)
+            log.info(
+                "version check: running %s, backend wants %s: %s (%s)",
+                decision.running,
+                decision.wanted,
+                decision.action.value,
+                decision.reason,
+            )
+            if decision.action is GateAction.RESTART_INTO_NEW_VERSION:
+                return ExitCode.UPDATED
+            self._upload_all()
+            poll_end = min(self._clock.monotonic() + self._settings.poll_hours * HOUR, life_end)
+            ended = self._poll(scope, poll_end)
+            if isinstance(ended, ExitCode):
+                return ended
+            scope = ended
+            if self._clock.monotonic() >= life_end:
+                log.info("end of life after %s hours: exiting", self._settings.life_hours)
+                return ExitCode.END_OF_LIFE
+            refreshed = self._refresh_scope(scope)
+            if isinstance(refreshed, ExitCode):
+                return refreshed
+            scope = refreshed
+
+    def _start(self) -> Scope | ExitCode:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self._records.ping()
+                return self._backend.fetch_scope()
+            except TransientError as e:
+                log.warning("start attempt %d failed: %s", attempt, e)
+                if attempt >= self._settings.start_attempts:
+                    self._errors.report_exception(e, context={"phase": "start"})
+                    log.error("giving up after %d attempts: exiting to be restarted later", attempt)
+                    return ExitCode.TRANSIENT_FAILURE
+            except PermanentError as e:
+                # /data refusing us is decided by the configured backend URL + licence key
+                self._errors.report_exception(e, context={"phase": "start"})
+                log.error("cannot start: %s", e)
+                return ExitCode.CONFIG_ERROR
+            if not self._pause(self._settings.backoff.delay(attempt, self._rng)):
+                return ExitCode.END_OF_LIFE
+
+    def _refresh_scope(self, current: Scope) -> Scope | ExitCode:
+        try:
+            return self._backend.fetch_scope()
+        except PermanentError as e:
+            self._errors.report_exception(e, context={"phase": "scope-refresh"})
+            log.error("the backend now refuses this licence: %s", e)
+            return ExitCode.CONFIG_ERROR
+        except TransientError as e:
+            # the current credentials stay valid for hours and refresh themselves: carry on
+            self._errors.report_exception(e, context={"phase": "scope-refresh"})
+            log.warning("could not re-fetch the scope, keeping the current one: %s", e)
+            return current
+
+    def _upload_all(self) -> None:
+        uploads: tuple[tuple[str, Callable[[], int]], ...] = (
+            ("patients", lambda: self._backend.upload_patients(self._records.iter_patients())),
+            (
+                "appointments",
+                lambda: self._backend.upload_appointments(self._records.iter_appointments()),
+            ),
+            (
+                "appointment statuses",
+                lambda: self._backend.upload_appointment_flags(
+                    self._records.iter_appointment_flags()
+                ),
+            ),
+        )
+        for what, upload in uploads:
+            if self._stop.is_set():
+                return
+            try:
+                sent = upload()
+            except (TransientError, PermanentError) as e:
+                self.stats["upload-failures"] += 1
+                self._errors.report_exception(e, context={"phase": f"upload {what}"})
+                log.warning("upload of %s failed (next cycle retries): %s", what, e)
+                continue
+            log.info("uploaded %d %s", sent, what)
+
+    def _poll(self, scope: Scope, until: float) -> Scope | ExitCode:
+        queue = self._queue_for(scope)
+        failures = 0
+        while True:
+            if self._restart.requested:
+                self._dispatcher.drain()
+                log.info("restart requested: in-flight work finished, exiting")
+                return ExitCode.RESTART_REQUESTED
+            if self._stop.is_set():
+                self._dispatcher.drain()
+                log.info("stop requested: in-flight work finished, exiting")
+                return ExitCode.END_OF_LIFE
+            if self._clock.monotonic() >= until:
+                return scope
+            try:
+                self.stats["receives"] += 1
+                self._dispatcher.poll_once(queue)
+                failures = 0
+                continue
+            except CredentialsRejectedError as e:
+                failures += 1
+                self._report_streak(e, failures)
+                log.warning("SQS refused the credentials: fetching a fresh scope")
+                try:
+                    scope = self._backend.fetch_scope()
+                    queue = self._queue_for(scope)
+                except TransientError as again:
+                    log.warning("could not fetch a fresh scope: %s", again)
+                except PermanentError as refused:
+                    self._errors.report_exception(refused, context={"phase": "poll"})
+                    return ExitCode.CONFIG_ERROR
+            except TransientError as e:
+                failures += 1
+                self.stats["receive-failures"] += 1
+                self._report_streak(e, failures)
+                log.warning("polling SQS failed (%d in a row): %s", failures, e)
+            self._pause(self._settings.backoff.delay(failures, self._rng))
+
+    def _report_streak(self, error: Exception, failures: int) -> None:
+        if failures == 1 or failures % self._settings.report_every == 0:
+            self._errors.report_exception(error, context={"phase": "poll", "streak": failures})
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait `seconds` on the clock in steps of at most 1 s, so a stop request is honoured
+        promptly. Returns False if a stop was requested."""
+        self.stats["pauses"] += 1
+        end = self._clock.monotonic() + seconds
+        while not self._stop.is_set():
+            left = end - self._clock.monotonic()
+            if left <= 0:
+                return True
+            self._clock.sleep(min(left, 1.0))
+        return False
+

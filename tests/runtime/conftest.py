@@ -1,0 +1,223 @@
+"""Runtime test harness: the real agent (`agent.app.run_agent`) against moto, the Flynotes
+stand-in and an R4-shaped SQLite database through pyodbc, with a FakeClock compressing its day."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from agent.app import Runtime, run_agent
+from agent.clock import FakeClock
+from agent.commands.dispatcher import DispatchSettings
+from agent.config import AgentConfig, DatabaseConfig, RollbarConfig, Secret
+from agent.exit_codes import ExitCode
+from agent.lifecycle import Backoff, Lifecycle, LifeSettings
+from agent.standin import r4_sample
+from agent.standin.backend import StandinBackend
+from agent.standin.sqs_local import SqsEndpoint
+from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
+from updater.gate import ReportOnlyGate
+
+PATIENTS = 200
+
+
+@dataclass(frozen=True)
+class PracticeDb:
+    path: Path
+    connection_string: str
+
+
+@pytest.fixture(scope="session")
+def practice_db(tmp_path_factory: pytest.TempPathFactory) -> PracticeDb:
+    """An R4-shaped SQLite database (with the canary patient) reached through pyodbc."""
+    path = tmp_path_factory.mktemp("r4") / "sys2000.sqlite"
+    r4_sample.generate(path, PATIENTS, seed=3, canary=True)
+    return PracticeDb(path, r4_sample.sqlite_connection_string(path))
+
+
+class RecordingSink:
+    """An ErrorSink that keeps what it was given (the port's simulator, like FakeClock)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.exceptions: list[tuple[BaseException, dict[str, object]]] = []
+        self.messages: list[tuple[str, str, dict[str, object]]] = []
+        self.flushes = 0
+
+    def report_exception(self, exc: BaseException, *, context: dict[str, object]) -> None:
+        with self._lock:
+            self.exceptions.append((exc, context))
+
+    def report_message(self, message: str, *, level: str, extra: dict[str, object]) -> None:
+        with self._lock:
+            self.messages.append((message, level, extra))
+
+    def flush(self, timeout: float) -> None:
+        self.flushes += 1
+
+    def message_texts(self) -> list[str]:
+        with self._lock:
+            return [m for m, _, _ in self.messages]
+
+
+class CountingClock(FakeClock):
+    """A FakeClock that counts its sleeps: a hot loop shows as many tiny sleeps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        super().sleep(seconds)
+
+
+def eventually(condition: Callable[[], object], timeout: float = 30.0) -> None:
+    """Wait (real time, bounded) until `condition()` is truthy: background threads are real."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def make_config(
+    tmp_path: Path,
+    *,
+    backend_url: str,
+    db_connection_string: str,
+    sqs_endpoint_url: str | None,
+) -> AgentConfig:
+    return AgentConfig(
+        config_path=tmp_path / "config.toml",
+        licence_key=Secret(TEST_LICENCE_KEY),
+        backend_url=backend_url,
+        db=DatabaseConfig(connection_string=Secret(db_connection_string)),
+        rollbar=RollbarConfig(access_token=None),
+        data_dir=tmp_path,
+        sqs_endpoint_url=sqs_endpoint_url,
+    )
+
+
+@dataclass
+class AgentUnderTest:
+    """One `run_agent` life on a background thread."""
+
+    config: AgentConfig
+    clock: CountingClock = field(default_factory=CountingClock)
+    stop: threading.Event = field(default_factory=threading.Event)
+    sink: RecordingSink = field(default_factory=RecordingSink)
+    life: LifeSettings = field(
+        default_factory=lambda: LifeSettings(
+            poll_hours=1, life_hours=24, start_attempts=3, backoff=Backoff(jitter=0)
+        )
+    )
+    lifecycle: Lifecycle | None = None
+    result: ExitCode | None = None
+    _thread: threading.Thread | None = None
+
+    def runtime(self) -> Runtime:
+        def observe(lifecycle: Lifecycle) -> None:
+            self.lifecycle = lifecycle
+
+        return Runtime(
+            clock=self.clock,
+            stop=self.stop,
+            errors=self.sink,
+            gate=ReportOnlyGate("1.0.0"),
+            life=self.life,
+            dispatch=DispatchSettings(
+                workers=4, heartbeat_interval_seconds=0.3, visibility_extension_seconds=5
+            ),
+            wait_seconds=1,
+            on_lifecycle=observe,
+        )
+
+    def start(self) -> AgentUnderTest:
+        def target() -> None:
+            self.result = run_agent(self.config, self.runtime())
+
+        self._thread = threading.Thread(target=target, name="agent-under-test", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait(self, timeout: float = 60.0) -> ExitCode:
+        assert self._thread is not None
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the agent did not exit"
+        assert self.result is not None
+        return self.result
+
+    def stats(self, key: str) -> int:
+        return self.lifecycle.stats[key] if self.lifecycle is not None else 0
+
+
+@pytest.fixture
+def practice(
+    tmp_path: Path,
+    practice_db: PracticeDb,
+    flynotes_standin: StandinBackend,
+    sqs_server: SqsEndpoint,
+) -> Iterator[Practice]:
+    flynotes_standin.sqs_queue_url = sqs_server.queue_url
+    flynotes_standin.sqs_region = sqs_server.region
+    config = make_config(
+        tmp_path,
+        backend_url=flynotes_standin.url,
+        db_connection_string=practice_db.connection_string,
+        sqs_endpoint_url=sqs_server.endpoint_url,
+    )
+    practice = Practice(config, flynotes_standin, sqs_server, practice_db)
+    yield practice
+    practice.shutdown()
+
+
+@dataclass
+class Practice:
+    """A practice in a box: the stand-ins plus the agent(s) run against them."""
+
+    config: AgentConfig
+    backend: StandinBackend
+    sqs: SqsEndpoint
+    db: PracticeDb
+    agents: list[AgentUnderTest] = field(default_factory=list)
+
+    def agent(self, **kwargs: object) -> AgentUnderTest:
+        agent = AgentUnderTest(self.config, **kwargs)  # type: ignore[arg-type]
+        self.agents.append(agent)
+        return agent
+
+    def send(self, body: str) -> None:
+        self.sqs.client().send_message(QueueUrl=self.sqs.queue_url, MessageBody=body)
+
+    def queue_counts(self, url: str | None = None) -> tuple[int, int]:
+        attributes = self.sqs.client().get_queue_attributes(
+            QueueUrl=url or self.sqs.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return (
+            int(attributes["ApproximateNumberOfMessages"]),
+            int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+        )
+
+    def dead_letters(self) -> list[dict[str, object]]:
+        response = self.sqs.client().receive_message(
+            QueueUrl=self.sqs.dead_letter_queue_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=0,
+            MessageAttributeNames=["All"],
+        )
+        return list(response.get("Messages", []))  # type: ignore[arg-type]
+
+    def shutdown(self) -> None:
+        for agent in self.agents:
+            agent.stop.set()
+            agent.clock.advance(48 * 3600)
+        for agent in self.agents:
+            if agent._thread is not None:
+                agent._thread.join(30)
