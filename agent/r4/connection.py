@@ -1,0 +1,291 @@
+"""The one door to R4: connection settings, driver choice, and a SELECT-only database wrapper.
+
+`open_database(settings)` connects through pyodbc (unixODBC / Windows ODBC) and returns an
+`R4Database` that knows its SQL dialect and will only execute statements that pass the
+SELECT-only guard. pyodbc errors are translated here, once:
+connection/communication failures -> TransientError, everything else -> PermanentError. Error
+messages name the statement, driver, server and database — never a password (masked in any
+connection string) and never row contents (quoted values in driver messages are masked).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyodbc
+
+from agent.errors import PermanentError, TransientError
+from agent.r4 import sql as r4sql
+from agent.r4.guard import check_select_only
+from agent.r4.sql import Dialect, Statement
+
+# Most preferred first. Driver 18 encrypts by default (needs TrustServerCertificate for a
+# local self-signed server); the last one ships with every Windows.
+DRIVER_PREFERENCE: tuple[str, ...] = (
+    "ODBC Driver 18 for SQL Server",
+    "ODBC Driver 17 for SQL Server",
+    "SQL Server Native Client 11.0",
+    "SQL Server Native Client 10.0",
+    "SQL Native Client",
+    "SQL Server",
+)
+# Drivers that understand ApplicationIntent (ignored by a standalone server: harmless there).
+_READ_INTENT_DRIVERS = frozenset(DRIVER_PREFERENCE[:3])
+
+Row = tuple[Any, ...]
+StatementObserver = Callable[[Statement], None]
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class DbSettings:
+    """Where R4 is. `connection_string` (from config) overrides the built-in default, which is
+    Windows authentication to `server`, database `database`, with the best installed driver."""
+
+    connection_string: str | None = None
+    server: str = "."
+    database: str = "sys2000"
+    login_timeout_s: int = 15
+    query_timeout_s: int = 300
+
+    def __repr__(self) -> str:  # a connection string may carry a password
+        cs = mask_secrets(self.connection_string) if self.connection_string else None
+        return (
+            f"DbSettings(connection_string={cs!r}, server={self.server!r}, "
+            f"database={self.database!r})"
+        )
+
+
+_SECRET_KEYS = re.compile(r"(?i)\b(PWD|Password)\s*=\s*(\{(?:[^}]|\}\})*\}|[^;]*)")
+
+
+def mask_secrets(connection_string: str) -> str:
+    """The connection string with every PWD=/Password= value replaced by ***."""
+    return _SECRET_KEYS.sub(lambda m: f"{m.group(1)}=***", connection_string)
+
+
+def pick_driver(installed: Sequence[str]) -> str | None:
+    """The most preferred SQL Server driver among `installed` (pyodbc.drivers()), or None."""
+    names = set(installed)
+    return next((d for d in DRIVER_PREFERENCE if d in names), None)
+
+
+def default_connection_string(driver: str, server: str, database: str) -> str:
+    parts = [
+        f"Driver={{{driver}}}",
+        f"Server={server}",
+        f"Database={database}",
+        "Trusted_Connection=yes",
+    ]
+    if driver == "ODBC Driver 18 for SQL Server":
+        parts.append("TrustServerCertificate=yes")
+    if driver in _READ_INTENT_DRIVERS:
+        parts.append("ApplicationIntent=ReadOnly")
+    return ";".join(parts) + ";"
+
+
+def connection_attributes(connection_string: str) -> dict[str, str]:
+    """key (lower case) -> value of a connection string; braces around a value are removed."""
+    attrs: dict[str, str] = {}
+    for m in re.finditer(r"\s*([^=;]+?)\s*=\s*(\{(?:[^}]|\}\})*\}|[^;]*);?", connection_string):
+        value = m.group(2).strip()
+        if value.startswith("{") and value.endswith("}"):
+            value = value[1:-1].replace("}}", "}")
+        attrs[m.group(1).strip().lower()] = value
+    return attrs
+
+
+def resolve_connection_string(settings: DbSettings, installed: Sequence[str]) -> str:
+    """The connection string to use. Raises PermanentError if no SQL Server driver is there."""
+    if settings.connection_string:
+        return settings.connection_string
+    driver = pick_driver(installed)
+    if driver is None:
+        raise PermanentError(
+            "no SQL Server ODBC driver installed; looked for: "
+            + ", ".join(DRIVER_PREFERENCE)
+            + f"; installed: {', '.join(installed) or 'none'}"
+        )
+    return default_connection_string(driver, settings.server, settings.database)
+
+
+def describe_target(connection_string: str) -> str:
+    """'driver=..., server=..., database=...' for messages. No secrets, no other keys."""
+    attrs = connection_attributes(connection_string)
+    driver = attrs.get("driver") or (f"DSN {attrs['dsn']}" if "dsn" in attrs else "?")
+    server = attrs.get("server") or attrs.get("address") or attrs.get("addr") or "-"
+    database = attrs.get("database") or attrs.get("initial catalog") or "-"
+    return f"driver={driver}, server={server}, database={database}"
+
+
+# --- error translation -----------------------------------------------------------------------
+
+_KNOWN_NAMES = frozenset(
+    [t.lower() for t in r4sql.REQUIRED_COLUMNS]
+    + [f"dbo.{t.lower()}" for t in r4sql.REQUIRED_COLUMNS]
+    + [c.lower() for cols in r4sql.REQUIRED_COLUMNS.values() for c in cols]
+)
+_QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
+
+
+def _scrub_driver_message(message: str) -> str:
+    """Mask quoted values (SQL Server quotes the offending value in conversion errors), but
+    keep quoted names of R4 tables/columns, which are what an operator needs."""
+
+    def repl(m: re.Match[str]) -> str:
+        inner = m.group(1) if m.group(1) is not None else m.group(2)
+        return m.group(0) if inner.lower() in _KNOWN_NAMES else "'***'"
+
+    return mask_secrets(_QUOTED.sub(repl, message))
+
+
+def _driver_state_and_message(exc: pyodbc.Error) -> tuple[str, str]:
+    args = exc.args
+    if len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
+        return args[0], args[1]
+    return "", str(args[0]) if args else type(exc).__name__
+
+
+def _is_transient(exc: pyodbc.Error, state: str, *, connecting: bool) -> bool:
+    if state.startswith(("IM", "28")) or "Can't open lib" in str(exc.args):
+        return False  # driver missing / not loadable, login refused: configuration problems
+    if connecting:
+        return True  # server or file not reachable (yet): a restarting server comes back
+    if state.startswith(("08", "HYT")) or state in ("40001", "HY008"):
+        return True  # communication link failure, timeouts, deadlock victim
+    return isinstance(exc, pyodbc.OperationalError)
+
+
+def translate_error(
+    exc: pyodbc.Error, *, target: str, action: str, connecting: bool = False
+) -> TransientError | PermanentError:
+    state, message = _driver_state_and_message(exc)
+    text = f"R4 {action} failed ({target}): [{state or '?'}] {_scrub_driver_message(message)}"
+    if _is_transient(exc, state, connecting=connecting):
+        return TransientError(text)
+    return PermanentError(text)
+
+
+# --- the wrapper -----------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class R4Database:
+    """An open connection to R4 that only ever runs SELECTs. Use as a context manager.
+
+    `observers` are called with each statement just before it runs (after the guard passed);
+    tests use this to count keyset pages without patching pyodbc.
+    """
+
+    _connection: Any
+    dialect: Dialect
+    target: str  # "driver=..., server=..., database=..." (no secrets)
+    observers: list[StatementObserver] = field(default_factory=list)
+
+    def _execute(self, statement: Statement | str, params: Sequence[object]) -> Any:
+        st = statement if isinstance(statement, Statement) else Statement("ad hoc", statement)
+        check_select_only(st.text)  # raises UnsafeStatementError before anything is sent
+        for observe in self.observers:
+            observe(st)
+        try:
+            cursor = self._connection.cursor()
+            cursor.execute(st.text, *params)
+        except pyodbc.Error as e:
+            raise translate_error(e, target=self.target, action=f"query {st.name}") from e
+        return cursor
+
+    def fetch_all(self, statement: Statement | str, params: Sequence[object] = ()) -> list[Row]:
+        cursor = self._execute(statement, params)
+        try:
+            return [tuple(r) for r in cursor.fetchall()]
+        except pyodbc.Error as e:
+            raise translate_error(e, target=self.target, action="fetch") from e
+        finally:
+            cursor.close()
+
+    def fetch_one(self, statement: Statement | str, params: Sequence[object] = ()) -> Row | None:
+        cursor = self._execute(statement, params)
+        try:
+            row = cursor.fetchone()
+            return None if row is None else tuple(row)
+        except pyodbc.Error as e:
+            raise translate_error(e, target=self.target, action="fetch") from e
+        finally:
+            cursor.close()
+
+    def iter_rows(
+        self, statement: Statement | str, params: Sequence[object] = (), *, batch: int = 500
+    ) -> Iterator[Row]:
+        """Rows of one statement, fetched `batch` at a time (never the whole result at once)."""
+        cursor = self._execute(statement, params)
+        try:
+            while True:
+                try:
+                    rows = cursor.fetchmany(batch)
+                except pyodbc.Error as e:
+                    raise translate_error(e, target=self.target, action="fetch") from e
+                if not rows:
+                    return
+                for r in rows:
+                    yield tuple(r)
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(pyodbc.Error):  # a broken connection: nothing left to close
+            self._connection.close()
+
+    def __enter__(self) -> R4Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _detect_dialect(connection: Any, connection_string: str) -> Dialect:
+    names = [connection_attributes(connection_string).get("driver", "")]
+    for info in (pyodbc.SQL_DBMS_NAME, pyodbc.SQL_DRIVER_NAME):
+        try:
+            names.append(str(connection.getinfo(info)))
+        except pyodbc.Error:
+            continue
+    return r4sql.SQLITE if any("sqlite" in n.lower() for n in names) else r4sql.MSSQL
+
+
+def open_database(settings: DbSettings) -> R4Database:
+    """Connect to R4 read-only (autocommit, read-only access mode, login + query timeouts).
+
+    Raises TransientError when the server/file cannot be reached, PermanentError when no driver
+    is installed, the driver cannot load, or the login is refused.
+    """
+    try:
+        installed = [] if settings.connection_string else list(pyodbc.drivers())
+    except pyodbc.Error as e:
+        raise translate_error(e, target="ODBC driver manager", action="listing drivers") from e
+    connection_string = resolve_connection_string(settings, installed)
+    target = describe_target(connection_string)
+    try:
+        connection = pyodbc.connect(
+            connection_string,
+            autocommit=True,
+            readonly=True,
+            timeout=settings.login_timeout_s,
+        )
+    except pyodbc.Error as e:
+        raise translate_error(e, target=target, action="connect", connecting=True) from e
+    try:
+        connection.timeout = settings.query_timeout_s
+        dialect = _detect_dialect(connection, connection_string)
+        if dialect is r4sql.MSSQL:
+            # R4's varchar columns hold Windows-1252 text; nvarchar comes as UTF-16 as usual.
+            connection.setdecoding(pyodbc.SQL_CHAR, encoding="cp1252")
+        else:
+            # SQLite stores UTF-8; wide columns keep pyodbc's UTF-16 default.
+            connection.setdecoding(pyodbc.SQL_CHAR, encoding="utf-8")
+    except pyodbc.Error as e:
+        connection.close()
+        raise translate_error(e, target=target, action="configure connection") from e
+    return R4Database(connection, dialect, target)
