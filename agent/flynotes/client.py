@@ -30,6 +30,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import ConnectionPool
 from urllib3.exceptions import MaxRetryError, ResponseError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
@@ -432,11 +433,13 @@ class FlynotesClient:
                 f"{endpoint.method} {masked}: no answer in time ({type(e).__name__})"
             ) from None
         except requests.ConnectionError as e:
+            # After spent retries urllib3 wraps the last cause (a read timeout, too).
             reason = getattr(e.args[0], "reason", None) if e.args else None
             kind = type(reason).__name__ if reason is not None else type(e).__name__
-            raise TransientError(
-                f"{endpoint.method} {masked}: connection failed ({kind})"
-            ) from None
+            what = (
+                "no answer in time" if isinstance(reason, Urllib3Timeout) else "connection failed"
+            )
+            raise TransientError(f"{endpoint.method} {masked}: {what} ({kind})") from None
         except requests.RequestException as e:
             raise TransientError(
                 f"{endpoint.method} {masked}: failed ({type(e).__name__})"

@@ -1,0 +1,1 @@
+"""The Flynotes wire contract, client and stand-in."""
