@@ -165,6 +165,7 @@ class Runtime:
     life: LifeSettings | None = None  # None: from config (poll/life hours)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     wait_seconds: int = LONG_POLL_SECONDS
+    sqs_max_attempts: int = 3  # botocore's own retries (real-time sleeps) per SQS call
     registry_factory: Callable[[], Registry] = default_registry
     on_lifecycle: Callable[[Lifecycle], None] | None = None  # tests: observe stats
 
@@ -238,6 +239,7 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
             clock=clock,
             endpoint_url=config.sqs_endpoint_url,
             proxy=config.proxy.reveal() if config.proxy is not None else None,
+            max_attempts=runtime.sqs_max_attempts,
         )
         return SqsQueue(client, scope.sqs_queue_url, wait_seconds=runtime.wait_seconds)
 

@@ -86,6 +86,7 @@ def sqs_client(
     clock: Clock,
     endpoint_url: str | None = None,
     proxy: str | None = None,
+    max_attempts: int = 3,
 ) -> SQSClient:
     """An SQS client for `scope`'s region, with timeouts on every call and refreshing creds."""
     credentials = refreshable_credentials(scope.credentials, fetch_fresh, clock)
@@ -97,7 +98,7 @@ def sqs_client(
         region_name=scope.sqs_region,
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
         read_timeout=READ_TIMEOUT_SECONDS,
-        retries={"mode": "standard", "max_attempts": 3},
+        retries={"mode": "standard", "max_attempts": max_attempts},
         proxies={"http": proxy, "https": proxy} if proxy else None,
     )
     client: SQSClient = boto3.Session(botocore_session=session).client(

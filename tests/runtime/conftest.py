@@ -135,6 +135,7 @@ class AgentUnderTest:
                 workers=4, heartbeat_interval_seconds=0.3, visibility_extension_seconds=5
             ),
             wait_seconds=1,
+            sqs_max_attempts=1,
             on_lifecycle=observe,
         )
 
