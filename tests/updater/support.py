@@ -1,0 +1,194 @@
+"""Simulators for the updater tests: a real TUF repository on disk with throwaway keys, served over
+loopback HTTP, and small real executables standing in for agent builds."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from updater.agent_gate import InstalledGate
+from updater.layout import Layout
+from updater.repo.repository import ReleasePolicy, Repository, utc_now
+from updater.state import CurrentPointer, PointerState, read_pointer, write_pointer
+from updater.tuf_client import Limits
+
+# The simulated agent: `--version` prints its version; `run` behaves as baked in BEHAVIOUR.
+# It uses the real gate (updater.agent_gate.from_environment), like the agent's composition root.
+AGENT_SCRIPT = """#!{python}
+import json, os, sys
+VERSION = {version!r}
+BEHAVIOUR = json.loads({behaviour!r})
+if sys.argv[1:] == ["--version"]:
+    print(BEHAVIOUR.get("version_output", "r4agent " + VERSION))
+    sys.exit(BEHAVIOUR.get("version_exit", 0))
+base = os.environ.get("R4AGENT_INSTALL_BASE", "")
+with open(os.path.join(base, "runs.log"), "a") as f:
+    f.write(VERSION + "\\n")
+if BEHAVIOUR.get("crash_before_confirm"):
+    sys.exit(1)
+from updater.agent_gate import from_environment
+gate = from_environment(VERSION)
+assert gate is not None, "not recognised as installed"
+gate.confirm_running()
+wanted_file = os.path.join(base, "wanted")
+if os.path.exists(wanted_file):
+    decision = gate.ensure(open(wanted_file).read().strip())
+    with open(os.path.join(base, "decisions.log"), "a") as f:
+        f.write(json.dumps([VERSION, decision.action.value, decision.reason]) + "\\n")
+    if decision.action.value == "restart-into-new-version":
+        sys.exit(4)
+sys.exit(BEHAVIOUR.get("run_exit", 0))
+"""
+
+
+def make_bundle(root: Path, version: str, **behaviour: Any) -> Path:
+    """A bundle folder holding one executable `r4agent` that simulates build `version`."""
+    bundle = root / f"bundle-{version}-{len(list(root.glob('bundle-*')))}"
+    bundle.mkdir(parents=True)
+    exe = bundle / "r4agent"
+    exe.write_text(AGENT_SCRIPT.format(python=sys.executable, version=version,
+                                       behaviour=json.dumps(behaviour)))
+    exe.chmod(0o755)
+    # padding so archives are big enough for a patch to be worth it (like a real exe)
+    (bundle / "payload.bin").write_bytes(bytes(range(256)) * 4096 + version.encode())
+    return bundle
+
+
+class FixedNow:
+    """Injected repository clock (expiry dates are computed from it)."""
+
+    def __init__(self) -> None:
+        self.value: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.value or utc_now()
+
+
+@dataclass
+class RepoSim:
+    root: Path
+    repo: Repository
+    now: FixedNow
+    work: Path
+
+    @property
+    def repo_dir(self) -> Path:
+        return self.repo.repo_dir
+
+    def add(self, version: str, policy: ReleasePolicy | None = None, **behaviour: Any) -> None:
+        self.repo.add_bundle(make_bundle(self.work, version, **behaviour), version, policy)
+
+    def snapshot_files(self) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in (self.repo_dir / "metadata").iterdir()}
+
+    def restore_metadata(self, files: dict[str, bytes], names: list[str]) -> None:
+        for name in names:
+            (self.repo_dir / "metadata" / name).write_bytes(files[name])
+
+
+def make_repo(tmp: Path) -> RepoSim:
+    keys = tmp / "keys"
+    Repository.create_keys(keys)
+    now = FixedNow()
+    repo = Repository(tmp / "repo", keys, now=now)
+    repo.initialize()
+    work = tmp / "bundles"
+    work.mkdir()
+    return RepoSim(tmp, repo, now, work)
+
+
+def clone_repo(template: RepoSim, tmp: Path) -> RepoSim:
+    """A private copy of a prepared repository (keys, metadata, targets, bundles)."""
+    shutil.copytree(template.root, tmp)
+    now = FixedNow()
+    return RepoSim(tmp, Repository(tmp / "repo", tmp / "keys", now=now), now, tmp / "bundles")
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def do_GET(self) -> None:
+        self.server.requests.append(self.path)
+        override = self.server.overrides.get(self.path)
+        if override is not None:
+            override(self)
+            return
+        super().do_GET()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    requests: list[str]
+    overrides: dict[str, Callable[[SimpleHTTPRequestHandler], None]]
+
+
+@dataclass
+class HttpRepo:
+    url: str
+    requests: list[str]
+    overrides: dict[str, Callable[[SimpleHTTPRequestHandler], None]] = field(default_factory=dict)
+
+    def fetched(self, suffix: str) -> bool:
+        return any(r.endswith(suffix) for r in self.requests)
+
+
+def serve(directory: Path) -> Iterator[HttpRepo]:
+    def handler(*args: Any, **kwargs: Any) -> _Handler:
+        return _Handler(*args, directory=str(directory), **kwargs)
+
+    server = _Server(("127.0.0.1", 0), handler)
+    server.requests = []
+    server.overrides = {}
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield HttpRepo(f"http://127.0.0.1:{server.server_address[1]}", server.requests,
+                       server.overrides)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def install_from_repo(sim: RepoSim, layout: Layout, version: str) -> None:
+    """Lay out `version` as if the updater had installed it: extracted folder, cached tar,
+    pointer, trusted root."""
+    import tarfile
+
+    layout.ensure_dirs()
+    archive = sim.repo_dir / "targets" / f"r4agent-{version}.tar.gz"
+    tar_bytes = gzip.decompress(archive.read_bytes())
+    (layout.targets_dir / f"r4agent-{version}.tar").write_bytes(tar_bytes)
+    dest = layout.version_dir(version)
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+    (layout.metadata_dir / "root.json").write_bytes(sim.repo.root_bytes())
+    write_pointer(layout.current_file,
+                  CurrentPointer(version, None, PointerState.INSTALLED, 0, "test install"))
+
+
+def gate(layout: Layout, running: str, url: str, sim: RepoSim,
+         limits: Limits | None = None) -> InstalledGate:
+    return InstalledGate(layout, running, url, root_seed=sim.repo.root_bytes(), limits=limits)
+
+
+def pointer_version(layout: Layout) -> str:
+    pointer = read_pointer(layout.current_file)
+    assert pointer is not None
+    return pointer.version
+
+
+def copy_repo(sim: RepoSim, dest: Path) -> Path:
+    shutil.copytree(sim.repo_dir, dest)
+    return dest

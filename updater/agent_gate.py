@@ -1,0 +1,149 @@
+"""The VersionGate the agent uses when it runs from an installed layout.
+
+The composition root calls `from_environment(__version__)`: it returns an `InstalledGate` when this
+process runs from `<base>/versions/<version>/` (the service host sets `R4AGENT_INSTALL_BASE` for
+its child; a frozen exe can also tell from its own path), else None — then use `ReportOnlyGate`.
+
+The update repository URL comes from `R4AGENT_UPDATE_URL`, else `[updates] url` in
+`<base>/config.toml`; metadata is read from `<url>/metadata/` and targets from `<url>/targets/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+
+from updater.gate import GateAction, GateDecision, VersionGate
+from updater.install import Installer, Observer
+from updater.layout import ENV_INSTALL_BASE, Layout
+from updater.state import (
+    CorruptStateError,
+    IllegalTransitionError,
+    InstallState,
+    read_pointer,
+    read_record,
+    write_pointer,
+    write_record,
+)
+from updater.tuf_client import Limits, TufClient, bundled_root, seed_trusted_root
+
+log = logging.getLogger(__name__)
+
+ENV_UPDATE_URL = "R4AGENT_UPDATE_URL"
+
+
+def repository_urls(update_url: str) -> tuple[str, str]:
+    base = update_url.rstrip("/")
+    return f"{base}/metadata/", f"{base}/targets/"
+
+
+class InstalledGate:
+    def __init__(
+        self,
+        layout: Layout,
+        running: str,
+        update_url: str | None,
+        *,
+        limits: Limits | None = None,
+        observer: Observer | None = None,
+        root_seed: bytes | None = None,
+    ) -> None:
+        self._layout = layout
+        self._running = running
+        self._update_url = update_url
+        self._limits = limits
+        self._observer = observer
+        self._root_seed = root_seed if root_seed is not None else bundled_root()
+
+    def _installer(self, update_url: str) -> Installer:
+        metadata_url, targets_url = repository_urls(update_url)
+        self._layout.ensure_dirs()
+        seed_trusted_root(self._layout.metadata_dir, self._root_seed)
+        client = TufClient(
+            self._layout.metadata_dir,
+            self._layout.targets_dir,
+            metadata_url,
+            targets_url,
+            limits=self._limits,
+        )
+        return Installer(self._layout, client, observer=self._observer)
+
+    def ensure(self, wanted: str) -> GateDecision:
+        running = self._running
+        if wanted == running:
+            return GateDecision(GateAction.CARRY_ON, running, wanted, "already current")
+        if not self._update_url:
+            return GateDecision(GateAction.CARRY_ON, running, wanted, "no update URL configured")
+        try:
+            outcome = self._installer(self._update_url).install(running, wanted)
+        except Exception as e:  # an updater bug must never take the running agent down
+            log.exception("updater failed unexpectedly")
+            return GateDecision(
+                GateAction.CARRY_ON, running, wanted, f"updater error: {type(e).__name__}"
+            )
+        action = GateAction.RESTART_INTO_NEW_VERSION if outcome.switched else GateAction.CARRY_ON
+        return GateDecision(action, running, wanted, outcome.reason)
+
+    def confirm_running(self) -> None:
+        """Mark the running version as good; the host stops counting its crashes."""
+        layout = self._layout
+        try:
+            pointer = read_pointer(layout.current_file)
+            if pointer is None or pointer.version != self._running:
+                return
+            if pointer.awaiting_confirmation or pointer.crashes_before_confirm:
+                write_pointer(layout.current_file, pointer.confirmed())
+                log.info("version %s confirmed", self._running)
+            record = read_record(layout.install_state_file)
+            if (
+                record is not None
+                and record.to_version == self._running
+                and record.state is InstallState.SWITCHED
+            ):
+                write_record(layout.install_state_file, record.advance(InstallState.CONFIRMED))
+            keep = {self._running} | ({pointer.previous} if pointer.previous else set())
+            layout.prune(keep)
+        except (OSError, CorruptStateError, IllegalTransitionError) as e:
+            log.warning("could not confirm version %s: %s", self._running, e)
+
+
+def installed_base(running: str, env: Mapping[str, str]) -> Path | None:
+    explicit = env.get(ENV_INSTALL_BASE)
+    if explicit:
+        base = Path(explicit)
+        return base if (base / "current").is_file() else None
+    if getattr(sys, "frozen", False):
+        exe_dir = Path(sys.executable).resolve().parent
+        if exe_dir.name == running and exe_dir.parent.name == "versions":
+            base = exe_dir.parent.parent
+            return base if (base / "current").is_file() else None
+    return None
+
+
+def configured_update_url(layout: Layout, env: Mapping[str, str]) -> str | None:
+    url = env.get(ENV_UPDATE_URL)
+    if url:
+        return url
+    try:
+        with layout.config_file.open("rb") as f:
+            config = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    updates = config.get("updates")
+    value = updates.get("url") if isinstance(updates, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def from_environment(
+    running: str, env: Mapping[str, str] | None = None
+) -> VersionGate | None:
+    env = os.environ if env is None else env
+    base = installed_base(running, env)
+    if base is None:
+        return None
+    layout = Layout(base)
+    return InstalledGate(layout, running, configured_update_url(layout, env))

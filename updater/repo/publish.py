@@ -1,0 +1,138 @@
+"""Publish a repository folder to a local folder or an S3 bucket, in a client-safe order.
+
+Order: target files first, then root versions, targets.json, snapshot.json and timestamp.json
+last — a client reading mid-publish sees either the old timestamp (everything it names still
+there) or the new one (everything it names already uploaded). Only changed files are written;
+`dry_run` lists what would change and writes nothing. Nothing is deleted remotely (an agent may be
+mid-download of an old target).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+_METADATA_ORDER = ("targets.json", "snapshot.json", "timestamp.json")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    key: str  # "metadata/timestamp.json", "targets/r4agent-1.1.0.tar.gz"
+    reason: str  # "new" or "changed"
+
+
+def ordered_files(repo_dir: Path) -> list[str]:
+    targets = sorted(
+        f"targets/{p.name}" for p in (repo_dir / "targets").iterdir() if p.is_file()
+    )
+    meta_dir = repo_dir / "metadata"
+    roots = sorted(
+        (p.name for p in meta_dir.iterdir() if p.name.endswith(".root.json")),
+        key=lambda n: int(n.split(".", 1)[0]),
+    )
+    metadata = [f"metadata/{n}" for n in [*roots, "root.json", *_METADATA_ORDER]]
+    return targets + [m for m in metadata if (repo_dir / m).is_file()]
+
+
+class Destination(Protocol):
+    def digest(self, key: str) -> str | None:
+        """sha256 of the object at `key`, or None if absent."""
+        ...
+
+    def put(self, key: str, source: Path) -> None: ...
+
+
+class FolderDestination:
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def digest(self, key: str) -> str | None:
+        path = self._root / key
+        return _sha256(path) if path.is_file() else None
+
+    def put(self, key: str, source: Path) -> None:
+        path = self._root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+
+
+class S3Destination:
+    """Objects under `s3://bucket/prefix/`; the sha256 is kept in object metadata."""
+
+    def __init__(self, bucket: str, prefix: str, client: Any) -> None:
+        self._bucket = bucket
+        self._prefix = prefix.strip("/")
+        self._client = client
+
+    def _key(self, key: str) -> str:
+        return f"{self._prefix}/{key}" if self._prefix else key
+
+    def digest(self, key: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self._client.head_object(Bucket=self._bucket, Key=self._key(key))
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+        value = head.get("Metadata", {}).get("sha256")
+        return value if isinstance(value, str) else ""
+
+    def put(self, key: str, source: Path) -> None:
+        content_type = "application/json" if key.endswith(".json") else "application/octet-stream"
+        extra: dict[str, Any] = {"ContentType": content_type,
+                                 "Metadata": {"sha256": _sha256(source)}}
+        if key.startswith("metadata/"):
+            extra["CacheControl"] = "no-cache"  # clients must see new timestamps at once
+        self._client.upload_file(str(source), self._bucket, self._key(key), ExtraArgs=extra)
+
+
+def destination_for(url: str, s3_client_factory: Callable[[], Any] | None = None) -> Destination:
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        if s3_client_factory is None:
+            import boto3
+
+            def s3_client_factory() -> Any:
+                return boto3.client("s3")
+
+        return S3Destination(parsed.netloc, parsed.path, s3_client_factory())
+    if parsed.scheme in {"", "file"}:
+        return FolderDestination(Path(parsed.path if parsed.scheme else url))
+    raise ValueError(f"unsupported destination {url!r}: use a folder or s3://bucket/prefix")
+
+
+def plan(repo_dir: Path, dest: Destination) -> list[Change]:
+    changes = []
+    for key in ordered_files(repo_dir):
+        remote = dest.digest(key)
+        if remote is None:
+            changes.append(Change(key, "new"))
+        elif remote != _sha256(repo_dir / key):
+            changes.append(Change(key, "changed"))
+    return changes
+
+
+def publish(repo_dir: Path, dest: Destination, *, dry_run: bool = False) -> list[Change]:
+    changes = plan(repo_dir, dest)
+    if not dry_run:
+        for change in changes:
+            dest.put(change.key, repo_dir / change.key)
+    return changes
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,409 @@
+"""The TUF repository on the release side (never frozen into the agent exe).
+
+Same on-disk format as tufup's repository (`metadata/`, `targets/`, `<app>-<X.Y.Z>.tar.gz` and
+`.patch` targets, custom metadata `{"user": ..., "tufup": ...}`, keys as securesystemslib ed25519
+key files with `.pub` twins), and patches made with tufup's `Patcher`, so tufup's own client could
+read it too. Written directly on `tuf.api.metadata` rather than `tufup.repo.Repository` because
+that class prompts on stdin, writes a config file into the current directory and takes expiry from
+the wall clock; here the clock is injected (tests make expired metadata) and nothing prompts.
+
+Roles and keys (no delegations, see docs/security-tuf.md):
+
+    root       3 keys (root1..root3), threshold 2, offline; expires after 365 days
+    targets    1 key, offline; 90 days (re-signed by each release / revoke / floor change)
+    snapshot   1 key, online; 7 days
+    timestamp  1 key, online; 1 day (a daily job runs `release.py resign-timestamp`)
+
+Snapshot and timestamp carry length + sha256 of what they point at (stronger than versions only).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.interface import (
+    generate_and_write_unencrypted_ed25519_keypair,
+    import_ed25519_privatekey_from_file,
+    import_ed25519_publickey_from_file,
+)
+from securesystemslib.signer import SSlibKey, SSlibSigner
+from tuf.api.metadata import (  # type: ignore[attr-defined]
+    Metadata,
+    MetaFile,
+    Role,
+    Root,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+from tuf.api.serialization.json import JSONSerializer
+
+from updater.policy import APP_NAME, BadVersionError, Version, parse_version
+
+ROOT_KEYS = ("root1", "root2", "root3")
+ROOT_THRESHOLD = 2
+EXPIRY_DAYS: Mapping[str, int] = {"root": 365, "targets": 90, "snapshot": 7, "timestamp": 1}
+ROLE_KEYS: Mapping[str, tuple[str, ...]] = {
+    "root": ROOT_KEYS,
+    "targets": ("targets",),
+    "snapshot": ("snapshot",),
+    "timestamp": ("timestamp",),
+}
+DEFAULT_SOURCE_DATE_EPOCH = 1_700_000_000
+
+
+class RepoError(Exception):
+    """A release-side operation that cannot be done (missing keys, bad version, policy)."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasePolicy:
+    revoked: bool = False
+    floor: str | None = None
+    channel: str = "stable"
+
+    def to_custom(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"revoked": self.revoked, "channel": self.channel}
+        if self.floor is not None:
+            data["floor"] = self.floor
+        return data
+
+
+def deterministic_tar_gz(src_dir: Path, mtime: int = DEFAULT_SOURCE_DATE_EPOCH) -> bytes:
+    """A .tar.gz of `src_dir` whose bytes depend only on the files' content and exec bits."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        paths = sorted(src_dir.rglob("*"), key=lambda p: p.relative_to(src_dir).as_posix())
+        for path in paths:
+            rel = path.relative_to(src_dir).as_posix()
+            if path.is_symlink():
+                raise RepoError(f"bundle contains a symlink: {rel}")
+            info = tarfile.TarInfo(rel)
+            info.mtime = mtime
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            if path.is_dir():
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                tar.addfile(info)
+            else:
+                data = path.read_bytes()
+                info.size = len(data)
+                info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+                tar.addfile(info, io.BytesIO(data))
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, compresslevel=9) as gz:
+        gz.write(raw.getvalue())
+    return out.getvalue()
+
+
+def _archive_name(version: str) -> str:
+    return f"{APP_NAME}-{version}.tar.gz"
+
+
+def _patch_name(version: str) -> str:
+    return f"{APP_NAME}-{version}.patch"
+
+
+class Repository:
+    def __init__(
+        self, repo_dir: Path, keys_dir: Path, *, now: Callable[[], datetime] = utc_now
+    ) -> None:
+        self.repo_dir = repo_dir
+        self.keys_dir = keys_dir
+        self._now = now
+        self.metadata_dir = repo_dir / "metadata"
+        self.targets_dir = repo_dir / "targets"
+
+    # ---- keys ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def create_keys(keys_dir: Path) -> None:
+        """Throwaway/initial ed25519 keys, unencrypted (protect the folder; keep root offline)."""
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        for names in ROLE_KEYS.values():
+            for name in names:
+                if not (keys_dir / name).exists():
+                    generate_and_write_unencrypted_ed25519_keypair(filepath=str(keys_dir / name))
+
+    def _public(self, name: str) -> SSlibKey:
+        path = self.keys_dir / f"{name}.pub"
+        try:
+            return SSlibKey.from_securesystemslib_key(
+                import_ed25519_publickey_from_file(filepath=str(path))
+            )
+        except Exception as e:
+            raise RepoError(f"public key {name}.pub not readable in the keys folder") from e
+
+    # ---- metadata I/O --------------------------------------------------------------------------
+
+    def load(self, role: str) -> Metadata[Any]:
+        path = self.metadata_dir / f"{role}.json"
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        return Metadata.from_file(str(path))
+
+    def _write(self, md: Metadata[Any], name: str) -> None:
+        path = self.metadata_dir / name
+        tmp = path.with_name(f".{name}.tmp")
+        md.to_file(str(tmp), serializer=JSONSerializer(compact=False))
+        os.replace(tmp, path)
+
+    def _expires(self, role: str, days: float | None = None) -> datetime:
+        span = timedelta(days=EXPIRY_DAYS[role] if days is None else days)
+        return (self._now() + span).replace(microsecond=0)
+
+    def _sign(self, md: Metadata[Any], role: str, signers: Iterable[SSlibSigner]) -> int:
+        md.signatures.clear()
+        count = 0
+        for signer in signers:
+            md.sign(signer, append=True)
+            count += 1
+        return count
+
+    # ---- operations ----------------------------------------------------------------------------
+
+    def initialize(self) -> None:
+        if (self.metadata_dir / "root.json").exists():
+            raise RepoError(f"{self.metadata_dir} already holds a repository")
+        self.metadata_dir.mkdir(parents=True, exist_ok=True)
+        self.targets_dir.mkdir(parents=True, exist_ok=True)
+        root = Root(version=1, expires=self._expires("root"), consistent_snapshot=False)
+        for role, names in ROLE_KEYS.items():
+            for name in names:
+                root.add_key(self._public(name), role)
+        root.roles["root"].threshold = ROOT_THRESHOLD
+        root_md = Metadata(root)
+        self._sign_root(root_md, old_root=None)
+        self._write(root_md, "1.root.json")
+        self._write(root_md, "root.json")
+        targets_md = Metadata(Targets(version=1, expires=self._expires("targets")))
+        self._finish_targets(targets_md)
+
+    def _sign_root(self, md: Metadata[Root], old_root: Root | None) -> None:
+        signers = self._signers_for_keyids(set(md.signed.roles["root"].keyids))
+        if old_root is not None:
+            signers.update(self._signers_for_keyids(set(old_root.roles["root"].keyids)))
+        self._sign(md, "root", signers.values())
+        threshold = md.signed.roles["root"].threshold
+        have = {s for s in md.signatures if s in md.signed.roles["root"].keyids}
+        if len(have) < threshold:
+            raise RepoError(f"root needs {threshold} root keys; only {len(have)} found")
+        if old_root is not None:
+            old = {s for s in md.signatures if s in old_root.roles["root"].keyids}
+            if len(old) < old_root.roles["root"].threshold:
+                raise RepoError("the new root must also be signed by the old root's threshold")
+
+    def _signers_for_keyids(self, keyids: set[str]) -> dict[str, SSlibSigner]:
+        found: dict[str, SSlibSigner] = {}
+        for path in sorted(self.keys_dir.iterdir()) if self.keys_dir.is_dir() else []:
+            if path.suffix or not path.is_file():
+                continue
+            try:
+                key = import_ed25519_privatekey_from_file(filepath=str(path), prompt=False)
+            except Exception:  # noqa: BLE001, S112 - not a key file; skip it
+                continue
+            if key["keyid"] in keyids:
+                found[key["keyid"]] = SSlibSigner(key)
+        return found
+
+    def _finish_targets(self, targets_md: Metadata[Targets]) -> None:
+        """Sign targets, then a new snapshot and timestamp that pin it (length + hash)."""
+        if targets_md.signed.delegations is not None:
+            raise RepoError("delegations are not allowed in this repository")
+        self._sign_role(targets_md, "targets")
+        self._write(targets_md, "targets.json")
+        self._new_snapshot()
+
+    def _sign_role(self, md: Metadata[Any], role: str) -> None:
+        root = self.load("root").signed
+        signers = self._signers_for_keyids(set(root.roles[role].keyids))
+        self._sign(md, role, signers.values())
+        if len(md.signatures) < root.roles[role].threshold:
+            raise RepoError(f"no private key for the {role} role in {self.keys_dir}")
+
+    def _meta(self, name: str, version: int) -> MetaFile:
+        data = (self.metadata_dir / name).read_bytes()
+        return MetaFile(version, len(data), {"sha256": hashlib.sha256(data).hexdigest()})
+
+    def _new_snapshot(self) -> None:
+        targets_version = self.load("targets").signed.version
+        try:
+            version = self.load("snapshot").signed.version + 1
+        except FileNotFoundError:
+            version = 1
+        snapshot = Snapshot(version=version, expires=self._expires("snapshot"),
+                            meta={"targets.json": self._meta("targets.json", targets_version)})
+        snapshot_md = Metadata(snapshot)
+        self._sign_role(snapshot_md, "snapshot")
+        self._write(snapshot_md, "snapshot.json")
+        self.resign_timestamp()
+
+    def resign_timestamp(self, days: float | None = None) -> int:
+        """New timestamp version pointing at the current snapshot; returns its version."""
+        snapshot_version = self.load("snapshot").signed.version
+        try:
+            version = int(self.load("timestamp").signed.version) + 1
+        except FileNotFoundError:
+            version = 1
+        timestamp = Timestamp(version=version, expires=self._expires("timestamp", days),
+                              snapshot_meta=self._meta("snapshot.json", snapshot_version))
+        md = Metadata(timestamp)
+        self._sign_role(md, "timestamp")
+        self._write(md, "timestamp.json")
+        return version
+
+    def resign_snapshot(self) -> None:
+        self._new_snapshot()
+
+    def _targets_for_update(self) -> Metadata[Targets]:
+        md = self.load("targets")
+        md.signed.version += 1
+        md.signed.expires = self._expires("targets")
+        return md
+
+    def releases(self) -> dict[Version, dict[str, Any]]:
+        """Version -> the archive's user custom metadata."""
+        out: dict[Version, dict[str, Any]] = {}
+        for path, target in self.load("targets").signed.targets.items():
+            if path.startswith(f"{APP_NAME}-") and path.endswith(".tar.gz"):
+                version = path[len(APP_NAME) + 1 : -len(".tar.gz")]
+                custom = target.unrecognized_fields.get("custom", {})
+                out[parse_version(version)] = dict(custom.get("user") or {})
+        return out
+
+    def add_bundle(
+        self,
+        bundle_dir: Path,
+        version: str,
+        policy: ReleasePolicy | None = None,
+        *,
+        mtime: int = DEFAULT_SOURCE_DATE_EPOCH,
+        skip_patch: bool = False,
+    ) -> list[str]:
+        """Archive `bundle_dir` as `version`, add it (+ a patch from the latest archive) and sign.
+
+        Returns the target names added. Versions must increase (as in tufup)."""
+        try:
+            new = parse_version(version)
+        except BadVersionError as e:
+            raise RepoError(str(e)) from e
+        policy = policy or ReleasePolicy()
+        releases = self.releases()
+        if releases and new <= max(releases):
+            raise RepoError(f"version {version} must be above the latest {max(releases)}")
+        archive_bytes = deterministic_tar_gz(bundle_dir, mtime)
+        archive_path = self.targets_dir / _archive_name(version)
+        archive_path.write_bytes(archive_bytes)
+        md = self._targets_for_update()
+        added = [self._add_target(md, archive_path,
+                                  {"user": policy.to_custom(), "tufup": {"required": False}})]
+        if releases and not skip_patch:
+            # tufup's Patcher: bsdiff of the uncompressed tars; records the result's size/hash
+            from tufup.common import Patcher
+
+            previous = self.targets_dir / _archive_name(str(max(releases)))
+            patch_path = self.targets_dir / _patch_name(version)
+            result = Patcher.diff_and_hash(src_path=previous, dst_path=archive_path,
+                                           patch_path=patch_path)
+            added.append(self._add_target(md, patch_path, {"user": None, "tufup": result}))
+        self._finish_targets(md)
+        return added
+
+    def _add_target(self, md: Metadata[Targets], path: Path, custom: dict[str, Any]) -> str:
+        info = TargetFile.from_file(path.name, str(path), ["sha256"])
+        info.unrecognized_fields["custom"] = custom
+        md.signed.targets[path.name] = info
+        return path.name
+
+    def _edit_policy(self, edit: Callable[[str, dict[str, Any]], None]) -> None:
+        md = self._targets_for_update()
+        for path, target in md.signed.targets.items():
+            if path.endswith(".tar.gz"):
+                custom = target.unrecognized_fields.setdefault("custom", {})
+                user = custom.get("user") or {}
+                edit(path[len(APP_NAME) + 1 : -len(".tar.gz")], user)
+                custom["user"] = user
+        self._finish_targets(md)
+
+    def revoke(self, version: str) -> None:
+        releases = self.releases()
+        if parse_version(version) not in releases:
+            raise RepoError(f"version {version} is not in the repository")
+
+        def edit(v: str, user: dict[str, Any]) -> None:
+            if v == version:
+                user["revoked"] = True
+
+        self._edit_policy(edit)
+
+    def raise_floor(self, floor: str) -> None:
+        new = parse_version(floor)
+        releases = self.releases()
+        current = [parse_version(u["floor"]) for u in releases.values() if u.get("floor")]
+        if current and new < max(current):
+            raise RepoError(f"floor {floor} is below the current floor {max(current)}")
+        if not any(v >= new and not u.get("revoked") for v, u in releases.items()):
+            raise RepoError(f"no unrevoked release at or above {floor}; agents could not move")
+
+        def edit(_v: str, user: dict[str, Any]) -> None:
+            user["floor"] = floor
+
+        self._edit_policy(edit)
+
+    def rotate_key(self, old_name: str, new_name: str) -> None:
+        """Replace key `old_name` by a new key pair `new_name` (generated if absent) in root.
+
+        The new root is signed by the threshold of the old root keys AND of the new root keys,
+        so clients can follow the chain; the role the key served is re-signed with it."""
+        if not (self.keys_dir / new_name).exists():
+            generate_and_write_unencrypted_ed25519_keypair(filepath=str(self.keys_dir / new_name))
+        root_md = self.load("root")
+        old_root = Root.from_dict(json.loads(json.dumps(root_md.signed.to_dict())))
+        old_key = self._public(old_name)
+        roles = [r for r, role in root_md.signed.roles.items() if old_key.keyid in role.keyids]
+        if not roles:
+            raise RepoError(f"key {old_name} is not used by any role")
+        for role in roles:
+            root_md.signed.revoke_key(old_key.keyid, role)
+            root_md.signed.add_key(self._public(new_name), role)
+        root_md.signed.version += 1
+        root_md.signed.expires = self._expires("root")
+        self._sign_root(root_md, old_root)
+        self._write(root_md, f"{root_md.signed.version}.root.json")
+        self._write(root_md, "root.json")
+        # everything signed by the rotated role must be re-signed with the new key
+        self._finish_targets(self._targets_for_update())
+
+    def root_bytes(self) -> bytes:
+        return (self.metadata_dir / "root.json").read_bytes()
+
+    def keyids(self, role: str) -> list[str]:
+        signed = self.load("root").signed
+        assert isinstance(signed, Root)
+        return list(signed.roles[role].keyids)
+
+    def set_threshold(self, role: str, threshold: int) -> None:
+        """Change a role's threshold in a new root version (signed by old and new root keys)."""
+        root_md = self.load("root")
+        old_root = Root.from_dict(json.loads(json.dumps(root_md.signed.to_dict())))
+        root_md.signed.roles[role] = Role(list(root_md.signed.roles[role].keyids), threshold)
+        root_md.signed.version += 1
+        self._sign_root(root_md, old_root)
+        self._write(root_md, f"{root_md.signed.version}.root.json")
+        self._write(root_md, "root.json")

@@ -1,0 +1,246 @@
+"""TUF edge: refresh trusted metadata and fetch EXACT targets with every check python-tuf makes.
+
+Built on `tuf.ngclient.Updater` (the verifier tufup's client subclasses) and tufup's repository
+format (target names, patch custom metadata), without importing tufup itself: the tufup package
+`__init__` pulls in its repository side (setuptools, cryptography), which must not be frozen into
+the agent exe. What this adds on top of ngclient:
+
+- exact pinning: the catalog is built from the TRUSTED targets metadata (as tufup's
+  `trusted_target_metas` does), every download goes through `get_targetinfo(<exact name>)`;
+- patch chains (bsdiff on the uncompressed tar, tufup's format) for forward moves, with the result
+  verified against the size and sha256 signed in the last patch's metadata;
+- size caps (`Limits`): metadata caps go to ngclient's `UpdaterConfig`, a target longer than
+  `max_target_bytes` is refused before download, and ngclient's fetcher aborts any download that
+  sends more bytes than the signed length (endless data);
+- seeding of the trusted root from the copy baked into the exe, only when none exists.
+
+Raises only `updater.errors` types: `VerificationError` for anything TUF rejects,
+`DownloadFailedError` for transport trouble.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import bsdiff4
+from tuf.api import exceptions as tuf_errors
+from tuf.ngclient._internal.requests_fetcher import RequestsFetcher
+from tuf.ngclient.config import UpdaterConfig
+from tuf.ngclient.updater import Updater
+
+from updater.errors import DownloadFailedError, UpdateRefusedError, VerificationError
+from updater.policy import Artifact, Patch, TargetInfo, TrustedCatalog, build_catalog
+from updater.state import fsync_dir
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    socket_timeout: int = 30  # seconds; connect and between bytes
+    root_max_bytes: int = 512_000
+    timestamp_max_bytes: int = 16_384
+    snapshot_max_bytes: int = 2_000_000
+    targets_max_bytes: int = 5_000_000
+    max_target_bytes: int = 300_000_000  # refuse signed targets longer than this
+    max_tar_bytes: int = 800_000_000  # cap on an uncompressed tar (gzip bomb)
+    max_root_rotations: int = 32
+
+
+def seed_trusted_root(metadata_dir: Path, bundled_root: bytes | None) -> bool:
+    """Put the exe's trusted root in place only when none (readable) exists; True if written.
+
+    A root already on disk was reached through the signed root chain and may be newer than the
+    one baked into this exe, so it is never overwritten. Only an unreadable one (not JSON with a
+    signed root) is replaced, so a damaged file cannot stop updates for good.
+    """
+    target = metadata_dir / "root.json"
+    if target.exists():
+        try:
+            data = json.loads(target.read_bytes())
+            if data["signed"]["_type"] == "root" and isinstance(data["signed"]["version"], int):
+                return False
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    if bundled_root is None:
+        raise VerificationError("no trusted root on disk and none baked into this exe")
+    metadata_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(target, bundled_root)
+    return True
+
+
+def bundled_root() -> bytes | None:
+    """The trusted root.json baked into the exe (build/release.py puts it in updater/_trusted)."""
+    path = Path(__file__).with_name("_trusted") / "root.json"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+class TufClient:
+    def __init__(
+        self,
+        metadata_dir: Path,
+        target_dir: Path,
+        metadata_url: str,
+        targets_url: str,
+        *,
+        limits: Limits | None = None,
+        app: str = "r4agent",
+    ) -> None:
+        self._metadata_dir = metadata_dir
+        self._target_dir = target_dir
+        self._metadata_url = metadata_url
+        self._targets_url = targets_url
+        self._limits = limits or Limits()
+        self._app = app
+        self._updater: Updater | None = None
+
+    def refresh(self) -> TrustedCatalog:
+        """Run the TUF client workflow (root -> timestamp -> snapshot -> targets)."""
+        limits = self._limits
+        config = UpdaterConfig(
+            max_root_rotations=limits.max_root_rotations,
+            root_max_length=limits.root_max_bytes,
+            timestamp_max_length=limits.timestamp_max_bytes,
+            snapshot_max_length=limits.snapshot_max_bytes,
+            targets_max_length=limits.targets_max_bytes,
+        )
+        self._target_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            updater = Updater(
+                metadata_dir=str(self._metadata_dir),
+                metadata_base_url=self._metadata_url,
+                target_dir=str(self._target_dir),
+                target_base_url=self._targets_url,
+                fetcher=RequestsFetcher(socket_timeout=limits.socket_timeout),
+                config=config,
+            )
+            updater.refresh()
+        except tuf_errors.RepositoryError as e:
+            raise VerificationError(f"TUF metadata rejected: {type(e).__name__}: {e}") from e
+        except tuf_errors.DownloadError as e:
+            raise DownloadFailedError(f"TUF metadata download failed: {type(e).__name__}") from e
+        except OSError as e:
+            raise DownloadFailedError(f"TUF metadata could not be read/written: {e}") from e
+        self._updater = updater
+        return build_catalog(self._trusted_targets(updater), self._app)
+
+    @staticmethod
+    def _trusted_targets(updater: Updater) -> list[TargetInfo]:
+        # Like tufup's Client.trusted_target_metas: ngclient has no public listing of the
+        # verified top-level targets, so read them from its trusted set (after refresh()).
+        targets = updater._trusted_set.targets
+        if targets.delegations is not None:
+            # No delegations by design (docs/security-tuf.md): refuse rather than walk them.
+            raise VerificationError("targets metadata delegates; this client refuses delegations")
+        return [
+            TargetInfo(path, t.length, dict(t.hashes), t.unrecognized_fields.get("custom"))
+            for path, t in targets.targets.items()
+        ]
+
+    def fetch(self, artifact: Artifact) -> Path:
+        """Download one exact trusted target (or reuse a cached verified copy); return its path."""
+        updater = self._require_refreshed()
+        if artifact.length > self._limits.max_target_bytes:
+            raise UpdateRefusedError(
+                f"{artifact.path} is {artifact.length} bytes, above the "
+                f"{self._limits.max_target_bytes} byte cap"
+            )
+        try:
+            info = updater.get_targetinfo(artifact.path)
+            if info is None:
+                raise VerificationError(f"{artifact.path} is not in the trusted targets metadata")
+            if info.length != artifact.length or info.hashes.get("sha256") != artifact.sha256:
+                raise VerificationError(f"{artifact.path}: trusted metadata changed under us")
+            cached = updater.find_cached_target(info)
+            if cached is not None:
+                return Path(cached)
+            return Path(updater.download_target(info))
+        except tuf_errors.RepositoryError as e:
+            raise VerificationError(f"{artifact.path} rejected: {type(e).__name__}: {e}") from e
+        except tuf_errors.DownloadError as e:
+            raise DownloadFailedError(f"{artifact.path} download failed: {type(e).__name__}") from e
+        except OSError as e:
+            raise DownloadFailedError(f"{artifact.path} could not be stored: {e}") from e
+
+    def _require_refreshed(self) -> Updater:
+        if self._updater is None:
+            raise RuntimeError("refresh() first")
+        return self._updater
+
+    # ---- uncompressed tars (patch bases) ------------------------------------------------------
+
+    def tar_cache_path(self, version: str) -> Path:
+        return self._target_dir / f"{self._app}-{version}.tar"
+
+    def tar_from_archive(self, archive_path: Path) -> bytes:
+        """Decompress a verified .tar.gz, refusing output above the tar cap (gzip bomb)."""
+        cap = self._limits.max_tar_bytes
+        out = bytearray()
+        try:
+            with gzip.open(archive_path, "rb") as src:
+                while chunk := src.read(1 << 20):
+                    out += chunk
+                    if len(out) > cap:
+                        raise UpdateRefusedError(f"archive unpacks to more than {cap} bytes")
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raise VerificationError(f"archive is not a valid gzip file: {e}") from e
+        return bytes(out)
+
+    def tar_from_patches(self, base_version: str, chain: tuple[Patch, ...]) -> bytes:
+        """Apply a trusted patch chain to the cached tar of the running version; verify result."""
+        if not chain:
+            raise ValueError("empty patch chain")
+        try:
+            tar = self.tar_cache_path(base_version).read_bytes()
+        except OSError as e:
+            raise DownloadFailedError(f"no cached tar of {base_version} to patch: {e}") from e
+        for patch in chain:
+            patch_bytes = self.fetch(patch.artifact).read_bytes()
+            try:
+                tar = bsdiff4.patch(tar, patch_bytes)
+            except Exception as e:
+                raise VerificationError(f"{patch.artifact.path} does not apply: {e}") from e
+            if len(tar) > self._limits.max_tar_bytes:
+                raise UpdateRefusedError("patched tar above the tar cap")
+        last = chain[-1]
+        if len(tar) != last.tar_size or hashlib.sha256(tar).hexdigest() != last.tar_sha256:
+            raise VerificationError(
+                f"patched tar of {last.version} does not match its signed size/hash"
+            )
+        return tar
+
+    def store_tar(self, version: str, tar: bytes) -> Path:
+        path = self.tar_cache_path(version)
+        _write_atomic(path, tar)
+        return path
+
+    def prune_cache(self, keep_versions: set[str]) -> None:
+        """Drop cached archives, patches and tars except the tars of versions we keep."""
+        keep = {self.tar_cache_path(v).name for v in keep_versions}
+        for entry in self._target_dir.iterdir():
+            if entry.is_file() and entry.name not in keep:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
