@@ -1,0 +1,149 @@
+"""Local logging: a rotating file under <data_dir>/logs, plus the console with --foreground.
+
+Patient data is kept out of logs by the code never logging it (log the patient CODE only);
+the canary tests prove that. As defence in depth, every handler installed here carries a
+filter that masks registered secrets (licence key, SQS keys and session token, Rollbar
+token, proxy/DB passwords) wherever they appear in a formatted line or traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final
+
+LOG_DIRNAME: Final = "logs"
+LOG_FILENAME: Final = "agent.log"
+MAX_BYTES: Final = 5 * 1024 * 1024
+BACKUP_COUNT: Final = 5
+MASK: Final = "***"
+MIN_SECRET_LENGTH: Final = 6  # shorter values would mask ordinary words
+FILE_FORMAT: Final = "%(asctime)s %(levelname)-7s %(process)d %(threadName)s %(name)s: %(message)s"
+CONSOLE_FORMAT: Final = "%(asctime)s %(levelname)-7s %(message)s"
+_MARK: Final = "_r4agent_handler"
+
+
+class SecretRegistry:
+    """The secret values to mask. Thread-safe; values are only ever added."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: tuple[str, ...] = ()
+
+    def add(self, *values: str | None) -> None:
+        with self._lock:
+            new = {v for v in values if v and len(v) >= MIN_SECRET_LENGTH}
+            # longest first so a secret containing another is masked whole
+            merged = set(self._values) | new
+            self._values = tuple(sorted(merged, key=len, reverse=True))
+
+    def mask(self, text: str) -> str:
+        for value in self._values:  # the tuple is replaced atomically, never mutated
+            if value in text:
+                text = text.replace(value, MASK)
+        return text
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+SECRETS: Final = SecretRegistry()
+"""Process-wide, because logging is: the composition root registers each secret as it is
+learned (config at start-up, SQS credentials at every refresh)."""
+
+
+def register_secret(*values: str | None) -> None:
+    """Mask these values in every log line from now on (empty/short values are ignored)."""
+    SECRETS.add(*values)
+
+
+class SecretMaskingFilter(logging.Filter):
+    """Rewrites a record so its message, traceback and stack text carry no registered secret."""
+
+    def __init__(self, registry: SecretRegistry = SECRETS) -> None:
+        super().__init__()
+        self._registry = registry
+        self._formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not len(self._registry):
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string must not lose the record
+            message = str(record.msg)
+        record.msg = self._registry.mask(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._registry.mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._registry.mask(record.stack_info)
+        return True
+
+
+class _UtcFormatter(logging.Formatter):
+    def converter(self, timestamp: float | None) -> time.struct_time:  # log in UTC
+        return time.gmtime(timestamp)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return super().formatTime(record, datefmt or "%Y-%m-%dT%H:%M:%S") + "Z"
+
+
+def log_file(data_dir: Path) -> Path:
+    return data_dir / LOG_DIRNAME / LOG_FILENAME
+
+
+def setup_logging(
+    data_dir: Path,
+    *,
+    foreground: bool,
+    level: int = logging.INFO,
+    secrets: Iterable[str | None] = (),
+) -> None:
+    """Install the agent's handlers on the root logger (idempotent: replaces its own).
+
+    Raises OSError if the log folder cannot be created (the caller reports it as a config
+    problem: the data directory is not writable).
+    """
+    register_secret(*secrets)
+    folder = data_dir / LOG_DIRNAME
+    folder.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _MARK, False)]:
+        root.removeHandler(old)
+        old.close()
+
+    masking = SecretMaskingFilter()
+    file_handler = logging.handlers.RotatingFileHandler(
+        log_file(data_dir), maxBytes=MAX_BYTES, backupCount=BACKUP_COUNT, encoding="utf-8"
+    )
+    file_handler.setFormatter(_UtcFormatter(FILE_FORMAT))
+    handlers: list[logging.Handler] = [file_handler]
+    if foreground:
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(_UtcFormatter(CONSOLE_FORMAT))
+        handlers.append(console)
+    for handler in handlers:
+        handler.addFilter(masking)
+        setattr(handler, _MARK, True)
+        root.addHandler(handler)
+    root.setLevel(level)
+    # Third-party chatter that would drown the agent's own lines (and could echo URLs).
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    logging.captureWarnings(True)
+
+
+def teardown_logging() -> None:
+    """Remove and close the handlers `setup_logging` installed (tests, clean exit)."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _MARK, False)]:
+        root.removeHandler(old)
+        old.close()

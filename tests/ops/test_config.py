@@ -1,0 +1,260 @@
+"""Config mistakes fail at start with the file, the key and what is expected — never a
+traceback, never a secret's value."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from agent.config import (
+    DEFAULT_ROLLBAR_ENDPOINT,
+    ENV_VAR,
+    AgentConfig,
+    Secret,
+    config_path,
+    default_data_dir,
+    load_config,
+)
+from agent.errors import ConfigError
+
+LICENCE = "lic-7d1e0c55aa"
+TOKEN = "rb0123456789abcdef0123456789abcd"
+GOOD = f"""
+licence_key = "{LICENCE}"
+backend_url = "https://flynotes.example/api/"
+
+[rollbar]
+access_token = "{TOKEN}"
+environment = "practice-test"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_for(tmp_path: Path, text: str) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    message = str(caught.value)
+    assert str(path) in message, message  # always names the file
+    assert "Traceback" not in message
+    assert LICENCE not in message and TOKEN not in message  # never echoes a secret
+    return message
+
+
+def test_a_good_file_loads_with_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD), {})
+    assert isinstance(cfg, AgentConfig)
+    assert cfg.licence_key.reveal() == LICENCE
+    assert cfg.backend_url == "https://flynotes.example/api/"
+    assert cfg.rollbar.access_token == Secret(TOKEN)
+    assert cfg.rollbar.environment == "practice-test"
+    assert cfg.rollbar.endpoint == DEFAULT_ROLLBAR_ENDPOINT
+    assert cfg.data_dir == tmp_path  # defaults to the folder holding the config file
+    assert (
+        cfg.db.connection_string is None and cfg.db.server == "." and cfg.db.database == "sys2000"
+    )
+    assert cfg.sqs_endpoint_url is None and cfg.proxy is None
+    assert (cfg.poll_minutes, cfg.life_hours, cfg.poll_hours) == (60.0, 24.0, 1.0)
+
+
+def test_every_key_is_read(tmp_path: Path) -> None:
+    (tmp_path / "licence.key").write_text(LICENCE + "\n", encoding="utf-8")
+    cfg = load_config(
+        write(
+            tmp_path,
+            f"""
+licence_key_file = "licence.key"
+backend_url = "http://127.0.0.1:8080/"
+sqs_endpoint_url = "http://localhost:5000"
+data_dir = "{tmp_path / "data"}"
+proxy = "http://user:proxypass123@proxy.example:3128"
+[database]
+connection_string = "Driver={{SQLite3}};Database=/tmp/x.db;PWD=dbpass4567"
+[rollbar]
+access_token = "{TOKEN}"
+endpoint = "http://127.0.0.1:9999/api/1/"
+[timing]
+poll_minutes = 0.5
+life_hours = 0.01
+""",
+        ),
+        {},
+    )
+    assert cfg.licence_key.reveal() == LICENCE  # trailing newline of the key file dropped
+    assert cfg.backend_url == "http://127.0.0.1:8080/"
+    assert cfg.sqs_endpoint_url == "http://localhost:5000"
+    assert cfg.data_dir == tmp_path / "data"
+    assert cfg.db.connection_string is not None
+    assert cfg.rollbar.endpoint == "http://127.0.0.1:9999/api/1/"
+    assert (cfg.poll_minutes, cfg.life_hours) == (0.5, 0.01)
+    assert set(cfg.secret_values()) == {LICENCE, TOKEN, "proxypass123", "dbpass4567"}
+
+
+def test_secrets_are_masked_in_repr_str_and_formatting(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD), {})
+    for text in (repr(cfg), str(cfg), f"{cfg}", f"{cfg.licence_key}", repr(cfg.rollbar)):
+        assert LICENCE not in text and TOKEN not in text
+    assert "***" in repr(cfg.licence_key)
+
+
+def test_missing_licence_key_names_both_ways_to_set_it(tmp_path: Path) -> None:
+    message = error_for(tmp_path, 'backend_url = "https://flynotes.example/"\n')
+    assert "'licence_key'" in message and "'licence_key_file'" in message
+    assert "missing" in message
+
+
+def test_missing_backend_url_is_required(tmp_path: Path) -> None:
+    message = error_for(tmp_path, f'licence_key = "{LICENCE}"\n')
+    assert "'backend_url'" in message and "missing" in message
+
+
+def test_backend_url_without_scheme_says_so(tmp_path: Path) -> None:
+    message = error_for(
+        tmp_path, f'licence_key = "{LICENCE}"\nbackend_url = "flynotes.example/api"\n'
+    )
+    assert "key 'backend_url' must be an https:// URL" in message
+    assert "without a scheme" in message
+
+
+def test_plain_http_to_a_remote_backend_is_refused(tmp_path: Path) -> None:
+    message = error_for(
+        tmp_path, f'licence_key = "{LICENCE}"\nbackend_url = "http://flynotes.example/"\n'
+    )
+    assert "'backend_url'" in message and "non-loopback" in message
+
+
+def test_wrong_type_names_key_and_type(tmp_path: Path) -> None:
+    message = error_for(tmp_path, f'licence_key = "{LICENCE}"\nbackend_url = 42\n')
+    assert "key 'backend_url' must be a string (got an integer)" in message
+
+
+def test_wrong_type_in_a_table_names_the_dotted_key(tmp_path: Path) -> None:
+    message = error_for(tmp_path, GOOD + '[timing]\npoll_minutes = "soon"\n')
+    assert "key 'timing.poll_minutes' must be a number (got a string)" in message
+
+
+def test_negative_timing_is_refused(tmp_path: Path) -> None:
+    message = error_for(tmp_path, GOOD + "[timing]\nlife_hours = -1\n")
+    assert "'timing.life_hours' must be greater than 0" in message
+
+
+def test_table_given_as_a_value(tmp_path: Path) -> None:
+    message = error_for(tmp_path, 'database = "sys2000"\n' + GOOD)
+    assert "key 'database' must be a table" in message
+
+
+def test_unknown_keys_are_named_typos_matter(tmp_path: Path) -> None:
+    message = error_for(tmp_path, 'licence_kee = "x"\n' + GOOD + 'enviroment = "prod"\n')
+    assert "unknown key(s)" in message
+    assert "'licence_kee'" in message and "'rollbar.enviroment'" in message
+
+
+def test_both_licence_key_and_key_file_is_ambiguous(tmp_path: Path) -> None:
+    (tmp_path / "licence.key").write_text(LICENCE, encoding="utf-8")
+    message = error_for(tmp_path, 'licence_key_file = "licence.key"\n' + GOOD)
+    assert "'licence_key' and 'licence_key_file' are both set" in message
+
+
+def test_both_rollbar_token_and_token_file_is_ambiguous(tmp_path: Path) -> None:
+    message = error_for(tmp_path, GOOD + 'access_token_file = "token.txt"\n')
+    assert "'rollbar.access_token' and 'rollbar.access_token_file' are both set" in message
+
+
+def test_missing_key_file_names_key_and_path(tmp_path: Path) -> None:
+    message = error_for(
+        tmp_path,
+        'licence_key_file = "nowhere.key"\nbackend_url = "https://flynotes.example/"\n',
+    )
+    assert "key 'licence_key_file' names a file that does not exist" in message
+    assert str(tmp_path / "nowhere.key") in message
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions")
+def test_unreadable_key_file_says_check_permissions(tmp_path: Path) -> None:
+    key = tmp_path / "licence.key"
+    key.write_text(LICENCE, encoding="utf-8")
+    key.chmod(0)
+    try:
+        message = error_for(
+            tmp_path,
+            'licence_key_file = "licence.key"\nbackend_url = "https://flynotes.example/"\n',
+        )
+    finally:
+        key.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    assert "'licence_key_file'" in message and "may not read" in message
+
+
+def test_key_file_that_is_a_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "licence.key").mkdir()
+    message = error_for(
+        tmp_path, 'licence_key_file = "licence.key"\nbackend_url = "https://flynotes.example/"\n'
+    )
+    assert "'licence_key_file' names a file that cannot be read" in message
+
+
+def test_empty_key_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "licence.key").write_text("\n", encoding="utf-8")
+    message = error_for(
+        tmp_path, 'licence_key_file = "licence.key"\nbackend_url = "https://flynotes.example/"\n'
+    )
+    assert "'licence_key_file' names an empty file" in message
+
+
+def test_bad_toml_syntax_gives_the_line_number(tmp_path: Path) -> None:
+    message = error_for(tmp_path, GOOD + "\n[timing\npoll_minutes = 5\n")
+    assert "not valid TOML" in message and "line 9" in message
+
+
+def test_bad_toml_near_a_secret_does_not_echo_it(tmp_path: Path) -> None:
+    message = error_for(tmp_path, f'licence_key = "{LICENCE}\nbackend_url = "https://x/"\n')
+    assert "line 1" in message
+
+
+def test_connection_string_and_server_together_are_ambiguous(tmp_path: Path) -> None:
+    message = error_for(
+        tmp_path, GOOD + '[database]\nconnection_string = "DSN=r4"\nserver = "R4SERVER"\n'
+    )
+    assert "'database.connection_string' replaces" in message
+
+
+def test_bad_rollbar_endpoint_and_proxy(tmp_path: Path) -> None:
+    message = error_for(tmp_path, GOOD + 'endpoint = "ftp://rollbar.example/"\n')
+    assert "key 'rollbar.endpoint' must be an https:// URL" in message
+    message = error_for(tmp_path, 'proxy = "proxy.example:3128"\n' + GOOD)
+    assert "key 'proxy' must be a URL" in message
+
+
+def test_relative_data_dir_is_refused(tmp_path: Path) -> None:
+    message = error_for(tmp_path, 'data_dir = "data"\n' + GOOD)
+    assert "key 'data_dir' must be an absolute path" in message
+
+
+def test_missing_file_names_the_path_and_how_it_was_chosen(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError, match="config file not found") as caught:
+        load_config(None, {ENV_VAR: str(path)})
+    assert str(path) in str(caught.value) and ENV_VAR in str(caught.value)
+
+
+def test_config_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b'licence_key = "\xff\xfe"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path, {})
+
+
+def test_where_the_config_is_looked_for(tmp_path: Path) -> None:
+    explicit = tmp_path / "a.toml"
+    assert config_path(explicit, {ENV_VAR: "/elsewhere.toml"}) == explicit
+    assert config_path(None, {ENV_VAR: "/elsewhere.toml"}) == Path("/elsewhere.toml")
+    assert config_path(None, {}) == Path("/var/lib/r4agent/config.toml") or os.name == "nt"
+    windows = default_data_dir({"ProgramData": "D:\\PD"}, platform="win32")
+    assert windows.parts[-2:] == ("Flynotes", "R4Agent")

@@ -1,0 +1,331 @@
+"""Error reports leave the machine without patient data, and the reporter never hurts the agent.
+
+Reports go to a real local HTTP server posing as Rollbar (tests/fixtures/rollbar_endpoint.py);
+the canary guard also scans every payload it received at the end of the session.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from datetime import date
+
+import pytest
+
+from agent.records import Patient
+from agent.reporting import (
+    PATIENT_FIELDS,
+    REMOVED_RECORD,
+    SCRUB_FIELDS,
+    NullSink,
+    RollbarSink,
+    ScrubRules,
+    describe_exception,
+    scrub_payload,
+)
+from tests.fixtures.canary import (
+    CANARY_CODE,
+    CANARY_DOB_ISO,
+    CANARY_EMAIL,
+    CANARY_FORENAME,
+    CANARY_MOBILE,
+    CANARY_NOTES,
+    CANARY_POSTCODE,
+    CANARY_STREET,
+    CANARY_SURNAME,
+    CANARY_TEXT_ANSWER,
+    canaries_in,
+)
+from tests.fixtures.rollbar_endpoint import FakeRollbar
+
+TOKEN = "rbtoken-5c2f1e8d9a7b"
+LICENCE = "licence-4b7e11d0c2"
+
+CANARY_PATIENT = Patient(
+    code=CANARY_CODE,
+    forename=CANARY_FORENAME,
+    surname=CANARY_SURNAME,
+    dob=date.fromisoformat(CANARY_DOB_ISO),
+    mobile=CANARY_MOBILE,
+    email=CANARY_EMAIL,
+    address1="1 " + CANARY_STREET,
+    postcode=CANARY_POSTCODE,
+)
+
+
+@pytest.fixture
+def sink(rollbar_endpoint: FakeRollbar) -> Iterator[RollbarSink]:
+    s = RollbarSink(
+        TOKEN, environment="test", endpoint=rollbar_endpoint.url, secret_values=[LICENCE]
+    )
+    yield s
+    s.close(timeout=2)
+
+
+def _raise_while_handling(patient: Patient) -> None:
+    record = {"forename": patient.forename, "surname": patient.surname, "code": patient.code}
+    questionnaire_notes = CANARY_NOTES
+    text_answer = CANARY_TEXT_ANSWER
+    assert record and questionnaire_notes and text_answer  # locals a naive reporter would send
+    raise RuntimeError(f"upload of patient {patient.code} failed: backend said 422")
+
+
+def test_exception_with_canary_patient_in_frame_locals_sends_no_canary_and_no_locals(
+    sink: RollbarSink, rollbar_endpoint: FakeRollbar
+) -> None:
+    try:
+        _raise_while_handling(CANARY_PATIENT)
+    except RuntimeError as e:
+        sink.report_exception(e, context={"patient_code": CANARY_CODE, "handler": "sync"})
+    sink.flush(5)
+    assert sink.stats.sent == 1
+    (item,) = rollbar_endpoint.items
+    assert canaries_in(item.text) == []
+    assert LICENCE not in item.text and TOKEN not in item.text  # token goes as a header only
+    assert item.headers["X-Rollbar-Access-Token"] == TOKEN
+    body = item.payload["data"]
+    assert isinstance(body, dict)
+    frames = body["body"]["trace"]["frames"]
+    assert frames and all(
+        set(f) <= {"filename", "lineno", "colno", "method", "code", "context"} for f in frames
+    )
+    assert '"locals":' not in item.text and '"argspec":' not in item.text
+    assert body["body"]["trace"]["exception"]["message"].startswith(
+        f"upload of patient {CANARY_CODE} failed"
+    )  # the safe message and the code survive: the report is still useful
+    assert body["custom"] == {"patient_code": CANARY_CODE, "handler": "sync"}
+    assert body["environment"] == "test"
+    assert "user_ip" not in item.text
+
+
+def test_exception_message_carrying_a_patient_repr_is_masked(
+    sink: RollbarSink, rollbar_endpoint: FakeRollbar
+) -> None:
+    try:
+        raise ValueError(f"bad record {CANARY_PATIENT!r}")  # a careless f-string somewhere
+    except ValueError as e:
+        sink.report_exception(e, context={})
+    sink.flush(5)
+    (item,) = rollbar_endpoint.items
+    assert canaries_in(item.text) == []
+    assert f"code={CANARY_CODE}" in item.text
+
+
+def test_database_driver_error_quoting_a_value_is_redacted(
+    sink: RollbarSink, rollbar_endpoint: FakeRollbar
+) -> None:
+    """ODBC drivers quote the offending value in their messages (real pyodbc + SQLite3)."""
+    import pyodbc
+
+    conn = pyodbc.connect("Driver=SQLite3;Database=:memory:", timeout=5)
+    try:
+        conn.execute(f"SELECT '{CANARY_SURNAME}")  # an unterminated literal, echoed back
+    except pyodbc.Error as e:
+        assert CANARY_SURNAME in str(e)  # the threat is real
+        assert CANARY_SURNAME not in describe_exception(e)
+        try:
+            raise RuntimeError("reading patients failed") from e
+        except RuntimeError as outer:
+            sink.report_exception(outer, context={})
+    finally:
+        conn.close()
+    sink.flush(5)
+    (item,) = rollbar_endpoint.items
+    assert canaries_in(item.text) == []
+    assert "reading patients failed" in item.text and "unrecognized token" in item.text
+
+
+def test_message_with_patient_like_extra_is_stripped(
+    sink: RollbarSink, rollbar_endpoint: FakeRollbar
+) -> None:
+    extra: dict[str, object] = {
+        "patient_code": CANARY_CODE,
+        "row": {"Forename": CANARY_FORENAME, "Surname": CANARY_SURNAME, "PatientCode": 1},
+        "payload": [{"familyName": CANARY_SURNAME, "givenName": CANARY_FORENAME}],
+        "mobileNo": CANARY_MOBILE,
+        "licence_key": LICENCE,
+        "free_text": f"licence is {LICENCE}",
+    }
+    sink.report_message("patient-sync rejected", level="warning", extra=extra)
+    sink.flush(5)
+    (item,) = rollbar_endpoint.items
+    assert canaries_in(item.text) == [] and LICENCE not in item.text
+    data = item.payload["data"]
+    assert isinstance(data, dict)
+    assert data["level"] == "warning"
+    assert data["custom"]["row"] == REMOVED_RECORD
+    assert data["custom"]["patient_code"] == CANARY_CODE
+
+
+def test_pyrollbar_called_directly_sends_nothing_unscrubbed(
+    sink: RollbarSink, rollbar_endpoint: FakeRollbar
+) -> None:
+    import rollbar
+
+    rollbar.report_message(f"direct {CANARY_SURNAME}", "error")
+    sink.report_message("through the sink", level="info", extra={})
+    sink.flush(5)
+    assert [i.payload["data"]["body"]["message"]["body"] for i in rollbar_endpoint.items] == [
+        "through the sink"
+    ]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_rollbar_unreachable_never_raises_logs_once_and_counts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = RollbarSink(TOKEN, environment="test", endpoint=f"http://127.0.0.1:{_closed_port()}/")
+    try:
+        for i in range(3):
+            sink.report_message(f"attempt {i}", level="error", extra={})
+        sink.flush(10)
+        assert sink.pending == 0
+        assert sink.stats.failed == 3 and sink.stats.sent == 0
+        unreachable = [r for r in caplog.records if "unreachable" in r.getMessage()]
+        assert len(unreachable) == 1
+    finally:
+        sink.close()
+
+
+def test_rollbar_500_never_raises_and_is_counted(
+    sink: RollbarSink, rollbar_endpoint: FakeRollbar, caplog: pytest.LogCaptureFixture
+) -> None:
+    rollbar_endpoint.status = 500
+    sink.report_message("one", level="error", extra={})
+    sink.report_message("two", level="error", extra={})
+    sink.flush(5)
+    assert sink.stats.failed == 2 and sink.pending == 0
+    assert len([r for r in caplog.records if "HTTP 500" in r.getMessage()]) == 1
+
+
+def test_rollbar_429_backs_off_and_drops_instead_of_hammering(
+    sink: RollbarSink, rollbar_endpoint: FakeRollbar
+) -> None:
+    rollbar_endpoint.status = 429
+    rollbar_endpoint.retry_after = "120"
+    for i in range(3):
+        sink.report_message(f"burst {i}", level="error", extra={})
+    sink.flush(5)
+    assert len(rollbar_endpoint.items) == 1  # the rest were dropped during Retry-After
+    assert sink.stats.dropped == 3
+
+
+def test_slow_rollbar_flush_returns_at_its_timeout_with_reports_pending(
+    rollbar_endpoint: FakeRollbar,
+) -> None:
+    rollbar_endpoint.hold = threading.Event()  # the fake answers only when released
+    sink = RollbarSink(TOKEN, environment="test", endpoint=rollbar_endpoint.url, timeout=30)
+    try:
+        sink.report_message("stuck", level="error", extra={})
+        sink.flush(0.2)
+        assert sink.pending == 1  # flush gave up instead of waiting for the 30 s timeout
+    finally:
+        rollbar_endpoint.hold.set()
+        sink.close(timeout=5)
+    assert sink.pending == 0 and sink.stats.sent == 1
+
+
+def test_slow_rollbar_read_timeout_counts_a_failure(rollbar_endpoint: FakeRollbar) -> None:
+    rollbar_endpoint.hold = threading.Event()
+    sink = RollbarSink(TOKEN, environment="test", endpoint=rollbar_endpoint.url, timeout=0.3)
+    try:
+        sink.report_message("slow", level="error", extra={})
+        sink.flush(10)
+        assert sink.stats.failed == 1 and sink.pending == 0
+    finally:
+        rollbar_endpoint.hold.set()
+        sink.close()
+
+
+def test_reporter_never_raises_on_hostile_input(
+    sink: RollbarSink, rollbar_endpoint: FakeRollbar
+) -> None:
+    class Hostile:
+        def __repr__(self) -> str:
+            raise RuntimeError("repr exploded")
+
+        def __str__(self) -> str:
+            raise RuntimeError("str exploded")
+
+    cyclic: dict[str, object] = {}
+    cyclic["self"] = cyclic
+    sink.report_message("hostile", level="nonsense", extra={"x": Hostile(), "c": cyclic})
+
+    class BadException(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no message for you")
+
+    sink.report_exception(BadException(), context={"x": Hostile()})
+    sink.flush(5)  # nothing raised; whatever could be sent was sent
+
+
+def test_full_queue_drops_and_counts(rollbar_endpoint: FakeRollbar) -> None:
+    rollbar_endpoint.hold = threading.Event()
+    sink = RollbarSink(TOKEN, environment="test", endpoint=rollbar_endpoint.url, max_queue=2)
+    try:
+        for i in range(6):
+            sink.report_message(f"flood {i}", level="error", extra={})
+        assert sink.stats.dropped >= 3
+    finally:
+        rollbar_endpoint.hold.set()
+        sink.close(timeout=5)
+
+
+def test_scrub_fields_keep_pyrollbar_defaults_and_add_secrets_and_patient_fields() -> None:
+    import rollbar
+
+    for default in ("password", "secret", "access_token", "authorization", "passwd"):
+        assert default in SCRUB_FIELDS
+    for ours in (
+        "licence_key",
+        "licenceKey",
+        "secret_access_key",
+        "session_token",
+        "connection_string",
+        "forename",
+        "surname",
+        "dob",
+        "mobileNo",
+        "email",
+        "familyName",
+        "givenName",
+        "dateOfBirth",
+        "TextAnswer",
+        "answerNotes",
+    ):
+        assert ours in SCRUB_FIELDS
+    assert set(rollbar.SETTINGS["scrub_fields"]) >= set(SCRUB_FIELDS) - {""} or not (
+        rollbar._initialized
+    )
+    assert rollbar.SETTINGS["locals"]["enabled"] is False or not rollbar._initialized
+
+
+def test_scrub_payload_is_pure_and_handles_every_patient_field_name() -> None:
+    payload: dict[str, object] = {
+        "data": {"custom": {name: CANARY_SURNAME for name in PATIENT_FIELDS}},
+        "access_token": TOKEN,
+    }
+    before = json.dumps(payload)
+    scrubbed = scrub_payload(payload, ScrubRules(secret_values=(TOKEN,)))
+    assert json.dumps(payload) == before  # input untouched
+    assert canaries_in(json.dumps(scrubbed)) == [] and TOKEN not in json.dumps(scrubbed)
+
+
+def test_null_sink_logs_locally_without_patient_data(caplog: pytest.LogCaptureFixture) -> None:
+    sink = NullSink()
+    try:
+        raise RuntimeError(f"bad row surname='{CANARY_SURNAME}' code={CANARY_CODE}")
+    except RuntimeError as e:
+        sink.report_exception(e, context={})
+    sink.report_message(f"note email={CANARY_EMAIL}", level="warning", extra={})
+    sink.flush(1)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "not sent: no Rollbar token" in text and f"code={CANARY_CODE}" in text
+    assert canaries_in(text) == []
