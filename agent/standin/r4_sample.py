@@ -199,8 +199,12 @@ class _Rows:
             self.rows = []
 
 
-def _dob(dice: _Dice) -> str | None:
+def _dob(dice: _Dice, special: int) -> str | None:
     roll = dice.random()
+    if special == _FORCE_UNKNOWN_DOB:
+        roll = 0.0
+    elif special == _FORCE_FUTURE_DOB:
+        roll = 0.031
     if roll < 0.03:
         return "1900-01-01 00:00:00"  # R4's "unknown"
     if roll < 0.035:
@@ -337,12 +341,15 @@ def _fill(con: sqlite3.Connection, dice: _Dice, patients: int, *, canary: bool) 
     code = 1000
 
     for done in range(patients):
+        # every 50 patients, the rare nasty cases are forced, so even small databases have them
+        special = done % 50
         code += 1 if rnd() < 0.85 else between(2, 40)  # gaps: deleted patients
         if code == CANARY_CODE:
             code += 1
-        forename = pick(FORENAMES)
-        surname = pick(SURNAMES)
-        roll = rnd()
+        forename, surname = pick(FORENAMES), pick(SURNAMES)
+        if special in _FORCED_NAMES:
+            forename, surname = _FORCED_NAMES[special]
+        roll = 0.0 if special == _FORCE_NO_ADDRESS else rnd()
         address_id: int | None
         if roll < 0.06:
             address_id = None
@@ -357,7 +364,7 @@ def _fill(con: sqlite3.Connection, dice: _Dice, patients: int, *, canary: bool) 
                 code,
                 forename,
                 surname,
-                _dob(dice),
+                _dob(dice, special),
                 _mobile(dice),
                 _email(dice, forename, surname),
                 address_id,
@@ -368,6 +375,8 @@ def _fill(con: sqlite3.Connection, dice: _Dice, patients: int, *, canary: bool) 
         # questionnaires: ~35% none, ~45% one, ~20% several (2-6)
         roll = rnd()
         count = 0 if roll < 0.35 else 1 if roll < 0.8 else between(2, 6)
+        if special == _FORCE_MANY_QUESTIONNAIRES:
+            count = 5
         when = first_qaire + timedelta(minutes=between(0, 2_000_000))
         for _ in range(count):
             when += timedelta(days=between(30, 400), minutes=between(0, 600))
@@ -379,8 +388,9 @@ def _fill(con: sqlite3.Connection, dice: _Dice, patients: int, *, canary: bool) 
                 answers_out((next_qaire, q + 1, *pick(answer_pool[q])))
             next_qaire += 1
         # appointments: 0-3, some with flags ApptFlags does not know
-        for _ in range(pick(appt_counts)):
-            flag = pick(UNKNOWN_FLAGS) if rnd() < 0.05 else pick(flag_ids)
+        for k in range(max(pick(appt_counts), special == _FORCE_UNKNOWN_FLAG)):
+            unknown = rnd() < 0.05 or (special == _FORCE_UNKNOWN_FLAG and k == 0)
+            flag = pick(UNKNOWN_FLAGS) if unknown else pick(flag_ids)
             start = datetime.combine(
                 _BASE_DAY + timedelta(days=between(-700, 200)), _EIGHT_FIFTEEN
             ) + timedelta(minutes=15 * between(0, 36))
@@ -412,3 +422,7 @@ def _fill(con: sqlite3.Connection, dice: _Dice, patients: int, *, canary: bool) 
 
 
 _EIGHT_FIFTEEN = time(8, 15)
+# positions (patient index % 50) where rare cases are forced
+_FORCE_UNKNOWN_DOB, _FORCE_FUTURE_DOB, _FORCE_NO_ADDRESS = 3, 7, 11
+_FORCE_MANY_QUESTIONNAIRES, _FORCE_UNKNOWN_FLAG = 23, 29
+_FORCED_NAMES = {17: ("Siân", "O'Brien"), 19: ("Zoë", "Nuñez"), 31: ("Siobhán", "Ní Bhriain")}

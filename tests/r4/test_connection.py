@@ -1,0 +1,149 @@
+"""Connecting: driver choice, connection strings, error translation without secrets or data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyodbc
+import pytest
+
+from agent.errors import PermanentError, TransientError
+from agent.r4 import sql
+from agent.r4.connection import (
+    DRIVER_PREFERENCE,
+    DbSettings,
+    default_connection_string,
+    describe_target,
+    mask_secrets,
+    open_database,
+    pick_driver,
+    resolve_connection_string,
+    translate_error,
+)
+from agent.standin.r4_sample import sqlite_connection_string
+from tests.fixtures.r4_database import R4SampleDb
+
+
+def test_driver_preference_is_newest_sql_server_driver_first() -> None:
+    assert DRIVER_PREFERENCE == (
+        "ODBC Driver 18 for SQL Server",
+        "ODBC Driver 17 for SQL Server",
+        "SQL Server Native Client 11.0",
+        "SQL Server Native Client 10.0",
+        "SQL Native Client",
+        "SQL Server",
+    )
+    installed = ["SQL Server", "SQLite3", "SQL Server Native Client 10.0"]
+    assert pick_driver(installed) == "SQL Server Native Client 10.0"
+    assert pick_driver([*installed, "ODBC Driver 17 for SQL Server"]) == (
+        "ODBC Driver 17 for SQL Server"
+    )
+    assert pick_driver(list(reversed(DRIVER_PREFERENCE))) == "ODBC Driver 18 for SQL Server"
+    assert pick_driver(["SQL Native Client", "SQL Server"]) == "SQL Native Client"
+    assert pick_driver(["SQLite3", "PostgreSQL Unicode"]) is None
+    assert pick_driver([]) is None
+
+
+def test_default_is_windows_auth_to_local_sys2000_trusting_driver18_self_signed_cert() -> None:
+    cs = resolve_connection_string(DbSettings(), ["SQL Server", "ODBC Driver 18 for SQL Server"])
+    assert cs == (
+        "Driver={ODBC Driver 18 for SQL Server};Server=.;Database=sys2000;"
+        "Trusted_Connection=yes;TrustServerCertificate=yes;ApplicationIntent=ReadOnly;"
+    )
+    assert default_connection_string("SQL Server", r".\R4", "sys2000") == (
+        r"Driver={SQL Server};Server=.\R4;Database=sys2000;Trusted_Connection=yes;"
+    )
+
+
+def test_configured_connection_string_overrides_driver_choice() -> None:
+    configured = "Driver={SQL Server};Server=r4host;Database=sys2000;UID=r4;PWD=pw;"
+    assert resolve_connection_string(DbSettings(connection_string=configured), []) == configured
+
+
+def test_no_sql_server_driver_installed_is_a_permanent_error_naming_what_was_looked_for() -> None:
+    with pytest.raises(PermanentError) as missing:
+        resolve_connection_string(DbSettings(), ["SQLite3"])
+    assert "ODBC Driver 18 for SQL Server" in str(missing.value)
+    assert "SQLite3" in str(missing.value)
+
+
+def test_passwords_are_masked_in_every_form() -> None:
+    cs = "Driver={SQL Server};Server=x;UID=sa;PWD=secret;password={se;cr}}et};Pwd = s3;"
+    masked = mask_secrets(cs)
+    for secret in ("secret", "se;cr", "s3"):
+        assert secret not in masked
+    assert masked.count("***") == 3 and "Server=x" in masked
+    assert "secret" not in repr(DbSettings(connection_string=cs))
+    assert describe_target(cs) == "driver=SQL Server, server=x, database=-"
+
+
+def test_unloadable_driver_error_names_driver_and_server_but_not_the_password() -> None:
+    settings = DbSettings(
+        connection_string=(
+            "Driver={No Such R4 Driver};Server=tcp:r4.invalid,1433;Database=sys2000;"
+            "UID=sa;PWD=secret;"
+        ),
+        login_timeout_s=2,
+    )
+    with pytest.raises(PermanentError) as failed:
+        open_database(settings)
+    message = str(failed.value)
+    assert "No Such R4 Driver" in message and "r4.invalid" in message and "sys2000" in message
+    assert "secret" not in message
+    assert not isinstance(failed.value, TransientError)
+    assert isinstance(failed.value.__cause__, pyodbc.Error)
+
+
+def test_database_that_cannot_be_reached_is_transient_and_names_the_database(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "not-there" / "sys2000.db"
+    settings = DbSettings(connection_string=sqlite_connection_string(missing) + "PWD=secret;")
+    with pytest.raises(TransientError) as failed:
+        open_database(settings)
+    assert str(missing) in str(failed.value) and "SQLite3" in str(failed.value)
+    assert "secret" not in str(failed.value)
+
+
+def test_query_on_missing_table_is_permanent_and_names_the_statement(
+    r4_sample_db: R4SampleDb,
+) -> None:
+    with open_database(r4_sample_db.settings) as db, pytest.raises(PermanentError) as failed:
+        db.fetch_all(sql.Statement("probe_missing", "SELECT x FROM NoSuchTable"))
+    assert "probe_missing" in str(failed.value) and "NoSuchTable" in str(failed.value)
+
+
+def test_driver_messages_lose_quoted_values_but_keep_r4_names() -> None:
+    # SQL Server quotes the offending VALUE in conversion errors: that may be patient data.
+    exc = pyodbc.DataError(
+        "22018",
+        "[22018] Conversion failed when converting the varchar value 'Siân O''Brien' to data "
+        "type int. Invalid object name 'dbo.Appts'. Invalid column name 'mobileNo'.",
+    )
+    translated = translate_error(
+        exc, target="driver=SQL Server, server=., database=sys2000", action="query x"
+    )
+    assert isinstance(translated, PermanentError)
+    assert "Siân" not in str(translated) and "Brien" not in str(translated)
+    assert "'dbo.Appts'" in str(translated) and "'mobileNo'" in str(translated)
+
+
+@pytest.mark.parametrize(
+    ("state", "transient"),
+    [("08S01", True), ("08001", True), ("HYT00", True), ("40001", True), ("42S02", False),
+     ("28000", False), ("IM002", False)],
+)  # fmt: skip
+def test_communication_failures_are_transient_everything_else_permanent(
+    state: str, transient: bool
+) -> None:
+    translated = translate_error(
+        pyodbc.Error(state, f"[{state}] boom"), target="driver=SQL Server", action="query x"
+    )
+    assert isinstance(translated, TransientError) is transient
+    assert isinstance(translated, PermanentError) is not transient
+
+
+def test_sqlite_driver_gets_the_sqlite_dialect(r4_sample_db: R4SampleDb) -> None:
+    with open_database(r4_sample_db.settings) as db:
+        assert db.dialect is sql.SQLITE
+        assert db.target == f"driver=SQLite3, server=-, database={r4_sample_db.path}"

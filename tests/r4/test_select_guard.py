@@ -1,0 +1,131 @@
+"""Only SELECT reaches R4: anything that could write, run code or stack a statement is refused
+by the connection wrapper BEFORE it is sent (the observer never sees it, the data is unchanged).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from agent.errors import UnsafeStatementError
+from agent.r4.connection import R4Database, open_database
+from agent.r4.guard import check_select_only
+from agent.r4.sql import Statement
+from tests.fixtures.r4_database import MakeR4Db
+
+REFUSED = [
+    "INSERT INTO patients (patientCode) VALUES (1)",
+    "UPDATE patients SET forename = 'x'",
+    "DELETE FROM patients",
+    "MERGE INTO patients USING addresses ON 1 = 1 WHEN MATCHED THEN DELETE",
+    "EXEC xp_cmdshell 'dir'",
+    "EXECUTE sp_who",
+    "DROP TABLE patients",
+    "ALTER TABLE patients ADD x int",
+    "CREATE TABLE stolen (x int)",
+    "TRUNCATE TABLE patients",
+    "GRANT SELECT ON patients TO public",
+    "SELECT * INTO stolen FROM patients",
+    "select patientCode into stolen from patients",
+    "SELECT 1; DROP TABLE patients",
+    "SELECT 1;DELETE FROM patients;",
+    "SELECT 1 DELETE FROM patients",  # T-SQL stacks statements without a semicolon
+    "WITH x AS (SELECT patientCode FROM patients) DELETE FROM patients",
+    "WITH x AS (SELECT 1 AS a) UPDATE patients SET forename = 'x'",
+    "SELECT * FROM OPENROWSET('SQLNCLI', 'Server=x;', 'SELECT 1')",
+    "SELECT 1 WAITFOR DELAY '00:10'",
+    "SELECT 1 -- ; DROP TABLE patients",
+    "SELECT /* hidden */ 1",
+    "SELECT 'unterminated",
+    "PRAGMA writable_schema = 1",
+    "ATTACH DATABASE '/tmp/x.db' AS x",
+    "   ",
+    "",
+    "SHUTDOWN WITH NOWAIT",
+    "DECLARE @x int; SELECT 1",
+    "SELECT 1 SET NOCOUNT ON",
+]
+
+ALLOWED = [
+    "SELECT 1",
+    "select 1;",
+    "SELECT COUNT(*) FROM patients WHERE surname = 'O''Brien; DROP TABLE patients'",
+    "SELECT [update] FROM [insert into]",
+    'SELECT "delete" FROM patients',
+    "WITH x AS (SELECT patientCode FROM patients) SELECT COUNT(*) FROM x",
+    "SELECT m.name FROM sqlite_master m JOIN pragma_table_info(m.name) c",
+    "SELECT REPLACE(forename, 'a', 'b') FROM patients",
+    "SELECT N'Siân' AS name",
+]
+
+
+@pytest.mark.parametrize("statement", REFUSED)
+def test_guard_refuses_anything_but_a_single_select(statement: str) -> None:
+    with pytest.raises(UnsafeStatementError):
+        check_select_only(statement)
+
+
+@pytest.mark.parametrize("statement", ALLOWED)
+def test_guard_allows_selects_even_with_dangerous_words_inside_literals(statement: str) -> None:
+    check_select_only(statement)
+
+
+def test_guard_refusal_message_names_the_keyword_not_the_values() -> None:
+    with pytest.raises(UnsafeStatementError) as refused:
+        check_select_only("UPDATE patients SET forename = 'Siân'")
+    assert "Siân" not in str(refused.value)
+    with pytest.raises(UnsafeStatementError, match="INTO"):
+        check_select_only("SELECT forename INTO stolen FROM patients WHERE surname = 'Nuñez'")
+
+
+def _count(path: object, sql: str) -> int:
+    con = sqlite3.connect(str(path))
+    try:
+        return int(con.execute(sql).fetchone()[0])
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM patients",
+        "UPDATE patients SET forename = 'x'",
+        "INSERT INTO patients (patientCode) VALUES (5)",
+        "SELECT * INTO stolen FROM patients",
+        "SELECT 1; DELETE FROM patients",
+        "SELECT 1 DELETE FROM patients",
+        "DROP TABLE patients",
+        "CREATE TABLE stolen (x int)",
+    ],
+)
+def test_write_through_the_real_connection_is_refused_and_never_reaches_the_database(
+    make_r4_db: MakeR4Db, statement: str
+) -> None:
+    sample = make_r4_db()
+    before = _count(sample.path, "SELECT COUNT(*) FROM patients")
+    tables_before = _count(sample.path, "SELECT COUNT(*) FROM sqlite_master WHERE type='table'")
+    seen: list[Statement] = []
+    with open_database(sample.settings) as db:
+        db.observers.append(seen.append)
+        for call in (db.fetch_all, db.fetch_one, lambda s: list(db.iter_rows(s))):
+            with pytest.raises(UnsafeStatementError):
+                call(statement)
+        with pytest.raises(UnsafeStatementError):
+            db.fetch_all(Statement("named", statement))
+        # the connection still works for reads afterwards
+        assert db.fetch_one("SELECT COUNT(*) FROM patients") == (before,)
+    assert [s.text for s in seen] == ["SELECT COUNT(*) FROM patients"]  # the refused never ran
+    assert _count(sample.path, "SELECT COUNT(*) FROM patients") == before
+    assert _count(sample.path, "SELECT COUNT(*) FROM sqlite_master WHERE type='table'") == (
+        tables_before
+    )
+
+
+def test_the_wrapper_offers_no_way_around_the_guard() -> None:
+    # every public way to run SQL goes through the guarded _execute: these three, nothing else
+    methods = {
+        n for n in dir(R4Database) if not n.startswith("_") and callable(getattr(R4Database, n))
+    }
+    assert methods == {"fetch_all", "fetch_one", "iter_rows", "close"}
