@@ -325,6 +325,24 @@ class Repository:
         self._finish_targets(md)
         return added
 
+    def add_archive(
+        self, archive: Path, version: str, policy: ReleasePolicy | None = None
+    ) -> str:
+        """Add an already built `.tar.gz` as `version` (no patch) and sign."""
+        try:
+            parse_version(version)
+        except BadVersionError as e:
+            raise RepoError(str(e)) from e
+        dest = self.targets_dir / _archive_name(version)
+        if archive.resolve() != dest.resolve():
+            dest.write_bytes(archive.read_bytes())
+        md = self._targets_for_update()
+        policy = policy or ReleasePolicy()
+        name = self._add_target(md, dest, {"user": policy.to_custom(),
+                                           "tufup": {"required": False}})
+        self._finish_targets(md)
+        return name
+
     def _add_target(self, md: Metadata[Targets], path: Path, custom: dict[str, Any]) -> str:
         info = TargetFile.from_file(path.name, str(path), ["sha256"])
         info.unrecognized_fields["custom"] = custom
@@ -404,6 +422,7 @@ class Repository:
         old_root = Root.from_dict(json.loads(json.dumps(root_md.signed.to_dict())))
         root_md.signed.roles[role] = Role(list(root_md.signed.roles[role].keyids), threshold)
         root_md.signed.version += 1
+        root_md.signed.expires = self._expires("root")
         self._sign_root(root_md, old_root)
         self._write(root_md, f"{root_md.signed.version}.root.json")
         self._write(root_md, "root.json")

@@ -1,0 +1,309 @@
+"""Attacks on the update path. Each one must be rejected with the running version untouched:
+the `current` pointer still names 1.0.0, no folder for the attacker's version, no staging left."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from http.server import SimpleHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+from securesystemslib.interface import (
+    generate_and_write_unencrypted_ed25519_keypair,
+    import_ed25519_privatekey_from_file,
+)
+from securesystemslib.signer import SSlibSigner
+from tuf.api.metadata import Metadata  # type: ignore[attr-defined]
+from tuf.api.serialization.json import JSONSerializer
+
+from tests.updater.support import HttpRepo, RepoSim, gate, install_from_repo
+from updater.gate import GateAction, GateDecision
+from updater.layout import Layout
+from updater.repo.repository import ReleasePolicy
+from updater.state import read_pointer
+from updater.tuf_client import Limits
+
+PAST = None  # set per test through sim.now
+
+
+def _assert_untouched(layout: Layout, decision: GateDecision, running: str = "1.0.0") -> None:
+    assert decision.action is GateAction.CARRY_ON, decision.reason
+    pointer = read_pointer(layout.current_file)
+    assert pointer is not None and pointer.version == running
+    assert layout.installed_versions() == [running]
+    assert layout.leftovers() == []
+    assert layout.exe_path(running).is_file()
+
+
+def _full_route(layout: Layout) -> None:
+    """Drop the cached base tar so the update must use the full archive."""
+    (layout.targets_dir / "r4agent-1.0.0.tar").unlink()
+
+
+def _tamper(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same length, one byte different
+    path.write_bytes(bytes(data))
+
+
+def _ensure(layout: Layout, sim: RepoSim, http_repo: HttpRepo, wanted: str,
+            limits: Limits | None = None) -> GateDecision:
+    return gate(layout, "1.0.0", http_repo.url, sim, limits).ensure(wanted)
+
+
+def test_tampered_archive_is_rejected(layout: Layout, sim: RepoSim, http_repo: HttpRepo) -> None:
+    _full_route(layout)
+    _tamper(sim.repo_dir / "targets" / "r4agent-1.1.0.tar.gz")
+    decision = _ensure(layout, sim, http_repo, "1.1.0")
+    assert "LengthOrHashMismatch" in decision.reason
+    _assert_untouched(layout, decision)
+
+
+def test_tampered_patch_is_rejected_and_the_signed_full_archive_used_instead(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    _tamper(sim.repo_dir / "targets" / "r4agent-1.1.0.patch")
+    decision = _ensure(layout, sim, http_repo, "1.1.0")
+    assert decision.action is GateAction.RESTART_INTO_NEW_VERSION
+    assert http_repo.fetched("r4agent-1.1.0.patch") and http_repo.fetched("r4agent-1.1.0.tar.gz")
+    assert b"1.1.0" in layout.exe_path("1.1.0").read_bytes()
+
+
+def test_tampered_patch_and_archive_are_both_rejected(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    _tamper(sim.repo_dir / "targets" / "r4agent-1.1.0.patch")
+    _tamper(sim.repo_dir / "targets" / "r4agent-1.1.0.tar.gz")
+    _assert_untouched(layout, _ensure(layout, sim, http_repo, "1.1.0"))
+
+
+def test_patch_result_not_matching_its_signed_hash_is_rejected(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    # a genuine patch applied to a damaged local base gives the wrong tar: the signed size/hash
+    # of the result catches it; with the archive tampered too, nothing is left to install
+    _tamper(layout.targets_dir / "r4agent-1.0.0.tar")
+    _tamper(sim.repo_dir / "targets" / "r4agent-1.1.0.tar.gz")
+    decision = _ensure(layout, sim, http_repo, "1.1.0")
+    assert http_repo.fetched("r4agent-1.1.0.patch")
+    _assert_untouched(layout, decision)
+
+
+def test_damaged_local_patch_base_falls_back_to_the_full_archive(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    _tamper(layout.targets_dir / "r4agent-1.0.0.tar")
+    decision = _ensure(layout, sim, http_repo, "1.1.0")
+    assert decision.action is GateAction.RESTART_INTO_NEW_VERSION
+    assert http_repo.fetched("r4agent-1.1.0.tar.gz")
+
+
+def test_target_not_listed_is_refused(layout: Layout, sim: RepoSim, http_repo: HttpRepo) -> None:
+    # the file is on the server, but unsigned: not in targets metadata
+    (sim.repo_dir / "targets" / "r4agent-1.3.0.tar.gz").write_bytes(
+        (sim.repo_dir / "targets" / "r4agent-1.2.0.tar.gz").read_bytes()
+    )
+    decision = _ensure(layout, sim, http_repo, "1.3.0")
+    assert "not listed" in decision.reason
+    assert not http_repo.fetched("r4agent-1.3.0.tar.gz")
+    _assert_untouched(layout, decision)
+
+
+def test_revoked_target_is_refused(layout: Layout, sim: RepoSim, http_repo: HttpRepo) -> None:
+    sim.repo.revoke("1.1.0")
+    decision = _ensure(layout, sim, http_repo, "1.1.0")
+    assert "revoked" in decision.reason
+    _assert_untouched(layout, decision)
+
+
+def test_below_floor_downgrade_is_refused(
+    tmp_path: Path, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    layout = Layout(tmp_path / "pd12")
+    install_from_repo(sim, layout, "1.2.0")
+    sim.repo.raise_floor("1.1.0")
+    decision = gate(layout, "1.2.0", http_repo.url, sim).ensure("1.0.0")
+    assert "below the signed minimum version 1.1.0" in decision.reason
+    _assert_untouched(layout, decision, running="1.2.0")
+    # the floor itself is still allowed
+    assert gate(layout, "1.2.0", http_repo.url, sim).ensure("1.1.0").action is (
+        GateAction.RESTART_INTO_NEW_VERSION
+    )
+
+
+def _sign_with(md: Metadata, key_path: Path) -> None:
+    md.signatures.clear()
+    md.sign(SSlibSigner(import_ed25519_privatekey_from_file(str(key_path), prompt=False)))
+
+
+def test_new_root_signed_under_threshold_is_rejected(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    meta = sim.repo_dir / "metadata"
+    root = Metadata.from_file(str(meta / "root.json"))
+    root.signed.version += 1
+    root.signed.roles["targets"].keyids = list(root.signed.roles["timestamp"].keyids)
+    _sign_with(root, sim.root / "keys" / "root1")  # 1 of the 2 needed
+    root.to_file(str(meta / "2.root.json"), JSONSerializer(compact=False))
+    decision = _ensure(layout, sim, http_repo, "1.1.0")
+    assert "UnsignedMetadataError" in decision.reason
+    _assert_untouched(layout, decision)
+
+
+def test_targets_signed_by_an_unknown_key_is_rejected_even_with_online_keys(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    # attacker holds the online snapshot/timestamp keys, not the offline targets key
+    evil = sim.root / "evil"
+    generate_and_write_unencrypted_ed25519_keypair(filepath=str(evil))
+    sim.add("1.3.0")  # the "evil" build gets listed...
+    md = sim.repo.load("targets")
+    _sign_with(md, evil)  # ...but signed with the attacker's key
+    md.to_file(str(sim.repo_dir / "metadata" / "targets.json"), JSONSerializer(compact=False))
+    sim.repo.resign_snapshot()  # with the genuine (stolen) online keys
+    decision = _ensure(layout, sim, http_repo, "1.3.0")
+    assert "UnsignedMetadataError" in decision.reason
+    _assert_untouched(layout, decision)
+
+
+@pytest.mark.parametrize("role", ["timestamp", "snapshot", "targets", "root"])
+def test_expired_metadata_is_rejected(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo, role: str
+) -> None:
+    from datetime import UTC, datetime
+
+    sim.now.value = datetime(2020, 1, 1, tzinfo=UTC)  # expiries computed from 2020 are past
+    if role == "timestamp":
+        sim.repo.resign_timestamp()
+    elif role == "snapshot":
+        sim.repo.resign_snapshot()
+        sim.now.value = None
+        sim.repo.resign_timestamp()
+    elif role == "targets":
+        sim.repo.revoke("1.2.0")
+        sim.now.value = None
+        sim.repo.resign_snapshot()
+    else:
+        sim.repo.set_threshold("root", 2)  # a new root version, expired
+        sim.now.value = None
+        sim.repo.resign_snapshot()
+    decision = _ensure(layout, sim, http_repo, "1.1.0")
+    assert "ExpiredMetadataError" in decision.reason
+    _assert_untouched(layout, decision)
+
+
+def test_replayed_older_metadata_is_rejected(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    old = sim.snapshot_files()  # 1.1.0 allowed here
+    sim.repo.revoke("1.1.0")
+    first = _ensure(layout, sim, http_repo, "1.1.0")  # the client has now seen the new state
+    assert "revoked" in first.reason
+    sim.restore_metadata(old, ["targets.json", "snapshot.json", "timestamp.json"])
+    decision = _ensure(layout, sim, http_repo, "1.1.0")
+    assert "BadVersionNumberError" in decision.reason
+    _assert_untouched(layout, decision)
+
+
+def test_mix_and_match_snapshot_is_rejected(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    old = sim.snapshot_files()
+    sim.repo.revoke("1.1.0")
+    sim.restore_metadata(old, ["targets.json"])  # current snapshot/timestamp, older targets
+    decision = _ensure(layout, sim, http_repo, "1.1.0")
+    # the snapshot pins the targets file's length and hash: the old one does not match
+    assert "LengthMismatch" in decision.reason or "BadVersionNumber" in decision.reason
+    _assert_untouched(layout, decision)
+
+
+def _endless(handler: SimpleHTTPRequestHandler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/octet-stream")
+    handler.end_headers()
+    chunk = b"\0" * 65536
+    try:
+        for _ in range(100_000):  # ~6.5 GB: "endless" as far as the client is concerned
+            handler.wfile.write(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
+def test_endless_archive_download_is_cut_at_the_signed_length(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    _full_route(layout)
+    http_repo.overrides["/targets/r4agent-1.1.0.tar.gz"] = _endless
+    decision = _ensure(layout, sim, http_repo, "1.1.0")
+    assert "DownloadLengthMismatchError" in decision.reason
+    _assert_untouched(layout, decision)
+
+
+def test_endless_timestamp_is_cut_at_the_metadata_cap(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    http_repo.overrides["/metadata/timestamp.json"] = _endless
+    decision = _ensure(layout, sim, http_repo, "1.1.0")
+    assert "download failed" in decision.reason
+    _assert_untouched(layout, decision)
+
+
+def test_signed_target_above_the_size_cap_is_not_downloaded(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    _full_route(layout)
+    decision = _ensure(layout, sim, http_repo, "1.1.0", Limits(max_target_bytes=1000))
+    assert "byte cap" in decision.reason
+    assert not http_repo.fetched("r4agent-1.1.0.tar.gz")
+    _assert_untouched(layout, decision)
+
+
+@pytest.mark.parametrize("wanted", ["../1.0", "1.0/../x", "1.0", "1.1.0/../../etc", "latest"])
+def test_bad_version_strings_are_refused_before_any_request(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo, wanted: str
+) -> None:
+    decision = _ensure(layout, sim, http_repo, wanted)
+    assert "invalid version" in decision.reason
+    assert http_repo.requests == []
+    _assert_untouched(layout, decision)
+
+
+def _evil_archive(tmp: Path, kind: str) -> Path:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        exe = b"#!/bin/sh\necho r4agent 1.3.0\n"
+        info = tarfile.TarInfo("r4agent")
+        info.size, info.mode = len(exe), 0o755
+        tar.addfile(info, io.BytesIO(exe))
+        evil = tarfile.TarInfo({"dotdot": "../../escaped", "absolute": "/tmp/r4-escaped",
+                                "nested-dotdot": "sub/../../escaped"}.get(kind, "evil"))
+        if kind == "symlink":
+            evil.type, evil.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        elif kind == "hardlink":
+            evil.type, evil.linkname = tarfile.LNKTYPE, "r4agent"
+        elif kind == "device":
+            evil.type = tarfile.CHRTYPE
+        else:
+            evil.size = 4
+        tar.addfile(evil, io.BytesIO(b"evil") if evil.isfile() else None)
+    import gzip
+
+    path = tmp / f"evil-{kind}.tar.gz"
+    path.write_bytes(gzip.compress(raw.getvalue()))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "nested-dotdot", "symlink", "hardlink",
+                                  "device"])
+def test_signed_archive_with_traversal_or_links_is_refused(
+    tmp_path: Path, layout: Layout, sim: RepoSim, http_repo: HttpRepo, kind: str
+) -> None:
+    sim.repo.add_archive(_evil_archive(tmp_path, kind), "1.3.0", ReleasePolicy())
+    decision = _ensure(layout, sim, http_repo, "1.3.0")
+    assert "archive member" in decision.reason
+    _assert_untouched(layout, decision)
+    assert not (tmp_path / "escaped").exists()
+    assert not Path("/tmp/r4-escaped").exists()
+    assert json.loads(layout.install_state_file.read_text())["state"] == "failed"

@@ -1,0 +1,134 @@
+"""The pure decision: strict versions, signed policy (revoked, floor), patch or full route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from updater.policy import (
+    BadVersionError,
+    FullRoute,
+    Install,
+    NoOp,
+    PatchRoute,
+    Refuse,
+    TargetInfo,
+    build_catalog,
+    decide,
+    parse_version,
+)
+
+
+def _archive(version: str, length: int = 1000, **user: Any) -> TargetInfo:
+    user.setdefault("revoked", False)
+    return TargetInfo(f"r4agent-{version}.tar.gz", length, {"sha256": f"a{version}"},
+                      {"user": user, "tufup": {"required": False}})
+
+
+def _patch(version: str, length: int = 10) -> TargetInfo:
+    return TargetInfo(f"r4agent-{version}.patch", length, {"sha256": f"p{version}"},
+                      {"user": None, "tufup": {"tar_size": 5, "tar_hash": "h",
+                                               "tar_hash_algorithm": "sha256"}})
+
+
+CATALOG = build_catalog([
+    _archive("1.0.0"), _archive("1.1.0"), _patch("1.1.0"), _archive("1.2.0"), _patch("1.2.0"),
+])
+
+
+@pytest.mark.parametrize("text", [
+    "../1.0", "1.0/../x", "1.0", "1.0.0.0", "01.0.0", "1.0.0a1", " 1.0.0", "1.0.0\n", "", "v1.0.0",
+    "1..0", "1.0.-1", "1.0.0/", "..", "1.0.0\x00", "９.0.0",
+])
+def test_bad_version_strings_are_refused(text: str) -> None:
+    with pytest.raises(BadVersionError):
+        parse_version(text)
+    assert isinstance(decide("1.0.0", text, CATALOG), Refuse)
+
+
+def test_canonical_versions_order_numerically() -> None:
+    assert parse_version("1.10.0") > parse_version("1.9.9")
+    assert str(parse_version("0.0.0")) == "0.0.0"
+
+
+def test_short_spelling_1_0_is_not_the_same_release_as_1_0_0() -> None:
+    decision = decide("1.1.0", "1.0", CATALOG)
+    assert isinstance(decision, Refuse) and "canonical" in decision.reason
+
+
+def test_same_version_is_a_no_op() -> None:
+    assert isinstance(decide("1.1.0", "1.1.0", CATALOG), NoOp)
+
+
+def test_unlisted_target_is_refused() -> None:
+    decision = decide("1.0.0", "1.3.0", CATALOG)
+    assert isinstance(decision, Refuse) and "not listed" in decision.reason
+
+
+def test_revoked_target_is_refused() -> None:
+    catalog = build_catalog([_archive("1.0.0"), _archive("1.1.0", revoked=True)])
+    decision = decide("1.0.0", "1.1.0", catalog)
+    assert isinstance(decision, Refuse) and "revoked" in decision.reason
+
+
+def test_effective_floor_is_the_highest_floor_over_all_targets() -> None:
+    catalog = build_catalog([
+        _archive("1.0.0", floor="1.0.0"), _archive("1.1.0", floor="1.1.0"), _archive("1.2.0"),
+    ])
+    assert str(catalog.effective_floor) == "1.1.0"
+    refused = decide("1.2.0", "1.0.0", catalog)
+    assert isinstance(refused, Refuse) and "below the signed minimum" in refused.reason
+    assert isinstance(decide("1.2.0", "1.1.0", catalog), Install)
+
+
+def test_archive_without_signed_policy_is_refused_fail_closed() -> None:
+    bare = TargetInfo("r4agent-1.1.0.tar.gz", 10, {"sha256": "x"}, None)
+    garbled = TargetInfo("r4agent-1.2.0.tar.gz", 10, {"sha256": "y"},
+                         {"user": {"revoked": "no"}})
+    catalog = build_catalog([_archive("1.0.0"), bare, garbled])
+    assert isinstance(decide("1.0.0", "1.1.0", catalog), Refuse)
+    assert isinstance(decide("1.0.0", "1.2.0", catalog), Refuse)
+    assert len(catalog.problems) == 2
+
+
+def test_target_names_with_traversal_never_become_releases() -> None:
+    catalog = build_catalog([TargetInfo("r4agent-../1.0.0.tar.gz", 1, {"sha256": "x"},
+                                        {"user": {"revoked": False}})])
+    assert catalog.releases == {}
+
+
+def test_forward_move_uses_the_complete_patch_chain() -> None:
+    decision = decide("1.0.0", "1.2.0", CATALOG, running_tar_cached=True)
+    assert isinstance(decision, Install) and isinstance(decision.route, PatchRoute)
+    assert [str(p.version) for p in decision.route.patches] == ["1.1.0", "1.2.0"]
+
+
+def test_forward_move_without_the_cached_base_uses_the_full_archive() -> None:
+    decision = decide("1.0.0", "1.1.0", CATALOG, running_tar_cached=False)
+    assert isinstance(decision, Install) and isinstance(decision.route, FullRoute)
+
+
+def test_patch_chain_bigger_than_the_archive_ratio_uses_the_full_archive() -> None:
+    catalog = build_catalog([_archive("1.0.0"), _archive("1.1.0", length=100), _patch("1.1.0", 90)])
+    decision = decide("1.0.0", "1.1.0", catalog, running_tar_cached=True)
+    assert isinstance(decision, Install) and isinstance(decision.route, FullRoute)
+
+
+def test_chain_with_a_missing_patch_uses_the_full_archive() -> None:
+    catalog = build_catalog([_archive("1.0.0"), _archive("1.1.0"), _archive("1.2.0"),
+                             _patch("1.2.0")])
+    decision = decide("1.0.0", "1.2.0", catalog, running_tar_cached=True)
+    assert isinstance(decision, Install) and isinstance(decision.route, FullRoute)
+
+
+def test_downgrade_always_uses_the_full_archive() -> None:
+    decision = decide("1.2.0", "1.0.0", CATALOG, running_tar_cached=True)
+    assert isinstance(decision, Install) and isinstance(decision.route, FullRoute)
+    assert decision.reason.startswith("downgrade")
+
+
+def test_quarantined_build_is_not_reinstalled_but_a_rebuilt_one_is() -> None:
+    refused = decide("1.0.0", "1.1.0", CATALOG, quarantined={"1.1.0": "a1.1.0"})
+    assert isinstance(refused, Refuse) and "crash-looped" in refused.reason
+    assert isinstance(decide("1.0.0", "1.1.0", CATALOG, quarantined={"1.1.0": "old"}), Install)
