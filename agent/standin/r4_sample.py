@@ -199,7 +199,7 @@ class _Rows:
             self.rows = []
 
 
-def _dob(dice: _Dice, special: int) -> str | None:
+def _dob(dice: _Dice, special: int, usual: Sequence[str]) -> str | None:
     roll = dice.random()
     if special == _FORCE_UNKNOWN_DOB:
         roll = 0.0
@@ -211,7 +211,7 @@ def _dob(dice: _Dice, special: int) -> str | None:
         return _fmt(_BASE_DAY + timedelta(days=dice.between(1, 4000)))  # in the future
     if roll < 0.04:
         return None
-    return _fmt(date(1920, 1, 1) + timedelta(days=dice.between(0, 37000)))
+    return dice.pick(usual)
 
 
 def _mobile(dice: _Dice) -> str | None:
@@ -337,6 +337,14 @@ def _fill(con: sqlite3.Connection, dice: _Dice, patients: int, *, canary: bool) 
     # Pools of pre-made values keep the per-row work small (100,000 patients in seconds).
     address_pool = [_address_tail(dice) for _ in range(4001)]
     answer_pool = [[_answer_body(dice, q) for _ in range(97)] for q in range(n_questions)]
+    first_dob = date(1920, 1, 1)
+    dob_pool = [_fmt(first_dob + timedelta(days=d)) or "" for d in range(37001)]
+    appt_days = [
+        datetime.combine(_BASE_DAY + timedelta(days=d), _EIGHT_FIFTEEN) for d in range(-700, 201)
+    ]
+    appt_pool = [
+        _fmt(day + timedelta(minutes=15 * slot)) for day in appt_days for slot in range(37)
+    ]
     rnd, pick, between = dice.random, dice.pick, dice.between
     code = 1000
 
@@ -364,7 +372,7 @@ def _fill(con: sqlite3.Connection, dice: _Dice, patients: int, *, canary: bool) 
                 code,
                 forename,
                 surname,
-                _dob(dice, special),
+                _dob(dice, special, dob_pool),
                 _mobile(dice),
                 _email(dice, forename, surname),
                 address_id,
@@ -385,16 +393,13 @@ def _fill(con: sqlite3.Connection, dice: _Dice, patients: int, *, canary: bool) 
             first_question = between(0, n_questions - 1)
             for k in range(between(3, 7)):  # distinct questions: a window that wraps
                 q = (first_question + k) % n_questions
-                answers_out((next_qaire, q + 1, *pick(answer_pool[q])))
+                answers_out((next_qaire, q + 1, *answer_pool[q][int(rnd() * 97)]))
             next_qaire += 1
         # appointments: 0-3, some with flags ApptFlags does not know
         for k in range(max(pick(appt_counts), special == _FORCE_UNKNOWN_FLAG)):
             unknown = rnd() < 0.05 or (special == _FORCE_UNKNOWN_FLAG and k == 0)
             flag = pick(UNKNOWN_FLAGS) if unknown else pick(flag_ids)
-            start = datetime.combine(
-                _BASE_DAY + timedelta(days=between(-700, 200)), _EIGHT_FIFTEEN
-            ) + timedelta(minutes=15 * between(0, 36))
-            appts_out((next_appt, code, _fmt(start), flag, pick((15, 30, 45))))
+            appts_out((next_appt, code, pick(appt_pool), flag, pick((15, 30, 45))))
             next_appt += 1
         if done % 10000 == 9999:
             for table in tables:
