@@ -255,6 +255,23 @@ def _detect_dialect(connection: Any, connection_string: str) -> Dialect:
     return r4sql.SQLITE if any("sqlite" in n.lower() for n in names) else r4sql.MSSQL
 
 
+# "optional feature not implemented" / "invalid attribute": a driver without read-only mode
+_UNSUPPORTED_ATTRIBUTE = frozenset({"HYC00", "HY092", "HY024", "S1C00", "S1092"})
+
+
+def _connect(connection_string: str, login_timeout_s: int) -> Any:
+    """pyodbc.connect in read-only access mode; again without it if the driver lacks that mode
+    (it is only a hint: the SELECT-only guard is what keeps R4 unchanged)."""
+    try:
+        return pyodbc.connect(
+            connection_string, autocommit=True, readonly=True, timeout=login_timeout_s
+        )
+    except pyodbc.Error as e:
+        if _driver_state_and_message(e)[0] not in _UNSUPPORTED_ATTRIBUTE:
+            raise
+    return pyodbc.connect(connection_string, autocommit=True, timeout=login_timeout_s)
+
+
 def open_database(settings: DbSettings) -> R4Database:
     """Connect to R4 read-only (autocommit, read-only access mode, login + query timeouts).
 
@@ -268,12 +285,7 @@ def open_database(settings: DbSettings) -> R4Database:
     connection_string = resolve_connection_string(settings, installed)
     target = describe_target(connection_string)
     try:
-        connection = pyodbc.connect(
-            connection_string,
-            autocommit=True,
-            readonly=True,
-            timeout=settings.login_timeout_s,
-        )
+        connection = _connect(connection_string, settings.login_timeout_s)
     except pyodbc.Error as e:
         raise translate_error(e, target=target, action="connect", connecting=True) from e
     try:
