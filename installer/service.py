@@ -1,0 +1,436 @@
+"""`r4agent service ACTION`: the Windows service shell around the host (`updater.host.Host`).
+
+The same exe has two roles: the agent (`run`, `doctor`, ...) and, under this subcommand, the
+service host installed by the MSI in Program Files. The host logic is pure Python in
+`updater/host.py`; this module only adapts it to Windows:
+
+    service run        what the SCM starts (ImagePath `"...\\r4agent.exe" service run`):
+                       pywin32 ServiceFramework -> Host.run(stop_event), Event Log entries
+    service debug      the same host in the foreground (Ctrl-C stops it), any platform
+    service prepare    MSI custom action: create the ProgramData tree, DACL it to SYSTEM +
+                       Administrators only (protected, inherited by everything below)
+    service configure  MSI custom action: merge the install settings the MSI's JScript action
+                       wrote into that private folder into config.toml (validated by
+                       agent.config), delete them, and set the SCM recovery actions
+
+Secrets never travel in argv: the MSI hands LICENCEKEY & co. to a deferred JScript action
+(CustomActionData), which writes them into the already-private data folder; `configure` reads
+and deletes that file. See docs/windows.md.
+
+Windows-only imports (pywin32) are inside the functions that need them, so this module imports
+and its pure parts are tested on Linux; the Windows parts are tested under Wine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import threading
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from agent._version import __version__
+from agent.config import default_data_dir, parse_config
+from agent.errors import ConfigError
+
+SERVICE_NAME = "R4Agent"
+DISPLAY_NAME = "Flynotes R4 agent"
+DESCRIPTION = "Keeps Flynotes in sync with this practice's Carestream R4 database."
+SETTINGS_FILE = "install-settings.txt"
+SETTINGS_SEPARATOR = "|~|"  # between KEY=value records in the file the MSI's JScript writes
+STOP_GRACE_S = 30.0  # in-flight work gets this long after a stop request, then the agent dies
+# SCM recovery: restart after 1 min, 1 min, 5 min; failure count resets after a day.
+RECOVERY_DELAYS_MS = (60_000, 60_000, 300_000)
+RECOVERY_RESET_S = 86_400
+
+# MSI property -> dotted config key. Empty properties keep what the config already holds.
+SETTING_KEYS: Mapping[str, str] = {
+    "LICENCEKEY": "licence_key",
+    "BACKENDURL": "backend_url",
+    "DBCONNECTION": "database.connection_string",
+    "DBSERVER": "database.server",
+    "DBNAME": "database.database",
+    "SQSENDPOINTURL": "sqs_endpoint_url",
+}
+
+log = logging.getLogger(__name__)
+
+
+class InstallSettingsError(ValueError):
+    """The settings handed over by the MSI are malformed (never quotes a value)."""
+
+
+# ---- pure: install settings -> config.toml -----------------------------------------------------
+
+
+def parse_install_settings(text: str) -> dict[str, str]:
+    """`KEY=value` records (separated by SETTINGS_SEPARATOR or newlines) -> {KEY: value}."""
+    settings: dict[str, str] = {}
+    for record in text.replace("\r\n", "\n").replace("\n", SETTINGS_SEPARATOR).split(
+        SETTINGS_SEPARATOR
+    ):
+        record = record.strip()
+        if not record:
+            continue
+        key, sep, value = record.partition("=")
+        if not sep or key not in SETTING_KEYS:
+            raise InstallSettingsError(f"unexpected install setting {key[:40]!r}")
+        settings[key] = value.strip()
+    return settings
+
+
+def merge_settings(existing: Mapping[str, Any], settings: Mapping[str, str]) -> dict[str, Any]:
+    """The config with every non-empty install setting applied (others kept as they were)."""
+    merged: dict[str, Any] = {
+        k: dict(v) if isinstance(v, Mapping) else v for k, v in existing.items()
+    }
+    for prop, value in settings.items():
+        if not value:
+            continue
+        dotted = SETTING_KEYS[prop]
+        table, _, key = dotted.rpartition(".")
+        target = merged.setdefault(table, {}) if table else merged
+        if table == "database" and key == "connection_string":
+            target.pop("server", None)
+            target.pop("database", None)
+        if table == "database" and key in ("server", "database"):
+            target.pop("connection_string", None)
+        if key == "licence_key":
+            target.pop("licence_key_file", None)
+        target[key] = value
+    return merged
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InstallSettingsError("config numbers must be finite")
+        return repr(value)
+    if isinstance(value, str):
+        escaped = []
+        for ch in value:
+            if ch in ('"', "\\"):
+                escaped.append("\\" + ch)
+            elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+                escaped.append(f"\\u{ord(ch):04x}")
+            else:
+                escaped.append(ch)
+        return '"' + "".join(escaped) + '"'
+    raise InstallSettingsError(f"unsupported config value type {type(value).__name__}")
+
+
+def render_toml(config: Mapping[str, Any]) -> str:
+    """TOML text for the agent's flat config shape (top-level scalars, then one-level tables)."""
+    lines = ["# Written by the R4 agent installer; see docs/config.md."]
+    for key, value in config.items():
+        if not isinstance(value, Mapping):
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            lines.append("")
+            lines.append(f"[{key}]")
+            for sub_key, sub_value in value.items():
+                if isinstance(sub_value, Mapping):
+                    raise InstallSettingsError("config tables nest one level only")
+                lines.append(f"{sub_key} = {_toml_value(sub_value)}")
+    return "\n".join(lines) + "\n"
+
+
+def configured_text(config_path: Path, existing_text: str | None, settings_text: str) -> str:
+    """New config.toml text; raises ConfigError/InstallSettingsError (no secret in messages)."""
+    try:
+        existing = tomllib.loads(existing_text) if existing_text else {}
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{config_path}: existing file is not valid TOML: {e}") from None
+    text = render_toml(merge_settings(existing, parse_install_settings(settings_text)))
+    parse_config(config_path, text)  # the agent's own validation: fail the install, not the run
+    return text
+
+
+# ---- host events -> Event Log ------------------------------------------------------------------
+
+
+INFO, WARNING, ERROR = "info", "warning", "error"
+
+
+def event_log_entry(
+    kind: str, version: str, detail: str, last_started: str | None
+) -> tuple[str, str]:
+    """(severity, message) for one host event; an update is a start of a different version."""
+    if kind == "start":
+        if last_started is not None and last_started != version:
+            return INFO, f"R4 agent updated: now running version {version} (was {last_started})"
+        return INFO, f"R4 agent version {version} started"
+    if kind == "exit":
+        crashed = "CRASH" in detail or "killed" in detail or "could not start" in detail
+        return (ERROR if crashed else INFO), f"R4 agent version {version} ended: {detail}"
+    if kind == "rollback":
+        return WARNING, f"R4 agent rolled back to version {version}: {detail}"
+    if kind == "backoff":
+        return WARNING, f"R4 agent version {version}: {detail}"
+    if kind == "stop":
+        return INFO, f"R4 agent version {version} {detail}"
+    return ERROR, f"R4 agent host: {detail}"
+
+
+class EventRecorder:
+    """Turns host events into Event Log entries (Windows) and log lines (everywhere)."""
+
+    def __init__(self, write: Any | None = None) -> None:
+        self._write = write
+        self._last_started: str | None = None
+        self.entries: list[tuple[str, str]] = []
+
+    def __call__(self, event: Any) -> None:
+        severity, message = event_log_entry(
+            event.kind, event.version, event.detail, self._last_started
+        )
+        if event.kind == "start":
+            self._last_started = event.version
+        self.entries.append((severity, message))
+        level = {INFO: logging.INFO, WARNING: logging.WARNING}.get(severity, logging.ERROR)
+        log.log(level, "%s", message)
+        if self._write is not None:
+            try:
+                self._write(severity, message)
+            except Exception:
+                log.exception("could not write the Event Log entry")
+
+
+# ---- edges: data folder, config file, host -----------------------------------------------------
+
+
+def data_dir() -> Path:
+    return default_data_dir(os.environ)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if sys.platform != "win32":
+        os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def prepare(base: Path) -> None:
+    """Create the data tree and make it private to SYSTEM + Administrators (Windows)."""
+    from updater.layout import Layout
+
+    base.mkdir(parents=True, exist_ok=True)
+    if sys.platform == "win32":
+        restrict_to_system_and_admins(base)
+    else:
+        os.chmod(base, 0o700)
+    Layout(base).ensure_dirs()
+    (base / "runtime").mkdir(exist_ok=True)
+
+
+def configure(base: Path) -> None:
+    """Merge the MSI's install settings into config.toml, then delete them."""
+    settings_file = base / SETTINGS_FILE
+    config_file = base / "config.toml"
+    settings_text = settings_file.read_text(encoding="utf-8-sig") if settings_file.exists() else ""
+    try:
+        existing = config_file.read_text(encoding="utf-8") if config_file.exists() else None
+        text = configured_text(config_file, existing, settings_text)
+        _atomic_write(config_file, text)
+    finally:
+        settings_file.unlink(missing_ok=True)
+
+
+def restrict_to_system_and_admins(path: Path) -> None:
+    """Protected DACL: full control for SYSTEM and Administrators only, inherited below."""
+    import ntsecuritycon
+    import win32security
+
+    dacl = win32security.ACL()
+    inherit = ntsecuritycon.OBJECT_INHERIT_ACE | ntsecuritycon.CONTAINER_INHERIT_ACE
+    for sid_text in ("S-1-5-18", "S-1-5-32-544"):  # LocalSystem, BUILTIN\Administrators
+        sid = win32security.ConvertStringSidToSid(sid_text)
+        dacl.AddAccessAllowedAceEx(
+            win32security.ACL_REVISION, inherit, ntsecuritycon.FILE_ALL_ACCESS, sid
+        )
+    win32security.SetNamedSecurityInfo(
+        str(path),
+        win32security.SE_FILE_OBJECT,
+        win32security.DACL_SECURITY_INFORMATION
+        | win32security.PROTECTED_DACL_SECURITY_INFORMATION,
+        None,
+        None,
+        dacl,
+        None,
+    )
+
+
+def set_recovery_actions(name: str = SERVICE_NAME) -> None:
+    """SCM recovery (restart on failure), the second safety net behind the host's own policy."""
+    import win32service
+
+    scm = win32service.OpenSCManager(None, None, win32service.SC_MANAGER_ALL_ACCESS)
+    try:
+        handle = win32service.OpenService(scm, name, win32service.SERVICE_ALL_ACCESS)
+        try:
+            actions = [(win32service.SC_ACTION_RESTART, delay) for delay in RECOVERY_DELAYS_MS]
+            win32service.ChangeServiceConfig2(
+                handle,
+                win32service.SERVICE_CONFIG_FAILURE_ACTIONS,
+                {
+                    "ResetPeriod": RECOVERY_RESET_S,
+                    "RebootMsg": None,
+                    "Command": None,
+                    "Actions": actions,
+                },
+            )
+            win32service.ChangeServiceConfig2(
+                handle, win32service.SERVICE_CONFIG_FAILURE_ACTIONS_FLAG, True
+            )
+        finally:
+            win32service.CloseServiceHandle(handle)
+    finally:
+        win32service.CloseServiceHandle(scm)
+
+
+def _setup_host_logging(base: Path, foreground: bool) -> None:
+    logs = base / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    handlers: list[logging.Handler] = [logging.FileHandler(logs / "service.log", encoding="utf-8")]
+    if foreground:
+        handlers.append(logging.StreamHandler())
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+
+def run_host(base: Path, stop: threading.Event, recorder: EventRecorder) -> None:
+    """Install this exe as the first version if needed, then keep the current version running."""
+    from updater.host import Host, HostPolicy, SubprocessLauncher, bootstrap
+    from updater.layout import Layout
+
+    layout = Layout(base)
+    if getattr(sys, "frozen", False):
+        bootstrap(layout, Path(sys.executable), __version__)
+    host = Host(
+        layout,
+        launcher=SubprocessLauncher(layout.logs_dir / "agent-console.log"),
+        policy=HostPolicy(stop_grace_s=STOP_GRACE_S),
+        on_event=recorder,
+    )
+    host.run(stop)
+
+
+def _event_log_writer() -> Any:
+    import servicemanager
+
+    writers = {
+        INFO: servicemanager.LogInfoMsg,
+        WARNING: servicemanager.LogWarningMsg,
+        ERROR: servicemanager.LogErrorMsg,
+    }
+
+    def write(severity: str, message: str) -> None:
+        writers[severity](message)
+
+    return write
+
+
+def _service_class() -> type:
+    import servicemanager
+    import win32event
+    import win32service
+    import win32serviceutil
+
+    class R4AgentService(win32serviceutil.ServiceFramework):  # type: ignore[misc]
+        _svc_name_ = SERVICE_NAME
+        _svc_display_name_ = DISPLAY_NAME
+        _svc_description_ = DESCRIPTION
+
+        def __init__(self, args: Any) -> None:
+            super().__init__(args)
+            self._stop = threading.Event()
+            self._stopped_event = win32event.CreateEvent(None, 0, 0, None)
+
+        def SvcStop(self) -> None:
+            self.ReportServiceStatus(
+                win32service.SERVICE_STOP_PENDING, waitHint=int((STOP_GRACE_S + 15) * 1000)
+            )
+            self._stop.set()
+
+        def SvcDoRun(self) -> None:
+            base = data_dir()
+            _setup_host_logging(base, foreground=False)
+            write = _event_log_writer()
+            write(INFO, f"R4 agent service {__version__} starting")
+            recorder = EventRecorder(write)
+            try:
+                run_host(base, self._stop, recorder)
+            except Exception as e:
+                log.exception("service host failed")
+                write(ERROR, f"R4 agent service host failed: {type(e).__name__}")
+                servicemanager.LogErrorMsg(f"{SERVICE_NAME} host failed")
+                raise
+            write(INFO, "R4 agent service stopped")
+
+    return R4AgentService
+
+
+# ---- CLI --------------------------------------------------------------------------------------
+
+
+ACTIONS = ("run", "debug", "prepare", "configure")
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("action", choices=ACTIONS, help="see `r4agent service --help`")
+    parser.add_argument(
+        "--data-dir", type=Path, help="the ProgramData tree (default: the platform's)"
+    )
+    parser.description = (__doc__ or "").split("\n\n")[0]
+
+
+def command(args: argparse.Namespace) -> int:
+    base: Path = args.data_dir or data_dir()
+    if args.action == "prepare":
+        prepare(base)
+        return 0
+    if args.action == "configure":
+        try:
+            configure(base)
+        except (ConfigError, InstallSettingsError) as e:
+            print(f"r4agent service configure: {e}", file=sys.stderr)
+            return 78
+        if sys.platform == "win32":
+            try:
+                set_recovery_actions()
+            except Exception as e:  # noqa: BLE001 - Wine lacks parts of the SCM; log, go on
+                print(f"r4agent service configure: recovery actions not set: {e}", file=sys.stderr)
+        return 0
+    if args.action == "debug":
+        _setup_host_logging(base, foreground=True)
+        stop = threading.Event()
+        try:
+            run_host(base, stop, EventRecorder())
+        except KeyboardInterrupt:
+            stop.set()
+        return 0
+    # run: hand this process to the SCM
+    import servicemanager
+
+    servicemanager.Initialize()
+    servicemanager.PrepareToHostSingle(_service_class())
+    servicemanager.StartServiceCtrlDispatcher()
+    return 0
