@@ -26,6 +26,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("bulk-upload", "agent.support", "upload all patients to Flynotes now"),
     Subcommand("messages", "agent.commands.schema", "print the SQS message JSON Schemas"),
     Subcommand("demo", "agent.standin.demo", "practice-in-a-box: stand-ins + real code paths"),
+    Subcommand("service", "installer.service", "Windows service host and MSI actions"),
 )
 
 
