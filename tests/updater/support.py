@@ -28,6 +28,9 @@ import json, os, sys
 VERSION = {version!r}
 BEHAVIOUR = json.loads({behaviour!r})
 if sys.argv[1:] == ["--version"]:
+    if BEHAVIOUR.get("version_hang"):
+        import time
+        time.sleep(600)
     print(BEHAVIOUR.get("version_output", "r4agent " + VERSION))
     sys.exit(BEHAVIOUR.get("version_exit", 0))
 base = os.environ.get("R4AGENT_INSTALL_BASE", "")

@@ -8,6 +8,7 @@ import json
 import tarfile
 from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
 from securesystemslib.interface import (
@@ -15,7 +16,7 @@ from securesystemslib.interface import (
     import_ed25519_privatekey_from_file,
 )
 from securesystemslib.signer import SSlibSigner
-from tuf.api.metadata import Metadata  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata
 from tuf.api.serialization.json import JSONSerializer
 
 from tests.updater.support import HttpRepo, RepoSim, gate, install_from_repo
@@ -24,8 +25,6 @@ from updater.layout import Layout
 from updater.repo.repository import ReleasePolicy
 from updater.state import read_pointer
 from updater.tuf_client import Limits
-
-PAST = None  # set per test through sim.now
 
 
 def _assert_untouched(layout: Layout, decision: GateDecision, running: str = "1.0.0") -> None:
@@ -133,7 +132,7 @@ def test_below_floor_downgrade_is_refused(
     )
 
 
-def _sign_with(md: Metadata, key_path: Path) -> None:
+def _sign_with(md: Metadata[Any], key_path: Path) -> None:
     md.signatures.clear()
     md.sign(SSlibSigner(import_ed25519_privatekey_from_file(str(key_path), prompt=False)))
 
