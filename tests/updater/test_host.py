@@ -170,7 +170,8 @@ def _host(layout: Layout, launcher: FakeLauncher, clock: FakeClock,
 def test_crash_looping_new_version_is_rolled_back_within_three_starts(tmp_path: Path) -> None:
     layout = _installed(tmp_path, ["1.0.0", "1.1.0"], SWITCHED)
     clock, events = FakeClock(), list[HostEvent]()
-    script: list[tuple[int | None, Callable[[], None] | None]] = [(1, None)] * 3 + [(0, None)]
+    crash: tuple[int | None, Callable[[], None] | None] = (1, None)
+    script = [crash, crash, crash, (0, None)]
     launcher = FakeLauncher(clock, script)
     host, _ = _host(layout, launcher, clock, events)
 
