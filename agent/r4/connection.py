@@ -14,7 +14,7 @@ import contextlib
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pyodbc
 
@@ -162,11 +162,38 @@ def _is_transient(exc: pyodbc.Error, state: str, *, connecting: bool) -> bool:
 def translate_error(
     exc: pyodbc.Error, *, target: str, action: str, connecting: bool = False
 ) -> TransientError | PermanentError:
+    """The agent error for a pyodbc error. Its `__cause__` is a scrubbed copy of the driver
+    error (same type and SQLSTATE): the raw one may quote row values, and error reporters
+    walk the cause chain."""
     state, message = _driver_state_and_message(exc)
-    text = f"R4 {action} failed ({target}): [{state or '?'}] {_scrub_driver_message(message)}"
-    if _is_transient(exc, state, connecting=connecting):
-        return TransientError(text)
-    return PermanentError(text)
+    scrubbed = _scrub_driver_message(message)
+    text = f"R4 {action} failed ({target}): [{state or '?'}] {scrubbed}"
+    translated: TransientError | PermanentError = (
+        TransientError(text)
+        if _is_transient(exc, state, connecting=connecting)
+        else PermanentError(text)
+    )
+    try:
+        translated.__cause__ = type(exc)(state, scrubbed)
+    except Exception:  # noqa: BLE001 - an odd pyodbc subclass constructor: no cause then
+        translated.__cause__ = None
+    return translated
+
+
+T = TypeVar("T")
+
+
+def odbc_call(call: Callable[[], T], *, target: str, action: str, connecting: bool = False) -> T:
+    """Run one pyodbc call; a pyodbc error becomes TransientError/PermanentError.
+
+    The agent error is raised OUTSIDE the except block, so the raw driver error is neither its
+    __cause__ nor its __context__ (only the scrubbed copy from translate_error is attached).
+    """
+    try:
+        return call()
+    except pyodbc.Error as e:
+        failure = translate_error(e, target=target, action=action, connecting=connecting)
+    raise failure
 
 
 # --- the wrapper -----------------------------------------------------------------------------
@@ -190,31 +217,31 @@ class R4Database:
         check_select_only(st.text)  # raises UnsafeStatementError before anything is sent
         for observe in self.observers:
             observe(st)
-        try:
+
+        def run() -> Any:
             cursor = self._connection.cursor()
             cursor.execute(st.text, *params)
-        except pyodbc.Error as e:
-            raise translate_error(e, target=self.target, action=f"query {st.name}") from e
-        return cursor
+            return cursor
+
+        return odbc_call(run, target=self.target, action=f"query {st.name}")
+
+    def _fetch(self, call: Callable[[], T]) -> T:
+        return odbc_call(call, target=self.target, action="fetch")
 
     def fetch_all(self, statement: Statement | str, params: Sequence[object] = ()) -> list[Row]:
         cursor = self._execute(statement, params)
         try:
-            return [tuple(r) for r in cursor.fetchall()]
-        except pyodbc.Error as e:
-            raise translate_error(e, target=self.target, action="fetch") from e
+            return self._fetch(lambda: [tuple(r) for r in cursor.fetchall()])
         finally:
-            cursor.close()
+            _close_quietly(cursor)
 
     def fetch_one(self, statement: Statement | str, params: Sequence[object] = ()) -> Row | None:
         cursor = self._execute(statement, params)
         try:
-            row = cursor.fetchone()
+            row = self._fetch(cursor.fetchone)
             return None if row is None else tuple(row)
-        except pyodbc.Error as e:
-            raise translate_error(e, target=self.target, action="fetch") from e
         finally:
-            cursor.close()
+            _close_quietly(cursor)
 
     def iter_rows(
         self, statement: Statement | str, params: Sequence[object] = (), *, batch: int = 500
@@ -222,27 +249,25 @@ class R4Database:
         """Rows of one statement, fetched `batch` at a time (never the whole result at once)."""
         cursor = self._execute(statement, params)
         try:
-            while True:
-                try:
-                    rows = cursor.fetchmany(batch)
-                except pyodbc.Error as e:
-                    raise translate_error(e, target=self.target, action="fetch") from e
-                if not rows:
-                    return
+            while rows := self._fetch(lambda: cursor.fetchmany(batch)):
                 for r in rows:
                     yield tuple(r)
         finally:
-            cursor.close()
+            _close_quietly(cursor)
 
     def close(self) -> None:
-        with contextlib.suppress(pyodbc.Error):  # a broken connection: nothing left to close
-            self._connection.close()
+        _close_quietly(self._connection)
 
     def __enter__(self) -> R4Database:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close_quietly(handle: Any) -> None:
+    with contextlib.suppress(pyodbc.Error):  # a broken connection: nothing left to close
+        handle.close()
 
 
 def _detect_dialect(connection: Any, connection_string: str) -> Dialect:
@@ -278,17 +303,23 @@ def open_database(settings: DbSettings) -> R4Database:
     Raises TransientError when the server/file cannot be reached, PermanentError when no driver
     is installed, the driver cannot load, or the login is refused.
     """
-    try:
-        installed = [] if settings.connection_string else list(pyodbc.drivers())
-    except pyodbc.Error as e:
-        raise translate_error(e, target="ODBC driver manager", action="listing drivers") from e
+    installed: list[str] = (
+        []
+        if settings.connection_string
+        else odbc_call(
+            lambda: list(pyodbc.drivers()), target="ODBC driver manager", action="list drivers"
+        )
+    )
     connection_string = resolve_connection_string(settings, installed)
     target = describe_target(connection_string)
-    try:
-        connection = _connect(connection_string, settings.login_timeout_s)
-    except pyodbc.Error as e:
-        raise translate_error(e, target=target, action="connect", connecting=True) from e
-    try:
+    connection = odbc_call(
+        lambda: _connect(connection_string, settings.login_timeout_s),
+        target=target,
+        action="connect",
+        connecting=True,
+    )
+
+    def configure() -> Dialect:
         connection.timeout = settings.query_timeout_s
         dialect = _detect_dialect(connection, connection_string)
         if dialect is r4sql.MSSQL:
@@ -297,7 +328,11 @@ def open_database(settings: DbSettings) -> R4Database:
         else:
             # SQLite stores UTF-8; wide columns keep pyodbc's UTF-16 default.
             connection.setdecoding(pyodbc.SQL_CHAR, encoding="utf-8")
-    except pyodbc.Error as e:
-        connection.close()
-        raise translate_error(e, target=target, action="configure connection") from e
+        return dialect
+
+    try:
+        dialect = odbc_call(configure, target=target, action="configure connection")
+    except BaseException:
+        _close_quietly(connection)
+        raise
     return R4Database(connection, dialect, target)

@@ -15,6 +15,7 @@ from agent.r4.connection import (
     default_connection_string,
     describe_target,
     mask_secrets,
+    odbc_call,
     open_database,
     pick_driver,
     resolve_connection_string,
@@ -147,3 +148,28 @@ def test_sqlite_driver_gets_the_sqlite_dialect(r4_sample_db: R4SampleDb) -> None
     with open_database(r4_sample_db.settings) as db:
         assert db.dialect is sql.SQLITE
         assert db.target == f"driver=SQLite3, server=-, database={r4_sample_db.path}"
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def test_raw_driver_error_quoting_patient_data_is_not_reachable_through_the_cause_chain() -> None:
+    # Error reporters (Rollbar, our scrubber) walk __cause__/__context__: the raw pyodbc error
+    # must not be there, only a scrubbed copy of the same type and SQLSTATE.
+    def conversion_failure() -> None:
+        raise pyodbc.DataError(
+            "22018", "[22018] Conversion failed when converting the varchar value 'Zoë Nuñez'"
+        )
+
+    with pytest.raises(PermanentError) as failed:
+        odbc_call(conversion_failure, target="driver=SQL Server", action="query patients")
+    chain = _chain(failed.value)
+    assert [type(e) for e in chain] == [PermanentError, pyodbc.DataError]
+    assert chain[1].args[0] == "22018"
+    for exc in chain:
+        assert "Zoë" not in repr(exc.args) and "Nuñez" not in str(exc)
