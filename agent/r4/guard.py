@@ -44,6 +44,10 @@ def _blank_literals(sql: str) -> str:
                 if k < 0:
                     raise UnsafeStatementError("refused: unterminated quoted text in statement")
                 if k + 1 < n and sql[k + 1] == close:  # doubled quote = escaped quote
+                    if ch == "[":
+                        # T-SQL reads ]] as an escaped ] but SQLite ends the name there: the
+                        # dialects would disagree on where the name ends, so refuse it.
+                        raise UnsafeStatementError("refused: ]] inside a [bracketed] name")
                     j = k + 2
                     continue
                 break

@@ -45,6 +45,7 @@ REFUSED = [
     "SHUTDOWN WITH NOWAIT",
     "DECLARE @x int; SELECT 1",
     "SELECT 1 SET NOCOUNT ON",
+    "SELECT [x]] ; DROP TABLE patients ;SELECT [y]",  # ]] ends the name early in SQLite
 ]
 
 ALLOWED = [
