@@ -4,4 +4,6 @@ pytest_plugins = [
     "tests.fixtures.r4_database",
     "tests.fixtures.flynotes_backend",
     "tests.fixtures.sqs_server",
+    "tests.fixtures.rollbar_endpoint",
+    "tests.fixtures.canary_guard",
 ]
