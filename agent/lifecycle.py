@@ -90,6 +90,7 @@ class Lifecycle:
         self._settings = settings
         self._rng = rng or random.Random()
         self.stats: Counter[str] = Counter()  # observable by tests: cycles, pauses, failures
+        self._poll_failures = 0  # a streak outlives a cycle: SQS being down is not per hour
 
     # -- the life ------------------------------------------------------------------------
     def run(self) -> ExitCode:
@@ -193,7 +194,7 @@ class Lifecycle:
 
     def _poll(self, scope: Scope, until: float) -> Scope | ExitCode:
         queue = self._queue_for(scope)
-        failures = 0
+        self.stats["polling-in-cycle"] = self.stats["cycles"]
         while True:
             if self._restart.requested:
                 self._dispatcher.drain()
@@ -208,11 +209,11 @@ class Lifecycle:
             try:
                 self.stats["receives"] += 1
                 self._dispatcher.poll_once(queue)
-                failures = 0
+                self._poll_failures = 0
                 continue
             except CredentialsRejectedError as e:
-                failures += 1
-                self._report_streak(e, failures)
+                self._poll_failures += 1
+                self._report_streak(e, self._poll_failures)
                 log.warning("SQS refused the credentials: fetching a fresh scope")
                 try:
                     scope = self._backend.fetch_scope()
@@ -223,11 +224,11 @@ class Lifecycle:
                     self._errors.report_exception(refused, context={"phase": "poll"})
                     return ExitCode.CONFIG_ERROR
             except TransientError as e:
-                failures += 1
+                self._poll_failures += 1
                 self.stats["receive-failures"] += 1
-                self._report_streak(e, failures)
-                log.warning("polling SQS failed (%d in a row): %s", failures, e)
-            self._pause(self._settings.backoff.delay(failures, self._rng))
+                self._report_streak(e, self._poll_failures)
+                log.warning("polling SQS failed (%d in a row): %s", self._poll_failures, e)
+            self._pause(self._settings.backoff.delay(self._poll_failures, self._rng))
 
     def _report_streak(self, error: Exception, failures: int) -> None:
         if failures == 1 or failures % self._settings.report_every == 0:

@@ -154,6 +154,11 @@ class AgentUnderTest:
         assert self.result is not None
         return self.result
 
+    def polling(self, cycle: int = 1) -> AgentUnderTest:
+        """Wait until the agent polls SQS in its `cycle`-th cycle (start-up uploads done)."""
+        eventually(lambda: self.stats("polling-in-cycle") >= cycle)
+        return self
+
     def stats(self, key: str) -> int:
         return self.lifecycle.stats[key] if self.lifecycle is not None else 0
 

@@ -13,15 +13,10 @@ from tests.runtime.conftest import PATIENTS, Practice, eventually
 HOUR = 3600.0
 
 
-def _initial_uploads_done(practice: Practice) -> bool:
-    return len(practice.backend.received_for("appointment-status-upload")) >= 1
-
-
 def test_every_message_type_is_handled_and_deleted_and_life_ends_at_24h(
     practice: Practice,
 ) -> None:
-    agent = practice.agent().start()
-    eventually(lambda: _initial_uploads_done(practice))
+    agent = practice.agent().start().polling()
     assert practice.backend.received_for("patient-upload")[0].row_count == PATIENTS + 1
     assert practice.backend.received_for("appointment-upload")
 
@@ -38,11 +33,13 @@ def test_every_message_type_is_handled_and_deleted_and_life_ends_at_24h(
 
     backend = practice.backend
     eventually(
-        lambda: len(backend.received_for("patient-sync")) == 1
-        and len(backend.received_for("patient-upload")) == 2
-        and len(backend.received_for("appointment-upload")) == 2
-        and len(backend.received_for("appointment-status-upload")) == 2
-        and len(agent.sink.messages) == 3
+        lambda: (
+            len(backend.received_for("patient-sync")) == 1
+            and len(backend.received_for("patient-upload")) == 2
+            and len(backend.received_for("appointment-upload")) == 2
+            and len(backend.received_for("appointment-status-upload")) == 2
+            and len(agent.sink.messages) == 3
+        )
     )
     sync = backend.received_for("patient-sync")[0].json
     assert sync["patientPatchId"] == "patch-1"
@@ -64,8 +61,7 @@ def test_every_message_type_is_handled_and_deleted_and_life_ends_at_24h(
 def test_restart_command_exits_with_restart_requested_after_deleting_it(
     practice: Practice,
 ) -> None:
-    agent = practice.agent().start()
-    eventually(lambda: _initial_uploads_done(practice))
+    agent = practice.agent().start().polling()
     practice.send(envelope.encode(envelope.Restart()))
     assert agent.wait() is ExitCode.RESTART_REQUESTED
     assert practice.queue_counts() == (0, 0)

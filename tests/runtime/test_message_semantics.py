@@ -16,9 +16,12 @@ HOUR = 3600.0
 
 
 def _started(practice: Practice):  # type: ignore[no-untyped-def]
-    agent = practice.agent().start()
-    eventually(lambda: practice.backend.received_for("appointment-status-upload"))
-    return agent
+    return practice.agent().start().polling()
+
+
+def _collect(into: list[dict[str, object]], practice: Practice) -> int:
+    into.extend(practice.dead_letters())
+    return len(into)
 
 
 def _reasons(dead: list[dict[str, object]]) -> list[str]:
@@ -42,7 +45,7 @@ def test_poison_messages_go_to_the_dead_letter_queue_at_once_with_a_reason(
     practice.send(envelope.encode(envelope.PatientSync(r4_patient_id=424242, patient_patch_id="p")))
 
     dead: list[dict[str, object]] = []
-    eventually(lambda: dead.extend(practice.dead_letters()) or len(dead) >= 4)
+    eventually(lambda: _collect(dead, practice) >= 4)
     reasons = sorted(_reasons(dead))
     assert len(reasons) == 4
     assert any(r.startswith("not-json:") for r in reasons)
@@ -84,7 +87,7 @@ def test_message_failing_every_time_ends_in_the_dead_letter_queue_after_max_rece
     )
 
     dead: list[dict[str, object]] = []
-    eventually(lambda: dead.extend(practice.dead_letters()) or dead)
+    eventually(lambda: _collect(dead, practice) >= 1)
     # maxReceiveCount is 3: three attempts, then SQS's redrive moved it (not retried forever)
     assert [c["receive_count"] for _, c in agent.sink.exceptions] == [1, 2, 3]
     assert practice.backend.received_for("patient-sync") == []

@@ -1,0 +1,289 @@
+"""Faults around the running agent: it survives, or exits with the documented code, and never
+loops hot (counted on the fake clock: sleeps and receive attempts per simulated hour)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from agent.app import Runtime, main, run_agent
+from agent.commands import envelope
+from agent.commands.registry import Registry, RegistryError, default_registry
+from agent.config import RollbarConfig, Secret
+from agent.exit_codes import ExitCode
+from agent.lifecycle import Backoff, LifeSettings
+from agent.reporting import RollbarSink
+from agent.standin import r4_sample
+from agent.standin.r4_sample import CANARY_CODE
+from agent.standin.sqs_local import LocalSqs
+from tests.fixtures.sqs_server import SqsServerFactory
+from tests.runtime.conftest import CountingClock, Practice, RecordingSink, eventually
+from updater.gate import GateAction, GateDecision
+
+HOUR = 3600.0
+
+
+def _started(practice: Practice, **kwargs: object):  # type: ignore[no-untyped-def]
+    return practice.agent(**kwargs).start().polling()
+
+
+def _sync(patch: str) -> str:
+    return envelope.encode(envelope.PatientSync(r4_patient_id=CANARY_CODE, patient_patch_id=patch))
+
+
+# -- at start ----------------------------------------------------------------------------------
+def test_database_unavailable_at_start_exits_transient_failure_after_bounded_backoff(
+    practice: Practice, tmp_path: Path
+) -> None:
+    missing = r4_sample.sqlite_connection_string(tmp_path / "gone" / "sys2000.sqlite")
+    practice.config = replace(
+        practice.config, db=replace(practice.config.db, connection_string=Secret(missing))
+    )
+    agent = practice.agent().start()
+    assert agent.wait() is ExitCode.TRANSIENT_FAILURE
+    # 3 attempts, 2 back-off pauses of 2 s and 4 s (1 s steps), then give up and report once
+    assert sum(agent.clock.sleeps) == pytest.approx(6.0)
+    assert len(agent.sink.exceptions) == 1
+    assert practice.backend.received_for("data", status=None) == []
+
+
+def test_database_back_during_start_retries_carries_on(practice: Practice, tmp_path: Path) -> None:
+    later = tmp_path / "later" / "sys2000.sqlite"
+    practice.config = replace(
+        practice.config,
+        db=replace(
+            practice.config.db, connection_string=Secret(r4_sample.sqlite_connection_string(later))
+        ),
+    )
+    agent = practice.agent()
+
+    class RestoreOnSleep(CountingClock):
+        def sleep(self, seconds: float) -> None:
+            if not later.exists():
+                later.parent.mkdir()
+                shutil.copy(practice.db.path, later)
+            super().sleep(seconds)
+
+    agent.clock = RestoreOnSleep()
+    agent.start()
+    eventually(lambda: practice.backend.received_for("patient-upload"))
+    agent.clock.advance(24 * HOUR)
+    assert agent.wait() is ExitCode.END_OF_LIFE
+
+
+def test_backend_5xx_at_start_exits_transient_failure(practice: Practice) -> None:
+    practice.backend.fail_next(1000, status=503, endpoint="data")
+    agent = practice.agent().start()
+    assert agent.wait() is ExitCode.TRANSIENT_FAILURE
+    assert len(agent.sink.exceptions) == 1
+
+
+def test_licence_rejected_at_start_exits_config_error_without_retrying(practice: Practice) -> None:
+    practice.backend.reject_licence()
+    agent = practice.agent().start()
+    assert agent.wait() is ExitCode.CONFIG_ERROR
+    assert len(practice.backend.received_for("data", status=None)) == 1
+    assert agent.clock.sleeps == []
+
+
+def test_missing_config_file_exits_config_error_naming_the_file_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(tmp_path / "nowhere.toml", foreground=False)
+    assert code is ExitCode.CONFIG_ERROR
+    err = capsys.readouterr().err
+    assert "nowhere.toml" in err and "Traceback" not in err
+
+
+def test_duplicate_handler_registration_fails_at_start_up_and_is_reported_as_crash(
+    practice: Practice,
+) -> None:
+    def doubled() -> Registry:
+        registry = default_registry()
+        registry.register(envelope.Restart, lambda c, ctx: None)
+        return registry
+
+    sink = RecordingSink()
+    config = practice.config
+    code = run_agent(config, Runtime(clock=CountingClock(), errors=sink, registry_factory=doubled))
+    assert code is ExitCode.CRASH
+    assert isinstance(sink.exceptions[0][0], RegistryError)
+    assert sink.flushes == 1
+
+
+# -- mid-run -----------------------------------------------------------------------------------
+def test_database_unavailable_mid_run_patient_sync_is_retried_until_it_is_back(
+    practice: Practice, tmp_path: Path
+) -> None:
+    copy = tmp_path / "db" / "sys2000.sqlite"
+    copy.parent.mkdir()
+    shutil.copy(practice.db.path, copy)
+    practice.config = replace(
+        practice.config,
+        db=replace(
+            practice.config.db, connection_string=Secret(r4_sample.sqlite_connection_string(copy))
+        ),
+    )
+    agent = _started(practice)
+    away = copy.with_suffix(".away")
+    copy.rename(away)  # the handler threads open their own connection: it now fails
+    practice.send(_sync("db-down"))
+    eventually(lambda: len(agent.sink.exceptions) >= 1)
+    away.rename(copy)
+    eventually(lambda: practice.backend.received_for("patient-sync"))
+    assert practice.backend.received_for("patient-sync")[0].json["patientPatchId"] == "db-down"
+    agent.clock.advance(24 * HOUR)
+    assert agent.wait() is ExitCode.END_OF_LIFE
+
+
+def test_sqs_down_mid_run_backs_off_without_hot_looping_and_ends_life(
+    practice: Practice, sqs_server_factory: SqsServerFactory
+) -> None:
+    own = LocalSqs(max_receive_count=3, visibility_timeout=1).start()
+    practice.backend.sqs_queue_url = own.endpoint.queue_url
+    practice.config = replace(practice.config, sqs_endpoint_url=own.endpoint.endpoint_url)
+    agent = _started(practice)
+    own.stop()  # SQS unreachable from now on: every receive is refused
+    assert agent.wait(timeout=120) is ExitCode.END_OF_LIFE
+    failures = agent.stats("receive-failures")
+    # back-off doubles from 2 s to a 300 s cap (8 steps), then one try per 300 s for the day
+    assert 0 < failures <= 8 + 24 * HOUR / 300 + 1
+    assert all(s > 0 for s in agent.clock.sleeps)
+    # reported on the first failure of the streak and every 10th, not each time
+    poll_reports = [c for _, c in agent.sink.exceptions if c.get("phase") == "poll"]
+    assert 1 <= len(poll_reports) <= failures // 10 + 1
+
+
+def test_backend_5xx_and_429_on_patient_sync_are_retried_not_lost(practice: Practice) -> None:
+    agent = _started(practice)
+    practice.backend.fail_next(2, status=502, endpoint="patient-sync")
+    practice.send(_sync("five-hundred"))
+    eventually(lambda: practice.backend.received_for("patient-sync"))
+    practice.backend.throttle_next(4, retry_after="1", endpoint="patient-sync")
+    practice.send(_sync("throttled"))
+    eventually(lambda: len(practice.backend.received_for("patient-sync")) == 2)
+    patches = [r.json["patientPatchId"] for r in practice.backend.received_for("patient-sync")]
+    assert sorted(patches) == ["five-hundred", "throttled"]
+    eventually(lambda: practice.queue_counts() == (0, 0))
+    assert practice.dead_letters() == []
+    assert agent.sink.exceptions  # the failed deliveries were reported
+
+
+def test_backend_down_at_hourly_scope_refresh_keeps_polling_with_current_scope(
+    practice: Practice,
+) -> None:
+    agent = _started(practice)
+    practice.backend.fail_next(1000, status=503, endpoint="data")
+    agent.clock.advance(HOUR)  # the next cycle's scope fetch fails: carry on
+    eventually(lambda: agent.stats("cycles") >= 2)
+    practice.backend.clear_faults()
+    practice.send(_sync("after-refresh-failure"))
+    eventually(lambda: practice.backend.received_for("patient-sync"))
+    phases = [c.get("phase") for _, c in agent.sink.exceptions]
+    assert "scope-refresh" in phases
+
+
+def test_expired_credentials_are_refreshed_from_the_backend(practice: Practice) -> None:
+    clock = CountingClock()
+    expires = clock.now() + timedelta(minutes=30)  # outside botocore's refresh windows for now
+    practice.backend.set_credentials("AKIDFIRST", "first-secret", "first-token", expires)
+    _started(practice, clock=clock)
+    data_calls = len(practice.backend.received_for("data"))
+    practice.backend.set_credentials(
+        "AKIDSECOND", "second-secret", "second-token", clock.now() + timedelta(hours=36)
+    )
+    clock.advance(25 * 60)  # now 5 minutes from expiry: the next SQS call must refresh
+    eventually(lambda: len(practice.backend.received_for("data")) == data_calls + 1)
+    practice.send(_sync("after-refresh"))
+    eventually(lambda: practice.backend.received_for("patient-sync"))
+    assert len(practice.backend.received_for("data")) == data_calls + 1  # refreshed once
+
+
+def test_rollbar_unreachable_does_not_stop_the_agent(practice: Practice) -> None:
+    practice.config = replace(
+        practice.config,
+        rollbar=RollbarConfig(
+            access_token=Secret("0123456789abcdef0123456789abcdef"),
+            environment="test",
+            endpoint="http://127.0.0.1:9/api/1/",  # discard port: nothing listens
+        ),
+    )
+    sink = RollbarSink(
+        "0123456789abcdef0123456789abcdef",
+        environment="test",
+        endpoint="http://127.0.0.1:9/api/1/",
+        timeout=1.0,
+    )
+    agent = practice.agent(sink=sink).start().polling()
+    practice.send('{"not": "a command"}')  # reported (and the report fails to send)
+    practice.send(envelope.encode(envelope.TestMessage()))
+    practice.send(_sync("rollbar-down"))
+    eventually(lambda: practice.backend.received_for("patient-sync"))
+    eventually(lambda: practice.queue_counts() == (0, 0))
+    agent.clock.advance(24 * HOUR)
+    assert agent.wait() is ExitCode.END_OF_LIFE
+
+
+# -- how the life ends -------------------------------------------------------------------------
+class SwitchingGate:
+    """A VersionGate whose updater has just switched to the wanted version."""
+
+    def __init__(self) -> None:
+        self.confirmed = 0
+
+    def ensure(self, wanted: str) -> GateDecision:
+        return GateDecision(GateAction.RESTART_INTO_NEW_VERSION, "1.0.0", wanted, "switched")
+
+    def confirm_running(self) -> None:
+        self.confirmed += 1
+
+
+def test_version_switched_by_updater_exits_updated_before_polling(practice: Practice) -> None:
+    practice.backend.library_version = "1.1.0"
+    gate = SwitchingGate()
+    code = run_agent(
+        practice.config,
+        Runtime(clock=CountingClock(), errors=RecordingSink(), gate=gate, sqs_max_attempts=1),
+    )
+    assert code is ExitCode.UPDATED
+    assert gate.confirmed == 1
+    assert practice.backend.received_for("patient-upload") == []
+
+
+def test_stop_event_finishes_in_flight_work_then_exits_end_of_life(practice: Practice) -> None:
+    agent = _started(practice)
+    practice.backend.slow_next(1, seconds=1.5, endpoint="patient-sync")
+    practice.send(_sync("in-flight"))
+    eventually(lambda: practice.backend.received_for("patient-sync", status=None) or False)
+    agent.stop.set()
+    assert agent.wait() is ExitCode.END_OF_LIFE
+    assert practice.backend.received_for("patient-sync")  # it finished before the exit
+
+
+def test_life_hours_from_config_end_the_life(practice: Practice) -> None:
+    agent = practice.agent(
+        life=LifeSettings(poll_hours=0.5, life_hours=2, backoff=Backoff(jitter=0))
+    ).start()
+    for cycle in range(1, 5):
+        agent.polling(cycle)
+        agent.clock.advance(0.5 * HOUR)
+    assert agent.wait() is ExitCode.END_OF_LIFE
+    # a version check and a full upload each half hour: 4 cycles in the 2-hour life
+    assert agent.stats("cycles") == 4
+    assert len(practice.backend.received_for("patient-upload")) == 4
+
+
+def test_signals_set_the_stop_event() -> None:
+    import signal
+
+    from agent.app import stop_on_signals
+
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        signal.raise_signal(signal.SIGTERM)
+    assert stop.is_set()
