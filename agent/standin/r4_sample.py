@@ -196,7 +196,7 @@ class _Rows:
     def flush(self) -> None:
         if self.rows:
             self.con.executemany(self.insert, self.rows)
-            self.rows = []
+            self.rows.clear()  # the same list: callers hold its bound .append
 
 
 def _dob(dice: _Dice, special: int, usual: Sequence[str]) -> str | None:
@@ -401,7 +401,7 @@ def _fill(con: sqlite3.Connection, dice: _Dice, patients: int, *, canary: bool) 
             flag = pick(UNKNOWN_FLAGS) if unknown else pick(flag_ids)
             appts_out((next_appt, code, pick(appt_pool), flag, pick((15, 30, 45))))
             next_appt += 1
-        if done % 10000 == 9999:
+        if done % _FLUSH_EVERY == _FLUSH_EVERY - 1:
             for table in tables:
                 table.flush()
 
@@ -427,6 +427,7 @@ def _fill(con: sqlite3.Connection, dice: _Dice, patients: int, *, canary: bool) 
 
 
 _EIGHT_FIFTEEN = time(8, 15)
+_FLUSH_EVERY = 10000  # patients between executemany batches (bounds the generator's memory)
 # positions (patient index % 50) where rare cases are forced
 _FORCE_UNKNOWN_DOB, _FORCE_FUTURE_DOB, _FORCE_NO_ADDRESS = 3, 7, 11
 _FORCE_MANY_QUESTIONNAIRES, _FORCE_UNKNOWN_FLAG = 23, 29

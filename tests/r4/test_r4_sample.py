@@ -166,3 +166,29 @@ def test_connection_string_targets_the_sqlite3_odbc_driver_without_creating_file
 def test_negative_patient_count_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         generate(tmp_path / "x.db", -1)
+
+
+def test_every_batch_is_written_past_the_first_flush(tmp_path: Path) -> None:
+    # rows are flushed every 10,000 patients; everything after the first flush must land too
+    generate(tmp_path / "big.db", 10_050, canary=True)
+    con = sqlite3.connect(tmp_path / "big.db")
+    try:
+        assert _one(con, "SELECT COUNT(*) FROM patients") == 10_051
+        orphans = [
+            "SELECT COUNT(*) FROM Appts "
+            "WHERE PatientCode NOT IN (SELECT patientCode FROM patients)",
+            "SELECT COUNT(*) FROM CompletedQuestionnaire "
+            "WHERE patientCode NOT IN (SELECT patientCode FROM patients)",
+            "SELECT COUNT(*) FROM CompletedQuestionnaireAnswer "
+            "WHERE qaireid NOT IN (SELECT qaireid FROM CompletedQuestionnaire)",
+            "SELECT COUNT(*) FROM patients WHERE addressId < 10000000 "
+            "AND addressId NOT IN (SELECT addressId FROM addresses)",
+        ]
+        for sql in orphans:
+            assert _one(con, sql) == 0, sql
+        assert _one(con, "SELECT MAX(qaireid) FROM CompletedQuestionnaire") == _one(
+            con, "SELECT COUNT(*) FROM CompletedQuestionnaire"
+        )
+        assert _one(con, "SELECT COUNT(*) FROM CompletedQuestionnaireAnswer") > 10_051 * 3
+    finally:
+        con.close()
