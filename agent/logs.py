@@ -106,6 +106,8 @@ def setup_logging(
     foreground: bool,
     level: int = logging.INFO,
     secrets: Iterable[str | None] = (),
+    max_bytes: int = MAX_BYTES,
+    backup_count: int = BACKUP_COUNT,
 ) -> None:
     """Install the agent's handlers on the root logger (idempotent: replaces its own).
 
@@ -122,7 +124,7 @@ def setup_logging(
 
     masking = SecretMaskingFilter()
     file_handler = logging.handlers.RotatingFileHandler(
-        log_file(data_dir), maxBytes=MAX_BYTES, backupCount=BACKUP_COUNT, encoding="utf-8"
+        log_file(data_dir), maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
     )
     file_handler.setFormatter(_UtcFormatter(FILE_FORMAT))
     handlers: list[logging.Handler] = [file_handler]

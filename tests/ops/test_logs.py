@@ -1,0 +1,103 @@
+"""Local logs: a rotating file under the data directory, the console with --foreground, and
+no secret in any line even when code passes one by mistake."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.logs import log_file, register_secret, setup_logging, teardown_logging
+
+LICENCE = "licence-9f8e7d6c5b"
+SQS_SECRET = "sqs-secret-A1b2C3d4E5f6"
+SESSION_TOKEN = "FwoGZXIvYXdzEJr-session-token-xyz"
+
+
+@pytest.fixture
+def restore_root() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    yield
+    teardown_logging()
+    root.setLevel(level)
+
+
+def _read(data_dir: Path) -> str:
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    return log_file(data_dir).read_text(encoding="utf-8")
+
+
+def test_log_file_is_created_under_data_dir_logs(tmp_path: Path, restore_root: None) -> None:
+    setup_logging(tmp_path, foreground=False)
+    logging.getLogger("agent.test").info("started, patient %d synced", 900001)
+    text = _read(tmp_path)
+    assert log_file(tmp_path) == tmp_path / "logs" / "agent.log"
+    assert "INFO" in text and "agent.test: started, patient 900001 synced" in text
+    assert "Z " in text  # UTC timestamps, stated
+
+
+def test_foreground_also_streams_to_the_console(
+    tmp_path: Path, restore_root: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup_logging(tmp_path, foreground=True)
+    logging.getLogger("agent.test").warning("watch it live")
+    assert "watch it live" in capsys.readouterr().err
+    setup_logging(tmp_path, foreground=False)
+    logging.getLogger("agent.test").warning("file only")
+    assert "file only" not in capsys.readouterr().err
+    assert "file only" in _read(tmp_path)
+
+
+def test_setting_up_twice_does_not_duplicate_lines(tmp_path: Path, restore_root: None) -> None:
+    setup_logging(tmp_path, foreground=False)
+    setup_logging(tmp_path, foreground=False)
+    logging.getLogger("agent.test").info("once")
+    assert _read(tmp_path).count("once") == 1
+
+
+def test_secrets_passed_by_mistake_are_masked_in_message_args_and_traceback(
+    tmp_path: Path, restore_root: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup_logging(tmp_path, foreground=True, secrets=[LICENCE])
+    register_secret(SQS_SECRET, SESSION_TOKEN)  # learned later, at a credentials refresh
+    log = logging.getLogger("agent.test")
+    log.info(f"licence {LICENCE} in the message")
+    log.info("sqs secret %s and token %r in args", SQS_SECRET, SESSION_TOKEN)
+    try:
+        raise RuntimeError(f"boto said {SQS_SECRET}")
+    except RuntimeError:
+        log.exception("receive failed")
+    text = _read(tmp_path) + capsys.readouterr().err
+    for secret in (LICENCE, SQS_SECRET, SESSION_TOKEN):
+        assert secret not in text
+    assert text.count("***") >= 5 and "receive failed" in text
+
+
+def test_short_values_are_not_registered_as_secrets(tmp_path: Path, restore_root: None) -> None:
+    setup_logging(tmp_path, foreground=False, secrets=["", None, "abc"])
+    logging.getLogger("agent.test").info("abc def")
+    assert "abc def" in _read(tmp_path)
+
+
+def test_log_rotates_by_size_and_keeps_a_few_files(tmp_path: Path, restore_root: None) -> None:
+    setup_logging(tmp_path, foreground=False, max_bytes=2000, backup_count=3)
+    log = logging.getLogger("agent.test")
+    for i in range(400):
+        log.info("line %04d %s", i, "x" * 40)
+    names = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert names == ["agent.log", "agent.log.1", "agent.log.2", "agent.log.3"]
+    assert all((tmp_path / "logs" / n).stat().st_size <= 2100 for n in names)
+    assert "line 0399" in _read(tmp_path)
+
+
+def test_unwritable_data_dir_raises_oserror_for_the_caller(
+    tmp_path: Path, restore_root: None
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    with pytest.raises(OSError):
+        setup_logging(blocker, foreground=False)
