@@ -298,6 +298,8 @@ def generate(path: Path, patients: int, *, seed: int = 1, canary: bool = False) 
     try:
         con.execute("PRAGMA journal_mode = OFF")
         con.execute("PRAGMA synchronous = OFF")
+        con.execute("PRAGMA locking_mode = EXCLUSIVE")
+        con.execute("PRAGMA cache_size = -65536")
         for table, columns in SCHEMA.items():
             con.execute(f"CREATE TABLE [{table}] ({columns})")
         con.executemany(
@@ -386,12 +388,14 @@ def _fill(con: sqlite3.Connection, dice: _Dice, patients: int, *, canary: bool) 
         if special == _FORCE_MANY_QUESTIONNAIRES:
             count = 5
         when = first_qaire + timedelta(minutes=between(0, 2_000_000))
-        for _ in range(count):
+        for nth in range(count, 0, -1):
             when += timedelta(days=between(30, 400), minutes=between(0, 600))
             notes = pick(NOTES) if rnd() < 0.3 else None
             qaires_out((next_qaire, code, _fmt(when), notes, between(1, 2)))
             first_question = between(0, n_questions - 1)
-            for k in range(between(3, 7)):  # distinct questions: a window that wraps
+            # the latest (what the agent reads) has 3-7 answers, older ones 1-3: fewer rows
+            answers = between(3, 7) if nth == 1 else between(1, 3)
+            for k in range(answers):  # distinct questions: a window that wraps
                 q = (first_question + k) % n_questions
                 answers_out((next_qaire, q + 1, *answer_pool[q][int(rnd() * 97)]))
             next_qaire += 1
