@@ -203,8 +203,10 @@ def odbc_call(call: Callable[[], T], *, target: str, action: str, connecting: bo
 class R4Database:
     """An open connection to R4 that only ever runs SELECTs. Use as a context manager.
 
-    `observers` are called with each statement just before it runs (after the guard passed);
-    tests use this to count keyset pages without patching pyodbc.
+    Every query method raises UnsafeStatementError (nothing sent) for anything but a single
+    SELECT, TransientError when the server/link fails, PermanentError for any other database
+    error. `observers` are called with each statement just before it runs (after the guard
+    passed); tests use this to count keyset pages without patching pyodbc.
     """
 
     _connection: Any

@@ -30,7 +30,11 @@ DEFAULT_PAGE_SIZE = 2000
 
 
 class R4Reader:
-    """Read-only view of R4 over an open `R4Database` (implements agent.ports.RecordSource)."""
+    """Read-only view of R4 over an open `R4Database` (implements agent.ports.RecordSource).
+
+    Every method raises TransientError / PermanentError as translated by the connection, and
+    PermanentError naming the column when R4 returns a value of an unexpected type.
+    """
 
     def __init__(self, db: R4Database, *, page_size: int = DEFAULT_PAGE_SIZE) -> None:
         if page_size < 1:
