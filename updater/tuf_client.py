@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import importlib.resources
 import json
 import os
 import tempfile
@@ -75,11 +76,11 @@ def seed_trusted_root(metadata_dir: Path, bundled_root: bytes | None) -> bool:
 
 
 def bundled_root() -> bytes | None:
-    """The trusted root.json baked into the exe (build/release.py puts it in updater/_trusted)."""
-    path = Path(__file__).with_name("_trusted") / "root.json"
+    """The trusted root.json baked into the exe as data `updater/trusted_root.json`
+    (build/freeze.py --trusted-root; build/release.py passes the repository's root)."""
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
+        return (importlib.resources.files("updater") / "trusted_root.json").read_bytes()
+    except (FileNotFoundError, OSError):
         return None
 
 
@@ -146,29 +147,38 @@ class TufClient:
         ]
 
     def fetch(self, artifact: Artifact) -> Path:
-        """Download one exact trusted target (or reuse a cached verified copy); return its path."""
-        updater = self._require_refreshed()
+        """Download one exact trusted target of the catalog (or reuse a verified cached copy)."""
         if artifact.length > self._limits.max_target_bytes:
             raise UpdateRefusedError(
                 f"{artifact.path} is {artifact.length} bytes, above the "
                 f"{self._limits.max_target_bytes} byte cap"
             )
+        return self.fetch_target(artifact.path, artifact)
+
+    def fetch_target(self, target_path: str, expected: Artifact | None = None) -> Path:
+        """Download the target named exactly `target_path` through `get_targetinfo`; ngclient
+        checks its length and hashes against the trusted targets metadata before keeping it."""
+        updater = self._require_refreshed()
         try:
-            info = updater.get_targetinfo(artifact.path)
+            info = updater.get_targetinfo(target_path)
             if info is None:
-                raise VerificationError(f"{artifact.path} is not in the trusted targets metadata")
-            if info.length != artifact.length or info.hashes.get("sha256") != artifact.sha256:
-                raise VerificationError(f"{artifact.path}: trusted metadata changed under us")
+                raise VerificationError(f"{target_path} is not in the trusted targets metadata")
+            if info.length > self._limits.max_target_bytes:
+                raise UpdateRefusedError(f"{target_path} is above the target size cap")
+            if expected is not None and (
+                info.length != expected.length or info.hashes.get("sha256") != expected.sha256
+            ):
+                raise VerificationError(f"{target_path}: trusted metadata changed under us")
             cached = updater.find_cached_target(info)
             if cached is not None:
                 return Path(cached)
             return Path(updater.download_target(info))
         except tuf_errors.RepositoryError as e:
-            raise VerificationError(f"{artifact.path} rejected: {type(e).__name__}: {e}") from e
+            raise VerificationError(f"{target_path} rejected: {type(e).__name__}: {e}") from e
         except tuf_errors.DownloadError as e:
-            raise DownloadFailedError(f"{artifact.path} download failed: {type(e).__name__}") from e
+            raise DownloadFailedError(f"{target_path} download failed: {type(e).__name__}") from e
         except OSError as e:
-            raise DownloadFailedError(f"{artifact.path} could not be stored: {e}") from e
+            raise DownloadFailedError(f"{target_path} could not be stored: {e}") from e
 
     def _require_refreshed(self) -> Updater:
         if self._updater is None:

@@ -165,18 +165,22 @@ def serve(directory: Path) -> Iterator[HttpRepo]:
 
 
 def install_from_repo(sim: RepoSim, layout: Layout, version: str) -> None:
+    install_from_repository(sim.repo, layout, version)
+
+
+def install_from_repository(repo: Repository, layout: Layout, version: str) -> None:
     """Lay out `version` as if the updater had installed it: extracted folder, cached tar,
     pointer, trusted root."""
     import tarfile
 
     layout.ensure_dirs()
-    archive = sim.repo_dir / "targets" / f"r4agent-{version}.tar.gz"
+    archive = repo.repo_dir / "targets" / f"r4agent-{version}.tar.gz"
     tar_bytes = gzip.decompress(archive.read_bytes())
     (layout.targets_dir / f"r4agent-{version}.tar").write_bytes(tar_bytes)
     dest = layout.version_dir(version)
     with tarfile.open(archive) as tar:
         tar.extractall(dest, filter="data")
-    (layout.metadata_dir / "root.json").write_bytes(sim.repo.root_bytes())
+    (layout.metadata_dir / "root.json").write_bytes(repo.root_bytes())
     write_pointer(layout.current_file,
                   CurrentPointer(version, None, PointerState.INSTALLED, 0, "test install"))
 

@@ -1,0 +1,179 @@
+"""build/release.py: the release command and the repository chores, on real repositories, with
+throwaway keys, published to a folder and to S3 (moto server over loopback)."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.updater.support import install_from_repository, make_bundle, serve
+from updater.agent_gate import InstalledGate
+from updater.gate import GateAction
+from updater.layout import Layout
+from updater.repo.publish import S3Destination, plan
+from updater.repo.repository import Repository
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_release() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("release_cli", REPO_ROOT / "build" / "release.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+release = _load_release()
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Any:
+    repo, keys = tmp_path / "repo", tmp_path / "keys"
+
+    def run(*args: str) -> int:
+        code: int = release.main(["--repo", str(repo), "--keys", str(keys), *args])
+        return code
+
+    assert run("init", "--create-keys") == 0
+    run.repo = repo  # type: ignore[attr-defined]
+    run.keys = keys  # type: ignore[attr-defined]
+    return run
+
+
+def _release(cli: Any, tmp_path: Path, version: str, *extra: str) -> int:
+    bundle = make_bundle(tmp_path / "bundles", version)
+    code: int = cli("release", "--version", version, "--bundle", str(bundle), *extra)
+    return code
+
+
+def test_init_makes_root_two_of_three_and_no_delegations(cli: Any) -> None:
+    repo = Repository(cli.repo, cli.keys)
+    root = repo.load("root").signed
+    assert len(root.roles["root"].keyids) == 3 and root.roles["root"].threshold == 2
+    assert repo.load("targets").signed.delegations is None
+
+
+def test_release_adds_archive_patch_and_signed_policy(cli: Any, tmp_path: Path) -> None:
+    assert _release(cli, tmp_path, "1.0.0") == 0
+    assert _release(cli, tmp_path, "1.1.0", "--floor", "1.0.0", "--channel", "beta") == 0
+    targets = Repository(cli.repo, cli.keys).load("targets").signed.targets
+    assert set(targets) == {"r4agent-1.0.0.tar.gz", "r4agent-1.1.0.tar.gz", "r4agent-1.1.0.patch"}
+    user = targets["r4agent-1.1.0.tar.gz"].unrecognized_fields["custom"]["user"]
+    assert user == {"revoked": False, "floor": "1.0.0", "channel": "beta"}
+
+
+def test_release_refuses_bad_or_non_increasing_versions(cli: Any, tmp_path: Path) -> None:
+    assert _release(cli, tmp_path, "1.1.0") == 0
+    assert _release(cli, tmp_path, "1.0.0") == 1
+    assert _release(cli, tmp_path, "../1.2.0") == 1
+
+
+def test_missing_keys_are_refused(tmp_path: Path) -> None:
+    assert release.main(["--repo", str(tmp_path / "r"), "init"]) == 1
+
+
+def test_signing_without_the_offline_targets_key_fails(cli: Any, tmp_path: Path) -> None:
+    (cli.keys / "targets").unlink()  # only the online keys on this machine
+    assert _release(cli, tmp_path, "1.0.0") == 1
+    assert cli("resign-timestamp") == 0  # the daily job needs only the timestamp key
+
+
+def test_dry_run_shows_changes_and_writes_nothing(
+    cli: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "published"
+    assert cli("--publish", str(dest), "publish") == 0
+    before = {p: p.read_bytes() for p in cli.repo.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    code = cli("release", "--version", "1.0.0", "--bundle",
+               str(make_bundle(tmp_path / "b2", "1.0.0")), "--dry-run", "--publish", str(dest))
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "would publish targets/r4agent-1.0.0.tar.gz (new)" in out
+    assert "would publish metadata/timestamp.json (changed)" in out
+    assert {p: p.read_bytes() for p in cli.repo.rglob("*") if p.is_file()} == before
+    assert not (dest / "targets" / "r4agent-1.0.0.tar.gz").exists()
+
+
+def test_published_folder_serves_agents_and_revoke_floor_take_effect(
+    cli: Any, tmp_path: Path
+) -> None:
+    dest = tmp_path / "published"
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        assert _release(cli, tmp_path, version) == 0
+    assert cli("--publish", str(dest), "revoke", "1.1.0") == 0
+    assert cli("--publish", str(dest), "raise-floor", "1.0.0") == 0
+    assert cli("raise-floor", "0.9.0") == 1  # never lowered
+    repo = Repository(cli.repo, cli.keys)
+    layout = Layout(tmp_path / "pd")
+    for http in serve(dest):
+        install_from_repository(repo, layout, "1.0.0")
+        gate = InstalledGate(layout, "1.0.0", http.url, root_seed=repo.root_bytes())
+        assert "revoked" in gate.ensure("1.1.0").reason
+        assert gate.ensure("1.2.0").action is GateAction.RESTART_INTO_NEW_VERSION
+
+
+@pytest.mark.parametrize("key", ["root1", "timestamp", "targets"])
+def test_rotated_key_is_followed_by_clients_holding_the_old_root(
+    cli: Any, tmp_path: Path, key: str
+) -> None:
+    for version in ("1.0.0", "1.1.0"):
+        assert _release(cli, tmp_path, version) == 0
+    repo = Repository(cli.repo, cli.keys)
+    old_root = repo.root_bytes()
+    layout = Layout(tmp_path / "pd")
+    install_from_repository(repo, layout, "1.0.0")
+    (layout.metadata_dir / "root.json").write_bytes(old_root)
+    assert cli("rotate-key", key, f"{key}-new") == 0
+    (cli.keys / key).unlink()  # the old private key is gone for good
+    assert cli("resign-timestamp") == 0
+    for http in serve(cli.repo):
+        gate = InstalledGate(layout, "1.0.0", http.url, root_seed=old_root)
+        decision = gate.ensure("1.1.0")
+        assert decision.action is GateAction.RESTART_INTO_NEW_VERSION, decision.reason
+    assert b'"version": 2' in (layout.metadata_dir / "root.json").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_publish_to_s3_uploads_changes_in_order_and_dry_run_uploads_nothing(
+    cli: Any, tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "eu-west-2", "AWS_ENDPOINT_URL_S3": s3_endpoint}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="updates",
+                     CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+    assert _release(cli, tmp_path, "1.0.0") == 0
+
+    assert cli("--dry-run", "--publish", "s3://updates/r4agent", "publish") == 0
+    assert s3.list_objects_v2(Bucket="updates").get("KeyCount", 0) == 0
+
+    assert cli("--publish", "s3://updates/r4agent", "publish") == 0
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="updates")["Contents"]}
+    assert {"r4agent/metadata/timestamp.json", "r4agent/targets/r4agent-1.0.0.tar.gz"} <= keys
+    dest = S3Destination("updates", "r4agent", s3)
+    assert plan(cli.repo, dest) == []  # nothing left to upload
+    assert cli("resign-timestamp") == 0
+    assert [c.key for c in plan(cli.repo, dest)] == ["metadata/timestamp.json"]
+    assert cli("--publish", "s3://updates/r4agent", "publish") == 0
+    body = s3.get_object(Bucket="updates", Key="r4agent/metadata/timestamp.json")["Body"].read()
+    assert body == (cli.repo / "metadata" / "timestamp.json").read_bytes()
