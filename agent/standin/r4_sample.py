@@ -157,7 +157,10 @@ def sqlite_connection_string(path: Path | str) -> str:
     NoCreat: a wrong path is an error, not a silently created empty database.
     Timeout: busy timeout in ms when another process holds a write lock.
     """
-    return f"Driver=SQLite3;Database={os.fspath(path)};NoCreat=1;Timeout=5000;"
+    where = os.fspath(path)
+    if ";" in where:  # the SQLite3 driver takes no {braced} values: ';' would cut the path
+        raise ValueError("a SQLite ODBC database path cannot contain ';'")
+    return f"Driver=SQLite3;Database={where};NoCreat=1;Timeout=5000;"
 
 
 def _fmt(moment: datetime | date | None) -> str | None:

@@ -161,6 +161,8 @@ def test_connection_string_targets_the_sqlite3_odbc_driver_without_creating_file
     assert sqlite_connection_string(Path("/data/r4.db")) == (
         "Driver=SQLite3;Database=/data/r4.db;NoCreat=1;Timeout=5000;"
     )
+    with pytest.raises(ValueError):
+        sqlite_connection_string(Path("/data/a;Driver=Evil/r4.db"))
 
 
 def test_negative_patient_count_is_refused(tmp_path: Path) -> None:
