@@ -220,26 +220,14 @@ ENDPOINTS: Final = (
 
 
 class _Utf8Sink:
-    """csv writes text; this buffers it and appends UTF-8 bytes to the spool in chunks."""
+    """csv writes text in batches; this appends them to the spool as UTF-8 bytes."""
 
-    def __init__(self, spool: IO[bytes], chunk: int = 64 * 1024) -> None:
+    def __init__(self, spool: IO[bytes]) -> None:
         self._spool = spool
-        self._chunk = chunk
-        self._parts: list[str] = []
-        self._size = 0
 
     def write(self, s: str, /) -> int:
-        self._parts.append(s)
-        self._size += len(s)
-        if self._size >= self._chunk:
-            self.flush()
+        self._spool.write(s.encode("utf-8"))
         return len(s)
-
-    def flush(self) -> None:
-        if self._parts:
-            self._spool.write("".join(self._parts).encode("utf-8"))
-            self._parts.clear()
-            self._size = 0
 
 
 class _SpooledBody:
@@ -390,13 +378,12 @@ class FlynotesClient:
         )
 
     def _upload_csv(
-        self, endpoint: _Endpoint, header: tuple[str, ...], rows: Iterable[contract.Row]
+        self, endpoint: _Endpoint, header: tuple[str, ...], rows: Iterable[contract.CsvValues]
     ) -> int:
         started = time.monotonic()
         with tempfile.SpooledTemporaryFile(max_size=self._limits.spool_max_bytes) as spool:
             sink = _Utf8Sink(spool)
             count = contract.write_csv(sink, header, rows)
-            sink.flush()
             length = spool.tell()
             spool.seek(0)
             response = self._send(endpoint, _SpooledBody(spool, length), contract.CSV_CONTENT_TYPE)
