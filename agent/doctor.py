@@ -1,0 +1,473 @@
+"""`r4agent doctor [--config PATH]`: check everything the agent needs, one line per check.
+
+Each check prints ✓ (ok), ! (warning), ✗ (failed, with a `fix:` hint) or - (skipped because
+a check it depends on failed, with the reason). The exit code is 0 when nothing failed
+(warnings allowed), 1 otherwise. Nothing here changes anything except one temporary file in
+the data directory; no error report is posted to Rollbar (its ping endpoint is used instead,
+so the token itself is not verified). No secret is ever printed.
+
+Checks, in order (→ what each needs):
+  config valid; ODBC drivers; R4 database reachable (→ config, drivers); R4 schema
+  (→ database); backend + licence (→ config); SQS queue (→ backend); clock skew (→ backend);
+  data directory writable (→ config); Rollbar reachable (→ config, a token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, TextIO
+
+from agent._version import __version__
+from agent.clock import Clock, SystemClock
+from agent.config import AgentConfig, config_path, load_config
+from agent.errors import ConfigError, PermanentError, TransientError
+from agent.ports import Scope
+
+SKEW_WARN_S = 120.0  # the agent's own timestamps and logs start to mislead
+SKEW_FAIL_S = 15 * 60.0  # AWS rejects SigV4-signed SQS requests beyond 15 minutes
+NETWORK_TIMEOUT_S = 10.0
+
+
+class Status(Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    name: str
+    status: Status
+    detail: str
+    hint: str = ""
+
+
+@dataclass
+class _State:
+    """What earlier checks learned, for the checks that need it."""
+
+    config: AgentConfig | None = None
+    drivers: list[str] = field(default_factory=list)
+    database: Any = None  # agent.r4.connection.R4Database once connected
+    scope: Scope | None = None
+    secrets: list[str] = field(default_factory=list)
+
+
+class Doctor:
+    """Runs the checks. Side effects come in through the constructor, so tests point it at the
+    stand-ins (backend, moto, the sample database, the fake Rollbar)."""
+
+    def __init__(
+        self,
+        config_file: Path | None,
+        env: Mapping[str, str],
+        *,
+        clock: Clock | None = None,
+        list_drivers: Callable[[], list[str]] | None = None,
+        timeout_s: float = NETWORK_TIMEOUT_S,
+    ) -> None:
+        self._config_file = config_file
+        self._env = env
+        self._clock = clock or SystemClock()
+        self._list_drivers = list_drivers or _pyodbc_drivers
+        self._timeout = timeout_s
+        self._state = _State()
+
+    def run(self) -> list[CheckResult]:
+        results: list[CheckResult] = []
+        done: dict[str, Status] = {}
+        try:
+            for name, needs, check in self._checks():
+                missing = [n for n in needs if done.get(n) not in (Status.OK, Status.WARN)]
+                if missing:
+                    result = CheckResult(name, Status.SKIP, f"skipped: needs '{missing[0]}'")
+                else:
+                    try:
+                        result = check()
+                    except Exception as e:  # noqa: BLE001 - one broken check must not hide the rest
+                        result = CheckResult(
+                            name,
+                            Status.FAIL,
+                            f"the check itself failed ({type(e).__name__})",
+                            "report this to Flynotes support if it persists",
+                        )
+                result = self._masked(result)
+                done[name] = result.status
+                results.append(result)
+        finally:
+            if self._state.database is not None:
+                self._state.database.close()
+        return results
+
+    def _checks(self) -> list[tuple[str, tuple[str, ...], Callable[[], CheckResult]]]:
+        return [
+            ("config", (), self.check_config),
+            ("ODBC drivers", (), self.check_odbc_drivers),
+            ("R4 database", ("config", "ODBC drivers"), self.check_database),
+            ("R4 schema", ("R4 database",), self.check_schema),
+            ("backend + licence", ("config",), self.check_backend),
+            ("SQS queue", ("backend + licence",), self.check_sqs),
+            ("clock skew", ("backend + licence",), self.check_clock),
+            ("data directory", ("config",), self.check_data_dir),
+            ("Rollbar", ("config",), self.check_rollbar),
+        ]
+
+    def _masked(self, result: CheckResult) -> CheckResult:
+        detail, hint = result.detail, result.hint
+        for secret in self._state.secrets:
+            if secret:
+                detail, hint = detail.replace(secret, "***"), hint.replace(secret, "***")
+        return CheckResult(result.name, result.status, detail, hint)
+
+    @property
+    def config(self) -> AgentConfig:
+        assert self._state.config is not None  # guaranteed by the `needs` ordering
+        return self._state.config
+
+    # -- the checks -------------------------------------------------------------------------
+
+    def check_config(self) -> CheckResult:
+        try:
+            cfg = load_config(self._config_file, self._env)
+        except ConfigError as e:
+            return CheckResult("config", Status.FAIL, str(e), "fix the key named above")
+        self._state.config = cfg
+        self._state.secrets = [s for s in cfg.secret_values() if len(s) >= 4]
+        return CheckResult("config", Status.OK, f"{cfg.config_path} is valid")
+
+    def check_odbc_drivers(self) -> CheckResult:
+        from agent.r4.connection import connection_attributes, pick_driver
+
+        try:
+            drivers = list(self._list_drivers())
+        except Exception as e:  # noqa: BLE001 - pyodbc raises its own Error types
+            return CheckResult(
+                "ODBC drivers",
+                Status.FAIL,
+                f"cannot list ODBC drivers ({type(e).__name__})",
+                "install the ODBC driver manager (Windows has it; Linux: unixodbc)",
+            )
+        self._state.drivers = drivers
+        found = ", ".join(drivers) or "none"
+        cfg = self._state.config
+        if cfg is None:
+            return CheckResult(
+                "ODBC drivers",
+                Status.WARN,
+                f"installed: {found} (which one is needed depends on the config)",
+                "fix the config first",
+            )
+        cs = cfg.db.connection_string
+        if cs is not None:
+            wanted = connection_attributes(cs.reveal()).get("driver", "").strip("{}")
+            if not wanted:  # a DSN: the DSN names its driver
+                return CheckResult("ODBC drivers", Status.OK, f"installed: {found}")
+            if wanted.lower() in (d.lower() for d in drivers):
+                return CheckResult("ODBC drivers", Status.OK, f"'{wanted}' installed")
+            return CheckResult(
+                "ODBC drivers",
+                Status.FAIL,
+                f"the connection string names driver '{wanted}', which is not installed "
+                f"(installed: {found})",
+                "install that driver, or change [database] connection_string",
+            )
+        driver = pick_driver(drivers)
+        if driver is None:
+            return CheckResult(
+                "ODBC drivers",
+                Status.FAIL,
+                f"no SQL Server ODBC driver installed (installed: {found})",
+                "install Microsoft 'ODBC Driver 18 for SQL Server' (or 17)",
+            )
+        return CheckResult("ODBC drivers", Status.OK, f"will use '{driver}'")
+
+    def check_database(self) -> CheckResult:
+        from agent.r4.connection import DbSettings, open_database
+
+        db = self.config.db
+        cs = db.connection_string
+        settings = DbSettings(
+            connection_string=cs.reveal() if cs is not None else None,
+            server=db.server,
+            database=db.database,
+            login_timeout_s=int(self._timeout),
+        )
+        try:
+            database = open_database(settings)
+        except TransientError as e:
+            return CheckResult(
+                "R4 database",
+                Status.FAIL,
+                str(e),
+                "check the SQL Server service is running and [database] server/database "
+                "(or connection_string) point at it",
+            )
+        except PermanentError as e:
+            return CheckResult(
+                "R4 database",
+                Status.FAIL,
+                str(e),
+                "check the login (the service account needs read access to R4) and the driver",
+            )
+        self._state.database = database
+        return CheckResult("R4 database", Status.OK, f"connected to {database.target}")
+
+    def check_schema(self) -> CheckResult:
+        from agent.r4.schema_check import check_schema
+
+        try:
+            problems = check_schema(self._state.database)
+        except (TransientError, PermanentError) as e:
+            return CheckResult(
+                "R4 schema", Status.FAIL, str(e), "check the login may read R4's tables"
+            )
+        if problems:
+            shown = "; ".join(problems[:5]) + (
+                f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+            )
+            return CheckResult(
+                "R4 schema",
+                Status.FAIL,
+                shown,
+                "is this the R4 database (sys2000)? check [database] database",
+            )
+        return CheckResult("R4 schema", Status.OK, "every table and column the agent reads")
+
+    def check_backend(self) -> CheckResult:
+        from agent.flynotes.client import ClientLimits, FlynotesClient, LicenceRejectedError
+        from agent.flynotes.client import Timeouts as ClientTimeouts
+
+        cfg = self.config
+        try:
+            with FlynotesClient(
+                cfg.backend_url,
+                cfg.licence_key.reveal(),
+                user_agent=f"r4agent-doctor/{__version__}",
+                proxy=cfg.proxy.reveal() if cfg.proxy is not None else None,
+                timeouts=ClientTimeouts(connect=min(5.0, self._timeout), read=self._timeout),
+                limits=ClientLimits(retries=1, backoff_max=2.0, retry_after_max=5.0),
+                clock=self._clock,
+                licence_source=str(cfg.config_path),
+            ) as client:
+                scope = client.fetch_scope()
+        except LicenceRejectedError as e:
+            return CheckResult(
+                "backend + licence",
+                Status.FAIL,
+                str(e),
+                "check licence_key (or the file licence_key_file names) against the key "
+                "Flynotes issued for this practice",
+            )
+        except TransientError as e:
+            return CheckResult(
+                "backend + licence",
+                Status.FAIL,
+                str(e),
+                "check the internet connection, backend_url and, behind a proxy, the proxy key",
+            )
+        except PermanentError as e:
+            return CheckResult(
+                "backend + licence", Status.FAIL, str(e), "check backend_url is the Flynotes URL"
+            )
+        self._state.scope = scope
+        creds = scope.credentials
+        self._state.secrets += [creds.secret_access_key, creds.session_token]
+        return CheckResult(
+            "backend + licence",
+            Status.OK,
+            f"licence accepted; Flynotes wants agent version {scope.library_version} "
+            f"(this is {__version__})",
+        )
+
+    def check_sqs(self) -> CheckResult:
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        scope = self._state.scope
+        assert scope is not None
+        cfg = self.config
+        creds = scope.credentials
+        proxy = cfg.proxy.reveal() if cfg.proxy is not None else None
+        client = boto3.session.Session().client(
+            "sqs",
+            region_name=scope.sqs_region,
+            endpoint_url=cfg.sqs_endpoint_url,
+            aws_access_key_id=creds.access_key_id,
+            aws_secret_access_key=creds.secret_access_key,
+            aws_session_token=creds.session_token,
+            config=Config(
+                connect_timeout=min(5.0, self._timeout),
+                read_timeout=self._timeout,
+                retries={"max_attempts": 2, "mode": "standard"},
+                proxies={"http": proxy, "https": proxy} if proxy else None,
+            ),
+        )
+        try:
+            attributes = client.get_queue_attributes(
+                QueueUrl=scope.sqs_queue_url,
+                AttributeNames=["ApproximateNumberOfMessages", "RedrivePolicy"],
+            ).get("Attributes", {})
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", "unknown"))
+            return CheckResult("SQS queue", Status.FAIL, f"SQS refused: {code}", _sqs_hint(code))
+        except BotoCoreError as e:
+            return CheckResult(
+                "SQS queue",
+                Status.FAIL,
+                f"SQS unreachable ({type(e).__name__})",
+                "allow outbound HTTPS to sqs.<region>.amazonaws.com (and the proxy, if any)",
+            )
+        finally:
+            client.close()
+        waiting = attributes.get("ApproximateNumberOfMessages", "?")
+        dlq = "with" if attributes.get("RedrivePolicy") else "WITHOUT"
+        return CheckResult(
+            "SQS queue",
+            Status.OK,
+            f"queue reachable with the scope's credentials ({waiting} message(s) waiting, "
+            f"{dlq} a dead-letter queue)",
+        )
+
+    def check_clock(self) -> CheckResult:
+        scope = self._state.scope
+        assert scope is not None
+        if scope.server_date is None:
+            return CheckResult("clock skew", Status.WARN, "the backend sent no Date header")
+        skew = (self._clock.now() - scope.server_date).total_seconds()
+        ahead = "ahead of" if skew > 0 else "behind"
+        text = f"this machine's clock is {abs(skew):.0f} s {ahead} the backend's"
+        hint = "sync Windows time: w32tm /resync (or fix the time service / NTP server)"
+        if abs(skew) > SKEW_FAIL_S:
+            return CheckResult("clock skew", Status.FAIL, text + " (AWS refuses > 15 min)", hint)
+        if abs(skew) > SKEW_WARN_S:
+            return CheckResult("clock skew", Status.WARN, text + " (more than 2 min)", hint)
+        return CheckResult("clock skew", Status.OK, text)
+
+    def check_data_dir(self) -> CheckResult:
+        data_dir = self.config.data_dir
+        hint = (
+            f"create {data_dir} and let the service account modify it, or set data_dir "
+            "to a folder it may write"
+        )
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".doctor-", delete=True) as f:
+                f.write(b"ok")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            return CheckResult(
+                "data directory",
+                Status.FAIL,
+                f"{data_dir} is not writable ({type(e).__name__})",
+                hint,
+            )
+        return CheckResult("data directory", Status.OK, f"{data_dir} is writable")
+
+    def check_rollbar(self) -> CheckResult:
+        import requests
+
+        rb = self.config.rollbar
+        if rb.access_token is None:
+            return CheckResult(
+                "Rollbar",
+                Status.SKIP,
+                "no [rollbar] access_token: errors stay in the local log only",
+            )
+        url = rb.endpoint.rstrip("/") + "/status/ping"
+        proxy = self.config.proxy.reveal() if self.config.proxy is not None else None
+        session = requests.Session()
+        session.trust_env = False
+        if proxy:
+            session.proxies = {"http": proxy, "https": proxy}
+        hint = "allow outbound HTTPS to the Rollbar endpoint (and the proxy, if any)"
+        try:
+            response = session.get(url, timeout=(min(5.0, self._timeout), self._timeout))
+        except requests.RequestException as e:
+            return CheckResult(
+                "Rollbar", Status.FAIL, f"{rb.endpoint} unreachable ({type(e).__name__})", hint
+            )
+        finally:
+            session.close()
+        if not 200 <= response.status_code < 300:
+            return CheckResult(
+                "Rollbar",
+                Status.FAIL,
+                f"{rb.endpoint} answered HTTP {response.status_code} to a ping",
+                hint + "; check [rollbar] endpoint",
+            )
+        return CheckResult(
+            "Rollbar",
+            Status.OK,
+            f"{rb.endpoint} reachable (ping only: the token is not verified)",
+        )
+
+
+def _sqs_hint(code: str) -> str:
+    if code in ("InvalidClientTokenId", "ExpiredToken", "UnrecognizedClientException"):
+        return "the backend handed out credentials SQS refuses: contact Flynotes support"
+    if code in ("SignatureDoesNotMatch", "RequestExpired"):
+        return "check this machine's clock (w32tm /resync)"
+    if code in ("AccessDenied", "AccessDeniedException"):
+        return "the credentials may not read this queue: contact Flynotes support"
+    if "NonExistentQueue" in code or code == "QueueDoesNotExist":
+        return "the queue the backend named does not exist: contact Flynotes support"
+    return "contact Flynotes support with this code"
+
+
+def _pyodbc_drivers() -> list[str]:
+    import pyodbc
+
+    return list(pyodbc.drivers())
+
+
+def _symbols(stream: TextIO) -> dict[Status, str]:
+    fancy = {Status.OK: "✓", Status.WARN: "!", Status.FAIL: "✗", Status.SKIP: "-"}
+    encoding = getattr(stream, "encoding", None) or "utf-8"  # StringIO: any text
+    try:
+        "".join(fancy.values()).encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return {Status.OK: "OK  ", Status.WARN: "WARN", Status.FAIL: "FAIL", Status.SKIP: "SKIP"}
+    return fancy
+
+
+def render(results: list[CheckResult], stream: TextIO) -> None:
+    symbols = _symbols(stream)
+    width = max(len(r.name) for r in results)
+    for r in results:
+        stream.write(f"{symbols[r.status]} {r.name.ljust(width)}  {r.detail}\n")
+        if r.hint and r.status in (Status.FAIL, Status.WARN):
+            stream.write(f"  {' ' * width}  fix: {r.hint}\n")
+    failed = sum(r.status is Status.FAIL for r in results)
+    stream.write("all checks passed\n" if not failed else f"{failed} check(s) failed\n")
+
+
+def exit_code(results: list[CheckResult]) -> int:
+    return 1 if any(r.status is Status.FAIL for r in results) else 0
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config file (default: R4AGENT_CONFIG or the data directory's config.toml)",
+    )
+
+
+def command(args: argparse.Namespace, *, stream: TextIO | None = None) -> int:
+    out = stream or sys.stdout
+    env = os.environ
+    out.write(f"r4agent {__version__} doctor: {config_path(args.config, env)}\n")
+    results = Doctor(args.config, env).run()
+    render(results, out)
+    return exit_code(results)
