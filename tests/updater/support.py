@@ -186,8 +186,9 @@ def install_from_repository(repo: Repository, layout: Layout, version: str) -> N
 
 
 def gate(layout: Layout, running: str, url: str, sim: RepoSim,
-         limits: Limits | None = None) -> InstalledGate:
-    return InstalledGate(layout, running, url, root_seed=sim.repo.root_bytes(), limits=limits)
+         limits: Limits | None = None, root_seed: bytes | None = None) -> InstalledGate:
+    seed = root_seed if root_seed is not None else sim.repo.root_bytes()
+    return InstalledGate(layout, running, url, root_seed=seed, limits=limits)
 
 
 def pointer_version(layout: Layout) -> str:
