@@ -329,3 +329,21 @@ def test_null_sink_logs_locally_without_patient_data(caplog: pytest.LogCaptureFi
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "not sent: no Rollbar token" in text and f"code={CANARY_CODE}" in text
     assert canaries_in(text) == []
+
+
+def test_questionnaire_statistics_survive_scrubbing(
+    sink: RollbarSink, rollbar_endpoint: FakeRollbar
+) -> None:
+    """The questions/pre-set answers reports are the point of those commands: not over-scrubbed."""
+    extra: dict[str, object] = {
+        "unique_questions": 2,
+        "questions": [
+            {"question": "Are you taking any medication?", "answers": 120},
+            {"question": "Do you smoke?", "answers": 98},
+        ],
+    }
+    sink.report_message("questionnaire questions: 2 unique", level="info", extra=extra)
+    sink.flush(5)
+    (item,) = rollbar_endpoint.items
+    custom = item.payload["data"]["custom"]
+    assert custom["questions"] == extra["questions"]
