@@ -109,7 +109,7 @@ def patient_values(patient: Patient) -> CsvValues:
         str(p.code),
         (p.surname or "").strip(),
         (p.forename or "").strip(),
-        "" if p.dob is None or p.dob == UNKNOWN_DOB else p.dob.isoformat(),
+        date_of_birth(p.dob),
         (p.mobile or "").strip(),
         (p.email or "").strip(),
         (p.address1 or "").strip(),
