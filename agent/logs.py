@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import re
 import sys
 import threading
 import time
@@ -26,6 +27,18 @@ MIN_SECRET_LENGTH: Final = 6  # shorter values would mask ordinary words
 FILE_FORMAT: Final = "%(asctime)s %(levelname)-7s %(process)d %(threadName)s %(name)s: %(message)s"
 CONSOLE_FORMAT: Final = "%(asctime)s %(levelname)-7s %(message)s"
 _MARK: Final = "_r4agent_handler"
+
+
+# Shapes of credentials that may reach a log before anyone registered them: AWS access key ids
+# (long-term AKIA…, temporary ASIA…) and long base64 blobs such as STS session tokens.
+_CREDENTIAL_SHAPES: Final = re.compile(
+    r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b|(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{100,}={0,2}"
+)
+
+
+def mask_credential_shapes(text: str) -> str:
+    """Mask AWS access key ids and session-token-like blobs, registered or not."""
+    return _CREDENTIAL_SHAPES.sub(MASK, text)
 
 
 class SecretRegistry:
@@ -46,7 +59,7 @@ class SecretRegistry:
         for value in self._values:  # the tuple is replaced atomically, never mutated
             if value in text:
                 text = text.replace(value, MASK)
-        return text
+        return mask_credential_shapes(text)
 
     def __len__(self) -> int:
         return len(self._values)
@@ -71,8 +84,6 @@ class SecretMaskingFilter(logging.Filter):
         self._formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not len(self._registry):
-            return True
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a bad format string must not lose the record

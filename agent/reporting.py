@@ -36,6 +36,7 @@ from typing import Final, Literal
 import requests
 
 from agent._version import __version__
+from agent.logs import mask_credential_shapes
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ def _scrub_string(text: str, rules: ScrubRules) -> str:
     for value in rules.secret_values:
         if value and value in text:
             text = text.replace(value, MASK)
-    return mask_key_values(text)
+    return mask_key_values(mask_credential_shapes(text))
 
 
 def _scrub(value: object, rules: ScrubRules, depth: int, in_frames: bool) -> object:

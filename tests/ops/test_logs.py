@@ -101,3 +101,16 @@ def test_unwritable_data_dir_raises_oserror_for_the_caller(
     blocker.write_text("not a folder", encoding="utf-8")
     with pytest.raises(OSError):
         setup_logging(blocker, foreground=False)
+
+
+def test_unregistered_aws_credentials_are_masked_by_shape(
+    tmp_path: Path, restore_root: None
+) -> None:
+    """SQS credentials arrive at every refresh; a line logged before registering them is safe."""
+    access_key_id = "ASIA" + "Q" * 16
+    session_token = "IQoJb3JpZ2luX2VjE" + "Ab1+/" * 60 + "=="
+    setup_logging(tmp_path, foreground=False)
+    logging.getLogger("agent.test").warning("creds %s %s", access_key_id, session_token)
+    text = _read(tmp_path)
+    assert access_key_id not in text and session_token[:100] not in text
+    assert "creds *** ***" in text
