@@ -226,3 +226,15 @@ def test_user_agent_names_the_running_version(flynotes_standin: StandinBackend) 
         client.fetch_scope()
     (request,) = flynotes_standin.received
     assert request.headers["user-agent"] == f"r4agent/{__version__}"
+
+
+def test_configured_proxy_carries_every_call(flynotes_standin: StandinBackend) -> None:
+    # The stand-in plays the proxy: a request only reaches it through the proxy setting,
+    # because the backend's own host name does not resolve.
+    with FlynotesClient(
+        "http://flynotes-backend.invalid", TEST_LICENCE_KEY, proxy=flynotes_standin.url
+    ) as client:
+        assert client.fetch_scope().library_version == "1.0.0"
+    (request,) = flynotes_standin.received
+    assert request.headers["host"] == "flynotes-backend.invalid"
+    assert request.path == f"/on-site-servers/{TEST_LICENCE_KEY}/data"
