@@ -1,4 +1,4 @@
-"""Process exit codes shared by the agent and the service host (documented in docs/exit-codes.md)."""
+"""Process exit codes shared by the agent and the service host (see docs/exit-codes.md)."""
 
 from __future__ import annotations
 
@@ -11,4 +11,4 @@ class ExitCode(IntEnum):
     RESTART_REQUESTED = 3  # a `restart` command; the host restarts it at once
     UPDATED = 4  # a new version was switched in; the host starts that version at once
     TRANSIENT_FAILURE = 75  # EX_TEMPFAIL: DB/backend unreachable at start; host backs off
-    CONFIG_ERROR = 78  # EX_CONFIG: fatal config error; host backs off hard, never hot-loops
+    CONFIG_ERROR = 78  # EX_CONFIG: fatal config error; the host backs off hard

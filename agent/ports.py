@@ -16,8 +16,8 @@ from agent.records import (
     AppointmentFlag,
     Patient,
     PresetAnswerCount,
-    Questionnaire,
     QuestionCount,
+    Questionnaire,
 )
 
 
