@@ -9,6 +9,7 @@ service host installed by the MSI in Program Files. The host logic is pure Pytho
     service debug      the same host in the foreground (Ctrl-C stops it), any platform
     service prepare    MSI custom action: create the ProgramData tree, DACL it to SYSTEM +
                        Administrators only (protected, inherited by everything below)
+    service purge      MSI custom action (uninstall with REMOVEDATA=1): remove the data tree
     service configure  MSI custom action: merge the install settings the MSI's JScript action
                        wrote into that private folder into config.toml (validated by
                        agent.config), delete them, and set the SCM recovery actions
@@ -241,13 +242,29 @@ def configure(base: Path) -> None:
     """Merge the MSI's install settings into config.toml, then delete them."""
     settings_file = base / SETTINGS_FILE
     config_file = base / "config.toml"
-    settings_text = settings_file.read_text(encoding="utf-8-sig") if settings_file.exists() else ""
+    settings_text = _decode(settings_file.read_bytes()) if settings_file.exists() else ""
     try:
         existing = config_file.read_text(encoding="utf-8") if config_file.exists() else None
         text = configured_text(config_file, existing, settings_text)
         _atomic_write(config_file, text)
     finally:
         settings_file.unlink(missing_ok=True)
+
+
+def _decode(raw: bytes) -> str:
+    """The JScript action writes UTF-16 (with a BOM); accept UTF-8 too."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return raw.decode("utf-16")
+    return raw.decode("utf-8-sig")
+
+
+def purge(base: Path) -> None:
+    """Uninstall with REMOVEDATA=1: remove the data tree (whatever is still locked stays)."""
+    import shutil
+
+    if base.name != "R4Agent" or not base.is_dir():
+        raise InstallSettingsError(f"refusing to purge {base}: not an R4Agent data folder")
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def restrict_to_system_and_admins(path: Path) -> None:
@@ -391,7 +408,7 @@ def _service_class() -> type:
 # ---- CLI --------------------------------------------------------------------------------------
 
 
-ACTIONS = ("run", "debug", "prepare", "configure")
+ACTIONS = ("run", "debug", "prepare", "configure", "purge")
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -402,23 +419,29 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.description = (__doc__ or "").split("\n\n")[0]
 
 
+def _install_log(base: Path, message: str) -> None:
+    """MSI custom actions have no console: their outcome goes to logs/install.log."""
+    try:
+        (base / "logs").mkdir(parents=True, exist_ok=True)
+        with open(base / "logs" / "install.log", "a", encoding="utf-8") as handle:
+            handle.write(f"{message}\n")
+    except OSError:
+        pass
+    if sys.stderr is not None:
+        print(message, file=sys.stderr)
+
+
 def command(args: argparse.Namespace) -> int:
     base: Path = args.data_dir or data_dir()
-    if args.action == "prepare":
-        prepare(base)
-        return 0
-    if args.action == "configure":
+    if args.action in ("prepare", "configure", "purge"):
         try:
-            configure(base)
-        except (ConfigError, InstallSettingsError) as e:
-            print(f"r4agent service configure: {e}", file=sys.stderr)
-            return 78
-        if sys.platform == "win32":
-            try:
-                set_recovery_actions()
-            except Exception as e:  # noqa: BLE001 - Wine lacks parts of the SCM; log, go on
-                print(f"r4agent service configure: recovery actions not set: {e}", file=sys.stderr)
-        return 0
+            code = _custom_action(args.action, base)
+        except Exception as e:  # noqa: BLE001 - an MSI action must say why it failed
+            what = f"{type(e).__name__}: {e}"
+            _install_log(base, f"service {args.action} {__version__}: failed: {what}")
+            return 1
+        _install_log(base, f"service {args.action} {__version__}: exit {code}")
+        return code
     if args.action == "debug":
         _setup_host_logging(base, foreground=True)
         stop = threading.Event()
@@ -434,3 +457,29 @@ def command(args: argparse.Namespace) -> int:
     servicemanager.PrepareToHostSingle(_service_class())
     servicemanager.StartServiceCtrlDispatcher()
     return 0
+
+
+def _custom_action(action: str, base: Path) -> int:
+    if action == "prepare":
+        prepare(base)
+        return 0
+    if action == "purge":
+        try:
+            purge(base)
+        except InstallSettingsError as e:
+            _install_log(base, f"service purge: {e}")
+            return 1
+        return 0
+    if action == "configure":
+        try:
+            configure(base)
+        except (ConfigError, InstallSettingsError) as e:
+            _install_log(base, f"service configure: {e}")
+            return 78
+        if sys.platform == "win32":
+            try:
+                set_recovery_actions()
+            except Exception as e:  # noqa: BLE001 - Wine lacks parts of the SCM; log, go on
+                _install_log(base, f"service configure: recovery actions not set: {e}")
+        return 0
+    raise ValueError(f"unknown action {action}")

@@ -119,17 +119,18 @@ class WinePrefix:
     def start(self) -> None:
         """Create the prefix if needed and start its persistent wineserver (workaround 2)."""
         fresh = not (self.path / "system.reg").exists()
-        if self._server_pid() is None:
-            self.path.mkdir(parents=True, exist_ok=True)
-            server = subprocess.Popen(
-                ["wineserver", "-f", "-p"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-                env=self.env(),
-            )
-            (self.path / ".winehost-server.pid").write_text(f"{server.pid}\n")
+        if self._server_pid() is not None:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        server = subprocess.Popen(
+            ["wineserver", "-f", "-p"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env=self.env(),
+        )
+        (self.path / ".winehost-server.pid").write_text(f"{server.pid}\n")
         boot = subprocess.Popen(
             ["wine", "wineboot", *(["--init"] if fresh else [])],
             stdin=subprocess.DEVNULL,

@@ -1,0 +1,138 @@
+"""The MSI -> config hand-over (installer/service.py), pure parts, on Linux.
+
+The MSI's JScript action writes `KEY=value` records into the private data folder; `service
+configure` merges them into config.toml. Threats: a licence key leaking into an error message,
+an install that keeps a broken config, a settings file left lying around, an upgrade that
+forgets the key.
+"""
+
+from __future__ import annotations
+
+import stat
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from agent.errors import ConfigError
+from installer import service
+
+KEY = "lic-5e1f0c2b-secret"
+
+
+def _settings(**values: str) -> str:
+    return service.SETTINGS_SEPARATOR.join(f"{k}={v}" for k, v in values.items())
+
+
+def test_fresh_install_writes_key_backend_and_database() -> None:
+    text = service.configured_text(
+        Path("config.toml"),
+        None,
+        _settings(LICENCEKEY=KEY, BACKENDURL="https://agent.example.test", DBSERVER=r".\R4",
+                  DBNAME="sys2000", DBCONNECTION="", SQSENDPOINTURL=""),
+    )
+    data = tomllib.loads(text)
+    assert data["licence_key"] == KEY
+    assert data["backend_url"] == "https://agent.example.test"
+    assert data["database"] == {"server": r".\R4", "database": "sys2000"}
+    assert "sqs_endpoint_url" not in data
+
+
+def test_upgrade_without_key_keeps_the_existing_config() -> None:
+    existing = (
+        f'licence_key = "{KEY}"\nbackend_url = "https://a.example.test"\n\n'
+        "[timing]\npoll_minutes = 5.0\n"
+    )
+    text = service.configured_text(
+        Path("config.toml"), existing, _settings(LICENCEKEY="", BACKENDURL="https://b.example.test")
+    )
+    data = tomllib.loads(text)
+    assert data["licence_key"] == KEY
+    assert data["backend_url"] == "https://b.example.test"
+    assert data["timing"] == {"poll_minutes": 5.0}
+
+
+def test_connection_string_replaces_server_and_database() -> None:
+    existing = (
+        f'licence_key = "{KEY}"\nbackend_url = "https://a.example.test"\n'
+        '[database]\nserver = "x"\n'
+    )
+    text = service.configured_text(
+        Path("c.toml"), existing, _settings(DBCONNECTION='Driver={SQLite3};Database=C:\\r4 "x".db')
+    )
+    assert tomllib.loads(text)["database"] == {
+        "connection_string": 'Driver={SQLite3};Database=C:\\r4 "x".db'
+    }
+
+
+def test_missing_licence_key_fails_the_install_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match="licence_key"):
+        service.configured_text(Path("c.toml"), None, _settings(BACKENDURL="https://a.example.test"))
+
+
+def test_bad_backend_url_error_does_not_leak_the_licence_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        service.configured_text(
+            Path("c.toml"), None, _settings(LICENCEKEY=KEY, BACKENDURL="ftp://nope")
+        )
+    assert KEY not in str(caught.value)
+    assert "backend_url" in str(caught.value)
+
+
+def test_unknown_setting_is_refused_without_echoing_its_value() -> None:
+    with pytest.raises(service.InstallSettingsError) as caught:
+        service.parse_install_settings(f"PASSWORD={KEY}")
+    assert KEY not in str(caught.value)
+
+
+def test_control_characters_cannot_break_out_of_the_toml_string() -> None:
+    nasty = 'k"\nbackend_url = "https://evil.example.test'
+    text = service.render_toml({"licence_key": nasty, "backend_url": "https://a.example.test"})
+    data = tomllib.loads(text)
+    assert data == {"licence_key": nasty, "backend_url": "https://a.example.test"}
+
+
+def test_configure_writes_private_file_and_deletes_the_hand_over(tmp_path: Path) -> None:
+    (tmp_path / service.SETTINGS_FILE).write_bytes(
+        _settings(LICENCEKEY=KEY, BACKENDURL="http://127.0.0.1:9").encode("utf-16")
+    )
+    service.configure(tmp_path)
+    config = tmp_path / "config.toml"
+    assert tomllib.loads(config.read_text())["licence_key"] == KEY
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert not (tmp_path / service.SETTINGS_FILE).exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["config.toml"]  # no temp file left
+
+
+def test_configure_failure_still_deletes_the_settings_file(tmp_path: Path) -> None:
+    (tmp_path / service.SETTINGS_FILE).write_text(_settings(LICENCEKEY=KEY))
+    with pytest.raises(ConfigError):
+        service.configure(tmp_path)
+    assert not (tmp_path / service.SETTINGS_FILE).exists()
+    assert not (tmp_path / "config.toml").exists()
+
+
+def test_purge_refuses_a_folder_that_is_not_the_data_tree(tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("x")
+    with pytest.raises(service.InstallSettingsError):
+        service.purge(tmp_path)
+    assert (tmp_path / "keep.txt").exists()
+
+
+def test_event_log_names_update_rollback_and_crash() -> None:
+    recorder = service.EventRecorder()
+    for kind, version, detail in [
+        ("start", "1.0.0", "exe"),
+        ("exit", "1.0.0", "exit 4 (UPDATED) after 3 s"),
+        ("start", "1.1.0", "exe"),
+        ("exit", "1.1.0", "exit 1 (CRASH) after 1 s"),
+        ("rollback", "1.0.0", "version 1.1.0 failed 3 starts"),
+        ("start", "1.0.0", "exe"),
+    ]:
+        recorder(type("E", (), {"kind": kind, "version": version, "detail": detail})())
+    severities = [s for s, _ in recorder.entries]
+    messages = [m for _, m in recorder.entries]
+    assert "updated: now running version 1.1.0 (was 1.0.0)" in messages[2]
+    assert severities[3] == service.ERROR and "CRASH" in messages[3]
+    assert severities[4] == service.WARNING and "rolled back to version 1.0.0" in messages[4]
+    assert "updated" in messages[5]  # going back down is a version change too
