@@ -1,0 +1,112 @@
+"""The MSI's tables, read back with msiinfo (msitools) from a package wixl builds.
+
+Fast: the exe inside is a stand-in file (table content does not depend on it). Threats: an MSI
+that does not install/start/stop the service, loses its upgrade code (two agents side by side),
+installs on Windows older than 8.1, or carries a licence key baked in.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from installer.build_msi import build_msi
+
+# Runs with the fast tests where wixl/msitools are installed; otherwise it is deferred to the
+# `wine` stage, whose session fixture installs them (.ci/wine-setup.sh).
+pytestmark = [] if shutil.which("wixl") and shutil.which("msiinfo") else [pytest.mark.wine]
+
+UPGRADE_CODE = "{6F1D3C2A-8B47-4E51-9A3C-2D7E4B5A9C10}"
+
+
+@pytest.fixture(scope="module")
+def msi(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    if not shutil.which("wixl"):
+        request.getfixturevalue("wine_tools")
+    tmp = tmp_path_factory.mktemp("msi")
+    exe = tmp / "r4agent.exe"
+    exe.write_bytes(b"MZ stand-in exe for table tests\n")
+    return build_msi(exe, "1.2.3", tmp / "r4agent.msi")
+
+
+def table(msi: Path, name: str) -> list[list[str]]:
+    out = subprocess.run(
+        ["msiinfo", "export", str(msi), name], check=True, capture_output=True, text=True
+    ).stdout
+    return [line.split("\t") for line in out.splitlines()[3:] if line]
+
+
+def test_service_is_installed_auto_start_as_localsystem_running_the_host(msi: Path) -> None:
+    rows = table(msi, "ServiceInstall")
+    assert len(rows) == 1
+    _id, name, _display, svc_type, start, error, _group, _deps, account, _pw, args, comp = rows[0][
+        :12
+    ]
+    assert name == "R4Agent"
+    assert svc_type == "16"  # SERVICE_WIN32_OWN_PROCESS
+    assert start == "2"  # SERVICE_AUTO_START
+    assert error == "1"  # SERVICE_ERROR_NORMAL
+    assert account == "LocalSystem"
+    assert args == "service run"
+    assert comp == "AgentExe"
+
+
+def test_service_is_started_on_install_stopped_always_removed_on_uninstall(msi: Path) -> None:
+    rows = table(msi, "ServiceControl")
+    assert len(rows) == 1
+    _id, name, event, _args, wait, comp = rows[0][:6]
+    # msidbServiceControlEvent: Start on install (1) + Stop on install (2) + Stop on
+    # uninstall (32) + Delete on uninstall (128) = 163
+    assert (name, int(event), wait, comp) == ("R4Agent", 1 | 2 | 32 | 128, "1", "AgentExe")
+
+
+def test_upgrade_code_is_stable_and_downgrades_are_refused(msi: Path) -> None:
+    assert ["UpgradeCode", UPGRADE_CODE] in table(msi, "Property")
+    upgrade = table(msi, "Upgrade")
+    assert {row[0] for row in upgrade} == {UPGRADE_CODE}
+    assert {row[-1] for row in upgrade} == {"WIX_UPGRADE_DETECTED", "WIX_DOWNGRADE_DETECTED"}
+    sequence = {row[0]: row for row in table(msi, "InstallExecuteSequence")}
+    assert "RemoveExistingProducts" in sequence
+
+
+def test_windows_older_than_8_1_is_refused_with_a_clear_message(msi: Path) -> None:
+    conditions = dict((row[0], row[1]) for row in table(msi, "LaunchCondition"))
+    assert "Installed OR VersionNT >= 603" in conditions
+    assert "8.1" in conditions["Installed OR VersionNT >= 603"]
+
+
+def test_no_licence_key_or_secret_is_baked_into_the_package(msi: Path) -> None:
+    properties = dict((row[0], row[1]) for row in table(msi, "Property"))
+    assert "LICENCEKEY" not in properties
+    assert "DBCONNECTION" not in properties
+    hidden = properties["MsiHiddenProperties"].split(";")
+    assert {"LICENCEKEY", "DBCONNECTION", "R4WriteSettings"} <= set(hidden)
+    raw = msi.read_bytes()
+    assert b"licence_key =" not in raw
+
+
+def test_secrets_reach_the_exe_by_file_never_by_command_line(msi: Path) -> None:
+    actions = {row[0]: row for row in table(msi, "CustomAction")}
+    exe_commands = [row[3] for row in actions.values() if row[2] == "R4AgentExe"]
+    assert sorted(exe_commands) == ["service configure", "service prepare", "service purge"]
+    assert all("[" not in command for command in exe_commands)  # no property in argv
+    hand_over = actions["R4SetWriteSettings"]
+    assert hand_over[2] == "R4WriteSettings" and "[LICENCEKEY]" in hand_over[3]
+    assert int(actions["R4WriteSettings"][1]) & 0x2000  # HideTarget: not in the MSI log
+    sequence = {row[0]: int(row[2]) for row in table(msi, "InstallExecuteSequence")}
+    assert (
+        sequence["InstallServices"]
+        < sequence["R4PrepareData"]
+        < sequence["R4WriteSettings"]
+        < sequence["R4Configure"]
+        < sequence["StartServices"]
+    )
+
+
+def test_uninstall_keeps_program_data_unless_removedata(msi: Path) -> None:
+    sequence = {row[0]: row[1] for row in table(msi, "InstallExecuteSequence")}
+    assert 'REMOVEDATA="1"' in sequence["R4PurgeData"]
+    assert "NOT UPGRADINGPRODUCTCODE" in sequence["R4PurgeData"]
