@@ -19,12 +19,14 @@ itself after initialising config + scope), every CRASH/CONFIG_ERROR/unknown exit
 pointer; at `max_starts_before_confirm` (≤ 3) the host flips the pointer back to the previous
 version, quarantines that build (the gate will not reinstall the same archive) and reports why.
 
-Stop: `stop` set → the child is asked to finish in-flight work (SIGTERM on POSIX, CTRL_BREAK on
-Windows), then killed after `stop_grace_s`.
+Stop: `stop` set → the child is asked to finish in-flight work (SIGTERM on POSIX; on Windows a
+named event whose name the child gets in R4AGENT_STOP_EVENT, see updater/stop_signal.py, plus
+CTRL_BREAK when there is a console), then killed after `stop_grace_s`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -52,6 +54,7 @@ from updater.state import (
     write_pointer,
     write_record,
 )
+from updater.stop_signal import ChildStopEvent
 
 log = logging.getLogger(__name__)
 
@@ -188,20 +191,25 @@ class EventWaiter:
 
 
 class _Popen:
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], stop_event: ChildStopEvent) -> None:
         self._proc = proc
+        self._stop_event = stop_event
 
     def wait(self, timeout_s: float) -> int | None:
         try:
-            return self._proc.wait(timeout=timeout_s)
+            code = self._proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             return None
+        self._stop_event.close()
+        return code
 
     def request_stop(self) -> None:
         if self._proc.poll() is not None:
             return
         if sys.platform == "win32":
-            self._proc.send_signal(signal.CTRL_BREAK_EVENT)
+            self._stop_event.set()  # a service has no console: the named event is the channel
+            with contextlib.suppress(OSError):
+                self._proc.send_signal(signal.CTRL_BREAK_EVENT)  # when run from a console
         else:
             self._proc.send_signal(signal.SIGTERM)
 
@@ -224,19 +232,23 @@ class SubprocessLauncher:
         flags = 0
         if sys.platform == "win32":
             flags = subprocess.CREATE_NEW_PROCESS_GROUP
+        stop_event = ChildStopEvent()
         try:
             proc = subprocess.Popen(
                 argv,
-                env=dict(env),
+                env={**env, **stop_event.env()},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 creationflags=flags,
             )
+        except OSError:
+            stop_event.close()
+            raise
         finally:
             if not isinstance(out, int):
                 out.close()
-        return _Popen(proc)
+        return _Popen(proc, stop_event)
 
 
 # ---- the host -----------------------------------------------------------------------------------
