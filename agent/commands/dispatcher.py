@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class DispatchSettings:
     workers: int = 4
+    prefetch: int = 10  # messages received ahead of a free worker (they wait, invisible)
     heartbeat_interval_seconds: float = 60.0  # real time: how often long handlers are extended
     visibility_extension_seconds: int = 180  # each extension keeps the message hidden this long
 
@@ -83,12 +84,12 @@ class Dispatcher:
     # -- receiving -------------------------------------------------------------------------
     def free_slots(self) -> int:
         with self._lock:
-            return self._settings.workers - len(self._inflight)
+            return self._settings.workers + self._settings.prefetch - len(self._inflight)
 
     def poll_once(self, queue: SqsQueue) -> int:
-        """Receive up to the number of free workers (long poll) and start handling them.
-        With every worker busy, waits (up to 1 s) for one to finish instead of receiving.
-        Returns how many messages were received. Raises TransientError from the queue."""
+        """Receive up to the number of free slots (workers + prefetch; long poll) and start
+        handling them. With every slot taken, waits (up to 1 s) for one to finish instead of
+        receiving. Returns how many messages were received. Raises TransientError."""
         free = self.free_slots()
         if free <= 0:
             self.wait_for_any(timeout=1.0)
