@@ -30,7 +30,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import bsdiff4
 from tuf.api import exceptions as tuf_errors
 from tuf.ngclient._internal.requests_fetcher import RequestsFetcher
 from tuf.ngclient.config import UpdaterConfig
@@ -212,6 +211,10 @@ class TufClient:
             tar = self.tar_cache_path(base_version).read_bytes()
         except OSError as e:
             raise DownloadFailedError(f"no cached tar of {base_version} to patch: {e}") from e
+        try:
+            import bsdiff4  # only the patch route needs it (and its bz2)
+        except ImportError as e:
+            raise DownloadFailedError(f"patching unavailable in this build: {e}") from e
         for patch in chain:
             patch_bytes = self.fetch(patch.artifact).read_bytes()
             try:
