@@ -159,7 +159,7 @@ class Dispatcher:
             command = decode(message.body)
         except DecodeError as e:
             log.error("message %s: %s", message.message_id, e)
-            self._dead_letter(queue, message, f"{e.reason}: {e}", e, where)
+            self._dead_letter(queue, message, f"{e.reason}: {e.detail}", e, where)
             return
         where["message_type"] = command.TYPE
         try:

@@ -36,6 +36,7 @@ class DecodeError(PermanentError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"undecodable message ({reason}): {detail}")
         self.reason = reason
+        self.detail = detail
 
 
 def _wire(

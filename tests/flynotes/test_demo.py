@@ -26,10 +26,12 @@ def test_demo_uploads_through_the_real_paths_and_prints_only_counts(tmp_path: Pa
     assert run_demo(tmp_path, patients=40, out=out) == 0
     text = out.getvalue()
     assert "sent 40 patients" in text
-    assert "patient-upload             1/1 requests, 40 rows" in text
-    assert "patient-sync               1/1 requests" in text
-    assert "appointment-upload         1/1 requests" in text
-    assert "appointment-status-upload  1/1 requests" in text
+    # upload phase + the command-loop phase (agent start-up uploads, patient-sync and
+    # bulk-upload-appointment-status commands: agent.commands.demo_loop)
+    assert "patient-upload             2/2 requests, 80 rows" in text
+    assert "patient-sync               2/2 requests" in text
+    assert "appointment-upload         2/2 requests" in text
+    assert "appointment-status-upload  3/3 requests" in text
     # No patient data on screen: compare against every name in the generated database.
     con = sqlite3.connect(tmp_path / "sys2000.db")
     try:
