@@ -324,5 +324,8 @@ def main(
         print(f"r4agent: configuration error: {e}", file=sys.stderr)
         return ExitCode.CONFIG_ERROR
     stop = stop or threading.Event()
+    from updater.stop_signal import watch
+
+    watch(stop)  # Windows: the service host's named stop event (no console for CTRL_BREAK)
     with stop_on_signals(stop):
         return run_agent(config, Runtime(stop=stop))
