@@ -463,7 +463,7 @@ class RollbarSink:
             try:
                 self._send(item)
             except Exception as e:  # noqa: BLE001 - the sender thread must never die
-                self.stats.failed += 1
+                self._count("failed")
                 self._warn_once("internal", "error report not sent (%s)", e)
             finally:
                 with self._cond:
@@ -472,7 +472,7 @@ class RollbarSink:
 
     def _send(self, item: dict[str, object]) -> None:
         if time.monotonic() < self._suspended_until:
-            self.stats.dropped += 1
+            self._count("dropped")
             return
         body = json.dumps(item, default=str)
         try:
@@ -486,7 +486,7 @@ class RollbarSink:
                 timeout=(min(self._timeout, 3.0), self._timeout),
             )
         except requests.RequestException as e:
-            self.stats.failed += 1
+            self._count("failed")
             self._warn_once(
                 "unreachable",
                 "Rollbar unreachable (%s); further failures are counted, not logged",
@@ -496,20 +496,24 @@ class RollbarSink:
         status = response.status_code
         response.close()
         if 200 <= status < 300:
-            self.stats.sent += 1
+            self._count("sent")
             return
         if status == 429:
-            self.stats.dropped += 1
+            self._count("dropped")
             self._suspended_until = time.monotonic() + _retry_after(
                 response.headers.get("Retry-After")
             )
             self._warn_once("429", "Rollbar rate-limited this agent (HTTP 429); backing off")
             return
-        self.stats.failed += 1
+        self._count("failed")
         self._warn_once(
             f"http-{status}",
             f"Rollbar rejected an error report (HTTP {status}); further ones are counted",
         )
+
+    def _count(self, what: str) -> None:
+        with self._cond:
+            setattr(self.stats, what, getattr(self.stats, what) + 1)
 
     def _warn_once(self, kind: str, message: str, exc: BaseException | None = None) -> None:
         try:
