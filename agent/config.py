@@ -294,6 +294,9 @@ def parse_config(path: Path, text: str) -> AgentConfig:
 
     licence = _one_secret(reader, data, "licence_key", "licence_key_file", "", required=True)
     assert licence is not None  # required=True
+    if "/" in licence.reveal():  # it becomes a URL path segment of every backend call
+        where = "licence_key_file" if "licence_key_file" in data else "licence_key"
+        raise reader.fail(where, "must hold a licence key without '/' characters")
 
     backend_url = _url(reader, data, "backend_url", "backend_url")
     if backend_url is None:

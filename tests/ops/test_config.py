@@ -200,6 +200,14 @@ def test_key_file_that_is_a_folder_is_refused(tmp_path: Path) -> None:
     assert "'licence_key_file' names a file that cannot be read" in message
 
 
+def test_licence_key_with_a_slash_is_refused(tmp_path: Path) -> None:
+    message = error_for(
+        tmp_path, 'licence_key = "abc/def/ghi"\nbackend_url = "https://flynotes.example/"\n'
+    )
+    assert "key 'licence_key' must hold a licence key without '/'" in message
+    assert "abc/def" not in message
+
+
 def test_empty_key_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "licence.key").write_text("\n", encoding="utf-8")
     message = error_for(
