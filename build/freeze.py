@@ -32,7 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SPEC = REPO / "build" / "r4agent.spec"
 REQUIREMENTS = REPO / "build" / "requirements-freeze.txt"
-CACHE = REPO / ".cache"
+# Caches (clean venv, PyInstaller workpath and cache); R4AGENT_BUILD_CACHE points a copy of the
+# tree (the reproducibility test builds from a git snapshot) at the same caches.
+CACHE = Path(os.environ.get("R4AGENT_BUILD_CACHE") or REPO / ".cache")
 VERSION_RE = re.compile(r"\d+\.\d+\.\d+")
 FALLBACK_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip entry can hold
 
@@ -74,8 +76,9 @@ def _venv_python(venv_dir: Path) -> Path:
 
 def clean_build_python() -> Path:
     """The interpreter of a venv holding exactly build/requirements-freeze.txt (made once)."""
+    base_python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     key = hashlib.sha256(
-        REQUIREMENTS.read_bytes() + sys.version.encode() + sys.executable.encode()
+        REQUIREMENTS.read_bytes() + sys.version.encode() + base_python.encode()
     ).hexdigest()[:16]
     venv_dir = CACHE / "freeze-venv" / f"{sys.platform}-{key}"
     python = _venv_python(venv_dir)
@@ -86,7 +89,7 @@ def clean_build_python() -> Path:
         if done.exists():
             return python
         print(f"freeze: making the clean build venv {venv_dir} (once)", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv_dir)], check=True)
+        subprocess.run([base_python, "-m", "venv", "--clear", str(venv_dir)], check=True)
         subprocess.run(
             [str(python), "-m", "pip", "install", "-q", "--no-deps", "-r", str(REQUIREMENTS)],
             check=True,

@@ -419,6 +419,20 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.description = (__doc__ or "").split("\n\n")[0]
 
 
+def _stop_on_signals(stop: threading.Event) -> None:
+    """`service debug`: Ctrl-C / SIGTERM (Ctrl-Break on Windows) stop the host like the SCM
+    would: the agent is asked to finish in-flight work, then killed after the grace period."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+        number = getattr(signal, name, None)
+        if number is not None:
+            signal.signal(number, handler)
+
+
 def _install_log(base: Path, message: str) -> None:
     """MSI custom actions have no console: their outcome goes to logs/install.log."""
     try:
@@ -427,8 +441,8 @@ def _install_log(base: Path, message: str) -> None:
             handle.write(f"{message}\n")
     except OSError:
         pass
-    if sys.stderr is not None:
-        print(message, file=sys.stderr)
+    # Nothing on stdout/stderr: under msiexec they may be unusable handles, and a failed flush
+    # at exit turns the action's exit code into 120 (a failed install).
 
 
 def command(args: argparse.Namespace) -> int:
@@ -445,10 +459,8 @@ def command(args: argparse.Namespace) -> int:
     if args.action == "debug":
         _setup_host_logging(base, foreground=True)
         stop = threading.Event()
-        try:
-            run_host(base, stop, EventRecorder())
-        except KeyboardInterrupt:
-            stop.set()
+        _stop_on_signals(stop)
+        run_host(base, stop, EventRecorder())
         return 0
     # run: hand this process to the SCM
     import servicemanager
