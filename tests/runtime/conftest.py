@@ -17,13 +17,13 @@ from agent.commands.dispatcher import DispatchSettings
 from agent.config import AgentConfig, DatabaseConfig, RollbarConfig, Secret
 from agent.exit_codes import ExitCode
 from agent.lifecycle import Backoff, Lifecycle, LifeSettings
-from agent.standin import r4_sample
 from agent.standin.backend import StandinBackend
 from agent.standin.sqs_local import SqsEndpoint
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
+from tests.fixtures.r4_database import SAMPLE_PATIENTS, R4SampleDb
 from updater.gate import ReportOnlyGate
 
-PATIENTS = 200
+PATIENTS = SAMPLE_PATIENTS  # plus the canary patient
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,9 @@ class PracticeDb:
 
 
 @pytest.fixture(scope="session")
-def practice_db(tmp_path_factory: pytest.TempPathFactory) -> PracticeDb:
-    """An R4-shaped SQLite database (with the canary patient) reached through pyodbc."""
-    path = tmp_path_factory.mktemp("r4") / "sys2000.sqlite"
-    r4_sample.generate(path, PATIENTS, seed=3, canary=True)
-    return PracticeDb(path, r4_sample.sqlite_connection_string(path))
+def practice_db(r4_sample_db: R4SampleDb) -> PracticeDb:
+    """The shared R4-shaped SQLite sample (with the canary patient), reached through pyodbc."""
+    return PracticeDb(r4_sample_db.path, r4_sample_db.connection_string)
 
 
 class RecordingSink:
