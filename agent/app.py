@@ -32,7 +32,7 @@ from agent.commands.registry import Registry, default_registry
 from agent.errors import ConfigError, TransientError
 from agent.exit_codes import ExitCode
 from agent.lifecycle import Lifecycle, LifeSettings
-from agent.ports import ErrorSink, Scope
+from agent.ports import ErrorSink, Scope, SqsCredentials
 from agent.records import (
     Appointment,
     AppointmentFlag,
@@ -189,6 +189,7 @@ def run_agent(config: AgentConfig, runtime: Runtime | None = None) -> ExitCode:
 def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitStack) -> ExitCode:
     from agent.credentials import sqs_client
     from agent.flynotes.client import FlynotesClient
+    from agent.logs import register_secret
 
     clock = runtime.clock
     settings = db_settings(config)
@@ -232,10 +233,16 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
     )
     stack.callback(dispatcher.close)
 
+    def hide(credentials: SqsCredentials) -> SqsCredentials:
+        # never logged on purpose; masked anyway should a library log them
+        register_secret(credentials.secret_access_key, credentials.session_token)
+        return credentials
+
     def queue_for(scope: Scope) -> SqsQueue:
+        hide(scope.credentials)
         client = sqs_client(
             scope,
-            lambda: backend.fetch_scope().credentials,
+            lambda: hide(backend.fetch_scope().credentials),
             clock=clock,
             endpoint_url=config.sqs_endpoint_url,
             proxy=config.proxy.reveal() if config.proxy is not None else None,

@@ -41,8 +41,10 @@ log = logging.getLogger(__name__)
 class DispatchSettings:
     workers: int = 4
     prefetch: int = 10  # messages received ahead of a free worker (they wait, invisible)
-    heartbeat_interval_seconds: float = 60.0  # real time: how often long handlers are extended
-    visibility_extension_seconds: int = 180  # each extension keeps the message hidden this long
+    # Real time. Must stay well under the queue's visibility timeout (SQS default 30 s): a
+    # message in flight for one interval is extended before its first timeout can expire.
+    heartbeat_interval_seconds: float = 10.0
+    visibility_extension_seconds: int = 60  # each extension keeps the message hidden this long
 
 
 @dataclass(slots=True)
