@@ -146,6 +146,17 @@ def error_sink(config: AgentConfig) -> ErrorSink:
     )
 
 
+def _error_sink_or_local(config: AgentConfig) -> ErrorSink:
+    """The reporter must never stop the agent, not even while being built."""
+    try:
+        return error_sink(config)
+    except Exception as e:  # noqa: BLE001 - any failure here means: report locally only
+        from agent.reporting import NullSink
+
+        log.error("error reporting disabled: could not set up Rollbar (%s)", type(e).__name__)
+        return NullSink()
+
+
 def version_gate() -> VersionGate:
     """The updater's gate when running from an installed layout, else report-only."""
     from updater.agent_gate import from_environment
@@ -174,7 +185,7 @@ def run_agent(config: AgentConfig, runtime: Runtime | None = None) -> ExitCode:
     """Run one life of the agent with `config`; never raises (an uncaught error is reported,
     flushed and becomes ExitCode.CRASH)."""
     runtime = runtime or Runtime()
-    errors = runtime.errors or error_sink(config)
+    errors = runtime.errors or _error_sink_or_local(config)
     try:
         with ExitStack() as stack:
             return _run(config, runtime, errors, stack)
