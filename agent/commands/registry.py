@@ -76,17 +76,23 @@ class Registry:
         return registration
 
 
+# The table: message type -> handler module, and whether it runs serially with other bulk work.
+HANDLERS: tuple[tuple[type[Command], Handler, bool], ...] = (
+    (PatientSync, patient_sync.handle, False),
+    (BulkUploadPatients, bulk_upload_patients.handle, True),
+    (BulkUploadAppointments, bulk_upload_appointments.handle, True),
+    (BulkUploadAppointmentStatus, bulk_upload_appointment_status.handle, True),
+    (Restart, restart.handle, False),
+    (TestMessage, test_message.handle, False),
+    (QuestionnaireQuestionsUpload, questionnaire_questions.handle, True),
+    (QuestionnaireAnswersUpload, questionnaire_answers.handle, True),
+)
+
+
 def default_registry() -> Registry:
+    """Build the registry from HANDLERS; raises RegistryError on a duplicate or a gap."""
     registry = Registry()
-    registry.register(PatientSync, patient_sync.handle)
-    registry.register(BulkUploadPatients, bulk_upload_patients.handle, serial=True)
-    registry.register(BulkUploadAppointments, bulk_upload_appointments.handle, serial=True)
-    registry.register(
-        BulkUploadAppointmentStatus, bulk_upload_appointment_status.handle, serial=True
-    )
-    registry.register(Restart, restart.handle)
-    registry.register(TestMessage, test_message.handle)
-    registry.register(QuestionnaireQuestionsUpload, questionnaire_questions.handle, serial=True)
-    registry.register(QuestionnaireAnswersUpload, questionnaire_answers.handle, serial=True)
+    for command_type, handler, serial in HANDLERS:
+        registry.register(command_type, handler, serial=serial)
     registry.check_complete()
     return registry
