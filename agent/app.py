@@ -46,6 +46,7 @@ from updater.gate import ReportOnlyGate, VersionGate
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
+    from agent.flynotes.client import FlynotesClient
     from agent.r4.connection import DbSettings, R4Database
     from agent.r4.reader import R4Reader
 
@@ -131,6 +132,21 @@ def db_settings(config: AgentConfig) -> DbSettings:
     )
 
 
+def flynotes_client(
+    config: AgentConfig, *, clock: Clock | None = None, purpose: str = ""
+) -> FlynotesClient:
+    from agent.flynotes.client import FlynotesClient
+
+    return FlynotesClient(
+        config.backend_url,
+        config.licence_key.reveal(),
+        user_agent=f"r4agent/{__version__}{f' ({purpose})' if purpose else ''}",
+        proxy=config.proxy.reveal() if config.proxy is not None else None,
+        clock=clock,
+        licence_source=str(config.config_path),
+    )
+
+
 def error_sink(config: AgentConfig) -> ErrorSink:
     from agent.reporting import NullSink, RollbarSink
 
@@ -199,20 +215,12 @@ def run_agent(config: AgentConfig, runtime: Runtime | None = None) -> ExitCode:
 
 def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitStack) -> ExitCode:
     from agent.credentials import sqs_client
-    from agent.flynotes.client import FlynotesClient
     from agent.logs import register_secret
 
     clock = runtime.clock
     settings = db_settings(config)
     registry = runtime.registry_factory()  # a bad handler table fails here, at start-up
-    backend = FlynotesClient(
-        config.backend_url,
-        config.licence_key.reveal(),
-        user_agent=f"r4agent/{__version__}",
-        proxy=config.proxy.reveal() if config.proxy is not None else None,
-        clock=clock,
-        licence_source=str(config.config_path),
-    )
+    backend = flynotes_client(config, clock=clock)
     stack.callback(backend.close)
 
     worker_connections: list[ReconnectingRecords] = []

@@ -18,7 +18,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent._version import __version__
 from agent.errors import ConfigError, PermanentError, TransientError
 from agent.exit_codes import ExitCode
 from agent.records import Patient
@@ -76,15 +75,9 @@ def command(args: argparse.Namespace) -> int:
 
 
 def _backend(config: AgentConfig) -> Backend:
-    from agent.flynotes.client import FlynotesClient
+    from agent.app import flynotes_client
 
-    return FlynotesClient(
-        config.backend_url,
-        config.licence_key.reveal(),
-        user_agent=f"r4agent/{__version__} (support)",
-        proxy=config.proxy.reveal() if config.proxy is not None else None,
-        licence_source=str(config.config_path),
-    )
+    return flynotes_client(config, purpose="support")
 
 
 def present_fields(patient: Patient) -> list[str]:
