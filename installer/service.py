@@ -58,6 +58,9 @@ SETTING_KEYS: Mapping[str, str] = {
     "DBNAME": "database.database",
     "SQSENDPOINTURL": "sqs_endpoint_url",
 }
+# Not agent config: where the service host points the updater (R4AGENT_UPDATE_URL for the agent).
+UPDATE_URL_SETTING = "UPDATEURL"
+UPDATE_URL_FILE = "update-url"
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ def parse_install_settings(text: str) -> dict[str, str]:
         if not record:
             continue
         key, sep, value = record.partition("=")
-        if not sep or key not in SETTING_KEYS:
+        if not sep or (key not in SETTING_KEYS and key != UPDATE_URL_SETTING):
             raise InstallSettingsError(f"unexpected install setting {key[:40]!r}")
         settings[key] = value.strip()
     return settings
@@ -91,7 +94,7 @@ def merge_settings(existing: Mapping[str, Any], settings: Mapping[str, str]) -> 
         k: dict(v) if isinstance(v, Mapping) else v for k, v in existing.items()
     }
     for prop, value in settings.items():
-        if not value:
+        if not value or prop not in SETTING_KEYS:
             continue
         dotted = SETTING_KEYS[prop]
         table, _, key = dotted.rpartition(".")
@@ -211,7 +214,24 @@ class EventRecorder:
 
 
 def data_dir() -> Path:
+    """The data tree. On Windows ProgramData comes from the shell's known folder (what the MSI
+    calls CommonAppDataFolder), not the environment: under Wine a service's environment says
+    C:\\users\\Public, and the MSI, the host and the agent must agree on one tree."""
+    if sys.platform == "win32":
+        os.environ["PROGRAMDATA"] = str(_known_program_data())  # case-insensitive on Windows
     return default_data_dir(os.environ)
+
+
+def _known_program_data() -> Path:
+    import ctypes
+
+    csidl_common_appdata = 0x23
+    buffer = ctypes.create_unicode_buffer(1024)
+    windll = ctypes.windll  # type: ignore[attr-defined, unused-ignore]
+    result = windll.shell32.SHGetFolderPathW(None, csidl_common_appdata, None, 0, buffer)
+    if result != 0 or not buffer.value:
+        return Path(os.environ.get("PROGRAMDATA") or r"C:\ProgramData")
+    return Path(buffer.value)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -246,9 +266,27 @@ def configure(base: Path) -> None:
     try:
         existing = config_file.read_text(encoding="utf-8") if config_file.exists() else None
         text = configured_text(config_file, existing, settings_text)
+        update_url = parse_install_settings(settings_text).get(UPDATE_URL_SETTING, "")
+        if update_url:
+            scheme = update_url.split("://", 1)[0]
+            if scheme not in ("https", "http") or "://" not in update_url:
+                raise InstallSettingsError("UPDATEURL must be an http(s):// URL")
         _atomic_write(config_file, text)
+        if update_url:
+            _atomic_write(base / UPDATE_URL_FILE, update_url + "\n")
     finally:
         settings_file.unlink(missing_ok=True)
+
+
+def update_url_env(base: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """The agent's environment: R4AGENT_UPDATE_URL from the installed setting unless set."""
+    child_env = dict(env)
+    url_file = base / UPDATE_URL_FILE
+    if "R4AGENT_UPDATE_URL" not in child_env and url_file.is_file():
+        url = url_file.read_text(encoding="utf-8").strip()
+        if url:
+            child_env["R4AGENT_UPDATE_URL"] = url
+    return child_env
 
 
 def _decode(raw: bytes) -> str:
@@ -343,6 +381,7 @@ def run_host(base: Path, stop: threading.Event, recorder: EventRecorder) -> None
         bootstrap(layout, Path(sys.executable), __version__)
     host = Host(
         layout,
+        env=update_url_env(base, os.environ),
         launcher=SubprocessLauncher(layout.logs_dir / "agent-console.log"),
         policy=HostPolicy(stop_grace_s=STOP_GRACE_S),
         on_event=recorder,

@@ -18,7 +18,11 @@ The four workarounds from /work/shared/WINDOWS.md live here and nowhere else; no
    `platform.platform()` reaches through `_wmi`; botocore calls it). So a Wine-built exe carries
    no `_wmi` and falls back like older Pythons; the windows-latest build keeps it;
 4. a forwarding `bcryptprimitives.dll` (ProcessPrng -> advapi32.SystemFunction036) for
-   `cryptography`'s Rust core, which only the build environment's pip tooling may load.
+   `cryptography`'s Rust core, which only the build environment's pip tooling may load;
+5. exes built here get a runtime hook hiding `_winapi.CopyFile2` (Wine 8's kernel32 lacks
+   CopyFile2; Python 3.13's shutil.copy2 would abort the process): build/wine/rthook_*.py.
+Also: call Wine's own tools by full path (C:\\windows\\system32\\sc.exe, net.exe, msiexec.exe);
+as bare names (`wine net`) they cannot open services.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import hashlib
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -78,7 +83,7 @@ class WinePrefix:
             env.pop(name, None)
         env.update(
             {
-                "WINEPREFIX": str(self.path),
+                "WINEPREFIX": str(self.path.resolve()),  # Wine wants it absolute
                 "WINEARCH": "win64",
                 "WINEDEBUG": "-all",
                 "WINEDLLOVERRIDES": "mscoree,mshtml=",
@@ -131,6 +136,7 @@ class WinePrefix:
             env=self.env(),
         )
         (self.path / ".winehost-server.pid").write_text(f"{server.pid}\n")
+        time.sleep(1.0)  # let it listen, or the first client would start a second server
         boot = subprocess.Popen(
             ["wine", "wineboot", *(["--init"] if fresh else [])],
             stdin=subprocess.DEVNULL,
@@ -159,6 +165,8 @@ class WinePrefix:
         while pid is not None and time.monotonic() < deadline:
             time.sleep(0.2)
             pid = self._server_pid()
+        if pid is not None:  # the server we started ignored -k: end it (and so its clients)
+            os.kill(pid, signal.SIGKILL)
         (self.path / ".winehost-server.pid").unlink(missing_ok=True)
 
     def run(
@@ -346,7 +354,7 @@ def freeze_windows(
     ]
     if trusted_root is not None:
         args += ["--trusted-root", prefix.windows_path(trusted_root)]
-    extra = {"SOURCE_DATE_EPOCH": source_date_epoch()}
+    extra = {"SOURCE_DATE_EPOCH": source_date_epoch(), "R4AGENT_BUILD_WINE_WORKAROUNDS": "1"}
     if runtime_tmpdir is not None:
         extra["R4AGENT_BUILD_RUNTIME_TMPDIR"] = runtime_tmpdir
     prefix.python_run(args, timeout=1200, extra_env=extra)
