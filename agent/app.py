@@ -46,7 +46,7 @@ from updater.gate import ReportOnlyGate, VersionGate
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
-    from agent.flynotes.client import FlynotesClient
+    from agent.flynotes.client import FlynotesClient, Timeouts
     from agent.r4.connection import DbSettings, R4Database
     from agent.r4.reader import R4Reader
 
@@ -133,7 +133,11 @@ def db_settings(config: AgentConfig) -> DbSettings:
 
 
 def flynotes_client(
-    config: AgentConfig, *, clock: Clock | None = None, purpose: str = ""
+    config: AgentConfig,
+    *,
+    clock: Clock | None = None,
+    purpose: str = "",
+    timeouts: Timeouts | None = None,
 ) -> FlynotesClient:
     from agent.flynotes.client import FlynotesClient
 
@@ -144,6 +148,7 @@ def flynotes_client(
         proxy=config.proxy.reveal() if config.proxy is not None else None,
         clock=clock,
         licence_source=str(config.config_path),
+        timeouts=timeouts,
     )
 
 
@@ -194,6 +199,7 @@ class Runtime:
     wait_seconds: int = LONG_POLL_SECONDS
     sqs_max_attempts: int = 3  # botocore's own retries (real-time sleeps) per SQS call
     registry_factory: Callable[[], Registry] = default_registry
+    backend_timeouts: Timeouts | None = None  # None: the client's defaults
     on_lifecycle: Callable[[Lifecycle], None] | None = None  # tests: observe stats
 
 
@@ -220,7 +226,7 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
     clock = runtime.clock
     settings = db_settings(config)
     registry = runtime.registry_factory()  # a bad handler table fails here, at start-up
-    backend = flynotes_client(config, clock=clock)
+    backend = flynotes_client(config, clock=clock, timeouts=runtime.backend_timeouts)
     stack.callback(backend.close)
 
     worker_connections: list[ReconnectingRecords] = []

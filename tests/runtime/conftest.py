@@ -16,6 +16,7 @@ from agent.clock import FakeClock
 from agent.commands.dispatcher import DispatchSettings
 from agent.config import AgentConfig, DatabaseConfig, RollbarConfig, Secret
 from agent.exit_codes import ExitCode
+from agent.flynotes.client import Timeouts
 from agent.lifecycle import Backoff, Lifecycle, LifeSettings
 from agent.standin.backend import StandinBackend
 from agent.standin.sqs_local import SqsEndpoint
@@ -115,6 +116,7 @@ class AgentUnderTest:
             poll_hours=1, life_hours=24, start_attempts=3, backoff=Backoff(jitter=0)
         )
     )
+    backend_timeouts: Timeouts | None = None
     lifecycle: Lifecycle | None = None
     result: ExitCode | None = None
     _thread: threading.Thread | None = None
@@ -134,6 +136,7 @@ class AgentUnderTest:
             ),
             wait_seconds=1,
             sqs_max_attempts=1,
+            backend_timeouts=self.backend_timeouts,
             on_lifecycle=observe,
         )
 

@@ -16,6 +16,7 @@ from agent.commands import envelope
 from agent.commands.registry import Registry, RegistryError, default_registry
 from agent.config import RollbarConfig, Secret
 from agent.exit_codes import ExitCode
+from agent.flynotes.client import Timeouts
 from agent.lifecycle import Backoff, LifeSettings
 from agent.reporting import RollbarSink
 from agent.standin import r4_sample
@@ -172,6 +173,18 @@ def test_backend_5xx_and_429_on_patient_sync_are_retried_not_lost(practice: Prac
     eventually(lambda: practice.queue_counts() == (0, 0))
     assert practice.dead_letters() == []
     assert agent.sink.exceptions  # the failed deliveries were reported
+
+
+def test_backend_timing_out_on_patient_sync_is_retried_not_lost(practice: Practice) -> None:
+    agent = practice.agent()
+    agent.backend_timeouts = Timeouts(sync_read=0.3)
+    agent.start().polling()
+    practice.backend.slow_next(2, seconds=1.0, endpoint="patient-sync")  # both tries time out
+    practice.send(_sync("slow"))
+    eventually(lambda: practice.backend.received_for("patient-sync", status=200))
+    assert any("no answer in time" in str(e) for e, _ in agent.sink.exceptions)
+    eventually(lambda: practice.queue_counts() == (0, 0))
+    assert practice.dead_letters() == []
 
 
 def test_backend_down_at_hourly_scope_refresh_keeps_polling_with_current_scope(
