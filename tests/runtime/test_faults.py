@@ -22,7 +22,6 @@ from agent.reporting import RollbarSink
 from agent.standin import r4_sample
 from agent.standin.r4_sample import CANARY_CODE
 from agent.standin.sqs_local import LocalSqs
-from tests.fixtures.sqs_server import SqsServerFactory
 from tests.runtime.conftest import CountingClock, Practice, RecordingSink, eventually
 from updater.gate import GateAction, GateDecision
 
@@ -143,7 +142,7 @@ def test_database_unavailable_mid_run_patient_sync_is_retried_until_it_is_back(
 
 
 def test_sqs_down_mid_run_backs_off_without_hot_looping_and_ends_life(
-    practice: Practice, sqs_server_factory: SqsServerFactory
+    practice: Practice,
 ) -> None:
     own = LocalSqs(max_receive_count=3, visibility_timeout=1).start()
     practice.backend.sqs_queue_url = own.endpoint.queue_url
