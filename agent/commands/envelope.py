@@ -187,6 +187,8 @@ def _convert(spec: FieldSpec, value: object) -> object:
     if spec.python_type is int:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
+        if isinstance(value, float) and value.is_integer() and 0 <= value < 2**63:
+            return int(value)  # JSON Schema's "integer" includes 42.0; so does the decoder
         if spec.int_like and isinstance(value, str) and _DIGITS.match(value):
             return int(value)
         expected = "a non-negative integer" + (" or a string of digits" if spec.int_like else "")

@@ -104,6 +104,7 @@ def test_schema_accepts_exactly_what_the_decoder_accepts() -> None:
     good += [
         '{"type":"patient-sync","r4PatientId":"42","patientPatchId":"a"}',
         '{"type":"patient-sync","r4PatientId":42,"patientPatchId":"a","extra":1}',
+        '{"type":"patient-sync","r4PatientId":42.0,"patientPatchId":"a"}',
     ]
     for body in good:
         decode(body)
