@@ -136,3 +136,27 @@ def test_event_log_names_update_rollback_and_crash() -> None:
     assert severities[3] == service.ERROR and "CRASH" in messages[3]
     assert severities[4] == service.WARNING and "rolled back to version 1.0.0" in messages[4]
     assert "updated" in messages[5]  # going back down is a version change too
+
+
+def test_update_url_goes_to_the_host_not_into_the_agent_config(tmp_path: Path) -> None:
+    (tmp_path / service.SETTINGS_FILE).write_text(
+        _settings(LICENCEKEY=KEY, BACKENDURL="https://a.example.test",
+                  UPDATEURL="https://updates.example.test/r4agent")
+    )
+    service.configure(tmp_path)
+    assert "updates" not in tomllib.loads((tmp_path / "config.toml").read_text())
+    env = service.update_url_env(tmp_path, {"PATH": "x"})
+    assert env == {"PATH": "x", "R4AGENT_UPDATE_URL": "https://updates.example.test/r4agent"}
+    # an explicit environment wins (tests, support)
+    assert service.update_url_env(tmp_path, {"R4AGENT_UPDATE_URL": "http://127.0.0.1:1"}) == {
+        "R4AGENT_UPDATE_URL": "http://127.0.0.1:1"
+    }
+
+
+def test_update_url_that_is_not_http_fails_the_install(tmp_path: Path) -> None:
+    (tmp_path / service.SETTINGS_FILE).write_text(
+        _settings(LICENCEKEY=KEY, BACKENDURL="https://a.example.test", UPDATEURL="file:///x")
+    )
+    with pytest.raises(service.InstallSettingsError):
+        service.configure(tmp_path)
+    assert not (tmp_path / service.UPDATE_URL_FILE).exists()
