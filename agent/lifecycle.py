@@ -3,7 +3,8 @@
     start    ping R4, fetch the scope (bounded retries with back-off, else TRANSIENT_FAILURE)
     confirm  tell the updater this version initialised (it stops counting early crashes)
     cycle:   version check -> UPDATED if the updater switched versions
-             upload patients, then appointments, then appointment statuses
+             upload patients, then appointments, then appointment statuses (on a worker,
+               so polling starts at once and patient-syncs are not held up by the uploads)
              poll SQS for `poll_hours`, handling commands
              re-fetch the scope (keep the old one if the backend is down), cycle again
     end      after `life_hours` -> END_OF_LIFE; `restart` command -> RESTART_REQUESTED;
@@ -22,6 +23,7 @@ import random
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from agent.clock import Clock
@@ -91,6 +93,7 @@ class Lifecycle:
         self._rng = rng or random.Random()
         self.stats: Counter[str] = Counter()  # observable by tests: cycles, pauses, failures
         self._poll_failures = 0  # a streak outlives a cycle: SQS being down is not per hour
+        self._uploads: Future[None] | None = None
 
     # -- the life ------------------------------------------------------------------------
     def run(self) -> ExitCode:
@@ -167,17 +170,21 @@ class Lifecycle:
             return current
 
     def _upload_all(self) -> None:
+        """Start this cycle's uploads on a worker (polling goes on meanwhile), unless the
+        previous cycle's are still running."""
+        if self._uploads is not None and not self._uploads.done():
+            log.warning("the previous cycle's uploads are still running: not starting again")
+            return
+        self._uploads = self._dispatcher.submit_job("cycle uploads", self._upload_job)
+
+    def _upload_job(self, records: RecordSource) -> None:
+        backend = self._backend
         uploads: tuple[tuple[str, Callable[[], int]], ...] = (
-            ("patients", lambda: self._backend.upload_patients(self._records.iter_patients())),
-            (
-                "appointments",
-                lambda: self._backend.upload_appointments(self._records.iter_appointments()),
-            ),
+            ("patients", lambda: backend.upload_patients(records.iter_patients())),
+            ("appointments", lambda: backend.upload_appointments(records.iter_appointments())),
             (
                 "appointment statuses",
-                lambda: self._backend.upload_appointment_flags(
-                    self._records.iter_appointment_flags()
-                ),
+                lambda: backend.upload_appointment_flags(records.iter_appointment_flags()),
             ),
         )
         for what, upload in uploads:
@@ -191,6 +198,7 @@ class Lifecycle:
                 log.warning("upload of %s failed (next cycle retries): %s", what, e)
                 continue
             log.info("uploaded %d %s", sent, what)
+        self.stats["uploads-done"] += 1
 
     def _poll(self, scope: Scope, until: float) -> Scope | ExitCode:
         queue = self._queue_for(scope)

@@ -78,6 +78,7 @@ class Dispatcher:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._inflight: dict[Future[None], _InFlight] = {}
+        self._jobs: set[Future[None]] = set()  # the lifecycle's own bulk work (no message)
         self._closed = threading.Event()
         self.outcomes: Counter[str] = Counter()  # done / retry / dead-lettered / dropped
         self._heartbeat = threading.Thread(target=self._beat, name="visibility", daemon=True)
@@ -86,7 +87,8 @@ class Dispatcher:
     # -- receiving -------------------------------------------------------------------------
     def free_slots(self) -> int:
         with self._lock:
-            return self._settings.workers + self._settings.prefetch - len(self._inflight)
+            taken = len(self._inflight) + len(self._jobs)
+            return self._settings.workers + self._settings.prefetch - taken
 
     def poll_once(self, queue: SqsQueue) -> int:
         """Receive up to the number of free slots (workers + prefetch; long poll) and start
@@ -111,6 +113,27 @@ class Dispatcher:
     def _forget(self, future: Future[None]) -> None:
         with self._lock:
             self._inflight.pop(future, None)
+            self._jobs.discard(future)
+
+    def submit_job(self, name: str, job: Callable[[RecordSource], None]) -> Future[None]:
+        """Run the lifecycle's own bulk work (the cycle's uploads) on a worker, in the serial
+        lane like bulk commands, so SQS keeps being polled (patient-syncs keep flowing) while
+        it runs. `job` gets that worker's RecordSource. Failures are reported, never raised."""
+
+        def run() -> None:
+            try:
+                context = self._context(None)
+                with self._serial_lock:
+                    job(context.records)
+            except Exception as e:  # reported; the next cycle runs the job again
+                log.exception("%s failed", name)
+                self._errors.report_exception(e, context={"phase": name})
+
+        with self._lock:
+            future = self._pool.submit(run)
+            self._jobs.add(future)
+        future.add_done_callback(self._forget)
+        return future
 
     def in_flight(self) -> int:
         with self._lock:
@@ -118,14 +141,14 @@ class Dispatcher:
 
     def wait_for_any(self, timeout: float) -> None:
         with self._lock:
-            pending = list(self._inflight)
+            pending = [*self._inflight, *self._jobs]
         if pending:
             wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
 
     def drain(self) -> None:
-        """Wait for every in-flight message to finish (graceful stop, restart, end of life)."""
+        """Wait for every in-flight message and job to finish (stop, restart, end of life)."""
         with self._lock:
-            pending = list(self._inflight)
+            pending = [*self._inflight, *self._jobs]
         wait(pending)
 
     def close(self) -> None:
@@ -135,7 +158,7 @@ class Dispatcher:
         self._heartbeat.join(timeout=5)
 
     # -- handling one message (worker thread) ----------------------------------------------
-    def _context(self, message: ReceivedMessage) -> HandlerContext:
+    def _context(self, message: ReceivedMessage | None) -> HandlerContext:
         base: HandlerContext | None = getattr(self._local, "context", None)
         if base is None:
             base = HandlerContext(
@@ -146,6 +169,8 @@ class Dispatcher:
                 agent_version=self._agent_version,
             )
             self._local.context = base
+        if message is None:
+            return base
         return replace(
             base,
             delivery=Delivery(message.message_id, message.receive_count, message.sent_at),

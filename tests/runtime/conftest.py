@@ -22,7 +22,7 @@ from agent.standin.backend import StandinBackend
 from agent.standin.sqs_local import SqsEndpoint
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 from tests.fixtures.r4_database import SAMPLE_PATIENTS, R4SampleDb
-from updater.gate import ReportOnlyGate
+from updater.gate import ReportOnlyGate, VersionGate
 
 PATIENTS = SAMPLE_PATIENTS  # plus the canary patient
 
@@ -117,6 +117,7 @@ class AgentUnderTest:
         )
     )
     backend_timeouts: Timeouts | None = None
+    gate: VersionGate | None = None  # None: ReportOnlyGate (running 1.0.0)
     lifecycle: Lifecycle | None = None
     result: ExitCode | None = None
     _thread: threading.Thread | None = None
@@ -129,7 +130,7 @@ class AgentUnderTest:
             clock=self.clock,
             stop=self.stop,
             errors=self.sink,
-            gate=ReportOnlyGate("1.0.0"),
+            gate=self.gate or ReportOnlyGate("1.0.0"),
             life=self.life,
             dispatch=DispatchSettings(
                 workers=4, heartbeat_interval_seconds=0.3, visibility_extension_seconds=5
@@ -156,8 +157,11 @@ class AgentUnderTest:
         return self.result
 
     def polling(self, cycle: int = 1) -> AgentUnderTest:
-        """Wait until the agent polls SQS in its `cycle`-th cycle (start-up uploads done)."""
-        eventually(lambda: self.stats("polling-in-cycle") >= cycle)
+        """Wait until the agent polls SQS in its `cycle`-th cycle and that cycle's uploads
+        (which run beside the polling) have ended."""
+        eventually(
+            lambda: self.stats("polling-in-cycle") >= cycle and self.stats("uploads-done") >= cycle
+        )
         return self
 
     def stats(self, key: str) -> int:

@@ -23,7 +23,7 @@ from agent.standin import r4_sample
 from agent.standin.r4_sample import CANARY_CODE
 from agent.standin.sqs_local import LocalSqs
 from tests.runtime.conftest import CountingClock, Practice, RecordingSink, eventually
-from updater.gate import GateAction, GateDecision
+from updater.gate import GateAction, GateDecision, ReportOnlyGate
 
 HOUR = 3600.0
 
@@ -117,7 +117,23 @@ def test_duplicate_handler_registration_fails_at_start_up_and_is_reported_as_cra
 
 
 # -- mid-run -----------------------------------------------------------------------------------
-def test_database_unavailable_mid_run_patient_sync_is_retried_until_it_is_back(
+class DatabaseGoesAwayAfterStart(ReportOnlyGate):
+    """Moves the database file away right after the agent confirmed its start (after the start
+    ping, before any worker opened its own connection): R4 became unreachable mid-run."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__("1.0.0")
+        self.path = path
+        self.away = path.with_suffix(".away")
+
+    def confirm_running(self) -> None:
+        self.path.rename(self.away)
+
+    def bring_back(self) -> None:
+        self.away.rename(self.path)
+
+
+def test_database_unavailable_mid_run_uploads_fail_reported_and_patient_sync_retried(
     practice: Practice, tmp_path: Path
 ) -> None:
     copy = tmp_path / "db" / "sys2000.sqlite"
@@ -129,14 +145,18 @@ def test_database_unavailable_mid_run_patient_sync_is_retried_until_it_is_back(
             practice.config.db, connection_string=Secret(r4_sample.sqlite_connection_string(copy))
         ),
     )
-    agent = _started(practice)
-    away = copy.with_suffix(".away")
-    copy.rename(away)  # the handler threads open their own connection: it now fails
+    gate = DatabaseGoesAwayAfterStart(copy)
+    agent = practice.agent(gate=gate).start().polling()
+    assert practice.backend.received_for("patient-upload") == []
+    assert agent.stats("upload-failures") == 3  # reported, and the agent polls on
     practice.send(_sync("db-down"))
-    eventually(lambda: len(agent.sink.exceptions) >= 1)
-    away.rename(copy)
+    eventually(lambda: any(c.get("message_type") for _, c in agent.sink.exceptions))
+    gate.bring_back()
     eventually(lambda: practice.backend.received_for("patient-sync"))
     assert practice.backend.received_for("patient-sync")[0].json["patientPatchId"] == "db-down"
+    agent.clock.advance(HOUR)  # the next cycle's uploads reconnect and succeed
+    agent.polling(2)
+    assert practice.backend.received_for("patient-upload")
     agent.clock.advance(24 * HOUR)
     assert agent.wait() is ExitCode.END_OF_LIFE
 
