@@ -120,3 +120,17 @@ def test_long_handler_keeps_its_message_invisible_past_the_visibility_timeout(
     eventually(lambda: practice.backend.received_for("patient-sync"))
     eventually(lambda: practice.queue_counts() == (0, 0))
     assert len(practice.backend.received_for("patient-sync", status=None)) == 1
+
+
+def test_patient_sync_is_not_held_up_by_the_cycle_upload(practice: Practice) -> None:
+    practice.backend.slow_next(1, seconds=5.0, endpoint="patient-upload")
+    agent = practice.agent().start()
+    eventually(lambda: agent.stats("polling-in-cycle") >= 1)
+    practice.send(
+        envelope.encode(envelope.PatientSync(r4_patient_id=CANARY_CODE, patient_patch_id="now"))
+    )
+    eventually(lambda: practice.backend.received_for("patient-sync"))
+    # the slow full upload is still running: the patient-sync went past it
+    assert practice.backend.received_for("patient-upload", status=None) == []
+    agent.polling()
+    assert practice.backend.received_for("patient-upload")
