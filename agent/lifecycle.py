@@ -231,6 +231,12 @@ class Lifecycle:
                 except PermanentError as refused:
                     self._errors.report_exception(refused, context={"phase": "poll"})
                     return ExitCode.CONFIG_ERROR
+            except PermanentError as e:
+                # only the backend refusing the licence while refreshing credentials gets here
+                self._errors.report_exception(e, context={"phase": "poll"})
+                log.error("cannot go on polling: %s", e)
+                self._dispatcher.drain()
+                return ExitCode.CONFIG_ERROR
             except TransientError as e:
                 self._poll_failures += 1
                 self.stats["receive-failures"] += 1

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from agent.commands.context import Delivery, HandlerContext, RestartRequest
 from agent.commands.envelope import DecodeError, decode
 from agent.commands.registry import Registry
-from agent.errors import PermanentError, TransientError
+from agent.errors import AgentError, PermanentError, TransientError
 from agent.ports import Backend, ErrorSink, RecordSource
 from agent.sqs_queue import MAX_MESSAGES_PER_RECEIVE, ReceivedMessage, SqsQueue
 
@@ -260,7 +260,7 @@ class Dispatcher:
                     item.queue.extend_visibility(
                         item.message, self._settings.visibility_extension_seconds
                     )
-                except TransientError as e:  # redrive is the backstop if extending fails
+                except AgentError as e:  # redrive is the backstop if extending fails
                     log.warning(
                         "could not extend visibility of %s: %s", item.message.message_id, e
                     )

@@ -236,6 +236,18 @@ def test_expired_credentials_are_refreshed_from_the_backend(practice: Practice) 
     assert len(practice.backend.received_for("data")) == data_calls + 1  # refreshed once
 
 
+def test_licence_rejected_when_refreshing_credentials_exits_config_error(
+    practice: Practice,
+) -> None:
+    clock = CountingClock()
+    practice.backend.set_credentials("AKID", "s", "t", clock.now() + timedelta(minutes=30))
+    agent = _started(practice, clock=clock)
+    practice.backend.reject_licence()
+    clock.advance(25 * 60)  # inside the mandatory refresh window: the refresh is refused
+    assert agent.wait() is ExitCode.CONFIG_ERROR
+    assert [c.get("phase") for _, c in agent.sink.exceptions] == ["poll"]
+
+
 def test_rollbar_unreachable_does_not_stop_the_agent(practice: Practice) -> None:
     practice.config = replace(
         practice.config,
