@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from updater import policy
 from updater.errors import UpdateError, UpdateRefusedError
-from updater.layout import Layout
+from updater.layout import InstallLockedError, Layout, install_lock
 from updater.staging import (
     StagingFileSystem,
     StagingLimits,
@@ -87,6 +87,13 @@ class Installer:
             return Outcome(False, early.reason, refused=True)
         if early is not None:
             return Outcome(False, early.reason)
+        try:
+            with install_lock(self._layout):
+                return self._install_locked(running, wanted)
+        except InstallLockedError as e:
+            return Outcome(False, str(e))
+
+    def _install_locked(self, running: str, wanted: str) -> Outcome:
         layout = self._layout
         layout.ensure_dirs()
         layout.remove_leftovers()

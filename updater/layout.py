@@ -17,9 +17,11 @@ The service host exe lives in Program Files (installed by the MSI) and is never 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,3 +127,48 @@ def discard(path: Path, parent: Path) -> None:
     trash = parent / f"{TRASH_PREFIX}{os.urandom(6).hex()}"
     os.replace(path, trash)
     shutil.rmtree(trash, ignore_errors=True)
+
+
+class InstallLockedError(RuntimeError):
+    """Another process holds the install lock."""
+
+
+@contextlib.contextmanager
+def install_lock(layout: Layout) -> Iterator[None]:
+    """One install at a time per base dir (e.g. the service's agent and a manual `run`).
+    Non-blocking: raises InstallLockedError if another process holds it. The OS releases the
+    lock when the holder dies, so a killed install never blocks the next one."""
+    layout.base.mkdir(parents=True, exist_ok=True)
+    with open(layout.base / "install.lock", "a+b") as handle:
+        try:
+            _lock(handle.fileno())
+        except OSError as e:
+            raise InstallLockedError("another install is in progress") from e
+        try:
+            yield
+        finally:
+            _unlock(handle.fileno())
+
+
+def _lock(fd: int) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _unlock(fd: int) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_UN)

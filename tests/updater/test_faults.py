@@ -124,3 +124,32 @@ def test_staged_exe_failing_its_smoke_test_is_never_switched_to(
     pointer = read_pointer(layout.current_file)
     assert pointer is not None and pointer.version == "1.0.0"
     _assert_runnable(layout, {"1.0.0"})
+
+
+def test_a_second_install_while_one_runs_is_refused_and_a_killed_holder_frees_the_lock(
+    tmp_path: Path, layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    marker = tmp_path / "paused"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.updater.kill_harness", str(layout.base), http_repo.url,
+         "1.0.0", "1.1.0", "staged", str(marker)],
+        cwd=REPO_ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        staging_of_the_first = layout.leftovers()
+        decision = gate(layout, "1.0.0", http_repo.url, sim).ensure("1.2.0")
+        assert decision.action is GateAction.CARRY_ON
+        assert "another install is in progress" in decision.reason
+        assert layout.leftovers() == staging_of_the_first  # the second one touched nothing
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    decision = gate(layout, "1.0.0", http_repo.url, sim).ensure("1.2.0")
+    assert decision.action is GateAction.RESTART_INTO_NEW_VERSION, decision.reason
+    _assert_runnable(layout, {"1.2.0"})
