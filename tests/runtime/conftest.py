@@ -18,10 +18,12 @@ from agent.config import AgentConfig, DatabaseConfig, RollbarConfig, Secret
 from agent.exit_codes import ExitCode
 from agent.flynotes.client import Timeouts
 from agent.lifecycle import Backoff, Lifecycle, LifeSettings
+from agent.reporting import RollbarSink
 from agent.standin.backend import StandinBackend
 from agent.standin.sqs_local import SqsEndpoint
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 from tests.fixtures.r4_database import SAMPLE_PATIENTS, R4SampleDb
+from tests.fixtures.rollbar_endpoint import FakeRollbar
 from updater.gate import ReportOnlyGate, VersionGate
 
 PATIENTS = SAMPLE_PATIENTS  # plus the canary patient
@@ -39,11 +41,40 @@ def practice_db(r4_sample_db: R4SampleDb) -> PracticeDb:
     return PracticeDb(r4_sample_db.path, r4_sample_db.connection_string)
 
 
+_SHARED_ROLLBAR: tuple[FakeRollbar, RollbarSink] | None = None
+_SHARED_ROLLBAR_LOCK = threading.Lock()
+
+
+def _real_reporter() -> RollbarSink:
+    """One real Rollbar reporter for the runtime suite, posting to a local fake endpoint whose
+    items the canary guard scans: every runtime failure scenario crosses the real scrubber."""
+    global _SHARED_ROLLBAR
+    with _SHARED_ROLLBAR_LOCK:
+        if _SHARED_ROLLBAR is None:
+            fake = FakeRollbar().start()
+            sink = RollbarSink("runtime-test-token", environment="test", endpoint=fake.url)
+            _SHARED_ROLLBAR = (fake, sink)
+        return _SHARED_ROLLBAR[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drain_real_reporter() -> Iterator[None]:
+    """Deliver what the runtime tests reported before the canary guard's final scan."""
+    yield
+    if _SHARED_ROLLBAR is not None:
+        fake, sink = _SHARED_ROLLBAR
+        sink.flush(30.0)
+        sink.close()
+        fake.stop()
+
+
 class RecordingSink:
-    """An ErrorSink that keeps what it was given (the port's simulator, like FakeClock)."""
+    """An ErrorSink that keeps what it was given (the port's simulator, like FakeClock), and
+    also hands every report to the real Rollbar reporter (see `_real_reporter`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._real = _real_reporter()
         self.exceptions: list[tuple[BaseException, dict[str, object]]] = []
         self.messages: list[tuple[str, str, dict[str, object]]] = []
         self.flushes = 0
@@ -51,10 +82,12 @@ class RecordingSink:
     def report_exception(self, exc: BaseException, *, context: dict[str, object]) -> None:
         with self._lock:
             self.exceptions.append((exc, context))
+        self._real.report_exception(exc, context=context)
 
     def report_message(self, message: str, *, level: str, extra: dict[str, object]) -> None:
         with self._lock:
             self.messages.append((message, level, extra))
+        self._real.report_message(message, level=level, extra=extra)
 
     def flush(self, timeout: float) -> None:
         self.flushes += 1
