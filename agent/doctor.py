@@ -288,28 +288,23 @@ class Doctor:
         )
 
     def check_sqs(self) -> CheckResult:
-        import boto3
-        from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ClientError
+
+        from agent.clock import SystemClock
+        from agent.credentials import sqs_client
 
         scope = self._state.scope
         assert scope is not None
         cfg = self.config
-        creds = scope.credentials
-        proxy = cfg.proxy.reveal() if cfg.proxy is not None else None
-        client = boto3.session.Session().client(
-            "sqs",
-            region_name=scope.sqs_region,
+        # The same client the agent polls with (session token, timeouts, proxy); a doctor run is
+        # far shorter than the credentials' life, so "refreshing" just reuses the scope's.
+        client = sqs_client(
+            scope,
+            lambda: scope.credentials,
+            clock=SystemClock(),
             endpoint_url=cfg.sqs_endpoint_url,
-            aws_access_key_id=creds.access_key_id,
-            aws_secret_access_key=creds.secret_access_key,
-            aws_session_token=creds.session_token,
-            config=Config(
-                connect_timeout=min(5.0, self._timeout),
-                read_timeout=self._timeout,
-                retries={"max_attempts": 2, "mode": "standard"},
-                proxies={"http": proxy, "https": proxy} if proxy else None,
-            ),
+            proxy=cfg.proxy.reveal() if cfg.proxy is not None else None,
+            max_attempts=2,
         )
         try:
             attributes = client.get_queue_attributes(
