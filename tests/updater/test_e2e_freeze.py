@@ -1,7 +1,8 @@
 """End to end with real builds: two PyInstaller exes (1.0.0 and 1.1.0, with the test repository's
 root baked in) published to a TUF repository on loopback; the host runs the real agent against
 the Flynotes stand-in, moto SQS and an R4-shaped SQLite database, and follows the stand-in's
-`libraryVersion` from 1.0.0 up to 1.1.0 and back down to 1.0.0."""
+`libraryVersion` from 1.0.0 up to 1.1.0, back down to 1.0.0 (full archive), and up again, which
+must use the bsdiff patch inside the frozen exe (a too-aggressive cut of bz2 fails here)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from tests.updater.support import make_repo, serve
 from updater.agent_gate import ENV_UPDATE_URL
 from updater.host import EventWaiter, Host, HostEvent, HostPolicy, SubprocessLauncher, bootstrap
 from updater.layout import Layout
-from updater.state import PointerState, read_pointer
+from updater.state import PointerState, read_pointer, read_record
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LICENCE = "e2e-licence-7c1d0b"
@@ -105,6 +106,16 @@ def test_host_and_frozen_agent_follow_library_version_up_and_down(tmp_path: Path
                 backend.clear_received()
                 backend.library_version = "1.0.0"
                 wait_for(lambda: on("1.0.0"), "the agent to move back down to 1.0.0")
+                down = read_record(layout.install_state_file)
+                assert down is not None and down.route == "full"  # downgrades: full archive
+                # up again: the frozen updater now has 1.0.0's tar and must use the patch
+                http.requests.clear()
+                backend.library_version = "1.1.0"
+                wait_for(lambda: on("1.1.0"), "the agent to move up to 1.1.0 again")
+                up = read_record(layout.install_state_file)
+                assert up is not None and up.route == "patch"
+                assert http.fetched("r4agent-1.1.0.patch")
+                assert not http.fetched("r4agent-1.1.0.tar.gz"), "patch route fell back to full"
             finally:
                 stop.set()
                 thread.join(120)
@@ -112,12 +123,12 @@ def test_host_and_frozen_agent_follow_library_version_up_and_down(tmp_path: Path
     assert not thread.is_alive(), console.read_text()[-3000:] if console.exists() else ""
 
     starts = [e.version for e in events if e.kind == "start"]
-    assert starts[0] == "1.0.0" and starts[-1] == "1.0.0" and "1.1.0" in starts
+    assert starts[0] == "1.0.0" and starts[-1] == "1.1.0" and "1.1.0" in starts
     first_11 = starts.index("1.1.0")
     assert set(starts[:first_11]) == {"1.0.0"}
     updated_exits = [e for e in events if e.kind == "exit" and "UPDATED" in e.detail]
-    assert len(updated_exits) >= 2  # 1.0.0 -> 1.1.0, then 1.1.0 -> 1.0.0
+    assert len(updated_exits) >= 3  # 1.0.0 -> 1.1.0 -> 1.0.0 -> 1.1.0
     assert not any(e.kind == "rollback" for e in events)
     pointer = read_pointer(layout.current_file)
-    assert pointer is not None and (pointer.version, pointer.previous) == ("1.0.0", "1.1.0")
+    assert pointer is not None and (pointer.version, pointer.previous) == ("1.1.0", "1.0.0")
     assert layout.installed_versions() == ["1.0.0", "1.1.0"]
