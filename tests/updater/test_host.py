@@ -287,6 +287,9 @@ def test_real_host_moves_up_and_down_with_the_wanted_version(
     (layout.base / "wanted").write_text("1.0.0")
     host.run(threading.Event(), max_runs=2)  # 1.1.0 downgrades (exit 4), 1.0.0 runs
     assert _runs(layout) == ["1.0.0", "1.1.0", "1.1.0", "1.0.0"]
+    exits = [(e.version, e.detail.split(" after")[0]) for e in events if e.kind == "exit"]
+    assert exits == [("1.0.0", "exit 4 (UPDATED)"), ("1.1.0", "exit 0 (END_OF_LIFE)"),
+                     ("1.1.0", "exit 4 (UPDATED)"), ("1.0.0", "exit 0 (END_OF_LIFE)")]
     pointer = read_pointer(layout.current_file)
     assert pointer is not None
     assert (pointer.version, pointer.previous, pointer.state) == ("1.0.0", "1.1.0",
