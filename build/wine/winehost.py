@@ -148,6 +148,17 @@ class WinePrefix:
         boot.wait(timeout=300)
         if fresh:
             self.run(["winecfg", "-v", "win10"], timeout=120)
+            # A service start under Wine can take longer than the SCM's default wait (onefile
+            # unpack): give it the same knob real Windows has. Then restart the prefix once: in
+            # a prefix fresh from `wineboot --init`, services started by msiexec time out.
+            self.run(
+                [r"C:\windows\system32\reg.exe", "add",
+                 r"HKLM\System\CurrentControlSet\Control", "/v", "ServicesPipeTimeout",
+                 "/t", "REG_DWORD", "/d", "120000", "/f"],
+                timeout=120,
+            )
+            self.stop()
+            self.start()
 
     def stop(self) -> None:
         """Shut the prefix's wineserver (and every Wine process of the prefix) down."""
