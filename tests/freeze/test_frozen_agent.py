@@ -189,7 +189,7 @@ def test_frozen_service_host_runs_agent_over_real_odbc_sqs_and_tuf(
             output, _ = host.communicate()
     uploads = flynotes_standin.received_for("patient-upload")
     assert sum(r.row_count for r in uploads) >= 300
-    assert all(r.headers.get("User-Agent", "").startswith("r4agent/1.0.0") for r in uploads)
+    assert all(r.headers.get("user-agent", "").startswith("r4agent/1.0.0") for r in uploads)
     assert any(p.endswith("timestamp.json") for p in requested)
     assert (base / "versions" / VERSION / "r4agent").is_file()  # the host installed itself
     assert host.returncode == 0, output.decode(errors="replace")[-3000:]

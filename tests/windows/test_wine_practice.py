@@ -66,7 +66,7 @@ def update_repo_url(windows_release: WindowsRelease) -> Iterator[str]:
 def agent_versions_seen(backend: StandinBackend) -> list[str]:
     seen: list[str] = []
     for request in backend.received:
-        agent = request.headers.get("User-Agent", "")
+        agent = request.headers.get("user-agent", "")
         if agent.startswith("r4agent/"):
             version = agent.split("/", 1)[1].split()[0]
             if not seen or seen[-1] != version:
@@ -135,7 +135,7 @@ def test_practice_install_update_downgrade_uninstall(
              "the service's agent (1.0.0) uploads the patients")
     timed("install -> patients uploaded", started)
     uploads = flynotes_standin.received_for("patient-upload")
-    assert all(r.headers["User-Agent"].startswith("r4agent/1.0.0") for r in uploads)
+    assert all(r.headers["user-agent"].startswith("r4agent/1.0.0") for r in uploads)
     assert (data / "versions" / "1.0.0" / "r4agent.exe").is_file()
 
     started = time.monotonic()
