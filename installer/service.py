@@ -371,6 +371,46 @@ def _setup_host_logging(base: Path, foreground: bool) -> None:
     )
 
 
+class _StopSafeChild:
+    """A child whose stop request cannot crash the host: if the agent cannot be asked to stop
+    (no shared console), the host's grace period runs out and it is killed instead."""
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+
+    def wait(self, timeout_s: float) -> int | None:
+        result: int | None = self._child.wait(timeout_s)
+        return result
+
+    def request_stop(self) -> None:
+        try:
+            self._child.request_stop()
+        except OSError as e:
+            log.warning("could not ask the agent to stop (%s); killing it after the grace", e)
+
+    def kill(self) -> None:
+        self._child.kill()
+
+
+class _StopSafeLauncher:
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def start(self, argv: list[str], env: Mapping[str, str]) -> _StopSafeChild:
+        return _StopSafeChild(self._inner.start(argv, env))
+
+
+def attach_hidden_console() -> None:
+    """Windows service only: give the host a (hidden, session 0) console that the agent it
+    starts shares, so the host's CTRL_BREAK to the agent's process group reaches it and the
+    agent finishes in-flight work (a console-less service cannot signal a console child)."""
+    import ctypes
+
+    windll = ctypes.windll  # type: ignore[attr-defined, unused-ignore]
+    if not windll.kernel32.GetConsoleWindow():
+        windll.kernel32.AllocConsole()
+
+
 def run_host(base: Path, stop: threading.Event, recorder: EventRecorder) -> None:
     """Install this exe as the first version if needed, then keep the current version running."""
     from updater.host import Host, HostPolicy, SubprocessLauncher, bootstrap
@@ -382,7 +422,7 @@ def run_host(base: Path, stop: threading.Event, recorder: EventRecorder) -> None
     host = Host(
         layout,
         env=update_url_env(base, os.environ),
-        launcher=SubprocessLauncher(layout.logs_dir / "agent-console.log"),
+        launcher=_StopSafeLauncher(SubprocessLauncher(layout.logs_dir / "agent-console.log")),
         policy=HostPolicy(stop_grace_s=STOP_GRACE_S),
         on_event=recorder,
     )
@@ -429,6 +469,10 @@ def _service_class() -> type:
         def SvcDoRun(self) -> None:
             base = data_dir()
             _setup_host_logging(base, foreground=False)
+            try:
+                attach_hidden_console()
+            except OSError:
+                log.warning("no console for the agent: stop will kill it after the grace")
             write = _event_log_writer()
             write(INFO, f"R4 agent service {__version__} starting")
             recorder = EventRecorder(write)

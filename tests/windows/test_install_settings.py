@@ -160,3 +160,23 @@ def test_update_url_that_is_not_http_fails_the_install(tmp_path: Path) -> None:
     with pytest.raises(service.InstallSettingsError):
         service.configure(tmp_path)
     assert not (tmp_path / service.UPDATE_URL_FILE).exists()
+
+
+def test_agent_that_cannot_be_signalled_does_not_crash_the_host_stop() -> None:
+    calls: list[str] = []
+
+    class NoConsoleChild:
+        def wait(self, timeout_s: float) -> int | None:
+            return None
+
+        def request_stop(self) -> None:
+            calls.append("stop")
+            raise OSError(6, "The handle is invalid")  # GenerateConsoleCtrlEvent, no console
+
+        def kill(self) -> None:
+            calls.append("kill")
+
+    child = service._StopSafeChild(NoConsoleChild())
+    child.request_stop()  # must not raise: the host then waits out the grace and kills
+    child.kill()
+    assert calls == ["stop", "kill"]
