@@ -160,6 +160,23 @@ class WinePrefix:
             self.stop()
             self.start()
 
+    def processes(self, fragment: str) -> list[int]:
+        """Linux pids of this prefix's Wine processes whose command line holds `fragment`
+        (Wine's tasklist is a stub; the host's /proc is not)."""
+        wanted = f"WINEPREFIX={self.path.resolve()}".encode()
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+                environ = (proc / "environ").read_bytes()
+            except OSError:
+                continue
+            if fragment.encode() in cmdline and wanted in environ.split(b"\0"):
+                found.append(int(proc.name))
+        return found
+
     def stop(self) -> None:
         """Shut the prefix's wineserver (and every Wine process of the prefix) down."""
         subprocess.run(
