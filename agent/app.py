@@ -178,11 +178,12 @@ def _error_sink_or_local(config: AgentConfig) -> ErrorSink:
         return NullSink()
 
 
-def version_gate() -> VersionGate:
+def version_gate(config: AgentConfig) -> VersionGate:
     """The updater's gate when running from an installed layout, else report-only."""
     from updater.agent_gate import from_environment
 
-    return from_environment(__version__) or ReportOnlyGate(__version__)
+    gate = from_environment(__version__, config_url=config.update_url)
+    return gate or ReportOnlyGate(__version__)
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -193,7 +194,7 @@ class Runtime:
     clock: Clock = field(default_factory=SystemClock)
     stop: threading.Event = field(default_factory=threading.Event)
     errors: ErrorSink | None = None  # None: built from config (Rollbar or local-only)
-    gate: VersionGate | None = None  # None: version_gate()
+    gate: VersionGate | None = None  # None: version_gate(config)
     life: LifeSettings | None = None  # None: from config (poll/life hours)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     wait_seconds: int = LONG_POLL_SECONDS
@@ -282,7 +283,7 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
         records=main_records,
         backend=backend,
         errors=errors,
-        gate=runtime.gate or version_gate(),
+        gate=runtime.gate or version_gate(config),
         dispatcher=dispatcher,
         restart=restart,
         queue_for=queue_for,

@@ -74,6 +74,7 @@ class AgentConfig:
     rollbar: RollbarConfig
     data_dir: Path
     sqs_endpoint_url: str | None = None  # dev/test only (moto); None = real AWS
+    update_url: str | None = None  # TUF repository; the host's R4AGENT_UPDATE_URL wins
     proxy: Secret | None = None  # may hold user:password@
     poll_minutes: float = 60.0  # how long to long-poll SQS between version checks
     life_hours: float = 24.0  # exit cleanly after this much uptime
@@ -122,6 +123,7 @@ _TOP_KEYS: Final = frozenset(
         "licence_key_file",
         "backend_url",
         "sqs_endpoint_url",
+        "update_url",
         "data_dir",
         "proxy",
         "database",
@@ -334,6 +336,7 @@ def parse_config(path: Path, text: str) -> AgentConfig:
     )
 
     sqs_endpoint_url = _url(reader, data, "sqs_endpoint_url", "sqs_endpoint_url")
+    update_url = _url(reader, data, "update_url", "update_url")
 
     proxy_raw = reader.string(data, "proxy", "proxy", secret=True)
     proxy: Secret | None = None
@@ -362,6 +365,7 @@ def parse_config(path: Path, text: str) -> AgentConfig:
         rollbar=rollbar,
         data_dir=data_dir,
         sqs_endpoint_url=sqs_endpoint_url,
+        update_url=update_url,
         proxy=proxy,
         poll_minutes=reader.number(timing, "poll_minutes", "timing.poll_minutes", 60.0),
         life_hours=reader.number(timing, "life_hours", "timing.life_hours", 24.0),

@@ -4,8 +4,9 @@ The composition root calls `from_environment(__version__)`: it returns an `Insta
 process runs from `<base>/versions/<version>/` (the service host sets `R4AGENT_INSTALL_BASE` for
 its child; a frozen exe can also tell from its own path), else None — then use `ReportOnlyGate`.
 
-The update repository URL comes from `R4AGENT_UPDATE_URL`, else `[updates] url` in
-`<base>/config.toml`; metadata is read from `<url>/metadata/` and targets from `<url>/targets/`.
+The update repository URL comes from `R4AGENT_UPDATE_URL` (the service host sets it from the
+MSI's UPDATEURL), else the `update_url` the agent's validated config holds (passed in by the
+composition root); metadata is read from `<url>/metadata/` and targets from `<url>/targets/`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -124,26 +124,16 @@ def installed_base(running: str, env: Mapping[str, str]) -> Path | None:
     return None
 
 
-def configured_update_url(layout: Layout, env: Mapping[str, str]) -> str | None:
-    url = env.get(ENV_UPDATE_URL)
-    if url:
-        return url
-    try:
-        with layout.config_file.open("rb") as f:
-            config = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError):
-        return None
-    updates = config.get("updates")
-    value = updates.get("url") if isinstance(updates, dict) else None
-    return value if isinstance(value, str) and value else None
+def configured_update_url(env: Mapping[str, str], config_url: str | None) -> str | None:
+    return env.get(ENV_UPDATE_URL) or config_url or None
 
 
 def from_environment(
-    running: str, env: Mapping[str, str] | None = None
+    running: str, env: Mapping[str, str] | None = None, *, config_url: str | None = None
 ) -> VersionGate | None:
     env = os.environ if env is None else env
     base = installed_base(running, env)
     if base is None:
         return None
     layout = Layout(base)
-    return InstalledGate(layout, running, configured_update_url(layout, env))
+    return InstalledGate(layout, running, configured_update_url(env, config_url))

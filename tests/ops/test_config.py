@@ -266,3 +266,11 @@ def test_where_the_config_is_looked_for(tmp_path: Path) -> None:
     assert config_path(None, {}) == Path("/var/lib/r4agent/config.toml") or os.name == "nt"
     windows = default_data_dir({"ProgramData": "D:\\PD"}, platform="win32")
     assert windows.parts[-2:] == ("Flynotes", "R4Agent")
+
+
+def test_update_url_is_read_and_validated_like_other_urls(tmp_path: Path) -> None:
+    base = f'licence_key = "{LICENCE}"\nbackend_url = "https://flynotes.example/"\n'
+    cfg = load_config(write(tmp_path, base + 'update_url = "https://updates.example/r4/"\n'), {})
+    assert cfg.update_url == "https://updates.example/r4/"
+    message = error_for(tmp_path, base + 'update_url = "http://updates.example/r4/"\n')
+    assert "'update_url'" in message and "non-loopback" in message
