@@ -197,7 +197,11 @@ def _version(value: Any) -> str:
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     """Write JSON so a reader sees the old or the new content, never a mix, even after a crash."""
-    payload = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_bytes_atomic(path: Path, payload: bytes) -> None:
+    """Temp file in the same folder + fsync + os.replace + fsync of the folder."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as tmp:

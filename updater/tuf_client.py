@@ -25,8 +25,6 @@ import gzip
 import hashlib
 import importlib.resources
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +35,7 @@ from tuf.ngclient.updater import Updater
 
 from updater.errors import DownloadFailedError, UpdateRefusedError, VerificationError
 from updater.policy import Artifact, Patch, TargetInfo, TrustedCatalog, build_catalog
-from updater.state import fsync_dir
+from updater.state import write_bytes_atomic
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +68,7 @@ def seed_trusted_root(metadata_dir: Path, bundled_root: bytes | None) -> bool:
     if bundled_root is None:
         raise VerificationError("no trusted root on disk and none baked into this exe")
     metadata_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(target, bundled_root)
+    write_bytes_atomic(target, bundled_root)
     return True
 
 
@@ -232,7 +230,7 @@ class TufClient:
 
     def store_tar(self, version: str, tar: bytes) -> Path:
         path = self.tar_cache_path(version)
-        _write_atomic(path, tar)
+        write_bytes_atomic(path, tar)
         return path
 
     def prune_cache(self, keep_versions: set[str]) -> None:
@@ -242,18 +240,3 @@ class TufClient:
             if entry.is_file() and entry.name not in keep:
                 with contextlib.suppress(OSError):
                     entry.unlink()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
