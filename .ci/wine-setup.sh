@@ -6,19 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(wine wine64 wixl msitools osslsigncode binutils-mingw-w64-x86-64 openssl unzip
-              unixodbc libsqliteodbc)
-missing=()
-for p in "${apt_packages[@]}"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    sudo_cmd=""
-    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-    echo "wine-setup: installing ${missing[*]}" >&2
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >/dev/null
-fi
+bash .ci/apt-ensure.sh wine wine64 wixl msitools osslsigncode binutils-mingw-w64-x86-64 \
+    openssl unzip unixodbc libsqliteodbc
 
 python3 build/wine/winehost.py setup
