@@ -495,7 +495,12 @@ ACTIONS = ("run", "debug", "prepare", "configure", "purge")
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
-    parser.add_argument("action", choices=ACTIONS, help="see `r4agent service --help`")
+    parser.add_argument(
+        "action",
+        choices=ACTIONS,
+        help="run: what the Windows service starts; debug: the same host in the foreground; "
+        "prepare/configure/purge: MSI custom actions",
+    )
     parser.add_argument(
         "--data-dir", type=Path, help="the ProgramData tree (default: the platform's)"
     )
