@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash .ci/apt-ensure.sh unixodbc libsqliteodbc python3-venv
+# wixl + msitools: the MSI table checks are fast tests (tests/windows/test_msi_tables.py)
+bash .ci/apt-ensure.sh unixodbc libsqliteodbc python3-venv wixl msitools
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
