@@ -126,6 +126,9 @@ PATIENT_FIELDS: Final = (
     "Notes",
     "TextAnswer",
     "textAnswer",
+    "NumberAnswer",
+    "DateAnswer",
+    "CurrencyAnswer",
     # backend contract names
     "familyName",
     "givenName",

@@ -347,3 +347,24 @@ def test_questionnaire_statistics_survive_scrubbing(
     (item,) = rollbar_endpoint.items
     custom = item.payload["data"]["custom"]
     assert custom["questions"] == extra["questions"]
+
+
+def test_every_personal_field_of_the_data_model_and_wire_contract_is_scrubbed() -> None:
+    """Threat: a field added to the records or the contract later, reaching Rollbar unscrubbed."""
+    from dataclasses import fields
+
+    from agent import contract
+    from agent.r4.sql import REQUIRED_COLUMNS
+    from agent.records import Answer, Patient, Questionnaire
+    from agent.reporting import SCRUB_FIELDS
+
+    not_personal = {"code", "id", "country", "qaire_id", "patient_code", "completed_at", "answers"}
+    not_personal |= {"patientCode", "addressId", "qaireid", "QuestionId", "AnswerId", "state"}
+    not_personal |= {"datetime"}
+    personal = {f.name for model in (Patient, Questionnaire, Answer) for f in fields(model)}
+    personal |= set(contract.PATIENT_FIELDS)
+    personal |= set(REQUIRED_COLUMNS["patients"]) | set(REQUIRED_COLUMNS["addresses"])
+    personal |= set(REQUIRED_COLUMNS["CompletedQuestionnaireAnswer"])
+    personal |= {"notes", "Notes", "TextAnswer"}
+    missing = sorted(personal - not_personal - set(SCRUB_FIELDS))
+    assert missing == []
