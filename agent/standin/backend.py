@@ -1,10 +1,16 @@
 """A stand-in of the Flynotes backend speaking exactly its wire contract (agent.contract).
 
-Used by tests, benchmarks, the demo and the Windows suite. It validates what it receives as
-strictly as the real backend (header rows, content types, required JSON fields, upsert flag,
-Content-Length) and answers 400 otherwise, so client bugs show up; it records every request;
-and it can be told to fail: `fail_next` (5xx), `throttle_next` (429 + Retry-After),
-`slow_next` (answer late), `reject_licence` (403 on /data).
+Used by tests, benchmarks, the demo and the Windows suite. It validates what it receives
+strictly (the exact header line of each CSV, the exact key sets of the patient-sync JSON,
+content types, upsert flag, Content-Length) and answers 400 with the reason otherwise, so client
+bugs show up; it records every request, raw body included; and it can be told to fail:
+`fail_next` (5xx), `throttle_next` (429 + Retry-After), `slow_next` (answer late),
+`reject_licence` (403 on every endpoint).
+
+The header lines and key sets below are copied from the product issue's contract on purpose,
+NOT imported from `agent.contract`: the client builds its bodies from agent.contract, and a
+stand-in checking against the same constants would let a renamed or reordered field there pass
+every test.
 
 Standalone: `python -m agent.standin.backend --port 8765` reads the licence key from the
 environment variable FLYNOTES_STANDIN_LICENCE_KEY, else the first line of stdin (never argv),
@@ -32,13 +38,26 @@ from types import FrameType
 from typing import Any, Final, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from agent import contract
 from agent.flynotes.client import mask_url
 
 log = logging.getLogger(__name__)
 
 LICENCE_KEY_ENV: Final = "FLYNOTES_STANDIN_LICENCE_KEY"
 _PREFIX: Final = "/on-site-servers/"
+
+# --- the contract, as the product issue writes it (see the module docstring) ---------------
+PATIENT_CSV_HEADER: Final = (
+    "id,familyName,givenName,dateOfBirth,mobileNumber,emailAddress,"
+    "addressLine1,addressLine2,city,county,postcode,country"
+)
+APPOINTMENT_CSV_HEADER: Final = "apptId,patientCode,apptDateTime,statusCode,status"
+APPOINTMENT_STATUS_CSV_HEADER: Final = "apptFlag,cancelled,character,description"
+CSV_LINE_END: Final = "\r\n"  # RFC 4180, what the client sends
+PATIENT_SYNC_KEYS: Final = frozenset({"patient", "questionnaire", "patientPatchId"})
+# The issue lists the patient object's keys as the patient CSV's columns.
+PATIENT_KEYS: Final = frozenset(PATIENT_CSV_HEADER.split(","))
+QUESTIONNAIRE_KEYS: Final = frozenset({"submissionTime", "notes", "responses"})
+RESPONSE_KEYS: Final = frozenset({"questionText", "answerText", "answerNotes"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +75,8 @@ class ReceivedRequest:
     row_count: int = 0
     json: Any = None
     body_bytes: int = 0
+    body: bytes | None = None  # the raw body as received (None with keep_rows=False)
+    error: str | None = None  # why it was refused (400/411), as answered
 
 
 @dataclass(slots=True)
@@ -71,18 +92,16 @@ class _Fault:
 class _EndpointSpec:
     method: str
     content_type: str | None  # media type the body must have; None = no body
-    csv_header: tuple[str, ...] | None = None
+    csv_header: str | None = None  # the exact header line (without its line end)
     needs_upsert: bool = False
 
 
 ENDPOINT_SPECS: Final[dict[str, _EndpointSpec]] = {
     "data": _EndpointSpec("GET", None),
-    "patient-upload": _EndpointSpec("POST", "text/csv", contract.PATIENT_FIELDS, True),
+    "patient-upload": _EndpointSpec("POST", "text/csv", PATIENT_CSV_HEADER, True),
     "patient-sync": _EndpointSpec("POST", "application/json"),
-    "appointment-upload": _EndpointSpec("POST", "text/csv", contract.APPOINTMENT_FIELDS, True),
-    "appointment-status-upload": _EndpointSpec(
-        "POST", "text/csv", contract.APPOINTMENT_STATUS_FIELDS
-    ),
+    "appointment-upload": _EndpointSpec("POST", "text/csv", APPOINTMENT_CSV_HEADER, True),
+    "appointment-status-upload": _EndpointSpec("POST", "text/csv", APPOINTMENT_STATUS_CSV_HEADER),
 }
 
 
@@ -90,40 +109,51 @@ class BadRequest(Exception):
     """What the real backend would answer 400 to; the message says why (no values)."""
 
 
-def validate_patient_sync(body: object) -> None:
-    """Raise BadRequest unless `body` is a patient-sync body as the contract defines it."""
-    if not isinstance(body, dict):
-        raise BadRequest("body is not a JSON object")
-    missing = [k for k in contract.PATIENT_SYNC_FIELDS if k not in body]
-    if missing:
-        raise BadRequest(f"missing {missing}")
-    patient = body["patient"]
-    if not isinstance(patient, dict) or set(patient) != set(contract.PATIENT_FIELDS):
-        raise BadRequest("patient must have exactly the contract's fields")
-    if not isinstance(patient["id"], str) or not patient["id"].isdigit():
-        raise BadRequest("patient.id must be the R4 code as a string")
-    for key, value in patient.items():
+def _exact_keys(value: object, keys: frozenset[str], where: str) -> dict[str, Any]:
+    """`value` as a JSON object whose keys are exactly `keys`, else BadRequest naming the
+    missing and unexpected keys (key names only, never values)."""
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where} is not a JSON object")
+    missing, extra = sorted(keys - value.keys()), sorted(value.keys() - keys)
+    if missing or extra:
+        raise BadRequest(f"{where} keys differ from the contract: missing {missing}, extra {extra}")
+    return value
+
+
+def _string_or_null(obj: dict[str, Any], where: str) -> None:
+    for key, value in obj.items():
         if value is not None and not isinstance(value, str):
-            raise BadRequest(f"patient.{key} must be a string or null")
+            raise BadRequest(f"{where}.{key} must be a string or null")
+
+
+def validate_patient_sync(body: object) -> None:
+    """Raise BadRequest unless `body` is a patient-sync body as the contract defines it: the
+    exact key sets of the body, `patient`, `questionnaire` and each response."""
+    body = _exact_keys(body, PATIENT_SYNC_KEYS, "body")
+    patient = _exact_keys(body["patient"], PATIENT_KEYS, "patient")
+    _string_or_null(patient, "patient")
+    if not isinstance(patient["id"], str) or not _is_digits(patient["id"]):
+        raise BadRequest("patient.id must be the R4 code as a string")
     if not isinstance(body["patientPatchId"], str) or not body["patientPatchId"]:
         raise BadRequest("patientPatchId must be a non-empty string")
-    questionnaire = body["questionnaire"]
-    if questionnaire is None:
+    if body["questionnaire"] is None:
         return
-    if not isinstance(questionnaire, dict) or set(questionnaire) != set(
-        contract.QUESTIONNAIRE_FIELDS
-    ):
-        raise BadRequest("questionnaire must be null or have exactly the contract's fields")
+    questionnaire = _exact_keys(body["questionnaire"], QUESTIONNAIRE_KEYS, "questionnaire")
     submitted = questionnaire["submissionTime"]
     if submitted is not None and (
         not isinstance(submitted, str) or not submitted.endswith("Z") or not _is_iso(submitted)
     ):
         raise BadRequest("questionnaire.submissionTime must be ISO 8601 UTC ending in Z")
+    if questionnaire["notes"] is not None and not isinstance(questionnaire["notes"], str):
+        raise BadRequest("questionnaire.notes must be a string or null")
     if not isinstance(questionnaire["responses"], list):
         raise BadRequest("questionnaire.responses must be a list")
     for item in questionnaire["responses"]:
-        if not isinstance(item, dict) or set(item) != set(contract.RESPONSE_FIELDS):
-            raise BadRequest("each response must have exactly the contract's fields")
+        _string_or_null(_exact_keys(item, RESPONSE_KEYS, "response"), "response")
+
+
+def _is_digits(value: str) -> bool:
+    return value.isascii() and value.isdigit()  # str.isdigit alone takes "²" and "٣"
 
 
 def _is_iso(value: str) -> bool:
@@ -134,28 +164,25 @@ def _is_iso(value: str) -> bool:
     return True
 
 
-def parse_csv(
-    body: bytes, header: tuple[str, ...], *, numeric_id: str | None = None
-) -> list[list[str]]:
-    """The data rows of a UTF-8 CSV body whose first row is exactly `header`, else BadRequest.
-    With `numeric_id`, that column must hold digits in every row."""
+def parse_csv(body: bytes, header: str) -> list[list[str]]:
+    """The data rows of a UTF-8 CSV body whose first line is exactly `header` then CRLF (no
+    BOM, quoting or spaces), else BadRequest. Every row must have the header's width and a
+    numeric first column (the id)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("CSV body is not UTF-8") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    first = next(reader, None)
-    if first is None or tuple(first) != header:
-        raise BadRequest("CSV header row does not match the contract")
-    rows = list(reader)
-    width = len(header)
+    first, line_end, rest = text.partition(CSV_LINE_END)
+    if first != header or not line_end:
+        raise BadRequest(f"CSV header line must be exactly {header!r} then CRLF")
+    rows = list(csv.reader(io.StringIO(rest, newline="")))
+    width = header.count(",") + 1
     for number, values in enumerate(rows, start=2):
         if len(values) != width:
             raise BadRequest(f"CSV row {number} has {len(values)} fields, not {width}")
-    if numeric_id is not None:
-        column = header.index(numeric_id)
-        if not all(values[column].isdigit() for values in rows):
-            raise BadRequest(f"every row needs a numeric {numeric_id}")
+    id_column = header.partition(",")[0]
+    if not all(_is_digits(values[0]) for values in rows):
+        raise BadRequest(f"every row needs a numeric {id_column}")
     return rows
 
 
@@ -244,7 +271,8 @@ class StandinBackend:
             self.credentials = creds
 
     def reject_licence(self, rejecting: bool = True) -> None:
-        """From now on /data answers 403 for every key (until called with False)."""
+        """From now on every endpoint answers 403 for every key (until called with False), as
+        the real backend does for a revoked licence: the key is in every path."""
         with self._lock:
             self._rejecting = rejecting
 
@@ -358,15 +386,17 @@ class _Handler(BaseHTTPRequestHandler):
         path = split.path
         query = parse_qs(split.query)
         headers = {k.lower(): v for k, v in self.headers.items()}
-        body = self._read_body(headers)
         key, endpoint = self._route(path)
         status, payload, extra_headers, parsed = 404, b"", {}, None
         rows: list[dict[str, str]] | int | None = None  # parsed CSV rows, or just their count
+        error: str | None = None
+        body: bytes | None = b""
 
         fault = backend._take_fault(endpoint) if endpoint is not None else None
         try:
+            body = self._read_body(headers)
             if body is None:
-                status, payload = 411, b'{"error":"Content-Length required"}'
+                status, error = 411, "Content-Length required"
                 self.close_connection = True
             elif path == "/_standin/summary" and self.command == "GET":
                 status, payload = 200, json.dumps(backend.summary()).encode()
@@ -383,7 +413,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 status, payload, rows, parsed = self._serve(endpoint, query, headers, body)
         except BadRequest as e:
-            status, payload = 400, json.dumps({"error": str(e)}).encode()
+            status, error = 400, str(e)
+        if error is not None:
+            payload = json.dumps({"error": error}).encode()
 
         backend._record(
             ReceivedRequest(
@@ -397,14 +429,21 @@ class _Handler(BaseHTTPRequestHandler):
                 row_count=len(rows) if isinstance(rows, list) else rows or 0,
                 json=parsed,
                 body_bytes=len(body or b""),
+                body=body if backend.keep_rows else None,
+                error=error,
             )
         )
         self._answer(status, payload, extra_headers)
 
     def _read_body(self, headers: dict[str, str]) -> bytes | None:
+        """The body, or None when it is chunked (the real backend requires Content-Length)."""
         if "chunked" in headers.get("transfer-encoding", "").lower():
-            return None  # the real backend requires Content-Length
-        length = int(headers.get("content-length", "0") or 0)
+            return None
+        value = headers.get("content-length", "0").strip() or "0"
+        if not _is_digits(value):  # also refuses "-1": read(-1) would wait for the client's EOF
+            self.close_connection = True  # where this body ends is unknown
+            raise BadRequest("Content-Length is not a non-negative integer")
+        length = int(value)
         return self.rfile.read(length) if length else b""
 
     @staticmethod
@@ -428,12 +467,12 @@ class _Handler(BaseHTTPRequestHandler):
         if spec.needs_upsert and query.get("performUpsert") != ["true"]:
             raise BadRequest("performUpsert=true is required")
         if spec.csv_header is not None:
-            values = parse_csv(body, spec.csv_header, numeric_id=spec.csv_header[0])
+            values = parse_csv(body, spec.csv_header)
             payload = json.dumps({"received": len(values)}).encode()
             if not self.backend.keep_rows:  # counts only (benchmarks): no per-row dicts
                 return 200, payload, len(values), None
-            header = spec.csv_header
-            return 200, payload, [dict(zip(header, v, strict=True)) for v in values], None
+            columns = spec.csv_header.split(",")
+            return 200, payload, [dict(zip(columns, v, strict=True)) for v in values], None
         try:
             parsed = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+
+import pytest
 
 from agent.flynotes.client import ClientLimits, FlynotesClient
 from agent.records import Answer, Appointment, AppointmentFlag, Patient, Questionnaire
@@ -31,6 +34,38 @@ ONLY_ADDRESS4 = Patient(
 
 def _client(backend: StandinBackend, **kw: object) -> FlynotesClient:
     return FlynotesClient(backend.url, TEST_LICENCE_KEY, **kw)  # type: ignore[arg-type]
+
+
+# The header lines exactly as the product issue (issue 2) writes them: copied, not imported,
+# so that renaming or reordering a field in agent.contract cannot pass.
+ISSUE_HEADER_LINES = {
+    "patient-upload": "id,familyName,givenName,dateOfBirth,mobileNumber,emailAddress,"
+    "addressLine1,addressLine2,city,county,postcode,country",
+    "appointment-upload": "apptId,patientCode,apptDateTime,statusCode,status",
+    "appointment-status-upload": "apptFlag,cancelled,character,description",
+}
+UPLOAD_CALLS: dict[str, Callable[[FlynotesClient], int]] = {
+    "patient-upload": lambda c: c.upload_patients([ACCENTED, NO_ADDRESS]),
+    "appointment-upload": lambda c: c.upload_appointments(
+        [Appointment(9001, 101, datetime(2026, 8, 3, 9, 30), 2, "Booked")]
+    ),
+    "appointment-status-upload": lambda c: c.upload_appointment_flags(
+        [AppointmentFlag(2, "Booked", "B", False)]
+    ),
+}
+
+
+@pytest.mark.parametrize("endpoint", sorted(UPLOAD_CALLS))
+def test_upload_body_starts_with_the_issues_literal_header_line_and_crlf(
+    flynotes_standin: StandinBackend, endpoint: str
+) -> None:
+    with _client(flynotes_standin) as client:
+        UPLOAD_CALLS[endpoint](client)
+    (request,) = flynotes_standin.received_for(endpoint)
+    assert request.body is not None
+    first_line = request.body[: request.body.index(b"\n") + 1]
+    assert first_line == ISSUE_HEADER_LINES[endpoint].encode("ascii") + b"\r\n"
+    assert request.body.endswith(b"\r\n") and b"\r\n" in request.body[len(first_line) :]
 
 
 def test_patient_upload_csv_matches_the_contract_field_by_field(

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
+import pytest
 import requests
 
-from agent import contract
 from agent.standin.backend import LICENCE_KEY_ENV, StandinBackend
 from agent.standin.sqs_local import LocalSqs
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 
-HEADER = ",".join(contract.PATIENT_FIELDS)
+# Copied from the product issue (issue 2, "The Flynotes backend contract"), not from the code.
+HEADER = (
+    "id,familyName,givenName,dateOfBirth,mobileNumber,emailAddress,"
+    "addressLine1,addressLine2,city,county,postcode,country"
+)
+APPT_HEADER = "apptId,patientCode,apptDateTime,statusCode,status"
+STATUS_HEADER = "apptFlag,cancelled,character,description"
 ROW = "5,Nuñez,Zoë,1990-01-01,,,,,,,,UK"
+PATIENT: dict[str, str | None] = {**dict.fromkeys(HEADER.split(",")), "id": "5", "country": "UK"}
+RESPONSE = {"questionText": "Allergies?", "answerText": "No", "answerNotes": None}
+QUESTIONNAIRE = {"submissionTime": "2026-01-01T10:00:00Z", "notes": None, "responses": [RESPONSE]}
+SYNC = {"patient": PATIENT, "questionnaire": QUESTIONNAIRE, "patientPatchId": "p1"}
 
 
 def _post(backend: StandinBackend, endpoint: str, body: bytes, ctype: str, q: str = "") -> int:
@@ -55,7 +67,7 @@ def test_csv_with_a_short_row_or_wrong_content_type_is_refused(
 
 
 def test_patient_sync_missing_a_field_is_refused(flynotes_standin: StandinBackend) -> None:
-    patient = dict.fromkeys(contract.PATIENT_FIELDS)
+    patient = dict.fromkeys(HEADER.split(","))
     patient["id"] = "5"
     good = {"patient": patient, "questionnaire": None, "patientPatchId": "p1"}
     assert (
@@ -74,6 +86,144 @@ def test_patient_sync_missing_a_field_is_refused(flynotes_standin: StandinBacken
     ):
         body = json.dumps(broken).encode()
         assert _post(flynotes_standin, "patient-sync", body, "application/json") == 400
+
+
+UPLOADS = {
+    "patient-upload": (HEADER, ROW, "?performUpsert=true"),
+    "appointment-upload": (APPT_HEADER, "9,5,2026-01-01T10:00:00Z,1,Booked", "?performUpsert=true"),
+    "appointment-status-upload": (STATUS_HEADER, "1,false,B,Booked", ""),
+}
+
+
+def _header_variants(header: str) -> dict[str, str]:
+    """Header lines a sloppy client could send (each would slip past a dict comparison)."""
+    columns = header.split(",")
+    return {
+        "renamed column": header.replace(columns[1], columns[1] + "X"),
+        "reordered columns": ",".join([columns[1], columns[0], *columns[2:]]),
+        "missing column": ",".join(columns[:-1]),
+        "extra column": header + ",extra",
+        "quoted names": ",".join(f'"{c}"' for c in columns),
+        "space after comma": ", ".join(columns),
+        "byte order mark": "\ufeff" + header,
+        "lower case": header.lower(),
+    }
+
+
+@pytest.mark.parametrize("endpoint", sorted(UPLOADS))
+def test_csv_whose_header_line_differs_from_the_issue_is_refused_with_the_reason(
+    flynotes_standin: StandinBackend, endpoint: str
+) -> None:
+    header, row, query = UPLOADS[endpoint]
+    good = f"{header}\r\n{row}\r\n"
+    assert _post(flynotes_standin, endpoint, good.encode(), "text/csv", query) == 200
+    bodies = {name: f"{line}\r\n{row}\r\n" for name, line in _header_variants(header).items()}
+    bodies["LF line ends"] = f"{header}\n{row}\n"
+    bodies["header only, no line end"] = header
+    for name, body in bodies.items():
+        assert _post(flynotes_standin, endpoint, body.encode(), "text/csv", query) == 400, name
+    refused = flynotes_standin.received_for(endpoint, status=400)
+    assert len(refused) == len(bodies)
+    for request in refused:
+        assert request.error == f"CSV header line must be exactly {header!r} then CRLF"
+        assert request.rows is None
+    assert [r.body for r in refused] == [b.encode() for b in bodies.values()]
+
+
+def test_patient_sync_with_extra_or_missing_keys_at_any_level_is_refused_naming_them(
+    flynotes_standin: StandinBackend,
+) -> None:
+    def send(body: object) -> int:
+        return _post(
+            flynotes_standin, "patient-sync", json.dumps(body).encode(), "application/json"
+        )
+
+    assert send(SYNC) == 200
+    assert send({**SYNC, "questionnaire": None}) == 200
+    no_given_name = {k: v for k, v in PATIENT.items() if k != "givenName"}
+    broken = {
+        "body: extra": ({**SYNC, "practiceId": "1"}, "body", "extra ['practiceId']"),
+        "body: missing": (
+            {k: v for k, v in SYNC.items() if k != "patientPatchId"},
+            "body",
+            "missing ['patientPatchId']",
+        ),
+        "patient: extra": ({**SYNC, "patient": {**PATIENT, "nhsNumber": None}}, "patient", "nhs"),
+        "patient: missing": ({**SYNC, "patient": no_given_name}, "patient", "['givenName']"),
+        "patient: renamed": (
+            {**SYNC, "patient": {**no_given_name, "forename": None}},
+            "patient",
+            "missing ['givenName'], extra ['forename']",
+        ),
+        "questionnaire: extra": (
+            {**SYNC, "questionnaire": {**QUESTIONNAIRE, "qaireId": 3}},
+            "questionnaire",
+            "extra ['qaireId']",
+        ),
+        "questionnaire: missing": (
+            {**SYNC, "questionnaire": {"submissionTime": None, "responses": []}},
+            "questionnaire",
+            "missing ['notes']",
+        ),
+        "response: extra": (
+            {**SYNC, "questionnaire": {**QUESTIONNAIRE, "responses": [{**RESPONSE, "id": "1"}]}},
+            "response",
+            "extra ['id']",
+        ),
+        "response: missing": (
+            {**SYNC, "questionnaire": {**QUESTIONNAIRE, "responses": [{"questionText": "Q"}]}},
+            "response",
+            "missing ['answerNotes', 'answerText']",
+        ),
+    }
+    for name, (body, _where, _says) in broken.items():
+        assert send(body) == 400, name
+    refused = flynotes_standin.received_for("patient-sync", status=400)
+    assert len(refused) == len(broken)
+    for request, (name, (_body, where, says)) in zip(refused, broken.items(), strict=True):
+        assert request.error is not None, name
+        assert request.error.startswith(f"{where} keys differ from the contract"), name
+        assert says in request.error, name
+
+
+def test_malformed_content_length_is_answered_400_not_a_dropped_connection(
+    flynotes_standin: StandinBackend,
+) -> None:
+    path = f"/on-site-servers/{TEST_LICENCE_KEY}/patient-upload?performUpsert=true"
+    url = urlsplit(flynotes_standin.url)
+    assert url.hostname is not None and url.port is not None
+    for length in ("abc", "-1", "1.5", "²"):
+        with socket.create_connection((url.hostname, url.port)) as s:
+            request = (
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+                f"Content-Length: {length}\r\n\r\n{HEADER}\r\n"
+            )
+            s.sendall(request.encode())
+            s.settimeout(5)
+            answer = s.recv(4096).decode("latin-1")
+        assert answer.startswith("HTTP/1.1 400 "), length
+        assert "Connection: close" in answer
+    refused = flynotes_standin.received_for("patient-upload", status=400)
+    assert [r.error for r in refused] == ["Content-Length is not a non-negative integer"] * 4
+    # and the stand-in still serves
+    good = f"{HEADER}\r\n{ROW}\r\n".encode()
+    assert _post(flynotes_standin, "patient-upload", good, "text/csv", "?performUpsert=true") == 200
+
+
+def test_rejected_licence_is_refused_on_every_endpoint_not_only_data(
+    flynotes_standin: StandinBackend,
+) -> None:
+    flynotes_standin.reject_licence()
+    base = f"{flynotes_standin.url}/on-site-servers/{TEST_LICENCE_KEY}"
+    assert requests.get(f"{base}/data", timeout=5).status_code == 403
+    for endpoint, (header, row, query) in UPLOADS.items():
+        body = f"{header}\r\n{row}\r\n".encode()
+        assert _post(flynotes_standin, endpoint, body, "text/csv", query) == 403, endpoint
+    sync = json.dumps(SYNC).encode()
+    assert _post(flynotes_standin, "patient-sync", sync, "application/json") == 403
+    flynotes_standin.reject_licence(False)
+    assert requests.get(f"{base}/data", timeout=5).status_code == 200
+    assert _post(flynotes_standin, "patient-sync", sync, "application/json") == 200
 
 
 def test_chunked_upload_without_content_length_is_refused(
