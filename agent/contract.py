@@ -14,7 +14,8 @@ both ends field by field. Decisions the contract leaves open (see docs/backend-c
   `county` = address5. `country` is always "UK" (every R4 practice is in the UK).
 - Times: R4 stores naive local UK time. `submissionTime` and `apptDateTime` are converted
   Europe/London -> UTC and written ISO 8601 with a `Z` (whole seconds). An ambiguous local time
-  (the autumn hour that happens twice) is read as the first occurrence (BST).
+  (the autumn hour that happens twice) is read as the first occurrence (BST); a time in the
+  skipped spring hour (01:00-02:00, never on a real clock) is read as GMT.
 - JSON `patient.id` is the R4 patient code as a string, like the CSV `id` column.
 - Booleans in CSV (`cancelled`) are `true` / `false`.
 """

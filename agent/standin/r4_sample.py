@@ -7,8 +7,8 @@ the SQLite3 ODBC driver (`sqlite_connection_string`). Deterministic for a given 
 What makes it nasty, as real practices are: Welsh/Irish/accented names (all within
 Windows-1252, as R4's varchar columns are), ~10% of patients without an address (NULL or
 dangling addressId), NULL mobile/email, 1900-01-01 ("unknown") and future dates of birth,
-patients with 0, 1 and many questionnaires, typed answers (NULL AnswerId), free-text notes,
-and appointments whose flag is not in ApptFlags.
+patients with 0, 1 and many questionnaires, typed answers (NULL AnswerId), free-text notes
+(some padded with spaces), and appointments whose flag is not in ApptFlags.
 
 With `canary=True` the database holds patient 900001, whose every field is a marker string
 (CANARY...) that tests search for in logs, errors and outgoing reports.
@@ -139,7 +139,7 @@ NOTES = (
     "Wedi symud o Gaerdydd; siarad Cymraeg.",
     'Says "no changes" since last visit.',
     "Multi-line note:\nline two\r\nline three",
-    "Takes warfarin; INR 2.5 on 03/02.",
+    "  Takes warfarin; INR 2.5 on 03/02.  ",  # padded, as typed into R4's notes box
     "",
 )
 TEXT_ANSWERS = (

@@ -1,14 +1,17 @@
 """The real data path: the R4 stand-in database through pyodbc + the SQLite3 ODBC driver, the
-R4 reader, the client, loopback HTTP, the backend stand-in. Expected rows are computed from
-the raw SQLite tables with the contract's stated rules (an oracle independent of the reader
-and of agent.contract)."""
+R4 reader, the client, loopback HTTP, the backend stand-in. Expected bodies are computed from
+the raw SQLite tables with the contract's stated rules: an oracle of stdlib sqlite3 and plain
+Python, independent of the reader, of agent.contract and of zoneinfo (UK clock changes are
+worked out from the statutory rule below)."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +20,7 @@ from agent.r4.connection import open_database
 from agent.r4.reader import R4Reader
 from agent.standin.backend import StandinBackend
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
-from tests.fixtures.r4_database import R4SampleDb
+from tests.fixtures.r4_database import MakeR4Db, R4SampleDb
 
 CANARY_CODE = 900001
 
@@ -26,16 +29,43 @@ def _clean(value: object) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _expected_patient_rows(db_path: object) -> dict[str, dict[str, str]]:
+def _clean_or_null(value: object) -> str | None:
+    return _clean(value) or None
+
+
+def _two_am_on_last_sunday(year: int, month: int) -> datetime:
+    last = datetime(year, month, 31, 2)  # March and October both have 31 days
+    return last - timedelta(days=(last.weekday() + 1) % 7)
+
+
+def _uk_local_to_utc(text: str | None) -> str:
+    """R4's naive UK wall-clock time -> ISO UTC with Z. UK rule: BST (UTC+1) from 01:00 UTC on
+    the last Sunday of March to 01:00 UTC on the last Sunday of October, i.e. from 02:00 to
+    02:00 on the wall clock; the repeated 01:00-02:00 hour in October is read as its first (BST)
+    occurrence, the skipped March hour as GMT."""
+    if text is None:
+        return ""
+    local = datetime.fromisoformat(text)
+    bst = _two_am_on_last_sunday(local.year, 3) <= local < _two_am_on_last_sunday(local.year, 10)
+    utc = local - timedelta(hours=1) if bst else local
+    return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _rows(db_path: Path, sql: str) -> list[tuple[Any, ...]]:
     con = sqlite3.connect(str(db_path))
     try:
-        raw = con.execute(
-            "SELECT p.patientCode, p.surname, p.forename, p.dob, p.mobileNo, p.email, "
-            "a.address1, a.address2, a.address3, a.address4, a.address5, a.postcode "
-            "FROM patients p LEFT JOIN addresses a ON a.addressId = p.addressId"
-        ).fetchall()
+        return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+def _expected_patient_rows(db_path: Path) -> dict[str, dict[str, str]]:
+    raw = _rows(
+        db_path,
+        "SELECT p.patientCode, p.surname, p.forename, p.dob, p.mobileNo, p.email, "
+        "a.address1, a.address2, a.address3, a.address4, a.address5, a.postcode "
+        "FROM patients p LEFT JOIN addresses a ON a.addressId = p.addressId",
+    )
     expected: dict[str, dict[str, str]] = {}
     for code, surname, forename, dob, mobile, email, a1, a2, a3, a4, a5, postcode in raw:
         day = _clean(dob)[:10]
@@ -56,10 +86,157 @@ def _expected_patient_rows(db_path: object) -> dict[str, dict[str, str]]:
     return expected
 
 
+@dataclass
+class _Seen:
+    """What the compared questionnaires contain, so the test proves it covered the nasty cases."""
+
+    answer_kinds: set[str]
+    null_answer_id: int = 0
+    padded_notes: int = 0
+    non_ascii: int = 0
+    none: int = 0
+    chosen_from_several: int = 0
+
+
+def _typed_answer(text: object, number: object, day: object, money: object) -> tuple[str, object]:
+    """The first typed answer (R4 has one column per type), as the SQLite dialect makes it
+    text: CAST(number AS TEXT) is Python's str() of the stored value, date() the date part."""
+    if text is not None:
+        return "text", text
+    if number is not None:
+        return "number", number
+    if day is not None:
+        return "date", str(day)[:10]
+    if money is not None:
+        return "currency", money
+    return "blank", None
+
+
+def _expected_questionnaires(db_path: Path, seen: _Seen) -> dict[str, dict[str, Any] | None]:
+    """Per patient code: the highest-qaireid questionnaire as the contract's JSON, or None."""
+    questions = dict(_rows(db_path, "SELECT QuestionID, [Text] FROM Question"))
+    presets = dict(_rows(db_path, "SELECT AnswerId, [Text] FROM QuestionMultiAnswer"))
+    heads: dict[int, list[tuple[int, str | None, str | None]]] = {}
+    for qaire_id, code, when, notes in _rows(
+        db_path, "SELECT qaireid, patientCode, [datetime], notes FROM CompletedQuestionnaire"
+    ):
+        heads.setdefault(code, []).append((qaire_id, when, notes))
+    answers: dict[int, list[tuple[Any, ...]]] = {}
+    for row in _rows(
+        db_path,
+        "SELECT qaireid, QuestionId, AnswerId, Notes, TextAnswer, NumberAnswer, DateAnswer, "
+        "CurrencyAnswer FROM CompletedQuestionnaireAnswer",
+    ):
+        answers.setdefault(row[0], []).append(row[1:])
+
+    expected: dict[str, dict[str, Any] | None] = {}
+    for (code,) in _rows(db_path, "SELECT patientCode FROM patients"):
+        if code not in heads:
+            expected[str(code)] = None
+            seen.none += 1
+            continue
+        qaire_id, when, notes = max(heads[code])  # highest qaireid, whatever its date
+        seen.chosen_from_several += len(heads[code]) > 1
+        responses = []
+        # the reader orders by QuestionId, then AnswerId (SQLite sorts NULL first)
+        for question_id, answer_id, answer_notes, *typed in sorted(
+            answers.get(qaire_id, []), key=lambda r: (r[0], r[1] is not None, r[1] or 0)
+        ):
+            if answer_id is not None and answer_id in presets:
+                kind, answer = "preset", presets[answer_id]
+            else:
+                kind, answer = _typed_answer(*typed)
+            seen.answer_kinds.add(kind)
+            seen.null_answer_id += answer_id is None
+            responses.append(
+                {
+                    "questionText": _clean_or_null(questions.get(question_id)),
+                    "answerText": _clean_or_null(answer),
+                    "answerNotes": _clean_or_null(answer_notes),
+                }
+            )
+        for text in [notes, *(r[2] for r in answers.get(qaire_id, []))]:
+            seen.padded_notes += text is not None and text.strip() != text and bool(text.strip())
+        body = {
+            "submissionTime": _uk_local_to_utc(when) or None,
+            "notes": _clean_or_null(notes),
+            "responses": responses,
+        }
+        seen.non_ascii += not str(body).isascii()
+        expected[str(code)] = body
+    return expected
+
+
+# Rows added to a private copy of the sample: clock-change edges (2026: BST from 29 March,
+# to 25 October) and a questionnaire whose highest id is not its latest date.
+EDGE_TIMES = {
+    "2026-03-29 00:59:59": "2026-03-29T00:59:59Z",  # last GMT second
+    "2026-03-29 01:30:00": "2026-03-29T01:30:00Z",  # skipped hour: read as GMT
+    "2026-03-29 02:00:00": "2026-03-29T01:00:00Z",  # first BST wall-clock time
+    "2026-10-25 00:59:59": "2026-10-24T23:59:59Z",  # BST, the day before in UTC
+    "2026-10-25 01:30:00": "2026-10-25T00:30:00Z",  # repeated hour: its first (BST) occurrence
+    "2026-10-25 02:00:00": "2026-10-25T02:00:00Z",  # GMT again
+    "2026-12-31 23:59:59": "2026-12-31T23:59:59Z",
+    "2026-07-01 00:30:00": "2026-06-30T23:30:00Z",
+}
+EDGE_CODE = 950000
+
+
+def _add_edge_rows(db_path: Path) -> None:
+    con = sqlite3.connect(str(db_path))
+    try:
+        next_qaire = con.execute("SELECT MAX(qaireid) FROM CompletedQuestionnaire").fetchone()[0]
+        next_appt = con.execute("SELECT MAX(ApptId) FROM Appts").fetchone()[0]
+        for n, when in enumerate(EDGE_TIMES, start=1):
+            code = EDGE_CODE + n
+            con.execute(
+                "INSERT INTO patients (patientCode, forename, surname) VALUES (?, ?, ?)",
+                (code, "Ffion", "ap Rhys"),
+            )
+            con.execute(
+                "INSERT INTO CompletedQuestionnaire VALUES (?, ?, ?, ?, 1)",
+                (next_qaire + n, code, when, f"  edge {n}  "),
+            )
+            con.execute(
+                "INSERT INTO CompletedQuestionnaireAnswer VALUES (?, 13, NULL, NULL, NULL, ?, "
+                "NULL, NULL)",
+                (next_qaire + n, 61.5),
+            )
+            con.execute("INSERT INTO Appts VALUES (?, ?, ?, 1, 15)", (next_appt + n, code, when))
+        # highest qaireid, older date: the agent sends this one (R4's "latest" is by id)
+        code = EDGE_CODE + len(EDGE_TIMES) + 1
+        con.execute("INSERT INTO patients (patientCode) VALUES (?)", (code,))
+        con.executemany(
+            "INSERT INTO CompletedQuestionnaire VALUES (?, ?, ?, ?, 1)",
+            [
+                (next_qaire + 100, code, "2025-05-01 10:00:00", "newer date"),
+                (next_qaire + 101, code, "2020-05-01 10:00:00", "highest id"),
+            ],
+        )
+        con.commit()
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def edge_db(make_r4_db: MakeR4Db) -> R4SampleDb:
+    db = make_r4_db()
+    _add_edge_rows(db.path)
+    return db
+
+
 @pytest.fixture
 def reader(r4_sample_db: R4SampleDb) -> Iterator[R4Reader]:
     with open_database(r4_sample_db.settings) as db:
         yield R4Reader(db)
+
+
+def test_oracle_reads_the_uk_clock_changes_as_the_contract_states() -> None:
+    for local, utc in EDGE_TIMES.items():
+        assert _uk_local_to_utc(local) == utc, local
+    assert _uk_local_to_utc("2025-03-30 02:00:00") == "2025-03-30T01:00:00Z"
+    assert _uk_local_to_utc("2025-10-26 01:59:59") == "2025-10-26T00:59:59Z"
+    assert _uk_local_to_utc("2025-10-26 02:00:00") == "2025-10-26T02:00:00Z"
 
 
 def test_full_patient_upload_from_r4_matches_the_database_field_by_field(
@@ -83,82 +260,96 @@ def test_full_patient_upload_from_r4_matches_the_database_field_by_field(
     assert any(", " in r["city"] for r in rows)
 
 
-def test_patient_sync_of_the_canary_patient_carries_every_field_and_the_questionnaire(
-    r4_sample_db: R4SampleDb, reader: R4Reader, flynotes_standin: StandinBackend
+def test_patient_sync_of_every_patient_matches_the_database_field_by_field(
+    edge_db: R4SampleDb, flynotes_standin: StandinBackend
 ) -> None:
-    patient = reader.get_patient(CANARY_CODE)
-    questionnaire = reader.latest_questionnaire(CANARY_CODE)
-    assert patient is not None
-    assert questionnaire is not None
-    with FlynotesClient(flynotes_standin.url, TEST_LICENCE_KEY) as client:
-        client.sync_patient(patient, questionnaire, "patch-canary")
-    (request,) = flynotes_standin.received_for("patient-sync")
-    body = request.json
-    assert body["patientPatchId"] == "patch-canary"
-    expected = _expected_patient_rows(r4_sample_db.path)[str(CANARY_CODE)]
-    assert body["patient"] == {k: (v or None) for k, v in expected.items()}
-    assert body["patient"]["familyName"] == "CANARYSURNAME"
-    assert body["patient"]["givenName"] == "CANARYFORENAME"
-    assert body["patient"]["dateOfBirth"] == "1971-07-17"
-    assert body["patient"]["emailAddress"] == "canary.email@example.invalid"
-    assert body["patient"]["mobileNumber"] == "07000CANARY"
-    assert body["patient"]["addressLine1"] == "1 CANARYSTREET"
-    assert body["patient"]["postcode"] == "CA1 1NY"
+    with (
+        open_database(edge_db.settings) as db,
+        FlynotesClient(flynotes_standin.url, TEST_LICENCE_KEY) as client,
+    ):
+        reader = R4Reader(db)
+        for patient in reader.iter_patients():
+            questionnaire = reader.latest_questionnaire(patient.code)
+            client.sync_patient(patient, questionnaire, f"patch-{patient.code}")
+    received = {
+        r.json["patientPatchId"]: r.json for r in flynotes_standin.received_for("patient-sync")
+    }
+    patients = _expected_patient_rows(edge_db.path)
+    seen = _Seen(answer_kinds=set())
+    questionnaires = _expected_questionnaires(edge_db.path, seen)
+    assert len(received) == len(patients) == len(questionnaires)
+    for code, row in patients.items():
+        body = received[f"patch-{code}"]
+        assert body["patient"] == {k: (v or None) for k, v in row.items()}, f"patient {code}"
+        assert body["questionnaire"] == questionnaires[code], f"questionnaire of {code}"
 
-    con = sqlite3.connect(str(r4_sample_db.path))
-    try:
-        qaire_id, when, notes = con.execute(
-            "SELECT qaireid, [datetime], notes FROM CompletedQuestionnaire "
-            "WHERE patientCode = ? ORDER BY qaireid DESC LIMIT 1",
-            (CANARY_CODE,),
-        ).fetchone()
-        answers = con.execute(
-            "SELECT COUNT(*) FROM CompletedQuestionnaireAnswer WHERE qaireid = ?", (qaire_id,)
-        ).fetchone()[0]
-    finally:
-        con.close()
-    london = datetime.fromisoformat(when).replace(tzinfo=ZoneInfo("Europe/London"))
-    q = body["questionnaire"]
-    assert q["submissionTime"] == london.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert q["notes"] == notes.strip() == "CANARYNOTES"
-    assert len(q["responses"]) == answers
-    assert "CANARYTEXTANSWER" in [r["answerText"] for r in q["responses"]]
-    assert all(set(r) == {"questionText", "answerText", "answerNotes"} for r in q["responses"])
+    # the edges are pinned by value, not only by the oracle
+    for n, utc in enumerate(EDGE_TIMES.values(), start=1):
+        edge = received[f"patch-{EDGE_CODE + n}"]["questionnaire"]
+        assert edge["submissionTime"] == utc
+        assert edge["notes"] == f"edge {n}"
+        assert edge["responses"] == [
+            {"questionText": "Weight (kg)", "answerText": "61.5", "answerNotes": None}
+        ]
+    by_id = received[f"patch-{EDGE_CODE + len(EDGE_TIMES) + 1}"]["questionnaire"]
+    assert by_id["notes"] == "highest id" and by_id["submissionTime"] == "2020-05-01T09:00:00Z"
+    canary = received[f"patch-{CANARY_CODE}"]
+    assert canary["patient"]["familyName"] == "CANARYSURNAME"
+    assert canary["questionnaire"]["notes"] == "CANARYNOTES"
+    assert "CANARYTEXTANSWER" in [r["answerText"] for r in canary["questionnaire"]["responses"]]
+
+    # and the sample covered what the contract has to get right
+    assert {"preset", "text", "number", "date", "currency", "blank"} <= seen.answer_kinds
+    assert seen.null_answer_id and seen.padded_notes and seen.non_ascii
+    assert seen.none and seen.chosen_from_several
 
 
-def test_appointments_and_statuses_from_r4_arrive_complete(
-    r4_sample_db: R4SampleDb, reader: R4Reader, flynotes_standin: StandinBackend
+def test_appointments_and_statuses_from_r4_match_the_database_field_by_field(
+    edge_db: R4SampleDb, flynotes_standin: StandinBackend
 ) -> None:
-    with FlynotesClient(flynotes_standin.url, TEST_LICENCE_KEY) as client:
+    with (
+        open_database(edge_db.settings) as db,
+        FlynotesClient(flynotes_standin.url, TEST_LICENCE_KEY) as client,
+    ):
+        reader = R4Reader(db)
         sent_appts = client.upload_appointments(reader.iter_appointments())
         sent_flags = client.upload_appointment_flags(reader.iter_appointment_flags())
-    con = sqlite3.connect(str(r4_sample_db.path))
-    try:
-        appts = {
-            str(a): (str(p), "" if f is None else str(f), _clean(d))
-            for a, p, f, d in con.execute(
-                "SELECT ApptId, PatientCode, a.ApptFlag, f.Description FROM Appts a "
-                "LEFT JOIN ApptFlags f ON f.ApptFlag = a.ApptFlag"
-            )
+    flags = {
+        str(flag): {
+            "apptFlag": str(flag),
+            "cancelled": "true" if cancelled else "false",
+            "character": _clean(character),
+            "description": _clean(description),
         }
-        flags = {
-            str(f): (c, _clean(ch), _clean(d))
-            for f, d, ch, c in con.execute(
-                "SELECT ApptFlag, Description, [Character], Cancelled FROM ApptFlags"
-            )
+        for flag, description, character, cancelled in _rows(
+            edge_db.path, "SELECT ApptFlag, Description, [Character], Cancelled FROM ApptFlags"
+        )
+    }
+    appts = {
+        str(appt_id): {
+            "apptId": str(appt_id),
+            "patientCode": str(code),
+            "apptDateTime": _uk_local_to_utc(when),
+            "statusCode": "" if flag is None else str(flag),
+            "status": flags[str(flag)]["description"] if str(flag) in flags else "",
         }
-    finally:
-        con.close()
+        for appt_id, code, when, flag in _rows(
+            edge_db.path, "SELECT ApptId, PatientCode, ApptDateTime, ApptFlag FROM Appts"
+        )
+    }
     (appt_request,) = flynotes_standin.received_for("appointment-upload")
     (flag_request,) = flynotes_standin.received_for("appointment-status-upload")
     assert appt_request.rows is not None and flag_request.rows is not None
     assert sent_appts == len(appts) == len(appt_request.rows)
     assert sent_flags == len(flags) == len(flag_request.rows)
-    for row in appt_request.rows:
-        assert (row["patientCode"], row["statusCode"], row["status"]) == appts[row["apptId"]]
-        assert row["apptDateTime"] == "" or row["apptDateTime"].endswith("Z")
-    assert any(row["statusCode"] and not row["status"] for row in appt_request.rows)  # unknown
-    for row in flag_request.rows:
-        cancelled, character, description = flags[row["apptFlag"]]
-        assert row["cancelled"] == ("true" if cancelled else "false")
-        assert (row["character"], row["description"]) == (character, description)
+    assert {r["apptId"]: r for r in appt_request.rows} == appts
+    assert {r["apptFlag"]: r for r in flag_request.rows} == flags
+
+    edges = {r["patientCode"]: r["apptDateTime"] for r in appt_request.rows}
+    for n, utc in enumerate(EDGE_TIMES.values(), start=1):
+        assert edges[str(EDGE_CODE + n)] == utc
+    rows = appt_request.rows
+    assert any(r["statusCode"] and not r["status"] for r in rows)  # flag ApptFlags lacks
+    months = {r["apptDateTime"][5:7] for r in rows}
+    assert {"01", "07"} <= months  # both GMT and BST appointments from the sample itself
+    assert {r["cancelled"] for r in flag_request.rows} == {"true", "false"}
