@@ -215,10 +215,24 @@ def run_demo(workdir: Path, *, patients: int, out: TextIO) -> int:
 # --- CLI -----------------------------------------------------------------------------------
 
 
+def _patient_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return count
+
+
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.epilog = (
+        "Exit codes: 0 done; 1 failed (one line on stderr); 130 interrupted (Ctrl-C or SIGTERM), "
+        "after stopping everything it started and removing its temporary folder."
+    )
     parser.add_argument(
         "--patients",
-        type=int,
+        type=_patient_count,
         default=DEFAULT_PATIENTS,
         help=f"size of the sample R4 database (default {DEFAULT_PATIENTS:,})",
     )
@@ -237,18 +251,26 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def command(args: argparse.Namespace) -> int:
     out = sys.stdout
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
-    workdir: Path = args.workdir or Path(tempfile.mkdtemp(prefix="r4agent-demo-"))
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C
+    # SIGTERM cleans up like Ctrl-C; and Ctrl-C does, even when started with SIGINT ignored
+    # (Python then installs no KeyboardInterrupt handler: a background job of a script).
+    previous = signal.signal(signal.SIGTERM, _interrupt), signal.signal(signal.SIGINT, _interrupt)
+    temporary: Path | None = None
     try:
+        workdir: Path | None = args.workdir
+        if workdir is None:
+            workdir = temporary = Path(tempfile.mkdtemp(prefix="r4agent-demo-"))
         print(f"r4agent {__version__} practice-in-a-box", file=out, flush=True)
         return run_demo(workdir, patients=args.patients, out=out)
     except KeyboardInterrupt:
         print("\ninterrupted: everything the demo started has been stopped", file=out)
         return 130
-    except AgentError as e:
-        print(f"demo failed: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - a demo failure is one line, not a traceback
+        # The demo's data is generated and its errors name no values; the type says which
+        # phase gave up (TimeoutError from a wait, LookupError from an empty sample, ...).
+        print(f"demo failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])

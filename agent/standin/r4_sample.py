@@ -289,7 +289,8 @@ def generate(path: Path, patients: int, *, seed: int = 1, canary: bool = False) 
     """Write an R4-shaped SQLite database with `patients` patients (plus the canary) to `path`.
 
     Replaces any existing file at `path`. Written to a temporary file in the same folder, then
-    moved into place, so a reader never sees a half-written database.
+    moved into place, so a reader never sees a half-written database; the temporary file is
+    removed when generation fails or is interrupted (Ctrl-C).
     """
     if patients < 0:
         raise ValueError("patients must be >= 0")
@@ -297,6 +298,15 @@ def generate(path: Path, patients: int, *, seed: int = 1, canary: bool = False) 
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     partial.unlink(missing_ok=True)
+    try:
+        _write(partial, patients, seed=seed, canary=canary)
+        os.replace(partial, path)
+    except BaseException:  # KeyboardInterrupt included: leave no half-written file behind
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _write(partial: Path, patients: int, *, seed: int, canary: bool) -> None:
     con = sqlite3.connect(partial)
     try:
         con.execute("PRAGMA journal_mode = OFF")
@@ -319,7 +329,6 @@ def generate(path: Path, patients: int, *, seed: int = 1, canary: bool = False) 
         con.commit()
     finally:
         con.close()
-    os.replace(partial, path)
 
 
 def _fill(con: sqlite3.Connection, dice: _Dice, patients: int, *, canary: bool) -> None:

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import queue
+import re
+import signal
 import socket
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from agent.cli import main
 from agent.standin.demo import DemoPractice, run_demo
+
+DEADLINE_S = 120.0  # generous: the machine is shared; each wait ends as soon as its line shows
 
 
 def _listening(url: str) -> bool:
@@ -42,7 +55,7 @@ def test_demo_uploads_through_the_real_paths_and_prints_only_counts(tmp_path: Pa
     assert not [n for n in names if n in text]
 
 
-def test_interrupted_demo_stops_everything_it_started(tmp_path: Path) -> None:
+def test_interrupted_demo_practice_stops_everything_it_started(tmp_path: Path) -> None:
     urls: list[str] = []
     with (
         pytest.raises(KeyboardInterrupt),
@@ -53,6 +66,140 @@ def test_interrupted_demo_stops_everything_it_started(tmp_path: Path) -> None:
         raise KeyboardInterrupt
     assert urls
     assert not any(_listening(u) for u in urls)
+
+
+class _Demo:
+    """`python -m agent demo ...` in its own session, its stdout read line by line."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.tmpdir = tmp_path / "tmp"
+        self.tmpdir.mkdir()
+        env = {**os.environ, "TMPDIR": str(self.tmpdir), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "demo", *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own session: leftovers are found by session id
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_for(self, pattern: str) -> re.Match[str]:
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            assert line is not None, f"demo ended before {pattern!r}: {self.seen}"
+            self.seen.append(line)
+            if match := re.search(pattern, line):
+                return match
+
+    def finish(self) -> tuple[int, str, str]:
+        code = self.proc.wait(timeout=DEADLINE_S)
+        assert self.proc.stderr is not None
+        err = self.proc.stderr.read()
+        while (line := self.lines.get(timeout=DEADLINE_S)) is not None:
+            self.seen.append(line)
+        return code, "\n".join(self.seen), err
+
+    def kill(self) -> None:
+        """After a failed test: the demo and anything it left in its process group."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+@pytest.fixture
+def demo_process(tmp_path: Path) -> Iterator[list[_Demo]]:
+    started: list[_Demo] = []
+    yield started
+    for demo in started:
+        demo.kill()
+
+
+def _session_members(session: int) -> list[int]:
+    """Live processes (not zombies) whose session id is `session` (Linux /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _ppid, _pgrp, sid = stat.read_text().rpartition(")")[2].split()[:4]
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        if int(sid) == session and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def test_ctrl_c_in_the_upload_phase_exits_130_and_leaves_no_server_process_or_temp_folder(
+    tmp_path: Path, demo_process: list[_Demo]
+) -> None:
+    demo = _Demo(tmp_path, "--patients", "300")
+    demo_process.append(demo)
+    db_path = Path(demo.wait_for(r"^R4 stand-in: .* in (.+) \(")[1])
+    # Hold the demo at a known point with a real write lock on its R4 database (as a busy R4
+    # would): the upload phase cannot read a row while both servers are up.
+    lock = sqlite3.connect(db_path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        sqs_url = demo.wait_for(r"^SQS \(moto\): +(\S+)")[1]
+        backend_url = demo.wait_for(r"^Flynotes stand-in: (\S+)")[1]
+        demo.wait_for(r"^== scope and uploads$")
+        assert _listening(sqs_url) and _listening(backend_url)
+        demo.proc.send_signal(signal.SIGINT)
+    finally:
+        lock.rollback()  # the blocked ODBC call returns, then Python raises KeyboardInterrupt
+        lock.close()
+    code, text, err = demo.finish()
+    assert code == 130, err
+    assert "interrupted: everything the demo started has been stopped" in text
+    assert "sent 300 patients" not in text  # it was stopped in the upload phase
+    assert "Traceback" not in err
+    assert not _listening(sqs_url) and not _listening(backend_url)
+    assert _session_members(demo.proc.pid) == []
+    assert list(demo.tmpdir.iterdir()) == []  # its temporary folder, database included
+
+
+def test_ctrl_c_while_generating_into_a_given_workdir_leaves_no_partial_database(
+    tmp_path: Path, demo_process: list[_Demo]
+) -> None:
+    workdir = tmp_path / "work"
+    # Big enough that generation is surely still running when the signal lands (it lands
+    # within milliseconds of the partial file appearing, so the size costs nothing).
+    demo = _Demo(tmp_path, "--patients", "2000000", "--workdir", str(workdir))
+    demo_process.append(demo)
+    demo.wait_for(r"practice-in-a-box$")
+    deadline = time.monotonic() + DEADLINE_S
+    while not list(workdir.glob(".sys2000.db.*.partial")):
+        assert time.monotonic() < deadline and demo.proc.poll() is None
+        time.sleep(0.01)
+    demo.proc.send_signal(signal.SIGINT)
+    code, text, err = demo.finish()
+    assert code == 130, err
+    assert "R4 stand-in:" not in text  # interrupted before the database was complete
+    assert "Traceback" not in err
+    assert list(workdir.iterdir()) == []  # neither the partial file nor a half database
+    assert list(demo.tmpdir.iterdir()) == []
+    assert _session_members(demo.proc.pid) == []
+
+
+def test_demo_failure_is_one_line_on_stderr_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    assert main(["demo", "--patients", "5", "--workdir", str(not_a_folder)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("demo failed: FileExistsError: ")
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_demo_licence_key_is_random_and_never_printed(tmp_path: Path) -> None:
