@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agent._version import __version__
@@ -17,6 +17,7 @@ class Subcommand:
     name: str
     module: str  # defines add_arguments(parser) and command(args) -> int
     help: str
+    dev_only: bool = False  # its module is not frozen into the exe (build/r4agent.spec)
 
 
 SUBCOMMANDS: tuple[Subcommand, ...] = (
@@ -25,7 +26,9 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("sync-patient", "agent.support", "send one patient to Flynotes now"),
     Subcommand("bulk-upload", "agent.support", "upload all patients to Flynotes now"),
     Subcommand("messages", "agent.commands.schema", "print the SQS message JSON Schemas"),
-    Subcommand("demo", "agent.standin.demo", "practice-in-a-box: stand-ins + real code paths"),
+    Subcommand(
+        "demo", "agent.standin.demo", "practice-in-a-box: stand-ins + real code paths", True
+    ),
     Subcommand("service", "installer.service", "Windows service host and MSI actions"),
 )
 
@@ -35,7 +38,23 @@ def _chosen(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if a in names), None)
 
 
-def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+def _not_in_this_build(name: str) -> Callable[[argparse.Namespace], int]:
+    def command(args: argparse.Namespace) -> int:
+        print(
+            f"r4agent {name} is developer tooling and is not part of the installed agent; "
+            f"run it from a source checkout: bash .ci/setup.sh && .venv/bin/r4agent {name}",
+            file=sys.stderr,
+        )
+        return 2
+
+    return command
+
+
+def build_parser(argv: Sequence[str], *, frozen: bool | None = None) -> argparse.ArgumentParser:
+    """`frozen`: running as the PyInstaller exe (default: `sys.frozen`). Dev-only subcommands
+    are then hidden from --help and answer with one line instead of an import error."""
+    if frozen is None:
+        frozen = bool(getattr(sys, "frozen", False))
     parser = argparse.ArgumentParser(
         prog="r4agent",
         description="Keeps Flynotes in sync with this practice's Carestream R4 database.",
@@ -45,6 +64,13 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)
     chosen = _chosen(argv)
     for sub in SUBCOMMANDS:
+        if frozen and sub.dev_only:
+            # No help=: not listed in --help. Whatever follows (its usual options, -h) is taken
+            # as plain words, so the answer is the one line below, not a usage error.
+            sp = subparsers.add_parser(sub.name, add_help=False, prefix_chars="\0")
+            sp.add_argument("ignored", nargs="*")
+            sp.set_defaults(_command=_not_in_this_build(sub.name))
+            continue
         sp = subparsers.add_parser(sub.name, help=sub.help, description=sub.help)
         if sub.name == chosen:
             module = importlib.import_module(sub.module)
@@ -53,8 +79,8 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, frozen: bool | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(args_list).parse_args(args_list)
+    args = build_parser(args_list, frozen=frozen).parse_args(args_list)
     result: int = args._command(args)
     return result

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from agent.cli import main
+from agent.cli import build_parser, main
 from agent.standin.demo import DemoPractice, run_demo
 
 DEADLINE_S = 120.0  # generous: the machine is shared; each wait ends as soon as its line shows
@@ -210,3 +210,28 @@ def test_demo_licence_key_is_random_and_never_printed(tmp_path: Path) -> None:
         practice.client().fetch_scope()
     assert key not in out.getvalue()
     assert DemoPractice(tmp_path, patients=5).licence_key != key
+
+
+def _listed_commands(help_text: str) -> set[str]:
+    return {line.split()[0] for line in help_text.splitlines() if line.startswith("    ")}
+
+
+def test_frozen_exe_without_the_stand_ins_answers_demo_in_one_line_and_hides_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As in the exe: build/r4agent.spec leaves agent.standin out.
+    monkeypatch.setitem(sys.modules, "agent.standin", None)
+    monkeypatch.setitem(sys.modules, "agent.standin.demo", None)
+    with pytest.raises(ModuleNotFoundError):  # what `r4agent demo` did in the exe
+        main(["demo"], frozen=False)
+    listed = _listed_commands(build_parser([], frozen=True).format_help())
+    assert "demo" not in listed and {"run", "doctor", "service"} <= listed
+    for argv in (["demo"], ["demo", "--patients", "5"], ["demo", "-h"]):
+        assert main(argv, frozen=True) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "not part of the installed agent" in err, argv
+
+
+def test_demo_is_listed_when_running_from_source() -> None:
+    assert not getattr(sys, "frozen", False)
+    assert "demo" in _listed_commands(build_parser([]).format_help())
