@@ -190,9 +190,10 @@ class _Endpoint:
 # - GET /data reads; always safe to repeat.
 # - patient-upload and appointment-upload carry performUpsert=true: the backend upserts by id,
 #   so a second copy of the same CSV leaves the same state. Retried on 5xx, 429, timeouts.
-# - patient-sync is keyed by patientPatchId and overwrites that patient: a duplicate gives the
-#   same result (SQS may deliver the message twice anyway). Retried, but once and briefly:
-#   it is latency critical and the SQS message is redelivered if it still fails.
+# - patient-sync: retried even when the first copy may have been applied (read timeout, 500,
+#   502, 504), on the product brief's word that a duplicate gives the same result (issue 3;
+#   SQS may deliver the message twice anyway). Once and briefly: it is latency critical and
+#   the SQS message is redelivered if it still fails. See docs/backend-contract.md.
 # - appointment-status-upload has no upsert flag in the contract, so a request the server may
 #   have processed (read timeout, 500, 502, 504) is NOT sent again; only failures where the
 #   server cannot have processed it are retried: connection refused/connect timeout, 429, 503.
