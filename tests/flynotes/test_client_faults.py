@@ -88,6 +88,7 @@ def test_upload_retried_after_5xx_sends_the_whole_body_again(
     assert ok.rows is not None
     assert len(ok.rows) == 500
     assert failed.body_bytes == ok.body_bytes
+    assert failed.body == ok.body  # rewound: the same bytes, from the header line on
 
 
 def test_429_retry_after_is_honoured_on_the_clock(flynotes_standin: StandinBackend) -> None:
@@ -141,6 +142,34 @@ def test_status_upload_is_resent_after_a_503_not_processed(
     with _client(flynotes_standin, FakeClock()) as client:
         client.upload_appointment_flags([AppointmentFlag(1, "Booked", "B", False)])
     assert [r.status for r in flynotes_standin.received] == [503, 200]
+
+
+def test_patient_sync_is_resent_once_after_a_500_it_may_have_processed_with_the_same_body(
+    flynotes_standin: StandinBackend,
+) -> None:
+    # Safe only because a repeated patient-sync gives the same result (docs/backend-contract.md).
+    flynotes_standin.fail_next(1, status=500, endpoint="patient-sync")
+    with _client(flynotes_standin, FakeClock()) as client:
+        client.sync_patient(CANARY, None, "patch-1")
+    failed, ok = flynotes_standin.received_for("patient-sync", status=None)
+    assert (failed.status, ok.status) == (500, 200)
+    assert failed.body == ok.body and ok.json["patientPatchId"] == "patch-1"
+    flynotes_standin.clear_received()
+    flynotes_standin.fail_next(10, status=502, endpoint="patient-sync")
+    with _client(flynotes_standin, FakeClock()) as client, pytest.raises(TransientError):
+        client.sync_patient(CANARY, None, "patch-2")
+    assert len(flynotes_standin.received) == 2  # once more, not ClientLimits.retries times
+
+
+def test_revoked_licence_fails_every_call_not_only_data(flynotes_standin: StandinBackend) -> None:
+    flynotes_standin.reject_licence()
+    with _client(flynotes_standin, FakeClock()) as client:
+        with pytest.raises(PermanentError) as err:
+            client.sync_patient(CANARY, None, "patch-1")
+        assert "HTTP 403" in str(err.value) and TEST_LICENCE_KEY not in str(err.value)
+        with pytest.raises(PermanentError):
+            client.upload_patients([CANARY])
+    assert [r.status for r in flynotes_standin.received] == [403, 403]
 
 
 def test_other_4xx_is_permanent_and_not_retried(flynotes_standin: StandinBackend) -> None:
