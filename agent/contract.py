@@ -1,8 +1,9 @@
 """The Flynotes backend's wire contract, as a pure mapping from `agent.records` to bodies.
 
-No I/O and no HTTP here: `agent.flynotes.client` sends what these functions build, the
-stand-in (`agent.standin.backend`) validates against the same constants, and tests compare
-both ends field by field. Decisions the contract leaves open (see docs/backend-contract.md):
+No I/O and no HTTP here: `agent.flynotes.client` sends what these functions build. The
+stand-in (`agent.standin.backend`) checks it against its own copy of the issue's header lines
+and key sets, not these constants, so a renamed or reordered field here fails the tests.
+Decisions the contract leaves open (see docs/backend-contract.md):
 
 - Missing values: an empty field in CSV, JSON `null` in the patient-sync body.
 - Text is stripped of surrounding whitespace (R4 has fixed-width char columns); a value that
