@@ -5,7 +5,8 @@
 SELECT-only guard. pyodbc errors are translated here, once:
 connection/communication failures -> TransientError, everything else -> PermanentError. Error
 messages name the statement, driver, server and database — never a password (masked in any
-connection string) and never row contents (quoted values in driver messages are masked).
+connection string) and never row contents (driver messages keep only known-safe parts, see
+agent.r4.driver_messages).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 import pyodbc
 
 from agent.errors import PermanentError, TransientError
+from agent.r4 import driver_messages
 from agent.r4 import sql as r4sql
 from agent.r4.guard import check_select_only
 from agent.r4.sql import Dialect, Statement
@@ -123,23 +125,11 @@ def describe_target(connection_string: str) -> str:
 
 # --- error translation -----------------------------------------------------------------------
 
-_KNOWN_NAMES = frozenset(
-    [t.lower() for t in r4sql.REQUIRED_COLUMNS]
-    + [f"dbo.{t.lower()}" for t in r4sql.REQUIRED_COLUMNS]
-    + [c.lower() for cols in r4sql.REQUIRED_COLUMNS.values() for c in cols]
+# Names a driver message may keep: R4's tables and columns (and dbo.), besides the words of
+# the statement that failed and of the target.
+_R4_NAMES = driver_messages.known_names(
+    "dbo", *r4sql.REQUIRED_COLUMNS, *(c for cols in r4sql.REQUIRED_COLUMNS.values() for c in cols)
 )
-_QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
-
-
-def _scrub_driver_message(message: str) -> str:
-    """Mask quoted values (SQL Server quotes the offending value in conversion errors), but
-    keep quoted names of R4 tables/columns, which are what an operator needs."""
-
-    def repl(m: re.Match[str]) -> str:
-        inner = m.group(1) if m.group(1) is not None else m.group(2)
-        return m.group(0) if inner.lower() in _KNOWN_NAMES else "'***'"
-
-    return mask_secrets(_QUOTED.sub(repl, message))
 
 
 def _driver_state_and_message(exc: pyodbc.Error) -> tuple[str, str]:
@@ -159,15 +149,40 @@ def _is_transient(exc: pyodbc.Error, state: str, *, connecting: bool) -> bool:
     return isinstance(exc, pyodbc.OperationalError)
 
 
+def scrub_driver_message(
+    state: str, message: str, *, target: str, statement: str = "", connecting: bool = False
+) -> str:
+    """What of a driver message may be logged.
+
+    While connecting the driver has read no row, so its message (server not found, login
+    failed for user X, driver not loadable) is kept, with passwords masked. After that only
+    the parts `driver_messages.scrub` knows to be safe are kept: names the statement, the
+    target or R4's schema holds, never a value.
+    """
+    if not connecting:
+        names = _R4_NAMES | driver_messages.known_names(statement, target)
+        message = driver_messages.scrub(state, message, names)
+    return mask_secrets(message)
+
+
 def translate_error(
-    exc: pyodbc.Error, *, target: str, action: str, connecting: bool = False
+    exc: pyodbc.Error,
+    *,
+    target: str,
+    action: str,
+    connecting: bool = False,
+    statement: str = "",
 ) -> TransientError | PermanentError:
     """The agent error for a pyodbc error. Its `__cause__` is a scrubbed copy of the driver
     error (same type and SQLSTATE): the raw one may quote row values, and error reporters
-    walk the cause chain."""
+    walk the cause chain. `statement` is the SQL text that failed, if any."""
     state, message = _driver_state_and_message(exc)
-    scrubbed = _scrub_driver_message(message)
-    text = f"R4 {action} failed ({target}): [{state or '?'}] {scrubbed}"
+    scrubbed = scrub_driver_message(
+        state, message, target=target, statement=statement, connecting=connecting
+    )
+    # pyodbc's message starts with the SQLSTATE in brackets; its own errors have none
+    stated = scrubbed if scrubbed.startswith(f"[{state}] ") else f"[{state or '?'}] {scrubbed}"
+    text = f"R4 {action} failed ({target}): {stated}"
     translated: TransientError | PermanentError = (
         TransientError(text)
         if _is_transient(exc, state, connecting=connecting)
@@ -183,7 +198,14 @@ def translate_error(
 T = TypeVar("T")
 
 
-def odbc_call(call: Callable[[], T], *, target: str, action: str, connecting: bool = False) -> T:
+def odbc_call(
+    call: Callable[[], T],
+    *,
+    target: str,
+    action: str,
+    connecting: bool = False,
+    statement: str = "",
+) -> T:
     """Run one pyodbc call; a pyodbc error becomes TransientError/PermanentError.
 
     The agent error is raised OUTSIDE the except block, so the raw driver error is neither its
@@ -192,7 +214,9 @@ def odbc_call(call: Callable[[], T], *, target: str, action: str, connecting: bo
     try:
         return call()
     except pyodbc.Error as e:
-        failure = translate_error(e, target=target, action=action, connecting=connecting)
+        failure = translate_error(
+            e, target=target, action=action, connecting=connecting, statement=statement
+        )
     raise failure
 
 
@@ -214,8 +238,7 @@ class R4Database:
     target: str  # "driver=..., server=..., database=..." (no secrets)
     observers: list[StatementObserver] = field(default_factory=list)
 
-    def _execute(self, statement: Statement | str, params: Sequence[object]) -> Any:
-        st = statement if isinstance(statement, Statement) else Statement("ad hoc", statement)
+    def _execute(self, st: Statement, params: Sequence[object]) -> Any:
         check_select_only(st.text)  # raises UnsafeStatementError before anything is sent
         for observe in self.observers:
             observe(st)
@@ -225,22 +248,24 @@ class R4Database:
             cursor.execute(st.text, *params)
             return cursor
 
-        return odbc_call(run, target=self.target, action=f"query {st.name}")
+        return odbc_call(run, target=self.target, action=f"query {st.name}", statement=st.text)
 
-    def _fetch(self, call: Callable[[], T]) -> T:
-        return odbc_call(call, target=self.target, action="fetch")
+    def _fetch(self, call: Callable[[], T], st: Statement) -> T:
+        return odbc_call(call, target=self.target, action=f"fetch {st.name}", statement=st.text)
 
     def fetch_all(self, statement: Statement | str, params: Sequence[object] = ()) -> list[Row]:
-        cursor = self._execute(statement, params)
+        st = _named(statement)
+        cursor = self._execute(st, params)
         try:
-            return self._fetch(lambda: [tuple(r) for r in cursor.fetchall()])
+            return self._fetch(lambda: [tuple(r) for r in cursor.fetchall()], st)
         finally:
             _close_quietly(cursor)
 
     def fetch_one(self, statement: Statement | str, params: Sequence[object] = ()) -> Row | None:
-        cursor = self._execute(statement, params)
+        st = _named(statement)
+        cursor = self._execute(st, params)
         try:
-            row = self._fetch(cursor.fetchone)
+            row = self._fetch(cursor.fetchone, st)
             return None if row is None else tuple(row)
         finally:
             _close_quietly(cursor)
@@ -249,9 +274,10 @@ class R4Database:
         self, statement: Statement | str, params: Sequence[object] = (), *, batch: int = 500
     ) -> Iterator[Row]:
         """Rows of one statement, fetched `batch` at a time (never the whole result at once)."""
-        cursor = self._execute(statement, params)
+        st = _named(statement)
+        cursor = self._execute(st, params)
         try:
-            while rows := self._fetch(lambda: cursor.fetchmany(batch)):
+            while rows := self._fetch(lambda: cursor.fetchmany(batch), st):
                 for r in rows:
                     yield tuple(r)
         finally:
@@ -265,6 +291,10 @@ class R4Database:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _named(statement: Statement | str) -> Statement:
+    return statement if isinstance(statement, Statement) else Statement("ad hoc", statement)
 
 
 def _close_quietly(handle: Any) -> None:
