@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 import pyodbc
 
-from agent.errors import PermanentError, TransientError
+from agent.errors import AgentError, PermanentError, TransientError
+from agent.r4 import cp1252 as r4_cp1252
 from agent.r4 import driver_messages
 from agent.r4 import sql as r4sql
 from agent.r4.guard import check_select_only
@@ -206,16 +207,23 @@ def odbc_call(
     connecting: bool = False,
     statement: str = "",
 ) -> T:
-    """Run one pyodbc call; a pyodbc error becomes TransientError/PermanentError.
+    """Run one pyodbc call; a pyodbc error becomes TransientError/PermanentError, a text
+    value the codec cannot decode (pyodbc raises the codec's UnicodeDecodeError) PermanentError.
 
     The agent error is raised OUTSIDE the except block, so the raw driver error is neither its
     __cause__ nor its __context__ (only the scrubbed copy from translate_error is attached).
     """
+    failure: AgentError
     try:
         return call()
     except pyodbc.Error as e:
         failure = translate_error(
             e, target=target, action=action, connecting=connecting, statement=statement
+        )
+    except UnicodeError as e:  # its .object holds the row's bytes: only the codec name leaves
+        codec = getattr(e, "encoding", None) or "?"
+        failure = PermanentError(
+            f"R4 {action} failed ({target}): a text value could not be decoded (codec {codec})"
         )
     raise failure
 
@@ -312,6 +320,14 @@ def _detect_dialect(connection: Any, connection_string: str) -> Dialect:
     return r4sql.SQLITE if any("sqlite" in n.lower() for n in names) else r4sql.MSSQL
 
 
+def set_text_decoding(connection: Any, dialect: Dialect) -> None:
+    """Decode varchar (SQL_CHAR) bytes as the dialect says: R4's SQL Server holds Windows-1252
+    (decoded with r4-cp1252, which defines every byte, as Windows does), the SQLite stand-in
+    UTF-8. nvarchar keeps pyodbc's UTF-16 default."""
+    r4_cp1252.register()
+    connection.setdecoding(pyodbc.SQL_CHAR, encoding=dialect.char_encoding)
+
+
 # "optional feature not implemented" / "invalid attribute": a driver without read-only mode
 _UNSUPPORTED_ATTRIBUTE = frozenset({"HYC00", "HY092", "HY024", "S1C00", "S1092"})
 
@@ -354,12 +370,7 @@ def open_database(settings: DbSettings) -> R4Database:
     def configure() -> Dialect:
         connection.timeout = settings.query_timeout_s
         dialect = _detect_dialect(connection, connection_string)
-        if dialect is r4sql.MSSQL:
-            # R4's varchar columns hold Windows-1252 text; nvarchar comes as UTF-16 as usual.
-            connection.setdecoding(pyodbc.SQL_CHAR, encoding="cp1252")
-        else:
-            # SQLite stores UTF-8; wide columns keep pyodbc's UTF-16 default.
-            connection.setdecoding(pyodbc.SQL_CHAR, encoding="utf-8")
+        set_text_decoding(connection, dialect)
         return dialect
 
     try:

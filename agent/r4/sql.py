@@ -3,9 +3,9 @@
 Written for SQL Server 2008 (R4's database `sys2000`): keyset paging with
 `SELECT TOP n ... WHERE key > ? ORDER BY key` (no OFFSET/FETCH), no STRING_AGG, COALESCE rather
 than ISNULL. The SQLite stand-in needs a few differences, and ONLY those live in `Dialect`:
-TOP vs LIMIT, the `dbo.` schema prefix, converting numbers/dates to text, and how to list the
-schema. Each builder is a pure function `(dialect, ...) -> Statement`; the tests pin the exact
-text of both dialects.
+TOP vs LIMIT, the `dbo.` schema prefix, converting numbers/dates to text, how to list the
+schema, and how varchar bytes are decoded. Each builder is a pure function
+`(dialect, ...) -> Statement`; the tests pin the exact text of both dialects.
 
 Column positions are part of each statement's contract: the reader unpacks rows by position
 (documented on each builder) so that drivers that rename expression columns do not matter.
@@ -33,6 +33,7 @@ class Dialect:
     number_to_text: str  # "{x}" is a numeric/money column
     date_to_text: str  # "{x}" is a datetime column; result is YYYY-MM-DD
     schema_columns_sql: str  # rows of (table name, column name) for every table
+    char_encoding: str  # how varchar (SQL_CHAR) bytes are decoded
 
     def table(self, name: str) -> str:
         return f"{self.schema_prefix}{name}"
@@ -55,6 +56,8 @@ MSSQL = Dialect(
     schema_columns_sql=(
         "SELECT TABLE_NAME, COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = 'dbo'"
     ),
+    # Windows-1252 with every byte defined, as SQL Server decodes it (agent/r4/cp1252.py)
+    char_encoding="r4-cp1252",
 )
 
 SQLITE = Dialect(
@@ -68,6 +71,7 @@ SQLITE = Dialect(
         "SELECT m.name, c.name FROM sqlite_master m JOIN pragma_table_info(m.name) c "
         "WHERE m.type IN ('table', 'view')"
     ),
+    char_encoding="utf-8",
 )
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (MSSQL, SQLITE)}
