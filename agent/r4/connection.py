@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import pyodbc
 
-from agent.errors import AgentError, PermanentError, TransientError
+from agent.errors import AgentError, PermanentError, TransientError, UnsafeStatementError
 from agent.r4 import cp1252 as r4_cp1252
 from agent.r4 import driver_messages
 from agent.r4 import sql as r4sql
@@ -235,9 +235,10 @@ def odbc_call(
 class R4Database:
     """An open connection to R4 that only ever runs SELECTs. Use as a context manager.
 
-    Every query method raises UnsafeStatementError (nothing sent) for anything but a single
-    SELECT, TransientError when the server/link fails, PermanentError for any other database
-    error. `observers` are called with each statement just before it runs (after the guard
+    Every query method takes a `Statement` (built in agent.r4.sql; a raw string is refused)
+    and raises UnsafeStatementError (nothing sent) unless its text is a single SELECT that
+    passes the guard, TransientError when the server/link fails, PermanentError for any other
+    database error. `observers` are called with each statement just before it runs (after the guard
     passed); tests use this to count keyset pages without patching pyodbc.
     """
 
@@ -247,6 +248,8 @@ class R4Database:
     observers: list[StatementObserver] = field(default_factory=list)
 
     def _execute(self, st: Statement, params: Sequence[object]) -> Any:
+        if not isinstance(st, Statement):  # a raw string has no name and no builder
+            raise UnsafeStatementError("refused: only Statements built in agent.r4.sql run")
         check_select_only(st.text)  # raises UnsafeStatementError before anything is sent
         for observe in self.observers:
             observe(st)
@@ -261,31 +264,28 @@ class R4Database:
     def _fetch(self, call: Callable[[], T], st: Statement) -> T:
         return odbc_call(call, target=self.target, action=f"fetch {st.name}", statement=st.text)
 
-    def fetch_all(self, statement: Statement | str, params: Sequence[object] = ()) -> list[Row]:
-        st = _named(statement)
-        cursor = self._execute(st, params)
+    def fetch_all(self, statement: Statement, params: Sequence[object] = ()) -> list[Row]:
+        cursor = self._execute(statement, params)
         try:
-            return self._fetch(lambda: [tuple(r) for r in cursor.fetchall()], st)
+            return self._fetch(lambda: [tuple(r) for r in cursor.fetchall()], statement)
         finally:
             _close_quietly(cursor)
 
-    def fetch_one(self, statement: Statement | str, params: Sequence[object] = ()) -> Row | None:
-        st = _named(statement)
-        cursor = self._execute(st, params)
+    def fetch_one(self, statement: Statement, params: Sequence[object] = ()) -> Row | None:
+        cursor = self._execute(statement, params)
         try:
-            row = self._fetch(cursor.fetchone, st)
+            row = self._fetch(cursor.fetchone, statement)
             return None if row is None else tuple(row)
         finally:
             _close_quietly(cursor)
 
     def iter_rows(
-        self, statement: Statement | str, params: Sequence[object] = (), *, batch: int = 500
+        self, statement: Statement, params: Sequence[object] = (), *, batch: int = 500
     ) -> Iterator[Row]:
         """Rows of one statement, fetched `batch` at a time (never the whole result at once)."""
-        st = _named(statement)
-        cursor = self._execute(st, params)
+        cursor = self._execute(statement, params)
         try:
-            while rows := self._fetch(lambda: cursor.fetchmany(batch), st):
+            while rows := self._fetch(lambda: cursor.fetchmany(batch), statement):
                 for r in rows:
                     yield tuple(r)
         finally:
@@ -299,10 +299,6 @@ class R4Database:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _named(statement: Statement | str) -> Statement:
-    return statement if isinstance(statement, Statement) else Statement("ad hoc", statement)
 
 
 def _close_quietly(handle: Any) -> None:
