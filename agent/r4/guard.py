@@ -28,13 +28,8 @@ ALLOWED_KEYWORDS = frozenset(
     }
 )  # fmt: skip
 
-# Functions (and types with a length) the statements call; accepted only before "(".
-ALLOWED_FUNCTIONS = frozenset(
-    {
-        "COUNT", "COALESCE", "CONVERT", "CAST", "VARCHAR", "NVARCHAR", "DATE", "REPLACE",
-        "PRAGMA_TABLE_INFO",
-    }
-)  # fmt: skip
+# Functions the statements call (and REPLACE, a pure string function); only before "(".
+ALLOWED_FUNCTIONS = frozenset({"COUNT", "COALESCE", "REPLACE", "PRAGMA_TABLE_INFO"})
 
 # Reserved keywords of Transact-SQL (learn.microsoft.com, "Reserved Keywords (Transact-SQL)",
 # SQL Server 2008 to now).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from agent.errors import PermanentError
 from agent.r4 import sql
@@ -63,11 +63,7 @@ class R4Reader:
             return None
         qaire_id = _int(head[0], "qaireid")
         answers = tuple(
-            Answer(
-                question_text=_text(r[0]) or "",
-                answer_text=_text(r[1]),
-                notes=_text(r[2]),
-            )
+            Answer(question_text=_text(r[0]) or "", answer_text=_answer_text(r), notes=_text(r[6]))
             for r in self._db.iter_rows(sql.questionnaire_answers(self._dialect), (qaire_id,))
         )
         return Questionnaire(
@@ -102,16 +98,15 @@ class R4Reader:
     # --- aggregate counts (no answer content) ------------------------------------------------
 
     def question_counts(self) -> list[QuestionCount]:
-        return [
-            QuestionCount(question_text=_text(r[0]) or "", answer_count=_int(r[1], "count"))
-            for r in self._db.fetch_all(sql.question_counts(self._dialect))
-        ]
+        """One entry per distinct question text (several questions may share one), in the
+        order of their first question id."""
+        rows = self._db.fetch_all(sql.question_counts(self._dialect))
+        return [QuestionCount(text, count) for text, count in _sum_by_text(rows)]
 
     def preset_answer_counts(self) -> list[PresetAnswerCount]:
-        return [
-            PresetAnswerCount(answer_text=_text(r[0]) or "", count=_int(r[1], "count"))
-            for r in self._db.fetch_all(sql.preset_answer_counts(self._dialect))
-        ]
+        """One entry per distinct pre-set answer text ("Yes" belongs to many questions)."""
+        rows = self._db.fetch_all(sql.preset_answer_counts(self._dialect))
+        return [PresetAnswerCount(text, count) for text, count in _sum_by_text(rows)]
 
     # --- keyset paging -----------------------------------------------------------------------
 
@@ -154,6 +149,68 @@ def _patient(r: Row) -> Patient:
         address5=_text(r[10]),
         postcode=_text(r[11]),
     )
+
+
+def _sum_by_text(rows: list[Row]) -> list[tuple[str, int]]:
+    """(text, count) rows summed per exact text, first-seen order. Done here rather than by a
+    GROUP BY in SQL: R4's `text` columns cannot be grouped, and SQL Server's case- and
+    trailing-space-insensitive collation would group differently from the SQLite stand-in."""
+    totals: dict[str, int] = {}
+    for text, count in rows:
+        key = _text(text) or ""
+        totals[key] = totals.get(key, 0) + _int(count, "count")
+    return list(totals.items())
+
+
+def _answer_text(r: Row) -> str | None:
+    """The pre-set text, else the first non-NULL typed answer (columns 1-5 of
+    `sql.questionnaire_answers`), numbers and dates as exact text."""
+    if r[1] is not None:
+        return _text(r[1])
+    if r[2] is not None:
+        return _text(r[2])
+    if r[3] is not None:
+        return _number_text(r[3], "NumberAnswer")
+    if r[4] is not None:
+        day = _date(r[4], "DateAnswer")
+        return None if day is None else day.isoformat()
+    if r[5] is not None:
+        return _money_text(r[5], "CurrencyAnswer")
+    return None
+
+
+def _decimal(value: object, column: str) -> Decimal:
+    """A number as the exact Decimal it holds; a float as its shortest round-trip form."""
+    if isinstance(value, bool):
+        raise _bad(column, value)
+    if isinstance(value, int | Decimal):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        number = Decimal(repr(value))
+    elif isinstance(value, str):  # SQLite may hand back a numeric column as text
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            raise _bad(column, value) from None
+    else:
+        raise _bad(column, value)
+    if not number.is_finite():
+        raise _bad(column, value)
+    return number
+
+
+def _number_text(value: object, column: str) -> str:
+    """72.5 -> "72.5", 80.0 -> "80", 1234567.891 -> "1234567.891": no exponent, no padding."""
+    text = format(_decimal(value, column), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def _money_text(value: object, column: str) -> str:
+    """At least two decimals, as money is written: 12.5 -> "12.50", 12.3456 -> "12.3456"."""
+    whole, _, fraction = _number_text(value, column).partition(".")
+    return f"{whole}.{fraction.ljust(2, '0')}"
 
 
 def _bad(column: str, value: object) -> PermanentError:
