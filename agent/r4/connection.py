@@ -39,7 +39,7 @@ DRIVER_PREFERENCE: tuple[str, ...] = (
 # Drivers that understand ApplicationIntent (ignored by a standalone server: harmless there).
 _READ_INTENT_DRIVERS = frozenset(DRIVER_PREFERENCE[:3])
 
-Row = tuple[Any, ...]
+Row = Sequence[Any]  # a pyodbc Row: indexable and unpackable like a tuple
 StatementObserver = Callable[[Statement], None]
 
 
@@ -267,11 +267,15 @@ class R4Database:
     def fetch_all(self, statement: Statement, params: Sequence[object] = ()) -> list[Row]:
         cursor = self._execute(statement, params)
         try:
-            return self._fetch(lambda: [tuple(r) for r in cursor.fetchall()], statement)
+            # pyodbc's rows as they are: copying each into a tuple cost ~5% of a bulk read
+            rows: list[Row] = self._fetch(cursor.fetchall, statement)
+            return rows
         finally:
             _close_quietly(cursor)
 
-    def fetch_one(self, statement: Statement, params: Sequence[object] = ()) -> Row | None:
+    def fetch_one(
+        self, statement: Statement, params: Sequence[object] = ()
+    ) -> tuple[Any, ...] | None:
         cursor = self._execute(statement, params)
         try:
             row = self._fetch(cursor.fetchone, statement)
@@ -286,8 +290,7 @@ class R4Database:
         cursor = self._execute(statement, params)
         try:
             while rows := self._fetch(lambda: cursor.fetchmany(batch), statement):
-                for r in rows:
-                    yield tuple(r)
+                yield from rows
         finally:
             _close_quietly(cursor)
 

@@ -8,9 +8,10 @@ is returned as it is, the mapping layer decides what it means.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from agent.errors import PermanentError
 from agent.r4 import sql
@@ -50,8 +51,8 @@ class R4Reader:
     # --- patients ----------------------------------------------------------------------------
 
     def iter_patients(self) -> Iterator[Patient]:
-        for row in self._keyset(sql.patients_page):
-            yield _patient(row)
+        for rows in self._keyset(sql.patients_page):
+            yield from _patients(rows)
 
     def get_patient(self, code: int) -> Patient | None:
         row = self._db.fetch_one(sql.patient_by_code(self._dialect), (code,))
@@ -77,14 +78,8 @@ class R4Reader:
     # --- appointments ------------------------------------------------------------------------
 
     def iter_appointments(self) -> Iterator[Appointment]:
-        for r in self._keyset(sql.appointments_page):
-            yield Appointment(
-                appt_id=_int(r[0], "ApptId"),
-                patient_code=_int(r[1], "PatientCode"),
-                starts_at=_datetime(r[2], "ApptDateTime"),
-                flag=_opt_int(r[3], "ApptFlag"),
-                status=_text(r[4]),
-            )
+        for rows in self._keyset(sql.appointments_page):
+            yield from _appointments(rows)
 
     def iter_appointment_flags(self) -> Iterator[AppointmentFlag]:
         for r in self._db.iter_rows(sql.appointment_flags(self._dialect)):
@@ -110,8 +105,8 @@ class R4Reader:
 
     # --- keyset paging -----------------------------------------------------------------------
 
-    def _keyset(self, page: Callable[..., Statement]) -> Iterator[Row]:
-        """Rows of successive pages (one page held at a time); the key is each row's first
+    def _keyset(self, page: Callable[..., Statement]) -> Iterator[list[Row]]:
+        """Successive pages of rows (one page held at a time); the key is each row's first
         column, strictly increasing."""
         last: object = None
         while True:
@@ -126,12 +121,87 @@ class R4Reader:
             rows = self._db.fetch_all(statement, params)
             if rows:
                 last = rows[-1][0]
-            yield from rows
+            yield rows
             if len(rows) < self._page_size:
                 return
 
 
 # --- conversions: type errors name the column, never the value --------------------------------
+#
+# Bulk reads convert a page column by column: when every value of a column already has the
+# type the record wants (the usual case: one C-speed type check per column and page), the
+# column is used as it is; otherwise each value goes through the checking converter below.
+
+_NONE = type(None)
+_TEXT_TYPES = frozenset({str, _NONE})
+_DATETIME_TYPES = frozenset({datetime, _NONE})
+
+
+def _types(column: Sequence[object]) -> set[type]:
+    return set(map(type, column))
+
+
+def _texts(column: Sequence[object]) -> Sequence[str | None]:
+    if _types(column) <= _TEXT_TYPES:
+        return column  # type: ignore[return-value]  # checked just above
+    return [_text(v) for v in column]
+
+
+def _ints(column: Sequence[object], name: str, *, optional: bool = False) -> Sequence[Any]:
+    if _types(column) <= ({int, _NONE} if optional else {int}):
+        return column
+    if optional:
+        return [_opt_int(v, name) for v in column]
+    return [_int(v, name) for v in column]
+
+
+def _datetimes(column: Sequence[object], name: str) -> Sequence[datetime | None]:
+    if _types(column) <= _DATETIME_TYPES:
+        return column  # type: ignore[return-value]  # checked just above
+    return [_datetime(v, name) for v in column]
+
+
+def _dates(column: Sequence[object], name: str) -> Sequence[date | None]:
+    types = _types(column)
+    if types <= _DATETIME_TYPES:  # what drivers return for datetime columns
+        return [None if v is None else v.date() for v in column]  # type: ignore[attr-defined]
+    if types <= {date, _NONE}:
+        return column  # type: ignore[return-value]  # checked just above
+    return [_date(v, name) for v in column]
+
+
+def _patients(rows: Sequence[Row]) -> list[Patient]:
+    """A page of `sql.patients_page` rows (columns in Patient's field order) as Patients."""
+    if not rows:
+        return []
+    code, forename, surname, dob, *contact = zip(*rows, strict=True)
+    return list(
+        map(
+            Patient,
+            _ints(code, "patientCode"),
+            _texts(forename),
+            _texts(surname),
+            _dates(dob, "dob"),
+            *(_texts(c) for c in contact),  # mobile, email, address1..address5, postcode
+        )
+    )
+
+
+def _appointments(rows: Sequence[Row]) -> list[Appointment]:
+    """A page of `sql.appointments_page` rows (columns in Appointment's field order)."""
+    if not rows:
+        return []
+    ids, patients, starts, flags, statuses = zip(*rows, strict=True)
+    return list(
+        map(
+            Appointment,
+            _ints(ids, "ApptId"),
+            _ints(patients, "PatientCode"),
+            _datetimes(starts, "ApptDateTime"),
+            _ints(flags, "ApptFlag", optional=True),
+            _texts(statuses),
+        )
+    )
 
 
 def _patient(r: Row) -> Patient:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.errors import PermanentError
 from agent.ports import RecordSource
 from agent.r4.connection import R4Database, open_database
 from agent.r4.reader import DEFAULT_PAGE_SIZE, R4Reader
@@ -376,3 +377,28 @@ def test_counts_are_per_distinct_text_when_questions_and_presets_share_one(
     shared = next(q for q in questions if q.question_text == first_q_text)
     assert shared.answer_count == answered.get(int(str(first_q)), 0) + 3
     assert question_texts[0] == first_q_text  # first-seen (question id) order is kept
+
+
+def test_bulk_read_checks_every_value_when_a_column_comes_back_as_another_type(
+    make_r4_db: MakeR4Db,
+) -> None:
+    # Pages are converted column by column, trusting a column whose values all have the
+    # expected type; a view that hands codes and dates back as text must still give the same
+    # records, and a value that is no date must fail naming the column, not the value.
+    sample = make_r4_db()
+    with open_database(sample.settings) as db:
+        expected = list(R4Reader(db).iter_patients())
+    _write(
+        sample.path,
+        ("ALTER TABLE patients RENAME TO patients_raw", ()),
+        ("CREATE VIEW patients AS SELECT CAST(patientCode AS TEXT) AS patientCode, forename, "
+         "surname, CAST(dob AS TEXT) AS dob, mobileNo, email, addressId FROM patients_raw", ()),
+    )  # fmt: skip
+    with open_database(sample.settings) as db:
+        as_text = list(R4Reader(db, page_size=len(expected) + 1).iter_patients())
+        assert sorted(as_text, key=lambda p: p.code) == expected
+        _write(sample.path, ("UPDATE patients_raw SET dob = ? WHERE patientCode = ?",
+                             (f"{CANARY['surname']} 1971", CANARY_CODE)))  # fmt: skip
+        with pytest.raises(PermanentError) as failed:
+            list(R4Reader(db, page_size=len(expected) + 1).iter_patients())
+    assert "dob" in str(failed.value) and CANARY["surname"] not in str(failed.value)
