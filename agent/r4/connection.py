@@ -5,7 +5,8 @@
 SELECT-only guard. pyodbc errors are translated here, once:
 connection/communication failures -> TransientError, everything else -> PermanentError. Error
 messages name the statement, driver, server and database — never a password (masked in any
-connection string) and never row contents (quoted values in driver messages are masked).
+connection string) and never row contents (driver messages keep only known-safe parts, see
+agent.r4.driver_messages).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any, TypeVar
 
 import pyodbc
 
-from agent.errors import PermanentError, TransientError
+from agent.errors import AgentError, PermanentError, TransientError, UnsafeStatementError
+from agent.r4 import cp1252 as r4_cp1252
+from agent.r4 import driver_messages
 from agent.r4 import sql as r4sql
 from agent.r4.guard import check_select_only
 from agent.r4.sql import Dialect, Statement
@@ -36,7 +39,7 @@ DRIVER_PREFERENCE: tuple[str, ...] = (
 # Drivers that understand ApplicationIntent (ignored by a standalone server: harmless there).
 _READ_INTENT_DRIVERS = frozenset(DRIVER_PREFERENCE[:3])
 
-Row = tuple[Any, ...]
+Row = Sequence[Any]  # a pyodbc Row: indexable and unpackable like a tuple
 StatementObserver = Callable[[Statement], None]
 
 
@@ -123,23 +126,11 @@ def describe_target(connection_string: str) -> str:
 
 # --- error translation -----------------------------------------------------------------------
 
-_KNOWN_NAMES = frozenset(
-    [t.lower() for t in r4sql.REQUIRED_COLUMNS]
-    + [f"dbo.{t.lower()}" for t in r4sql.REQUIRED_COLUMNS]
-    + [c.lower() for cols in r4sql.REQUIRED_COLUMNS.values() for c in cols]
+# Names a driver message may keep: R4's tables and columns (and dbo.), besides the words of
+# the statement that failed and of the target.
+_R4_NAMES = driver_messages.known_names(
+    "dbo", *r4sql.REQUIRED_COLUMNS, *(c for cols in r4sql.REQUIRED_COLUMNS.values() for c in cols)
 )
-_QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
-
-
-def _scrub_driver_message(message: str) -> str:
-    """Mask quoted values (SQL Server quotes the offending value in conversion errors), but
-    keep quoted names of R4 tables/columns, which are what an operator needs."""
-
-    def repl(m: re.Match[str]) -> str:
-        inner = m.group(1) if m.group(1) is not None else m.group(2)
-        return m.group(0) if inner.lower() in _KNOWN_NAMES else "'***'"
-
-    return mask_secrets(_QUOTED.sub(repl, message))
 
 
 def _driver_state_and_message(exc: pyodbc.Error) -> tuple[str, str]:
@@ -159,15 +150,40 @@ def _is_transient(exc: pyodbc.Error, state: str, *, connecting: bool) -> bool:
     return isinstance(exc, pyodbc.OperationalError)
 
 
+def scrub_driver_message(
+    state: str, message: str, *, target: str, statement: str = "", connecting: bool = False
+) -> str:
+    """What of a driver message may be logged.
+
+    While connecting the driver has read no row, so its message (server not found, login
+    failed for user X, driver not loadable) is kept, with passwords masked. After that only
+    the parts `driver_messages.scrub` knows to be safe are kept: names the statement, the
+    target or R4's schema holds, never a value.
+    """
+    if not connecting:
+        names = _R4_NAMES | driver_messages.known_names(statement, target)
+        message = driver_messages.scrub(state, message, names)
+    return mask_secrets(message)
+
+
 def translate_error(
-    exc: pyodbc.Error, *, target: str, action: str, connecting: bool = False
+    exc: pyodbc.Error,
+    *,
+    target: str,
+    action: str,
+    connecting: bool = False,
+    statement: str = "",
 ) -> TransientError | PermanentError:
     """The agent error for a pyodbc error. Its `__cause__` is a scrubbed copy of the driver
     error (same type and SQLSTATE): the raw one may quote row values, and error reporters
-    walk the cause chain."""
+    walk the cause chain. `statement` is the SQL text that failed, if any."""
     state, message = _driver_state_and_message(exc)
-    scrubbed = _scrub_driver_message(message)
-    text = f"R4 {action} failed ({target}): [{state or '?'}] {scrubbed}"
+    scrubbed = scrub_driver_message(
+        state, message, target=target, statement=statement, connecting=connecting
+    )
+    # pyodbc's message starts with the SQLSTATE in brackets; its own errors have none
+    stated = scrubbed if scrubbed.startswith(f"[{state}] ") else f"[{state or '?'}] {scrubbed}"
+    text = f"R4 {action} failed ({target}): {stated}"
     translated: TransientError | PermanentError = (
         TransientError(text)
         if _is_transient(exc, state, connecting=connecting)
@@ -183,16 +199,32 @@ def translate_error(
 T = TypeVar("T")
 
 
-def odbc_call(call: Callable[[], T], *, target: str, action: str, connecting: bool = False) -> T:
-    """Run one pyodbc call; a pyodbc error becomes TransientError/PermanentError.
+def odbc_call(
+    call: Callable[[], T],
+    *,
+    target: str,
+    action: str,
+    connecting: bool = False,
+    statement: str = "",
+) -> T:
+    """Run one pyodbc call; a pyodbc error becomes TransientError/PermanentError, a text
+    value the codec cannot decode (pyodbc raises the codec's UnicodeDecodeError) PermanentError.
 
     The agent error is raised OUTSIDE the except block, so the raw driver error is neither its
     __cause__ nor its __context__ (only the scrubbed copy from translate_error is attached).
     """
+    failure: AgentError
     try:
         return call()
     except pyodbc.Error as e:
-        failure = translate_error(e, target=target, action=action, connecting=connecting)
+        failure = translate_error(
+            e, target=target, action=action, connecting=connecting, statement=statement
+        )
+    except UnicodeError as e:  # its .object holds the row's bytes: only the codec name leaves
+        codec = getattr(e, "encoding", None) or "?"
+        failure = PermanentError(
+            f"R4 {action} failed ({target}): a text value could not be decoded (codec {codec})"
+        )
     raise failure
 
 
@@ -203,9 +235,10 @@ def odbc_call(call: Callable[[], T], *, target: str, action: str, connecting: bo
 class R4Database:
     """An open connection to R4 that only ever runs SELECTs. Use as a context manager.
 
-    Every query method raises UnsafeStatementError (nothing sent) for anything but a single
-    SELECT, TransientError when the server/link fails, PermanentError for any other database
-    error. `observers` are called with each statement just before it runs (after the guard
+    Every query method takes a `Statement` (built in agent.r4.sql; a raw string is refused)
+    and raises UnsafeStatementError (nothing sent) unless its text is a single SELECT that
+    passes the guard, TransientError when the server/link fails, PermanentError for any other
+    database error. `observers` are called with each statement just before it runs (after the guard
     passed); tests use this to count keyset pages without patching pyodbc.
     """
 
@@ -214,8 +247,9 @@ class R4Database:
     target: str  # "driver=..., server=..., database=..." (no secrets)
     observers: list[StatementObserver] = field(default_factory=list)
 
-    def _execute(self, statement: Statement | str, params: Sequence[object]) -> Any:
-        st = statement if isinstance(statement, Statement) else Statement("ad hoc", statement)
+    def _execute(self, st: Statement, params: Sequence[object]) -> Any:
+        if not isinstance(st, Statement):  # a raw string has no name and no builder
+            raise UnsafeStatementError("refused: only Statements built in agent.r4.sql run")
         check_select_only(st.text)  # raises UnsafeStatementError before anything is sent
         for observe in self.observers:
             observe(st)
@@ -225,35 +259,38 @@ class R4Database:
             cursor.execute(st.text, *params)
             return cursor
 
-        return odbc_call(run, target=self.target, action=f"query {st.name}")
+        return odbc_call(run, target=self.target, action=f"query {st.name}", statement=st.text)
 
-    def _fetch(self, call: Callable[[], T]) -> T:
-        return odbc_call(call, target=self.target, action="fetch")
+    def _fetch(self, call: Callable[[], T], st: Statement) -> T:
+        return odbc_call(call, target=self.target, action=f"fetch {st.name}", statement=st.text)
 
-    def fetch_all(self, statement: Statement | str, params: Sequence[object] = ()) -> list[Row]:
+    def fetch_all(self, statement: Statement, params: Sequence[object] = ()) -> list[Row]:
         cursor = self._execute(statement, params)
         try:
-            return self._fetch(lambda: [tuple(r) for r in cursor.fetchall()])
+            # pyodbc's rows as they are: copying each into a tuple cost ~5% of a bulk read
+            rows: list[Row] = self._fetch(cursor.fetchall, statement)
+            return rows
         finally:
             _close_quietly(cursor)
 
-    def fetch_one(self, statement: Statement | str, params: Sequence[object] = ()) -> Row | None:
+    def fetch_one(
+        self, statement: Statement, params: Sequence[object] = ()
+    ) -> tuple[Any, ...] | None:
         cursor = self._execute(statement, params)
         try:
-            row = self._fetch(cursor.fetchone)
+            row = self._fetch(cursor.fetchone, statement)
             return None if row is None else tuple(row)
         finally:
             _close_quietly(cursor)
 
     def iter_rows(
-        self, statement: Statement | str, params: Sequence[object] = (), *, batch: int = 500
+        self, statement: Statement, params: Sequence[object] = (), *, batch: int = 500
     ) -> Iterator[Row]:
         """Rows of one statement, fetched `batch` at a time (never the whole result at once)."""
         cursor = self._execute(statement, params)
         try:
-            while rows := self._fetch(lambda: cursor.fetchmany(batch)):
-                for r in rows:
-                    yield tuple(r)
+            while rows := self._fetch(lambda: cursor.fetchmany(batch), statement):
+                yield from rows
         finally:
             _close_quietly(cursor)
 
@@ -280,6 +317,14 @@ def _detect_dialect(connection: Any, connection_string: str) -> Dialect:
         except pyodbc.Error:
             continue
     return r4sql.SQLITE if any("sqlite" in n.lower() for n in names) else r4sql.MSSQL
+
+
+def set_text_decoding(connection: Any, dialect: Dialect) -> None:
+    """Decode varchar (SQL_CHAR) bytes as the dialect says: R4's SQL Server holds Windows-1252
+    (decoded with r4-cp1252, which defines every byte, as Windows does), the SQLite stand-in
+    UTF-8. nvarchar keeps pyodbc's UTF-16 default."""
+    r4_cp1252.register()
+    connection.setdecoding(pyodbc.SQL_CHAR, encoding=dialect.char_encoding)
 
 
 # "optional feature not implemented" / "invalid attribute": a driver without read-only mode
@@ -324,12 +369,7 @@ def open_database(settings: DbSettings) -> R4Database:
     def configure() -> Dialect:
         connection.timeout = settings.query_timeout_s
         dialect = _detect_dialect(connection, connection_string)
-        if dialect is r4sql.MSSQL:
-            # R4's varchar columns hold Windows-1252 text; nvarchar comes as UTF-16 as usual.
-            connection.setdecoding(pyodbc.SQL_CHAR, encoding="cp1252")
-        else:
-            # SQLite stores UTF-8; wide columns keep pyodbc's UTF-16 default.
-            connection.setdecoding(pyodbc.SQL_CHAR, encoding="utf-8")
+        set_text_decoding(connection, dialect)
         return dialect
 
     try:

@@ -8,9 +8,10 @@ is returned as it is, the mapping layer decides what it means.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from agent.errors import PermanentError
 from agent.r4 import sql
@@ -50,8 +51,8 @@ class R4Reader:
     # --- patients ----------------------------------------------------------------------------
 
     def iter_patients(self) -> Iterator[Patient]:
-        for row in self._keyset(sql.patients_page):
-            yield _patient(row)
+        for rows in self._keyset(sql.patients_page):
+            yield from _patients(rows)
 
     def get_patient(self, code: int) -> Patient | None:
         row = self._db.fetch_one(sql.patient_by_code(self._dialect), (code,))
@@ -63,11 +64,7 @@ class R4Reader:
             return None
         qaire_id = _int(head[0], "qaireid")
         answers = tuple(
-            Answer(
-                question_text=_text(r[0]) or "",
-                answer_text=_text(r[1]),
-                notes=_text(r[2]),
-            )
+            Answer(question_text=_text(r[0]) or "", answer_text=_answer_text(r), notes=_text(r[6]))
             for r in self._db.iter_rows(sql.questionnaire_answers(self._dialect), (qaire_id,))
         )
         return Questionnaire(
@@ -81,14 +78,8 @@ class R4Reader:
     # --- appointments ------------------------------------------------------------------------
 
     def iter_appointments(self) -> Iterator[Appointment]:
-        for r in self._keyset(sql.appointments_page):
-            yield Appointment(
-                appt_id=_int(r[0], "ApptId"),
-                patient_code=_int(r[1], "PatientCode"),
-                starts_at=_datetime(r[2], "ApptDateTime"),
-                flag=_opt_int(r[3], "ApptFlag"),
-                status=_text(r[4]),
-            )
+        for rows in self._keyset(sql.appointments_page):
+            yield from _appointments(rows)
 
     def iter_appointment_flags(self) -> Iterator[AppointmentFlag]:
         for r in self._db.iter_rows(sql.appointment_flags(self._dialect)):
@@ -102,21 +93,20 @@ class R4Reader:
     # --- aggregate counts (no answer content) ------------------------------------------------
 
     def question_counts(self) -> list[QuestionCount]:
-        return [
-            QuestionCount(question_text=_text(r[0]) or "", answer_count=_int(r[1], "count"))
-            for r in self._db.fetch_all(sql.question_counts(self._dialect))
-        ]
+        """One entry per distinct question text (several questions may share one), in the
+        order of their first question id."""
+        rows = self._db.fetch_all(sql.question_counts(self._dialect))
+        return [QuestionCount(text, count) for text, count in _sum_by_text(rows)]
 
     def preset_answer_counts(self) -> list[PresetAnswerCount]:
-        return [
-            PresetAnswerCount(answer_text=_text(r[0]) or "", count=_int(r[1], "count"))
-            for r in self._db.fetch_all(sql.preset_answer_counts(self._dialect))
-        ]
+        """One entry per distinct pre-set answer text ("Yes" belongs to many questions)."""
+        rows = self._db.fetch_all(sql.preset_answer_counts(self._dialect))
+        return [PresetAnswerCount(text, count) for text, count in _sum_by_text(rows)]
 
     # --- keyset paging -----------------------------------------------------------------------
 
-    def _keyset(self, page: Callable[..., Statement]) -> Iterator[Row]:
-        """Rows of successive pages (one page held at a time); the key is each row's first
+    def _keyset(self, page: Callable[..., Statement]) -> Iterator[list[Row]]:
+        """Successive pages of rows (one page held at a time); the key is each row's first
         column, strictly increasing."""
         last: object = None
         while True:
@@ -131,12 +121,87 @@ class R4Reader:
             rows = self._db.fetch_all(statement, params)
             if rows:
                 last = rows[-1][0]
-            yield from rows
+            yield rows
             if len(rows) < self._page_size:
                 return
 
 
 # --- conversions: type errors name the column, never the value --------------------------------
+#
+# Bulk reads convert a page column by column: when every value of a column already has the
+# type the record wants (the usual case: one C-speed type check per column and page), the
+# column is used as it is; otherwise each value goes through the checking converter below.
+
+_NONE = type(None)
+_TEXT_TYPES = frozenset({str, _NONE})
+_DATETIME_TYPES = frozenset({datetime, _NONE})
+
+
+def _types(column: Sequence[object]) -> set[type]:
+    return set(map(type, column))
+
+
+def _texts(column: Sequence[object]) -> Sequence[str | None]:
+    if _types(column) <= _TEXT_TYPES:
+        return column  # type: ignore[return-value]  # checked just above
+    return [_text(v) for v in column]
+
+
+def _ints(column: Sequence[object], name: str, *, optional: bool = False) -> Sequence[Any]:
+    if _types(column) <= ({int, _NONE} if optional else {int}):
+        return column
+    if optional:
+        return [_opt_int(v, name) for v in column]
+    return [_int(v, name) for v in column]
+
+
+def _datetimes(column: Sequence[object], name: str) -> Sequence[datetime | None]:
+    if _types(column) <= _DATETIME_TYPES:
+        return column  # type: ignore[return-value]  # checked just above
+    return [_datetime(v, name) for v in column]
+
+
+def _dates(column: Sequence[object], name: str) -> Sequence[date | None]:
+    types = _types(column)
+    if types <= _DATETIME_TYPES:  # what drivers return for datetime columns
+        return [None if v is None else v.date() for v in column]  # type: ignore[attr-defined]
+    if types <= {date, _NONE}:
+        return column  # type: ignore[return-value]  # checked just above
+    return [_date(v, name) for v in column]
+
+
+def _patients(rows: Sequence[Row]) -> list[Patient]:
+    """A page of `sql.patients_page` rows (columns in Patient's field order) as Patients."""
+    if not rows:
+        return []
+    code, forename, surname, dob, *contact = zip(*rows, strict=True)
+    return list(
+        map(
+            Patient,
+            _ints(code, "patientCode"),
+            _texts(forename),
+            _texts(surname),
+            _dates(dob, "dob"),
+            *(_texts(c) for c in contact),  # mobile, email, address1..address5, postcode
+        )
+    )
+
+
+def _appointments(rows: Sequence[Row]) -> list[Appointment]:
+    """A page of `sql.appointments_page` rows (columns in Appointment's field order)."""
+    if not rows:
+        return []
+    ids, patients, starts, flags, statuses = zip(*rows, strict=True)
+    return list(
+        map(
+            Appointment,
+            _ints(ids, "ApptId"),
+            _ints(patients, "PatientCode"),
+            _datetimes(starts, "ApptDateTime"),
+            _ints(flags, "ApptFlag", optional=True),
+            _texts(statuses),
+        )
+    )
 
 
 def _patient(r: Row) -> Patient:
@@ -154,6 +219,68 @@ def _patient(r: Row) -> Patient:
         address5=_text(r[10]),
         postcode=_text(r[11]),
     )
+
+
+def _sum_by_text(rows: list[Row]) -> list[tuple[str, int]]:
+    """(text, count) rows summed per exact text, first-seen order. Done here rather than by a
+    GROUP BY in SQL: R4's `text` columns cannot be grouped, and SQL Server's case- and
+    trailing-space-insensitive collation would group differently from the SQLite stand-in."""
+    totals: dict[str, int] = {}
+    for text, count in rows:
+        key = _text(text) or ""
+        totals[key] = totals.get(key, 0) + _int(count, "count")
+    return list(totals.items())
+
+
+def _answer_text(r: Row) -> str | None:
+    """The pre-set text, else the first non-NULL typed answer (columns 1-5 of
+    `sql.questionnaire_answers`), numbers and dates as exact text."""
+    if r[1] is not None:
+        return _text(r[1])
+    if r[2] is not None:
+        return _text(r[2])
+    if r[3] is not None:
+        return _number_text(r[3], "NumberAnswer")
+    if r[4] is not None:
+        day = _date(r[4], "DateAnswer")
+        return None if day is None else day.isoformat()
+    if r[5] is not None:
+        return _money_text(r[5], "CurrencyAnswer")
+    return None
+
+
+def _decimal(value: object, column: str) -> Decimal:
+    """A number as the exact Decimal it holds; a float as its shortest round-trip form."""
+    if isinstance(value, bool):
+        raise _bad(column, value)
+    if isinstance(value, int | Decimal):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        number = Decimal(repr(value))
+    elif isinstance(value, str):  # SQLite may hand back a numeric column as text
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            raise _bad(column, value) from None
+    else:
+        raise _bad(column, value)
+    if not number.is_finite():
+        raise _bad(column, value)
+    return number
+
+
+def _number_text(value: object, column: str) -> str:
+    """72.5 -> "72.5", 80.0 -> "80", 1234567.891 -> "1234567.891": no exponent, no padding."""
+    text = format(_decimal(value, column), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def _money_text(value: object, column: str) -> str:
+    """At least two decimals, as money is written: 12.5 -> "12.50", 12.3456 -> "12.3456"."""
+    whole, _, fraction = _number_text(value, column).partition(".")
+    return f"{whole}.{fraction.ljust(2, '0')}"
 
 
 def _bad(column: str, value: object) -> PermanentError:

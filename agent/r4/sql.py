@@ -3,9 +3,10 @@
 Written for SQL Server 2008 (R4's database `sys2000`): keyset paging with
 `SELECT TOP n ... WHERE key > ? ORDER BY key` (no OFFSET/FETCH), no STRING_AGG, COALESCE rather
 than ISNULL. The SQLite stand-in needs a few differences, and ONLY those live in `Dialect`:
-TOP vs LIMIT, the `dbo.` schema prefix, converting numbers/dates to text, and how to list the
-schema. Each builder is a pure function `(dialect, ...) -> Statement`; the tests pin the exact
-text of both dialects.
+TOP vs LIMIT, the `dbo.` schema prefix, how to list the schema, and how varchar bytes are
+decoded. Numbers and dates are fetched as they are and turned into text by the reader
+(SQL Server's CONVERT(varchar, float) keeps 6 significant digits). Each builder is a pure
+function `(dialect, ...) -> Statement`; the tests pin the exact text of both dialects.
 
 Column positions are part of each statement's contract: the reader unpacks rows by position
 (documented on each builder) so that drivers that rename expression columns do not matter.
@@ -30,9 +31,8 @@ class Dialect:
     schema_prefix: str  # "dbo." on SQL Server
     top_template: str  # inserted after SELECT; "{n}" is the row count
     limit_template: str  # appended after ORDER BY; "{n}" is the row count
-    number_to_text: str  # "{x}" is a numeric/money column
-    date_to_text: str  # "{x}" is a datetime column; result is YYYY-MM-DD
     schema_columns_sql: str  # rows of (table name, column name) for every table
+    char_encoding: str  # how varchar (SQL_CHAR) bytes are decoded
 
     def table(self, name: str) -> str:
         return f"{self.schema_prefix}{name}"
@@ -49,12 +49,11 @@ MSSQL = Dialect(
     schema_prefix="dbo.",
     top_template="TOP {n} ",
     limit_template="",
-    number_to_text="CONVERT(varchar(40), {x})",
-    # style 120 is yyyy-mm-dd hh:mi:ss; varchar(10) keeps the date part (documented since 2005)
-    date_to_text="CONVERT(varchar(10), {x}, 120)",
     schema_columns_sql=(
         "SELECT TABLE_NAME, COLUMN_NAME FROM INFORMATION_SCHEMA.COLUMNS WHERE TABLE_SCHEMA = 'dbo'"
     ),
+    # Windows-1252 with every byte defined, as SQL Server decodes it (agent/r4/cp1252.py)
+    char_encoding="r4-cp1252",
 )
 
 SQLITE = Dialect(
@@ -62,12 +61,11 @@ SQLITE = Dialect(
     schema_prefix="",
     top_template="",
     limit_template=" LIMIT {n}",
-    number_to_text="CAST({x} AS TEXT)",
-    date_to_text="date({x})",
     schema_columns_sql=(
         "SELECT m.name, c.name FROM sqlite_master m JOIN pragma_table_info(m.name) c "
         "WHERE m.type IN ('table', 'view')"
     ),
+    char_encoding="utf-8",
 )
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (MSSQL, SQLITE)}
@@ -177,21 +175,16 @@ def latest_questionnaire(d: Dialect) -> Statement:
 def questionnaire_answers(d: Dialect) -> Statement:
     """Answers of one questionnaire, in question order.
 
-    The answer text is the pre-set answer's text when AnswerId names one, else the first of the
-    typed answers (text, number, date, currency) converted to text.
-    Parameters: (qaireid,). Row: question text, answer text, answer notes.
+    The answer is the pre-set answer's text when AnswerId names one, else the first non-NULL
+    typed answer (text, number, date, currency); the reader picks it and turns a number or a
+    date into text, exactly (CONVERT(varchar, float) would keep only 6 significant digits).
+    Parameters: (qaireid,). Row: question text, pre-set answer text, TextAnswer, NumberAnswer,
+    DateAnswer, CurrencyAnswer, answer notes.
     """
-    typed = ", ".join(
-        (
-            "a.TextAnswer",
-            d.number_to_text.format(x="a.NumberAnswer"),
-            d.date_to_text.format(x="a.DateAnswer"),
-            d.number_to_text.format(x="a.CurrencyAnswer"),
-        )
-    )
     return Statement(
         "questionnaire_answers",
-        f"SELECT qu.[Text], COALESCE(m.[Text], {typed}), a.Notes "
+        "SELECT qu.[Text], m.[Text], a.TextAnswer, a.NumberAnswer, a.DateAnswer, "
+        "a.CurrencyAnswer, a.Notes "
         f"FROM {d.table('CompletedQuestionnaireAnswer')} a "
         f"LEFT JOIN {d.table('Question')} qu ON qu.QuestionID = a.QuestionId "
         f"LEFT JOIN {d.table('QuestionMultiAnswer')} m ON m.AnswerId = a.AnswerId "
@@ -225,7 +218,9 @@ def appointment_flags(d: Dialect) -> Statement:
 
 
 def question_counts(d: Dialect) -> Statement:
-    """Every question with how many answers it has (counted by id, not by text).
+    """Every question with how many answers it has, counted by id in a sub-query: R4's Text
+    columns may be `text`, which SQL Server cannot GROUP BY. Several questions can share a
+    text; the reader sums their counts by text.
 
     Row: question text, answer count.
     """
@@ -239,7 +234,8 @@ def question_counts(d: Dialect) -> Statement:
 
 
 def preset_answer_counts(d: Dialect) -> Statement:
-    """Every PRE-SET answer (QuestionMultiAnswer) with how often it was chosen.
+    """Every PRE-SET answer (QuestionMultiAnswer) with how often it was chosen, by id (as
+    `question_counts`; many questions have their own "Yes": the reader sums by text).
 
     Never reads TextAnswer or notes: those are what a patient typed.
     Row: preset answer text, count.

@@ -22,6 +22,16 @@ from agent.r4.connection import (
     translate_error,
 )
 from agent.standin.r4_sample import sqlite_connection_string
+from tests.fixtures.canary import (
+    CANARY_EMAIL,
+    CANARY_FORENAME,
+    CANARY_MOBILE,
+    CANARY_NOTES,
+    CANARY_POSTCODE,
+    CANARY_STREET,
+    CANARY_SURNAME,
+    canaries_in,
+)
 from tests.fixtures.r4_database import R4SampleDb
 
 
@@ -114,19 +124,102 @@ def test_query_on_missing_table_is_permanent_and_names_the_statement(
     assert "probe_missing" in str(failed.value) and "NoSuchTable" in str(failed.value)
 
 
-def test_driver_messages_lose_quoted_values_but_keep_r4_names() -> None:
-    # SQL Server quotes the offending VALUE in conversion errors: that may be patient data.
-    exc = pyodbc.DataError(
-        "22018",
-        "[22018] Conversion failed when converting the varchar value 'Siân O''Brien' to data "
-        "type int. Invalid object name 'dbo.Appts'. Invalid column name 'mobileNo'.",
+MSSQL_TARGET = "driver=ODBC Driver 17 for SQL Server, server=., database=sys2000"
+SQL_SERVER = "[Microsoft][ODBC Driver 17 for SQL Server][SQL Server]"
+
+
+def _sql_server_error(state: str, *records: tuple[str, int]) -> pyodbc.Error:
+    """A pyodbc error as pyodbc formats SQL Server's diagnostic records."""
+    text = "; ".join(
+        f"[{state}] {SQL_SERVER}{message} ({native})" + (" (SQLExecDirectW)" if i == 0 else "")
+        for i, (message, native) in enumerate(records)
     )
+    return pyodbc.DataError(state, text)
+
+
+LEAKING_MESSAGES = [
+    # SQL Server does not escape quotes inside the quoted value
+    "Conversion failed when converting the varchar value 'O'Brien' to data type int.",
+    "Conversion failed when converting the nvarchar value 'Siân D'Arcy-Nuñez' to data type int.",
+    f"Conversion failed when converting the varchar value '{CANARY_SURNAME}'' to data type int.",
+    f"Conversion failed when converting the varchar value '{CANARY_NOTES}\nline 2 ''' to data "
+    "type int.",
+    # values in parentheses, unquoted
+    "Violation of PRIMARY KEY constraint 'PK_patients'. Cannot insert duplicate key in object "
+    f"'dbo.patients'. The duplicate key value is ({CANARY_FORENAME}, {CANARY_SURNAME}).",
+    "Cannot insert duplicate key row in object 'dbo.patients' with unique index 'ix'. The "
+    f"duplicate key value is (Siân, Jones, {CANARY_MOBILE}).",
+    # unquoted values in a message no template knows
+    f"Truncated value: {CANARY_EMAIL} in column email",
+    # a value that forges a second diagnostic record naming a 'table'
+    f"Conversion failed when converting the varchar value 'x (1); [42S02] {SQL_SERVER}Invalid "
+    f"object name '{CANARY_STREET}'. (208)' to data type int.",
+    # template-shaped messages whose name is not one the statement or R4 uses
+    f"Invalid column name '{CANARY_POSTCODE.replace(' ', '_')}'.",
+    f"Invalid object name 'dbo.{CANARY_SURNAME}'.",
+]
+
+
+@pytest.mark.parametrize("message", LEAKING_MESSAGES)
+def test_driver_message_text_never_carries_row_values_into_the_error_or_its_cause(
+    message: str,
+) -> None:
+    exc = _sql_server_error("22018", (message, 245))
     translated = translate_error(
-        exc, target="driver=SQL Server, server=., database=sys2000", action="query x"
+        exc, target=MSSQL_TARGET, action="query q", statement="SELECT p.surname FROM patients p"
     )
-    assert isinstance(translated, PermanentError)
-    assert "Siân" not in str(translated) and "Brien" not in str(translated)
-    assert "'dbo.Appts'" in str(translated) and "'mobileNo'" in str(translated)
+    cause = translated.__cause__
+    assert isinstance(translated, PermanentError) and isinstance(cause, pyodbc.DataError)
+    for text in (str(translated), repr(cause.args)):
+        assert canaries_in(text) == []
+        for value in ("Brien", "Siân", "Arcy", "Nuñez", "Jones", "line 2"):
+            assert value not in text
+        assert "[22018]" in text and "(245)" in text and SQL_SERVER in text
+
+
+def test_conversion_errors_keep_the_types_and_mask_the_whole_value() -> None:
+    exc = _sql_server_error(
+        "22018",
+        ("Conversion failed when converting the varchar value 'O'Brien' to data type int.", 245),
+    )
+    text = str(translate_error(exc, target=MSSQL_TARGET, action="query patients_first_page"))
+    assert text == (
+        f"R4 query patients_first_page failed ({MSSQL_TARGET}): [22018] {SQL_SERVER}"
+        "Conversion failed when converting the varchar value '***' to data type int. (245) "
+        "(SQLExecDirectW)"
+    )
+
+
+def test_driver_messages_keep_names_of_r4_and_of_the_statement_and_the_state_class() -> None:
+    exc = _sql_server_error(
+        "42S02",
+        ("Invalid object name 'dbo.Appts'.", 208),
+        ("Invalid column name 'NoSuchColumn'.", 207),
+        ("Statement(s) could not be prepared.", 8180),
+        ("Something no template knows about 'x'.", 50000),
+    )
+    text = str(
+        translate_error(
+            exc,
+            target=MSSQL_TARGET,
+            action="query probe",
+            statement="SELECT NoSuchColumn FROM dbo.Appts",
+        )
+    )
+    assert "Invalid object name 'dbo.Appts'. (208) (SQLExecDirectW)" in text
+    assert "Invalid column name 'NoSuchColumn'. (207)" in text
+    assert "Statement(s) could not be prepared. (8180)" in text
+    assert f"[42S02] {SQL_SERVER}syntax error or access rule violation; message withheld" in text
+    assert "(50000)" in text and "'x'" not in text
+
+
+def test_messages_while_connecting_are_kept_because_no_row_was_read_yet() -> None:
+    exc = pyodbc.InterfaceError(
+        "28000",
+        f"[28000] {SQL_SERVER}Login failed for user 'PRACTICE\\r4svc'. (18456) (SQLDriverConnect)",
+    )
+    text = str(translate_error(exc, target=MSSQL_TARGET, action="connect", connecting=True))
+    assert "Login failed for user 'PRACTICE\\r4svc'." in text
 
 
 @pytest.mark.parametrize(
@@ -173,3 +266,13 @@ def test_raw_driver_error_quoting_patient_data_is_not_reachable_through_the_caus
     assert chain[1].args[0] == "22018"
     for exc in chain:
         assert "Zoë" not in repr(exc.args) and "Nuñez" not in str(exc)
+
+
+def test_pyodbc_own_messages_are_kept_only_when_known() -> None:
+    known = pyodbc.ProgrammingError("No results.  Previous SQL was not a query.")
+    assert str(translate_error(known, target=MSSQL_TARGET, action="query q")).endswith(
+        "[?] No results.  Previous SQL was not a query."
+    )
+    odd = pyodbc.Error(f"invalid value {CANARY_SURNAME} for parameter 1")
+    text = str(translate_error(odd, target=MSSQL_TARGET, action="query q"))
+    assert canaries_in(text) == [] and "message withheld" in text

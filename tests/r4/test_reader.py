@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.errors import PermanentError
 from agent.ports import RecordSource
 from agent.r4.connection import R4Database, open_database
 from agent.r4.reader import DEFAULT_PAGE_SIZE, R4Reader
@@ -232,7 +233,7 @@ def test_latest_questionnaire_is_the_highest_qaireid_not_the_newest_date(
         Answer("Are you pregnant or breastfeeding?", None, None),  # left blank
         Answer("Date of your last dental visit", "2023-11-05", None),
         Answer("Weight (kg)", "72.5", None),
-        Answer("Amount paid today (£)", "12.5", None),
+        Answer("Amount paid today (£)", "12.50", None),  # money: at least 2 decimals
         Answer("", "answer to a deleted question", None),
     )
 
@@ -296,3 +297,108 @@ def test_counts_name_questions_and_presets_but_never_typed_answers(
     texts = {q.question_text for q in questions} | {p.answer_text for p in presets}
     assert CANARY["text_answer"] not in texts and CANARY["notes"] not in texts
     assert "Yes" in {p.answer_text for p in presets}
+
+
+@pytest.mark.parametrize(
+    ("number", "currency", "expected"),
+    [
+        (1234567.891, None, "1234567.891"),  # CONVERT(varchar, float) gave "1.23457e+006"
+        (80.0, None, "80"),
+        (0.000125, None, "0.000125"),
+        (1e16, None, "10000000000000000"),
+        (-3.5, None, "-3.5"),
+        (None, "12.3456", "12.3456"),  # money has 4 decimals; style 0 rounded to 2
+        (None, "1234567.1", "1234567.10"),
+        (None, "7", "7.00"),
+    ],
+)  # fmt: skip
+def test_number_and_currency_answers_keep_every_digit(
+    make_r4_db: MakeR4Db, number: float | None, currency: str | None, expected: str
+) -> None:
+    sample = make_r4_db()
+    code = int(str(_rows(sample.path, "SELECT MIN(patientCode) FROM patients")[0][0]))
+    _write(
+        sample.path,
+        ("INSERT INTO CompletedQuestionnaire VALUES (?, ?, ?, ?, ?)",
+         (6_000_000, code, "2024-01-01 08:00:00", None, 1)),
+        ("INSERT INTO CompletedQuestionnaireAnswer VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         (6_000_000, 13, None, None, None, number, None, currency)),
+    )  # fmt: skip
+    with open_database(sample.settings) as db:
+        latest = R4Reader(db).latest_questionnaire(code)
+    assert latest is not None and [a.answer_text for a in latest.answers] == [expected]
+
+
+def test_counts_are_per_distinct_text_when_questions_and_presets_share_one(
+    make_r4_db: MakeR4Db,
+) -> None:
+    # Real R4 forms repeat texts: every yes/no question has its own "Yes" pre-set answer.
+    sample = make_r4_db()
+    yes_id = _rows(sample.path, "SELECT AnswerId FROM QuestionMultiAnswer WHERE [Text] = 'Yes'")
+    question = _rows(sample.path, "SELECT QuestionID, [Text] FROM Question ORDER BY 1 LIMIT 1")
+    (first_yes,), (first_q, first_q_text) = yes_id[0], question[0]
+    _write(
+        sample.path,
+        ("INSERT INTO QuestionMultiAnswer VALUES (?, ?)", (9001, "Yes")),
+        ("INSERT INTO QuestionMultiAnswer VALUES (?, ?)", (9002, "Yes")),
+        ("INSERT INTO Question VALUES (?, ?)", (9001, first_q_text)),
+        ("INSERT INTO CompletedQuestionnaireAnswer VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         (1, 9001, 9001, None, None, None, None, None)),
+        ("INSERT INTO CompletedQuestionnaireAnswer VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         (1, 9001, 9002, None, None, None, None, None)),
+        ("INSERT INTO CompletedQuestionnaireAnswer VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         (2, 9001, 9002, None, None, None, None, None)),
+    )  # fmt: skip
+    chosen = {
+        int(str(answer)): int(str(n))
+        for answer, n in _rows(
+            sample.path,
+            "SELECT AnswerId, COUNT(*) FROM CompletedQuestionnaireAnswer GROUP BY AnswerId",
+        )
+        if answer is not None
+    }
+    answered = {
+        int(str(q)): int(str(n))
+        for q, n in _rows(
+            sample.path,
+            "SELECT QuestionId, COUNT(*) FROM CompletedQuestionnaireAnswer GROUP BY QuestionId",
+        )
+    }
+    with open_database(sample.settings) as db:
+        reader = R4Reader(db)
+        presets = reader.preset_answer_counts()
+        questions = reader.question_counts()
+    preset_texts = [p.answer_text for p in presets]
+    assert len(preset_texts) == len(set(preset_texts))  # "unique" means unique by text
+    yes = next(p for p in presets if p.answer_text == "Yes")
+    assert yes.count == chosen[int(str(first_yes))] + 3
+    question_texts = [q.question_text for q in questions]
+    assert len(question_texts) == len(set(question_texts))
+    shared = next(q for q in questions if q.question_text == first_q_text)
+    assert shared.answer_count == answered.get(int(str(first_q)), 0) + 3
+    assert question_texts[0] == first_q_text  # first-seen (question id) order is kept
+
+
+def test_bulk_read_checks_every_value_when_a_column_comes_back_as_another_type(
+    make_r4_db: MakeR4Db,
+) -> None:
+    # Pages are converted column by column, trusting a column whose values all have the
+    # expected type; a view that hands codes and dates back as text must still give the same
+    # records, and a value that is no date must fail naming the column, not the value.
+    sample = make_r4_db()
+    with open_database(sample.settings) as db:
+        expected = list(R4Reader(db).iter_patients())
+    _write(
+        sample.path,
+        ("ALTER TABLE patients RENAME TO patients_raw", ()),
+        ("CREATE VIEW patients AS SELECT CAST(patientCode AS TEXT) AS patientCode, forename, "
+         "surname, CAST(dob AS TEXT) AS dob, mobileNo, email, addressId FROM patients_raw", ()),
+    )  # fmt: skip
+    with open_database(sample.settings) as db:
+        as_text = list(R4Reader(db, page_size=len(expected) + 1).iter_patients())
+        assert sorted(as_text, key=lambda p: p.code) == expected
+        _write(sample.path, ("UPDATE patients_raw SET dob = ? WHERE patientCode = ?",
+                             (f"{CANARY['surname']} 1971", CANARY_CODE)))  # fmt: skip
+        with pytest.raises(PermanentError) as failed:
+            list(R4Reader(db, page_size=len(expected) + 1).iter_patients())
+    assert "dob" in str(failed.value) and CANARY["surname"] not in str(failed.value)

@@ -4,13 +4,15 @@ by the connection wrapper BEFORE it is sent (the observer never sees it, the dat
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import sqlite3
 
 import pytest
 
 from agent.errors import UnsafeStatementError
 from agent.r4.connection import R4Database, open_database
-from agent.r4.guard import check_select_only
+from agent.r4.guard import SQLITE_KEYWORDS, check_select_only
 from agent.r4.sql import Statement
 from tests.fixtures.r4_database import MakeR4Db
 
@@ -46,6 +48,53 @@ REFUSED = [
     "DECLARE @x int; SELECT 1",
     "SELECT 1 SET NOCOUNT ON",
     "SELECT [x]] ; DROP TABLE patients ;SELECT [y]",  # ]] ends the name early in SQLite
+    # T-SQL statements that stack without ";" and are not in a deny-list of writes
+    "SELECT 1 DISABLE TRIGGER t ON patients",
+    "SELECT 1 ENABLE TRIGGER t ON patients",
+    "SELECT 1 CHECKPOINT",
+    "SELECT 1 RECEIVE * FROM q",
+    "SELECT 1 RECEIVE TOP (1) message_body FROM q",
+    "SELECT 1 SEND ON CONVERSATION h MESSAGE TYPE m",
+    "SELECT 1 GET CONVERSATION GROUP g FROM q",
+    "SELECT 1 MOVE CONVERSATION h TO g",
+    "SELECT 1 END CONVERSATION h WITH CLEANUP",
+    "SELECT 1 REVERT",
+    "SELECT 1 SETUSER",
+    "SELECT 1 CLOSE MASTER KEY",
+    "SELECT 1 ADD SIGNATURE TO p BY CERTIFICATE c",
+    "SELECT 1 RAISERROR('x', 16, 1) WITH LOG",
+    "SELECT 1 THROW 50000, 'x', 1",
+    "SELECT 1 PRINT 'x'",
+    "SELECT 1 BACKUP LOG sys2000 TO DISK = 'x'",
+    "SELECT 1DELETE FROM patients",  # T-SQL reads "1DELETE" as 1 then DELETE
+    # functions that load code, read files or act, and ODBC escapes that call procedures
+    "SELECT load_extension('/tmp/evil.so')",
+    "SELECT LOAD_EXTENSION ('/tmp/evil.so', 'init')",
+    "SELECT [load_extension]('/tmp/evil.so')",
+    'SELECT "load_extension"(\'/tmp/evil.so\')',
+    "SELECT readfile('/etc/passwd')",
+    "SELECT * FROM fn_dblog(NULL, NULL)",
+    "SELECT {fn user()}",
+    "SELECT 1 {call xp_cmdshell('dir')}",
+    # variables, temp tables and other characters the agent's SELECTs never use
+    "SELECT @@version",
+    "SELECT @x = forename FROM patients",
+    "SELECT * FROM #stolen",
+    "SELECT forename || surname FROM patients",
+    "SELECT $1",
+    "SELECT :name",
+    "SELECT Siân FROM patients",
+    # backticks are names in SQLite: a quote inside one does not start a literal
+    "SELECT 1 AS `'`; DELETE FROM patients; SELECT 1 AS `'`",
+    "SELECT 1 AS `'` DELETE FROM patients SELECT 1 AS `'`",
+    "SELECT `x",
+    # keywords of either dialect that a SELECT of the agent never uses
+    "SELECT 1 UNION SELECT password FROM users",
+    "SELECT CASE WHEN 1 = 1 THEN 1 END",
+    "SELECT * FROM patients TABLESAMPLE (10 PERCENT)",
+    "SELECT * FROM patients FOR XML AUTO",
+    "SELECT 1 OPTION (MAXDOP 1)",
+    "SELECT REPLACE FROM patients",  # REPLACE is only allowed as the function
 ]
 
 ALLOWED = [
@@ -58,6 +107,10 @@ ALLOWED = [
     "SELECT m.name FROM sqlite_master m JOIN pragma_table_info(m.name) c",
     "SELECT REPLACE(forename, 'a', 'b') FROM patients",
     "SELECT N'Siân' AS name",
+    "SELECT `delete` FROM patients",
+    "SELECT 1 AS `it``s`",
+    "SELECT p.patientCode, COUNT (*) FROM dbo.patients p WHERE p.dob IS NOT NULL AND p.x <> ?",
+    "SELECT date FROM patients",  # a function's name used as a column name
 ]
 
 
@@ -70,6 +123,17 @@ def test_guard_refuses_anything_but_a_single_select(statement: str) -> None:
 @pytest.mark.parametrize("statement", ALLOWED)
 def test_guard_allows_selects_even_with_dangerous_words_inside_literals(statement: str) -> None:
     check_select_only(statement)
+
+
+def test_guard_embeds_every_keyword_of_the_sqlite_library_the_tests_run() -> None:
+    # SQLite adds keywords now and then: the embedded list must not fall behind the library.
+    lib = ctypes.CDLL(ctypes.util.find_library("sqlite3"))
+    names: set[str] = set()
+    for i in range(lib.sqlite3_keyword_count()):
+        name, size = ctypes.c_char_p(), ctypes.c_int()
+        lib.sqlite3_keyword_name(i, ctypes.byref(name), ctypes.byref(size))
+        names.add(ctypes.string_at(name, size.value).decode("ascii"))
+    assert len(names) > 100 and names <= SQLITE_KEYWORDS
 
 
 def test_guard_refusal_message_names_the_keyword_not_the_values() -> None:
@@ -99,6 +163,8 @@ def _count(path: object, sql: str) -> int:
         "SELECT 1 DELETE FROM patients",
         "DROP TABLE patients",
         "CREATE TABLE stolen (x int)",
+        "SELECT 1 AS `'`; DELETE FROM patients; SELECT 1 AS `'`",
+        "SELECT load_extension('/tmp/evil.so')",
     ],
 )
 def test_write_through_the_real_connection_is_refused_and_never_reaches_the_database(
@@ -108,16 +174,18 @@ def test_write_through_the_real_connection_is_refused_and_never_reaches_the_data
     before = _count(sample.path, "SELECT COUNT(*) FROM patients")
     tables_before = _count(sample.path, "SELECT COUNT(*) FROM sqlite_master WHERE type='table'")
     seen: list[Statement] = []
+    count = Statement("count", "SELECT COUNT(*) FROM patients")
     with open_database(sample.settings) as db:
         db.observers.append(seen.append)
-        for call in (db.fetch_all, db.fetch_one, lambda s: list(db.iter_rows(s))):
+        calls = (db.fetch_all, db.fetch_one, lambda st: list(db.iter_rows(st)))
+        for call in calls:
             with pytest.raises(UnsafeStatementError):
-                call(statement)
-        with pytest.raises(UnsafeStatementError):
-            db.fetch_all(Statement("named", statement))
+                call(Statement("named", statement))
+            with pytest.raises(UnsafeStatementError):
+                call(statement)  # type: ignore[arg-type]  # a raw string is refused as such
         # the connection still works for reads afterwards
-        assert db.fetch_one("SELECT COUNT(*) FROM patients") == (before,)
-    assert [s.text for s in seen] == ["SELECT COUNT(*) FROM patients"]  # the refused never ran
+        assert db.fetch_one(count) == (before,)
+    assert seen == [count]  # the refused never ran
     assert _count(sample.path, "SELECT COUNT(*) FROM patients") == before
     assert _count(sample.path, "SELECT COUNT(*) FROM sqlite_master WHERE type='table'") == (
         tables_before

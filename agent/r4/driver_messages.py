@@ -1,0 +1,181 @@
+"""Driver error messages made safe to log: keep what is known to be safe, withhold the rest.
+
+pyodbc formats an error as `[SQLSTATE] <message> (<native error>) (<ODBC function>)` and adds
+each further diagnostic record as `; [SQLSTATE] <message> (<native error>)`; a message starts
+with its components (`[Microsoft][ODBC Driver 17 for SQL Server][SQL Server]`). The message
+text is untrusted: SQL Server quotes row values without escaping their quotes
+(`value 'O'Brien'`), lists key values in parentheses, other drivers say what they like. So a
+message is kept only when it matches, whole, one of the templates below, whose variable parts
+are names the statement itself mentions (or R4 table/column names), SQL type names, numbers,
+and values, which become `***`. Any other message becomes its SQLSTATE class ("data
+exception"); the SQLSTATE and native error number still identify it exactly (on SQL Server:
+`sys.messages`). Pure text work, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+WITHHELD = "message withheld: it may quote row values"
+
+# The SQLSTATE class (first two characters) says what kind of failure it was.
+_STATE_CLASSES: dict[str, str] = {
+    "01": "warning",
+    "07": "dynamic SQL error",
+    "08": "connection failure",
+    "21": "cardinality violation",
+    "22": "data exception (a value could not be converted or is out of range)",
+    "23": "integrity constraint violation",
+    "24": "invalid cursor state",
+    "25": "invalid transaction state",
+    "28": "login refused",
+    "3D": "invalid database name",
+    "3F": "invalid schema name",
+    "40": "transaction rolled back (deadlock victim)",
+    "42": "syntax error or access rule violation",
+    "HY": "driver error",
+    "IM": "driver manager error",
+    "S0": "object not found or already there",
+    "S1": "driver error",
+}
+
+_TYPE = (
+    r"(?:bigint|int|smallint|tinyint|bit|decimal|numeric|money|smallmoney|float|real|"
+    r"datetime|datetime2|smalldatetime|date|time|datetimeoffset|char|varchar|nchar|nvarchar|"
+    r"text|ntext|binary|varbinary|image|uniqueidentifier|xml|sql_variant|expression)"
+)
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"  # each dotted part is checked
+_PLACEHOLDERS = {
+    # greedy, across lines: from the FIRST quote to the LAST, whatever quotes lie between
+    "value": "(?P<value>'(?s:.*)')",
+    "type": _TYPE,
+    "number": r"\d{1,10}",
+}
+
+
+def _template(pattern: str) -> re.Pattern[str]:
+    """Literal text with `{name}`, `{value}`, `{type}`, `{number}` placeholders."""
+    pieces = re.split(r"\{(name|value|type|number)\}", pattern)
+    regex: list[str] = []
+    for i, piece in enumerate(pieces):
+        if i % 2 == 0:
+            regex.append(re.escape(piece))
+        elif piece == "name":
+            regex.append(f"(?P<name{i}>{_NAME})")
+        else:
+            regex.append(_PLACEHOLDERS[piece])
+    # SQLite's ODBC driver appends its own result code: "no such table: x (1)"
+    return re.compile("".join(regex) + r"(?: \(\d{1,10}\))?")
+
+
+_TEMPLATES: tuple[re.Pattern[str], ...] = tuple(
+    _template(t)
+    for t in (
+        # SQL Server (English)
+        "Invalid object name '{name}'.",
+        "Invalid column name '{name}'.",
+        "Ambiguous column name '{name}'.",
+        'The multi-part identifier "{name}" could not be bound.',
+        "Incorrect syntax near '{name}'.",
+        "Incorrect syntax near the keyword '{name}'.",
+        "The SELECT permission was denied on the object '{name}', database '{name}', "
+        "schema '{name}'.",
+        "Conversion failed when converting the {type} value {value} to data type {type}.",
+        "Conversion failed when converting date and/or time from character string.",
+        "Error converting data type {type} to {type}.",
+        "Arithmetic overflow error converting {type} to data type {type}.",
+        "Divide by zero error encountered.",
+        "String or binary data would be truncated.",
+        "Statement(s) could not be prepared.",
+        "Transaction (Process ID {number}) was deadlocked on lock resources with another "
+        "process and has been chosen as the deadlock victim. Rerun the transaction.",
+        "Query timeout expired",
+        "Operation canceled",
+        "Communication link failure",
+        # SQLite
+        "no such table: {name}",
+        "no such column: {name}",
+        "ambiguous column name: {name}",
+        'near "{name}": syntax error',
+        "database is locked",
+        "unable to open database file",
+        "attempt to write a readonly database",
+        "interrupted",
+        # pyodbc itself
+        "No results.  Previous SQL was not a query.",
+        "Attempt to use a closed cursor.",
+        "The cursor's connection has been closed.",
+        "Attempt to use a closed connection.",
+        "The driver did not supply an error!",
+    )
+)
+
+# Components that prefix a message; anything else in that position is withheld too.
+_COMPONENT = re.compile(
+    r"Microsoft|unixODBC|Driver Manager|SQLite|SQL Server|ODBC SQL Server Driver|DBNETLIB|"
+    r"SQL Native Client|SQL Server Native Client \d{1,2}\.\d|ODBC Driver \d{1,2} for SQL Server|"
+    r"Shared Memory|TCP/IP Sockets|Named Pipes|DBMSSOCN|DBNMPNTW|DBMSLPCN"
+)
+_RECORD = re.compile(
+    r"\[(?P<state>[0-9A-Z]{5})\] (?P<components>(?:\[[^\[\]]*\])*)(?P<text>.*?)"
+    r" \((?P<native>-?\d{1,10})\)(?: \((?P<function>SQL[A-Za-z]{1,40})\))?",
+    re.DOTALL,
+)
+_RECORD_SEPARATOR = re.compile(r"; (?=\[[0-9A-Z]{5}\] )")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def known_names(*texts: str) -> frozenset[str]:
+    """Lower-cased identifiers of `texts` (statement text, R4 names): names a message may keep."""
+    return frozenset(w.lower() for t in texts for w in _IDENTIFIER.findall(t))
+
+
+def state_class(state: str) -> str:
+    if state.startswith("HYT"):
+        return "timeout expired"
+    return _STATE_CLASSES.get(state[:2], "database error")
+
+
+def _safe_text(text: str, names: frozenset[str]) -> str | None:
+    """`text` with values masked if it matches a template whose names are all known."""
+    for template in _TEMPLATES:
+        m = template.fullmatch(text)
+        if m is None:
+            continue
+        captured = [v for k, v in m.groupdict().items() if k.startswith("name") and v]
+        if not all(part.lower() in names for v in captured for part in v.split(".")):
+            return None
+        if "value" in template.groupindex:
+            start, end = m.span("value")
+            return f"{text[:start]}'***'{text[end:]}"
+        return text
+    return None
+
+
+def _safe_components(components: str) -> str:
+    parts = re.findall(r"\[([^\[\]]*)\]", components)
+    return "".join(f"[{p}]" if _COMPONENT.fullmatch(p) else "[?]" for p in parts)
+
+
+def scrub(state: str, message: str, names: Iterable[str] = ()) -> str:
+    """The message with only known-safe parts kept. `state` is pyodbc's SQLSTATE ("" when
+    pyodbc raised the error itself); `names` are lower-case identifiers a message may name."""
+    allowed = frozenset(names)
+    if not state:  # pyodbc's own error: no SQLSTATE, no components
+        text = _safe_text(message.strip(), allowed)
+        return text if text is not None else f"driver error; {WITHHELD}"
+    records: list[str] = []
+    for piece in _RECORD_SEPARATOR.split(message):
+        m = _RECORD.fullmatch(piece)
+        if m is None:
+            records.append(f"[{state}] {state_class(state)}; {WITHHELD}")
+            break  # cannot tell where this record ends: nothing after it is trusted either
+        text = _safe_text(m.group("text"), allowed)
+        kept = text if text is not None else f"{state_class(m.group('state'))}; {WITHHELD}"
+        function = f" ({m.group('function')})" if m.group("function") else ""
+        records.append(
+            f"[{m.group('state')}] {_safe_components(m.group('components'))}{kept} "
+            f"({m.group('native')}){function}"
+        )
+    return "; ".join(records)
