@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -99,17 +100,24 @@ class _Seen:
 
 
 def _typed_answer(text: object, number: object, day: object, money: object) -> tuple[str, object]:
-    """The first typed answer (R4 has one column per type), as the SQLite dialect makes it
-    text: CAST(number AS TEXT) is Python's str() of the stored value, date() the date part."""
+    """The first typed answer (R4 has one column per type) as the contract writes it: numbers
+    exactly without exponent or trailing zeros, money with at least two decimals (as SQL Server
+    prints money), dates as their date part."""
     if text is not None:
         return "text", text
     if number is not None:
-        return "number", number
+        return "number", _plain_number(number)
     if day is not None:
         return "date", str(day)[:10]
     if money is not None:
-        return "currency", money
+        whole, _, cents = _plain_number(money).partition(".")
+        return "currency", f"{whole}.{cents:0<2}"
     return "blank", None
+
+
+def _plain_number(value: object) -> str:
+    text = f"{Decimal(str(value)):f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _expected_questionnaires(db_path: Path, seen: _Seen) -> dict[str, dict[str, Any] | None]:
