@@ -248,6 +248,18 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _interrupted(error: BaseException | None) -> bool:
+    """Whether `error` came from Ctrl-C: a KeyboardInterrupt raised while a C call (pyodbc's
+    connect, waiting on a locked database) was returning surfaces as its SystemError cause."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def command(args: argparse.Namespace) -> int:
     out = sys.stdout
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
@@ -261,10 +273,10 @@ def command(args: argparse.Namespace) -> int:
             workdir = temporary = Path(tempfile.mkdtemp(prefix="r4agent-demo-"))
         print(f"r4agent {__version__} practice-in-a-box", file=out, flush=True)
         return run_demo(workdir, patients=args.patients, out=out)
-    except KeyboardInterrupt:
-        print("\ninterrupted: everything the demo started has been stopped", file=out)
-        return 130
-    except Exception as e:  # noqa: BLE001 - a demo failure is one line, not a traceback
+    except (KeyboardInterrupt, Exception) as e:  # noqa: BLE001 - one line, not a traceback
+        if _interrupted(e):
+            print("\ninterrupted: everything the demo started has been stopped", file=out)
+            return 130
         # The demo's data is generated and its errors name no values; the type says which
         # phase gave up (TimeoutError from a wait, LookupError from an empty sample, ...).
         print(f"demo failed: {type(e).__name__}: {e}", file=sys.stderr)
