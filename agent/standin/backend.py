@@ -4,7 +4,8 @@ Used by tests, benchmarks, the demo and the Windows suite. It validates what it 
 strictly as the real backend (header rows, content types, required JSON fields, upsert flag,
 Content-Length) and answers 400 otherwise, so client bugs show up; it records every request;
 and it can be told to fail: `fail_next` (5xx), `throttle_next` (429 + Retry-After),
-`slow_next` (answer late), `reject_licence` (403 on /data).
+`slow_next` (answer late), `hold_next` (answer only once an Event is set: a slow backend
+without real sleeps in the test), `reject_licence` (403 on /data).
 
 Standalone: `python -m agent.standin.backend --port 8765` reads the licence key from the
 environment variable FLYNOTES_STANDIN_LICENCE_KEY, else the first line of stdin (never argv),
@@ -65,6 +66,7 @@ class _Fault:
     status: int = 0  # 0 = no status override
     retry_after: str | None = None
     delay: float = 0.0
+    hold: threading.Event | None = None  # answer only once this is set (or on stop())
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +191,7 @@ class StandinBackend:
         self.keep_rows = keep_rows  # False: count rows only (benchmarks)
         self._received: list[ReceivedRequest] = []
         self._faults: list[_Fault] = []
+        self._holding = 0  # requests held by hold_next right now
         self._rejecting = False
         self._host = host
         self._port = port
@@ -261,6 +264,31 @@ class StandinBackend:
     def slow_next(self, n: int = 1, *, seconds: float, endpoint: str | None = None) -> None:
         """The next `n` requests are answered only after `seconds` (cut short by stop())."""
         self._add_fault(_Fault(endpoint, n, delay=seconds))
+
+    def hold_next(
+        self, n: int = 1, *, until: threading.Event, endpoint: str | None = None
+    ) -> None:
+        """The next `n` requests are answered only once `until` is set (or on stop())."""
+        self._add_fault(_Fault(endpoint, n, hold=until))
+
+    @property
+    def holding(self) -> int:
+        """How many requests `hold_next` is holding right now (they are in flight)."""
+        with self._lock:
+            return self._holding
+
+    def _held(self, release: threading.Event) -> bool:
+        """Wait until `release` is set; False if the stand-in is stopping meanwhile."""
+        with self._lock:
+            self._holding += 1
+        try:
+            while not release.wait(0.05):
+                if self._stopping.is_set():
+                    return False
+            return True
+        finally:
+            with self._lock:
+                self._holding -= 1
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -373,6 +401,8 @@ class _Handler(BaseHTTPRequestHandler):
             elif endpoint is None or key is None:
                 status = 404
             elif fault is not None and fault.delay and backend._stopping.wait(fault.delay):
+                status = 503  # stopping while held
+            elif fault is not None and fault.hold is not None and not backend._held(fault.hold):
                 status = 503  # stopping while held
             elif fault is not None and fault.status:
                 status = fault.status
