@@ -331,3 +331,24 @@ def test_signals_set_the_stop_event() -> None:
     with stop_on_signals(stop):
         signal.raise_signal(signal.SIGTERM)
     assert stop.is_set()
+
+
+def test_clock_far_ahead_of_credential_expiry_backs_off_and_recovers_instead_of_crashing(
+    practice: Practice,
+) -> None:
+    # the backend's credentials expired two days ago by this machine's clock, and every
+    # refresh hands back the same ones: botocore raises RuntimeError while signing
+    clock = CountingClock()
+    practice.backend.set_credentials("AKIDSTALE", "s", "t", clock.now() - timedelta(days=2))
+    agent = practice.agent(clock=clock).start()
+    eventually(lambda: agent.stats("polling-in-cycle") >= 1 and len(agent.sink.exceptions) >= 1)
+    eventually(lambda: len(practice.backend.received_for("data")) >= 5)  # retried, backing off
+    practice.backend.set_credentials("AKIDGOOD", "s", "t", clock.now() + timedelta(hours=36))
+    practice.send(_sync("clock-ahead"))
+    eventually(lambda: practice.backend.received_for("patient-sync"))
+    first, context = agent.sink.exceptions[0]
+    assert "still expired" in str(first) and context["phase"] == "poll"
+    assert all(s > 0 for s in clock.sleeps)  # every retry waited
+    assert sum(clock.sleeps) >= 2 + 4  # the first two back-off pauses at least
+    clock.advance(24 * HOUR)
+    assert agent.wait() is ExitCode.END_OF_LIFE
