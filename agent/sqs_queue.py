@@ -49,6 +49,7 @@ _CREDENTIAL_CODES: Final = frozenset(
         "AccessDenied",
         "AccessDeniedException",
         "RequestExpired",
+        "InvalidSignatureException",
     }
 )
 
@@ -70,7 +71,9 @@ def _translate(operation: str, e: Exception) -> TransientError:
     if isinstance(e, ClientError):
         code = str(e.response.get("Error", {}).get("Code", "unknown"))
         status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
-        if code in _CREDENTIAL_CODES:
+        # 403 is what SQS answers for refused credentials whatever the code is called (it
+        # differs between the query and JSON protocols, and moto's server sends none)
+        if code in _CREDENTIAL_CODES or status == 403:
             return CredentialsRejectedError(f"SQS {operation} refused the credentials ({code})")
         return TransientError(f"SQS {operation} failed: {code} (HTTP {status})")
     if isinstance(e, BotoCoreError):

@@ -3,13 +3,18 @@ loops hot (counted on the fake clock: sleeps and receive attempts per simulated 
 
 from __future__ import annotations
 
+import json
+import secrets
 import shutil
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+import boto3
 import pytest
+import requests
 
 from agent.app import Runtime, main, run_agent
 from agent.commands import envelope
@@ -21,7 +26,8 @@ from agent.lifecycle import Backoff, LifeSettings
 from agent.reporting import RollbarSink
 from agent.standin import r4_sample
 from agent.standin.r4_sample import CANARY_CODE
-from agent.standin.sqs_local import LocalSqs
+from agent.sqs_queue import CredentialsRejectedError
+from agent.standin.sqs_local import LocalSqs, SqsEndpoint
 from tests.runtime.conftest import CountingClock, Practice, RecordingSink, eventually
 from updater.gate import GateAction, GateDecision, ReportOnlyGate
 
@@ -351,4 +357,94 @@ def test_clock_far_ahead_of_credential_expiry_backs_off_and_recovers_instead_of_
     assert all(s > 0 for s in clock.sleeps)  # every retry waited
     assert sum(clock.sleeps) >= 2 + 4  # the first two back-off pauses at least
     clock.advance(24 * HOUR)
+    assert agent.wait() is ExitCode.END_OF_LIFE
+
+
+# -- SQS itself refusing the credentials (moto with authentication on) --------------------------
+Credentials = tuple[str, str, str]  # access key id, secret, session token
+
+
+@pytest.fixture
+def sqs_enforcing_credentials(practice: Practice) -> Iterator[Callable[[], Credentials]]:
+    """Switch moto's server to checking every request's signature against its IAM/STS state
+    (its `/moto-api/reset-auth`: authenticate from request 0 on) and yield a function minting
+    temporary credentials (STS AssumeRole) of a role allowed sqs:*. Process-wide in moto, so
+    switched off again at the end whatever happens."""
+    endpoint = practice.sqs.endpoint_url
+    setup = {
+        "endpoint_url": endpoint,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
+    role = f"r4agent-{secrets.token_hex(4)}"
+    iam = boto3.client("iam", **setup)  # type: ignore[call-overload]
+    anyone = {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}
+    arn = iam.create_role(
+        RoleName=role,
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [anyone]}),
+    )["Role"]["Arn"]
+    sqs_only = {"Effect": "Allow", "Action": "sqs:*", "Resource": "*"}
+    iam.put_role_policy(
+        RoleName=role,
+        PolicyName="sqs",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [sqs_only]}),
+    )
+    sts = boto3.client("sts", **setup)  # type: ignore[call-overload]
+
+    def mint() -> Credentials:
+        c = sts.assume_role(RoleArn=arn, RoleSessionName="r4agent-test")["Credentials"]
+        return c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"]
+
+    credentials = mint()  # minted before authentication is on
+    requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=5).raise_for_status()
+    try:
+        yield lambda: credentials
+    finally:
+        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"inf", timeout=5)
+
+
+def _authorised_client(sqs: SqsEndpoint, credentials: Credentials):  # type: ignore[no-untyped-def]
+    key, secret, token = credentials
+    return boto3.client(
+        "sqs",
+        endpoint_url=sqs.endpoint_url,
+        region_name=sqs.region,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        aws_session_token=token,
+    )
+
+
+@pytest.mark.parametrize("refused", ["unknown key", "wrong secret"])
+def test_credentials_sqs_refuses_are_replaced_by_a_fresh_scope_with_back_off(
+    practice: Practice, sqs_enforcing_credentials: Callable[[], Credentials], refused: str
+) -> None:
+    good = sqs_enforcing_credentials()
+    bad = ("ASIAUNKNOWNKEY000000", "x" * 40, "bad-token") if refused == "unknown key" else (
+        good[0], "y" * 40, good[2]
+    )
+    later = CountingClock().now() + timedelta(hours=36)
+    practice.backend.set_credentials(*bad, later)
+
+    class GoodKeysAfterFirstPause(CountingClock):
+        """The backend hands out good keys from the agent's first back-off pause on."""
+
+        def sleep(self, seconds: float) -> None:
+            if not self.sleeps:
+                practice.backend.set_credentials(*good, later)
+            super().sleep(seconds)
+
+    agent = practice.agent(clock=GoodKeysAfterFirstPause()).start().polling()
+    client = _authorised_client(practice.sqs, good)
+    client.send_message(QueueUrl=practice.sqs.queue_url, MessageBody=_sync("fresh-keys"))
+    eventually(lambda: practice.backend.received_for("patient-sync"))  # polling resumed
+    assert practice.backend.received_for("patient-sync")[0].json["patientPatchId"] == "fresh-keys"
+    # refused twice (the scope fetched right after the first refusal still held the bad keys),
+    # each time a fresh /data call and a growing pause: 2 s then 4 s, in 1 s steps
+    assert len(practice.backend.received_for("data")) == 1 + 2
+    assert agent.clock.sleeps == [1.0] * 6
+    [(error, context)] = agent.sink.exceptions  # the first of the streak is reported
+    assert isinstance(error, CredentialsRejectedError) and context["phase"] == "poll"
+    agent.stop.set()
     assert agent.wait() is ExitCode.END_OF_LIFE

@@ -39,10 +39,19 @@ def _queue() -> tuple[SqsQueue, Stubber]:
     return SqsQueue(client, QUEUE, wait_seconds=0), Stubber(client)
 
 
-@pytest.mark.parametrize("code", ["ExpiredToken", "InvalidClientTokenId", "AccessDenied"])
-def test_sqs_refusing_the_credentials_is_credentials_rejected(code: str) -> None:
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("ExpiredToken", 400),
+        ("InvalidClientTokenId", 403),
+        ("AccessDenied", 403),
+        ("UnrecognizedClientException", 400),  # the JSON protocol's name for a bad token
+        ("403", 403),  # no code at all, only the status (as moto's server answers)
+    ],
+)
+def test_sqs_refusing_the_credentials_is_credentials_rejected(code: str, status: int) -> None:
     queue, stub = _queue()
-    stub.add_client_error("receive_message", service_error_code=code, http_status_code=403)
+    stub.add_client_error("receive_message", service_error_code=code, http_status_code=status)
     with stub, pytest.raises(CredentialsRejectedError, match=code):
         queue.receive()
 
