@@ -277,6 +277,14 @@ class StandinBackend:
         with self._lock:
             return self._holding
 
+    def _stopped_while_holding(self, fault: _Fault) -> bool:
+        """Hold the request as `fault` says (slow_next, hold_next); True if stop() came first."""
+        if fault.delay:
+            return self._stopping.wait(fault.delay)
+        if fault.hold is not None:
+            return not self._held(fault.hold)
+        return False
+
     def _held(self, release: threading.Event) -> bool:
         """Wait until `release` is set; False if the stand-in is stopping meanwhile."""
         with self._lock:
@@ -400,10 +408,8 @@ class _Handler(BaseHTTPRequestHandler):
                 status, payload = 200, json.dumps(backend.summary()).encode()
             elif endpoint is None or key is None:
                 status = 404
-            elif fault is not None and fault.delay and backend._stopping.wait(fault.delay):
-                status = 503  # stopping while held
-            elif fault is not None and fault.hold is not None and not backend._held(fault.hold):
-                status = 503  # stopping while held
+            elif fault is not None and backend._stopped_while_holding(fault):
+                status = 503
             elif fault is not None and fault.status:
                 status = fault.status
                 if fault.retry_after is not None:

@@ -24,9 +24,9 @@ from agent.exit_codes import ExitCode
 from agent.flynotes.client import Timeouts
 from agent.lifecycle import Backoff, LifeSettings
 from agent.reporting import RollbarSink
+from agent.sqs_queue import CredentialsRejectedError
 from agent.standin import r4_sample
 from agent.standin.r4_sample import CANARY_CODE
-from agent.sqs_queue import CredentialsRejectedError
 from agent.standin.sqs_local import LocalSqs, SqsEndpoint
 from tests.runtime.conftest import CountingClock, Practice, RecordingSink, eventually
 from updater.gate import GateAction, GateDecision, ReportOnlyGate

@@ -183,5 +183,5 @@ def test_production_receive_is_a_20_second_long_poll_for_10_messages_within_the_
         assert queue.receive() == []
     stub.assert_no_pending_responses()
     assert (LONG_POLL_SECONDS, MAX_MESSAGES_PER_RECEIVE) == (20, 10)
-    read_timeout = client.meta.config.read_timeout
+    read_timeout = client.meta.config.read_timeout  # type: ignore[attr-defined]  # not in the stubs
     assert read_timeout > LONG_POLL_SECONDS  # a quiet queue is an empty answer, not a timeout
