@@ -14,6 +14,7 @@ import pytest
 from agent.app import Runtime, run_agent
 from agent.clock import FakeClock
 from agent.commands.dispatcher import DispatchSettings
+from agent.commands.registry import Registry, default_registry
 from agent.config import AgentConfig, DatabaseConfig, RollbarConfig, Secret
 from agent.exit_codes import ExitCode
 from agent.flynotes.client import Timeouts
@@ -151,6 +152,7 @@ class AgentUnderTest:
     )
     backend_timeouts: Timeouts | None = None
     gate: VersionGate | None = None  # None: ReportOnlyGate (running 1.0.0)
+    registry_factory: Callable[[], Registry] = default_registry
     lifecycle: Lifecycle | None = None
     result: ExitCode | None = None
     _thread: threading.Thread | None = None
@@ -171,6 +173,7 @@ class AgentUnderTest:
             wait_seconds=1,
             sqs_max_attempts=1,
             backend_timeouts=self.backend_timeouts,
+            registry_factory=self.registry_factory,
             on_lifecycle=observe,
         )
 

@@ -18,7 +18,7 @@ import requests
 
 from agent.app import Runtime, main, run_agent
 from agent.commands import envelope
-from agent.commands.registry import Registry, RegistryError, default_registry
+from agent.commands.registry import HANDLERS, Registry, RegistryError, default_registry
 from agent.config import RollbarConfig, Secret
 from agent.exit_codes import ExitCode
 from agent.flynotes.client import Timeouts
@@ -28,6 +28,7 @@ from agent.sqs_queue import CredentialsRejectedError
 from agent.standin import r4_sample
 from agent.standin.r4_sample import CANARY_CODE
 from agent.standin.sqs_local import LocalSqs, SqsEndpoint
+from tests.fixtures.rollbar_endpoint import FakeRollbar
 from tests.runtime.conftest import CountingClock, Practice, RecordingSink, eventually
 from updater.gate import GateAction, GateDecision, ReportOnlyGate
 
@@ -448,3 +449,54 @@ def test_credentials_sqs_refuses_are_replaced_by_a_fresh_scope_with_back_off(
     assert isinstance(error, CredentialsRejectedError) and context["phase"] == "poll"
     agent.stop.set()
     assert agent.wait() is ExitCode.END_OF_LIFE
+
+
+# -- secrets learned mid-run never reach Rollbar -----------------------------------------------
+FIRST_SECRET = "q7Wd3kPz/Vn8Rt2Lm5Xc9Bf4Hj6Ks1Ng0YaCANRY1"[:40]  # SecretAccessKey-shaped
+FRESH_SECRET = "Zp4Lq9Xv/Tn2Wb7Rc5Md8Kf3Hs6Jg1Ny0EaCANRY2"[:40]
+FRESH_TOKEN = "fresh-session-token-" + "Fq3" * 8
+
+
+def test_refreshed_sqs_secret_in_an_exception_message_is_masked_in_the_rollbar_payload(
+    practice: Practice, rollbar_endpoint: FakeRollbar
+) -> None:
+    assert len(FIRST_SECRET) == len(FRESH_SECRET) == 40  # too short for the credential shapes
+
+    def echoing_registry() -> Registry:
+        # a library that puts the credentials it was given into its error text
+        registry = Registry()
+        for command_type, handler, serial in HANDLERS:
+            if command_type is envelope.TestMessage:
+                handler = _echo_credentials
+            registry.register(command_type, handler, serial=serial)
+        return registry
+
+    clock = CountingClock()
+    practice.backend.set_credentials(
+        "AKIDFIRST", FIRST_SECRET, "first-session-token", clock.now() + timedelta(minutes=30)
+    )
+    sink = RollbarSink("rollbar-token-0a1b2c3d", environment="test", endpoint=rollbar_endpoint.url)
+    agent = practice.agent(clock=clock, sink=sink, registry_factory=echoing_registry)
+    agent.start().polling()
+    data_calls = len(practice.backend.received_for("data"))
+    practice.backend.set_credentials(
+        "AKIDFRESH", FRESH_SECRET, FRESH_TOKEN, clock.now() + timedelta(hours=36)
+    )
+    clock.advance(25 * 60)  # inside botocore's refresh window: the next SQS call refreshes
+    eventually(lambda: len(practice.backend.received_for("data")) == data_calls + 1)
+    practice.send(envelope.encode(envelope.TestMessage()))
+    eventually(lambda: rollbar_endpoint.items)
+    sink.flush(10)
+    agent.stop.set()
+    assert agent.wait() is ExitCode.END_OF_LIFE
+    texts = [item.text for item in rollbar_endpoint.items]
+    assert any("signing with *** (then ***, token ***) failed" in t for t in texts), texts
+    for text in texts:
+        for secret in (FIRST_SECRET, FRESH_SECRET, FRESH_TOKEN):
+            assert secret not in text
+
+
+def _echo_credentials(command: envelope.TestMessage, ctx: object) -> None:
+    raise RuntimeError(
+        f"signing with {FRESH_SECRET} (then {FIRST_SECRET}, token {FRESH_TOKEN}) failed"
+    )
