@@ -4,7 +4,8 @@
 
 Builds config -> logging -> error sink (Rollbar) -> R4 reader -> Flynotes client -> version gate
 -> SQS client (refreshing credentials) -> handler registry -> dispatcher -> lifecycle, runs the
-lifecycle, and turns the outcome into an exit code (docs/exit-codes.md). Tests call `run_agent`
+lifecycle, and turns the outcome into an exit code (docs/exit-codes.md); while it runs, an
+exception that ends any thread is reported too (`report_thread_crashes`). Tests call `run_agent`
 with a FakeClock and short intervals; the service runs `command`.
 """
 
@@ -204,13 +205,37 @@ class Runtime:
     on_lifecycle: Callable[[Lifecycle], None] | None = None  # tests: observe stats
 
 
+@contextlib.contextmanager
+def report_thread_crashes(errors: ErrorSink) -> Iterator[None]:
+    """While inside, an exception that ends a thread (its target raised) is logged and reported,
+    then handed on to the hook that was there before (Python's prints it to stderr). The
+    previous hook is put back on the way out, unless someone replaced ours meanwhile."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        error = args.exc_value
+        if error is not None and not isinstance(error, SystemExit):
+            name = args.thread.name if args.thread is not None else "?"
+            with contextlib.suppress(Exception):  # reporting must not break the hook chain
+                log.error("thread %s died: %s", name, type(error).__name__, exc_info=error)
+                errors.report_exception(error, context={"phase": "thread", "thread": name})
+        previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        if threading.excepthook is hook:
+            threading.excepthook = previous
+
+
 def run_agent(config: AgentConfig, runtime: Runtime | None = None) -> ExitCode:
     """Run one life of the agent with `config`; never raises (an uncaught error is reported,
-    flushed and becomes ExitCode.CRASH)."""
+    flushed and becomes ExitCode.CRASH; one that ends a background thread is reported)."""
     runtime = runtime or Runtime()
     errors = runtime.errors or _error_sink_or_local(config)
     try:
-        with ExitStack() as stack:
+        with report_thread_crashes(errors), ExitStack() as stack:
             return _run(config, runtime, errors, stack)
     except Exception as e:
         log.critical("crashed: %s", type(e).__name__, exc_info=True)

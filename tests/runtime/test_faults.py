@@ -500,3 +500,25 @@ def _echo_credentials(command: envelope.TestMessage, ctx: object) -> None:
     raise RuntimeError(
         f"signing with {FRESH_SECRET} (then {FIRST_SECRET}, token {FRESH_TOKEN}) failed"
     )
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_exception_ending_a_background_thread_is_reported_and_the_hook_restored(
+    practice: Practice,
+) -> None:
+    before = threading.excepthook
+    agent = _started(practice)
+    assert threading.excepthook is not before  # installed for the life of the agent
+
+    def crashes() -> None:
+        raise LookupError("a background thread's bug")
+
+    thread = threading.Thread(target=crashes, name="some-library-thread")
+    thread.start()
+    thread.join()
+    [(error, context)] = agent.sink.exceptions
+    assert isinstance(error, LookupError)
+    assert context == {"phase": "thread", "thread": "some-library-thread"}
+    agent.stop.set()
+    assert agent.wait() is ExitCode.END_OF_LIFE
+    assert threading.excepthook is before  # chained while running, put back at exit
