@@ -46,6 +46,8 @@ from agent.sqs_queue import LONG_POLL_SECONDS, SqsQueue
 from updater.gate import ReportOnlyGate, VersionGate
 
 if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
     from agent.config import AgentConfig
     from agent.flynotes.client import FlynotesClient, Timeouts
     from agent.r4.connection import DbSettings, R4Database
@@ -201,6 +203,7 @@ class Runtime:
     wait_seconds: int = LONG_POLL_SECONDS
     sqs_max_attempts: int = 3  # botocore's own retries (real-time sleeps) per SQS call
     registry_factory: Callable[[], Registry] = default_registry
+    sqs_client_factory: Callable[..., SQSClient] | None = None  # None: credentials.sqs_client
     backend_timeouts: Timeouts | None = None  # None: the client's defaults
     on_lifecycle: Callable[[Lifecycle], None] | None = None  # tests: observe stats
 
@@ -272,6 +275,19 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
     main_records = ReconnectingRecords(settings)
     stack.callback(main_records.close)
 
+    # The SQS client of the current scope. Replaced every cycle; the one replaced is closed
+    # (its pooled connections would stay open otherwise). A handler still using it through an
+    # earlier message only reconnects: a closed botocore client opens new connections.
+    clients: list[SQSClient] = []
+    make_client = runtime.sqs_client_factory or sqs_client
+
+    def close_clients() -> None:
+        for client in clients:
+            client.close()
+        clients.clear()
+
+    stack.callback(close_clients)  # after the dispatcher's close (LIFO): it may still delete
+
     restart = RestartRequest()
     dispatcher = Dispatcher(
         registry,
@@ -291,7 +307,7 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
 
     def queue_for(scope: Scope) -> SqsQueue:
         hide(scope.credentials)
-        client = sqs_client(
+        client = make_client(
             scope,
             lambda: hide(backend.fetch_scope().credentials),
             clock=clock,
@@ -299,6 +315,8 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
             proxy=config.proxy.reveal() if config.proxy is not None else None,
             max_attempts=runtime.sqs_max_attempts,
         )
+        close_clients()
+        clients.append(client)
         return SqsQueue(client, scope.sqs_queue_url, wait_seconds=runtime.wait_seconds)
 
     life = runtime.life or LifeSettings(poll_hours=config.poll_hours, life_hours=config.life_hours)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,6 +154,7 @@ class AgentUnderTest:
     backend_timeouts: Timeouts | None = None
     gate: VersionGate | None = None  # None: ReportOnlyGate (running 1.0.0)
     registry_factory: Callable[[], Registry] = default_registry
+    sqs_client_factory: Callable[..., Any] | None = None
     lifecycle: Lifecycle | None = None
     result: ExitCode | None = None
     _thread: threading.Thread | None = None
@@ -174,6 +176,7 @@ class AgentUnderTest:
             sqs_max_attempts=1,
             backend_timeouts=self.backend_timeouts,
             registry_factory=self.registry_factory,
+            sqs_client_factory=self.sqs_client_factory,
             on_lifecycle=observe,
         )
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -20,6 +21,7 @@ from agent.app import Runtime, main, run_agent
 from agent.commands import envelope
 from agent.commands.registry import HANDLERS, Registry, RegistryError, default_registry
 from agent.config import RollbarConfig, Secret
+from agent.credentials import sqs_client
 from agent.exit_codes import ExitCode
 from agent.flynotes.client import Timeouts
 from agent.lifecycle import Backoff, LifeSettings
@@ -522,3 +524,39 @@ def test_exception_ending_a_background_thread_is_reported_and_the_hook_restored(
     agent.stop.set()
     assert agent.wait() is ExitCode.END_OF_LIFE
     assert threading.excepthook is before  # chained while running, put back at exit
+
+
+class ClosingWatch:
+    """The real SQS client factory (agent.credentials.sqs_client), noting each client it built
+    and each call of that client's public close()."""
+
+    def __init__(self) -> None:
+        self.built: list[object] = []
+        self.closed: list[object] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        client = sqs_client(*args, **kwargs)
+        close = client.close
+
+        def noting_close() -> None:
+            self.closed.append(client)
+            close()
+
+        client.close = noting_close  # type: ignore[method-assign]
+        self.built.append(client)
+        return client
+
+
+def test_hourly_new_sqs_client_closes_the_one_it_replaces(practice: Practice) -> None:
+    watch = ClosingWatch()
+    agent = practice.agent(sqs_client_factory=watch).start().polling()
+    for cycle in (2, 3):
+        agent.clock.advance(HOUR)
+        agent.polling(cycle)
+    assert len(watch.built) == 3
+    assert watch.closed == watch.built[:2]  # the current one stays open while it is in use
+    practice.send(_sync("after-two-replacements"))
+    eventually(lambda: practice.backend.received_for("patient-sync"))
+    agent.stop.set()
+    assert agent.wait() is ExitCode.END_OF_LIFE
+    assert watch.closed == watch.built  # and the last one at exit
