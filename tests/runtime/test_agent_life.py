@@ -8,6 +8,7 @@ import json
 from agent.commands import envelope
 from agent.exit_codes import ExitCode
 from agent.standin.r4_sample import CANARY_CODE
+from tests.fixtures.canary import CANARY_ANSWER_NOTES
 from tests.runtime.conftest import PATIENTS, Practice, eventually
 
 HOUR = 3600.0
@@ -45,6 +46,9 @@ def test_every_message_type_is_handled_and_deleted_and_life_ends_at_24h(
     assert sync["patientPatchId"] == "patch-1"
     assert sync["patient"]["id"] == str(CANARY_CODE) or sync["patient"]["id"] == CANARY_CODE
     assert sync["questionnaire"] is not None
+    # the answer-level notes canary travels this path, so the guard watches it on the way
+    answer_notes = [r["answerNotes"] for r in sync["questionnaire"]["responses"]]
+    assert CANARY_ANSWER_NOTES in answer_notes
     texts = agent.sink.message_texts()
     assert "r4agent test message" in texts
     assert any(t.startswith("questionnaire questions:") for t in texts)
