@@ -42,7 +42,7 @@ from agent.records import (
     QuestionCount,
     Questionnaire,
 )
-from agent.sqs_queue import LONG_POLL_SECONDS, SqsQueue
+from agent.sqs_queue import SqsQueue
 from updater.gate import ReportOnlyGate, VersionGate
 
 if TYPE_CHECKING:
@@ -200,7 +200,7 @@ class Runtime:
     gate: VersionGate | None = None  # None: version_gate(config)
     life: LifeSettings | None = None  # None: from config (poll/life hours)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
-    wait_seconds: int = LONG_POLL_SECONDS
+    wait_seconds: int | None = None  # None: from config (timing.long_poll_seconds, 20)
     sqs_max_attempts: int = 3  # botocore's own retries (real-time sleeps) per SQS call
     registry_factory: Callable[[], Registry] = default_registry
     sqs_client_factory: Callable[..., SQSClient] | None = None  # None: credentials.sqs_client
@@ -305,6 +305,10 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
         register_secret(credentials.secret_access_key, credentials.session_token)
         return credentials
 
+    wait_seconds = (
+        runtime.wait_seconds if runtime.wait_seconds is not None else config.long_poll_seconds
+    )
+
     def queue_for(scope: Scope) -> SqsQueue:
         hide(scope.credentials)
         client = make_client(
@@ -317,7 +321,7 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
         )
         close_clients()
         clients.append(client)
-        return SqsQueue(client, scope.sqs_queue_url, wait_seconds=runtime.wait_seconds)
+        return SqsQueue(client, scope.sqs_queue_url, wait_seconds=wait_seconds)
 
     life = runtime.life or LifeSettings(poll_hours=config.poll_hours, life_hours=config.life_hours)
     lifecycle = Lifecycle(

@@ -331,3 +331,25 @@ def test_update_url_is_read_and_validated_like_other_urls(tmp_path: Path) -> Non
     assert cfg.update_url == "https://updates.example/r4/"
     message = error_for(tmp_path, base + 'update_url = "http://updates.example/r4/"\n')
     assert "'update_url'" in message and "non-loopback" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0", "must be from 1 to 20 (got 0)"),  # 0 would be a short poll: a hot loop
+        ("21", "must be from 1 to 20 (got 21)"),  # SQS refuses a longer wait
+        ("1.5", "must be a whole number (got a number)"),
+        ('"5"', "must be a whole number (got a string)"),
+    ],
+)
+def test_long_poll_seconds_must_be_a_whole_number_of_seconds_sqs_accepts(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    message = error_for(tmp_path, GOOD + f"[timing]\nlong_poll_seconds = {value}\n")
+    assert f"key 'timing.long_poll_seconds' {expected}" in message
+
+
+def test_compressed_timing_for_tests_and_demos_is_read(tmp_path: Path) -> None:
+    text = GOOD + "[timing]\npoll_minutes = 0.05\nlife_hours = 0.003\nlong_poll_seconds = 1\n"
+    cfg = load_config(write(tmp_path, text), {})
+    assert (cfg.poll_minutes, cfg.life_hours, cfg.long_poll_seconds) == (0.05, 0.003, 1)
