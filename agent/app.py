@@ -4,7 +4,8 @@
 
 Builds config -> logging -> error sink (Rollbar) -> R4 reader -> Flynotes client -> version gate
 -> SQS client (refreshing credentials) -> handler registry -> dispatcher -> lifecycle, runs the
-lifecycle, and turns the outcome into an exit code (docs/exit-codes.md). Tests call `run_agent`
+lifecycle, and turns the outcome into an exit code (docs/exit-codes.md); while it runs, an
+exception that ends any thread is reported too (`report_thread_crashes`). Tests call `run_agent`
 with a FakeClock and short intervals; the service runs `command`.
 """
 
@@ -41,10 +42,12 @@ from agent.records import (
     QuestionCount,
     Questionnaire,
 )
-from agent.sqs_queue import LONG_POLL_SECONDS, SqsQueue
+from agent.sqs_queue import SqsQueue
 from updater.gate import ReportOnlyGate, VersionGate
 
 if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
     from agent.config import AgentConfig
     from agent.flynotes.client import FlynotesClient, Timeouts
     from agent.r4.connection import DbSettings, R4Database
@@ -197,20 +200,45 @@ class Runtime:
     gate: VersionGate | None = None  # None: version_gate(config)
     life: LifeSettings | None = None  # None: from config (poll/life hours)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
-    wait_seconds: int = LONG_POLL_SECONDS
+    wait_seconds: int | None = None  # None: from config (timing.long_poll_seconds, 20)
     sqs_max_attempts: int = 3  # botocore's own retries (real-time sleeps) per SQS call
     registry_factory: Callable[[], Registry] = default_registry
+    sqs_client_factory: Callable[..., SQSClient] | None = None  # None: credentials.sqs_client
     backend_timeouts: Timeouts | None = None  # None: the client's defaults
     on_lifecycle: Callable[[Lifecycle], None] | None = None  # tests: observe stats
 
 
+@contextlib.contextmanager
+def report_thread_crashes(errors: ErrorSink) -> Iterator[None]:
+    """While inside, an exception that ends a thread (its target raised) is logged and reported,
+    then handed on to the hook that was there before (Python's prints it to stderr). The
+    previous hook is put back on the way out, unless someone replaced ours meanwhile."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        error = args.exc_value
+        if error is not None and not isinstance(error, SystemExit):
+            name = args.thread.name if args.thread is not None else "?"
+            with contextlib.suppress(Exception):  # reporting must not break the hook chain
+                log.error("thread %s died: %s", name, type(error).__name__, exc_info=error)
+                errors.report_exception(error, context={"phase": "thread", "thread": name})
+        previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        if threading.excepthook is hook:
+            threading.excepthook = previous
+
+
 def run_agent(config: AgentConfig, runtime: Runtime | None = None) -> ExitCode:
     """Run one life of the agent with `config`; never raises (an uncaught error is reported,
-    flushed and becomes ExitCode.CRASH)."""
+    flushed and becomes ExitCode.CRASH; one that ends a background thread is reported)."""
     runtime = runtime or Runtime()
     errors = runtime.errors or _error_sink_or_local(config)
     try:
-        with ExitStack() as stack:
+        with report_thread_crashes(errors), ExitStack() as stack:
             return _run(config, runtime, errors, stack)
     except Exception as e:
         log.critical("crashed: %s", type(e).__name__, exc_info=True)
@@ -247,6 +275,19 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
     main_records = ReconnectingRecords(settings)
     stack.callback(main_records.close)
 
+    # The SQS client of the current scope. Replaced every cycle; the one replaced is closed
+    # (its pooled connections would stay open otherwise). A handler still using it through an
+    # earlier message only reconnects: a closed botocore client opens new connections.
+    clients: list[SQSClient] = []
+    make_client = runtime.sqs_client_factory or sqs_client
+
+    def close_clients() -> None:
+        for client in clients:
+            client.close()
+        clients.clear()
+
+    stack.callback(close_clients)  # after the dispatcher's close (LIFO): it may still delete
+
     restart = RestartRequest()
     dispatcher = Dispatcher(
         registry,
@@ -264,9 +305,13 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
         register_secret(credentials.secret_access_key, credentials.session_token)
         return credentials
 
+    wait_seconds = (
+        runtime.wait_seconds if runtime.wait_seconds is not None else config.long_poll_seconds
+    )
+
     def queue_for(scope: Scope) -> SqsQueue:
         hide(scope.credentials)
-        client = sqs_client(
+        client = make_client(
             scope,
             lambda: hide(backend.fetch_scope().credentials),
             clock=clock,
@@ -274,7 +319,9 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
             proxy=config.proxy.reveal() if config.proxy is not None else None,
             max_attempts=runtime.sqs_max_attempts,
         )
-        return SqsQueue(client, scope.sqs_queue_url, wait_seconds=runtime.wait_seconds)
+        close_clients()
+        clients.append(client)
+        return SqsQueue(client, scope.sqs_queue_url, wait_seconds=wait_seconds)
 
     life = runtime.life or LifeSettings(poll_hours=config.poll_hours, life_hours=config.life_hours)
     lifecycle = Lifecycle(

@@ -30,6 +30,7 @@ CONFIG_FILENAME: Final = "config.toml"
 DEFAULT_ROLLBAR_ENDPOINT: Final = "https://api.rollbar.com/api/1/"
 DEFAULT_ROLLBAR_ENVIRONMENT: Final = "production"
 LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+DEFAULT_LONG_POLL_SECONDS: Final = 20  # = agent.sqs_queue.LONG_POLL_SECONDS, SQS's maximum
 
 
 @dataclass(frozen=True, slots=True, repr=False, eq=True)
@@ -78,6 +79,7 @@ class AgentConfig:
     proxy: Secret | None = None  # may hold user:password@
     poll_minutes: float = 60.0  # how long to long-poll SQS between version checks
     life_hours: float = 24.0  # exit cleanly after this much uptime
+    long_poll_seconds: int = DEFAULT_LONG_POLL_SECONDS  # dev/test only: SQS WaitTimeSeconds
 
     @property
     def poll_hours(self) -> float:
@@ -134,7 +136,7 @@ _TOP_KEYS: Final = frozenset(
 _TABLE_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "database": frozenset({"connection_string", "server", "database"}),
     "rollbar": frozenset({"access_token", "access_token_file", "environment", "endpoint"}),
-    "timing": frozenset({"poll_minutes", "life_hours"}),
+    "timing": frozenset({"poll_minutes", "life_hours", "long_poll_seconds"}),
 }
 
 
@@ -176,6 +178,16 @@ class _Reader:
         if value <= 0:
             raise self.fail(dotted, f"must be greater than 0 (got {value})")
         return float(value)
+
+    def whole_number(
+        self, table: Mapping[str, object], key: str, dotted: str, default: int, *, at_most: int
+    ) -> int:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(dotted, f"must be a whole number (got {_kind(value)})")
+        if not 1 <= value <= at_most:
+            raise self.fail(dotted, f"must be from 1 to {at_most} (got {value})")
+        return value
 
 
 def _kind(value: object) -> str:
@@ -369,6 +381,13 @@ def parse_config(path: Path, text: str) -> AgentConfig:
         proxy=proxy,
         poll_minutes=reader.number(timing, "poll_minutes", "timing.poll_minutes", 60.0),
         life_hours=reader.number(timing, "life_hours", "timing.life_hours", 24.0),
+        long_poll_seconds=reader.whole_number(
+            timing,
+            "long_poll_seconds",
+            "timing.long_poll_seconds",
+            DEFAULT_LONG_POLL_SECONDS,
+            at_most=DEFAULT_LONG_POLL_SECONDS,  # SQS refuses a longer wait
+        ),
     )
 
 

@@ -3,7 +3,7 @@
     start    ping R4, fetch the scope (bounded retries with back-off, else TRANSIENT_FAILURE)
     confirm  tell the updater this version initialised (it stops counting early crashes)
     cycle:   version check -> UPDATED if the updater switched versions
-             upload patients, then appointments, then appointment statuses (on a worker,
+             upload patients, then appointments, then appointment statuses (in the serial lane,
                so polling starts at once and patient-syncs are not held up by the uploads)
              poll SQS for `poll_hours`, handling commands
              re-fetch the scope (keep the old one if the backend is down), cycle again
@@ -170,7 +170,7 @@ class Lifecycle:
             return current
 
     def _upload_all(self) -> None:
-        """Start this cycle's uploads on a worker (polling goes on meanwhile), unless the
+        """Start this cycle's uploads in the serial lane (polling goes on meanwhile), unless the
         previous cycle's are still running."""
         if self._uploads is not None and not self._uploads.done():
             log.warning("the previous cycle's uploads are still running: not starting again")

@@ -3,7 +3,8 @@
 Patient data is kept out of logs by the code never logging it (log the patient CODE only);
 the canary tests prove that. As defence in depth, every handler installed here carries a
 filter that masks registered secrets (licence key, SQS keys and session token, Rollbar
-token, proxy/DB passwords) wherever they appear in a formatted line or traceback.
+token, proxy/DB passwords) wherever they appear in a formatted line or traceback. The same
+registry (`SECRETS`) is what the Rollbar reporter masks in every payload.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class SecretRegistry:
             merged = set(self._values) | new
             self._values = tuple(sorted(merged, key=len, reverse=True))
 
+    def values(self) -> tuple[str, ...]:
+        """The registered values, longest first (a snapshot)."""
+        return self._values
+
     def mask(self, text: str) -> str:
         for value in self._values:  # the tuple is replaced atomically, never mutated
             if value in text:
@@ -67,7 +72,8 @@ class SecretRegistry:
 
 SECRETS: Final = SecretRegistry()
 """Process-wide, because logging is: the composition root registers each secret as it is
-learned (config at start-up, SQS credentials at every refresh)."""
+learned (config at start-up, SQS credentials at every refresh). The Rollbar reporter
+(agent.reporting) masks the same registry's values: one list for every way out."""
 
 
 def register_secret(*values: str | None) -> None:

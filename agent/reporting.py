@@ -7,8 +7,10 @@ How a report travels:
    hence the full list).
 2. Our payload hook (`rollbar.events.add_payload_handler`) takes the built item, runs
    `scrub_payload` over it (drops frame locals/args entirely, drops any dict that looks like
-   a patient record, masks patient-field `key=value` pairs and registered secret values in
-   every string, redacts quoted literals in database-driver error messages), queues the
+   a patient record, masks patient-field `key=value` pairs and every secret registered with
+   `agent.logs.SECRETS` in every string (the log filter's list: a secret learned later, such
+   as refreshed SQS credentials, is masked here too), redacts quoted literals in
+   database-driver error messages), queues the
    scrubbed copy on our own bounded sender, and tells pyrollbar not to send anything
    itself. A payload built outside a sink (someone calling `rollbar.report_*` directly)
    is dropped: nothing leaves unscrubbed.
@@ -36,7 +38,7 @@ from typing import Final, Literal
 import requests
 
 from agent._version import __version__
-from agent.logs import mask_credential_shapes
+from agent.logs import SECRETS, SecretRegistry, mask_credential_shapes
 
 log = logging.getLogger(__name__)
 
@@ -347,13 +349,16 @@ class RollbarSink:
         timeout: float = 5.0,
         max_queue: int = 100,
         secret_values: Iterable[str] = (),
+        secrets: SecretRegistry = SECRETS,
         session_factory: Callable[[], requests.Session] = requests.Session,
     ) -> None:
         self._token = access_token
         self._environment = environment
         self._url = endpoint.rstrip("/") + "/item/"
         self._timeout = timeout
-        self._secrets = (*(v for v in secret_values if v), access_token)
+        # one registry for logs and reports: whatever is registered later is masked too
+        self._secrets = secrets
+        secrets.add(*secret_values, access_token)
         self._session = session_factory()
         self._session.trust_env = False  # only the configured proxy, never ambient env vars
         if proxy:
@@ -371,10 +376,6 @@ class RollbarSink:
         self._worker = threading.Thread(target=self._run, name="rollbar-sender", daemon=True)
         self._worker.start()
         _ensure_rollbar(access_token, environment, endpoint)
-
-    def add_secret_values(self, *values: str) -> None:
-        """Mask these (e.g. freshly refreshed SQS credentials) in every later report."""
-        self._secrets = self._secrets + tuple(v for v in values if v)
 
     # -- ErrorSink ---------------------------------------------------------------------------
 
@@ -441,7 +442,9 @@ class RollbarSink:
 
     def _accept(self, payload: Mapping[str, object]) -> None:
         """Called by the payload hook on the reporting thread: scrub, then queue."""
-        rules = ScrubRules(secret_values=self._secrets, driver_messages=self._driver_messages.get())
+        rules = ScrubRules(
+            secret_values=self._secrets.values(), driver_messages=self._driver_messages.get()
+        )
         scrubbed = scrub_payload(payload, rules)
         data = scrubbed.get("data")
         if isinstance(data, dict):

@@ -1,6 +1,9 @@
-"""The one module that talks SQS (boto3). Every botocore failure is translated here into
+"""The one module that talks SQS (boto3). Every failure of an SQS call is translated here into
 TransientError (or CredentialsRejectedError, a TransientError the lifecycle answers by
-re-fetching its scope); nothing botocore-specific escapes.
+re-fetching its scope), or PermanentError for a queue set up wrongly; nothing botocore-specific
+escapes, not even what botocore raises outside its own exception tree (the RuntimeError of
+credentials that are still expired after a refresh). The AgentErrors of the credential refresh
+(the backend's /data, called by botocore) pass through as they are.
 
 Semantics (docs/messages.md):
 - receive: long poll (WaitTimeSeconds 20 by default), up to 10 messages.
@@ -15,18 +18,20 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from agent.errors import PermanentError, TransientError
+from agent.errors import AgentError, PermanentError, TransientError
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LONG_POLL_SECONDS: Final = 20
 MAX_MESSAGES_PER_RECEIVE: Final = 10
@@ -44,6 +49,7 @@ _CREDENTIAL_CODES: Final = frozenset(
         "AccessDenied",
         "AccessDeniedException",
         "RequestExpired",
+        "InvalidSignatureException",
     }
 )
 
@@ -65,12 +71,34 @@ def _translate(operation: str, e: Exception) -> TransientError:
     if isinstance(e, ClientError):
         code = str(e.response.get("Error", {}).get("Code", "unknown"))
         status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
-        if code in _CREDENTIAL_CODES:
+        # 403 is what SQS answers for refused credentials whatever the code is called (it
+        # differs between the query and JSON protocols, and moto's server sends none)
+        if code in _CREDENTIAL_CODES or status == 403:
             return CredentialsRejectedError(f"SQS {operation} refused the credentials ({code})")
         return TransientError(f"SQS {operation} failed: {code} (HTTP {status})")
-    # BotoCoreError: connection refused, timeouts, DNS; the class name says which, the message
-    # names the endpoint (no secrets in it).
-    return TransientError(f"SQS {operation} failed: {type(e).__name__}: {e}")
+    if isinstance(e, BotoCoreError):
+        # connection refused, timeouts, DNS; the class name says which, the message names the
+        # endpoint (no secrets in it).
+        return TransientError(f"SQS {operation} failed: {type(e).__name__}: {e}")
+    if isinstance(e, RuntimeError):
+        # botocore's RefreshableCredentials: the refresh returned credentials that are already
+        # expired by this machine's clock. A fresh scope may help; a wrong clock needs a person.
+        return CredentialsRejectedError(
+            f"SQS {operation}: the refreshed credentials are still expired "
+            "(is this machine's clock right?)"
+        )
+    # anything else escaping botocore: the type only (its text is not ours to vouch for)
+    return TransientError(f"SQS {operation} failed unexpectedly: {type(e).__name__}")
+
+
+def _call(operation: str, call: Callable[[], T]) -> T:
+    """Run one SQS call, translating every failure (see the module docstring)."""
+    try:
+        return call()
+    except AgentError:
+        raise  # from the credential refresh: the backend's errors, already translated
+    except Exception as e:
+        raise _translate(operation, e) from e
 
 
 class SqsQueue:
@@ -101,10 +129,7 @@ class SqsQueue:
         }
         if self._visibility_timeout is not None:
             kwargs["VisibilityTimeout"] = self._visibility_timeout
-        try:
-            response = self._client.receive_message(**kwargs)
-        except (ClientError, BotoCoreError) as e:
-            raise _translate("receive", e) from e
+        response = _call("receive", lambda: self._client.receive_message(**kwargs))
         received = []
         for m in response.get("Messages", []):
             attributes = m.get("Attributes", {})
@@ -123,55 +148,58 @@ class SqsQueue:
         return received
 
     def delete(self, message: ReceivedMessage) -> None:
-        try:
-            self._client.delete_message(QueueUrl=self.url, ReceiptHandle=message.receipt_handle)
-        except (ClientError, BotoCoreError) as e:
-            raise _translate("delete", e) from e
+        _call(
+            "delete",
+            lambda: self._client.delete_message(
+                QueueUrl=self.url, ReceiptHandle=message.receipt_handle
+            ),
+        )
 
     def extend_visibility(self, message: ReceivedMessage, seconds: int) -> None:
         """Keep a message invisible for `seconds` more (a long handler's heartbeat)."""
-        try:
-            self._client.change_message_visibility(
-                QueueUrl=self.url,
-                ReceiptHandle=message.receipt_handle,
-                VisibilityTimeout=seconds,
-            )
-        except (ClientError, BotoCoreError) as e:
-            raise _translate("change-visibility", e) from e
+        _call(
+            "change-visibility",
+            lambda: self._client.change_message_visibility(
+                QueueUrl=self.url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=seconds
+            ),
+        )
 
     def dead_letter_url(self) -> str | None:
-        """The DLQ named by the queue's RedrivePolicy (looked up once), or None if it has none."""
+        """The DLQ named by the queue's RedrivePolicy (looked up once), or None if it has none.
+
+        Raises TransientError if SQS could not be asked, PermanentError if the RedrivePolicy
+        cannot be read (it names no queue this agent can use)."""
         if not self._dlq_looked_up:
-            try:
-                attributes = self._client.get_queue_attributes(
+            attributes = _call(
+                "get-attributes",
+                lambda: self._client.get_queue_attributes(
                     QueueUrl=self.url, AttributeNames=["RedrivePolicy"]
-                ).get("Attributes", {})
-            except (ClientError, BotoCoreError) as e:
-                raise _translate("get-attributes", e) from e
+                ),
+            ).get("Attributes", {})
             policy = attributes.get("RedrivePolicy")
             if policy:
-                arn = str(json.loads(policy)["deadLetterTargetArn"])
-                try:
-                    # arn:aws:sqs:region:account:name -> the queue URL on this endpoint
-                    self._dlq_url = self._client.get_queue_url(
-                        QueueName=arn.rsplit(":", 1)[-1], QueueOwnerAWSAccountId=arn.split(":")[4]
-                    )["QueueUrl"]
-                except (ClientError, BotoCoreError) as e:
-                    raise _translate("get-queue-url", e) from e
+                name, account = _dead_letter_target(policy)
+                self._dlq_url = _call(
+                    "get-queue-url",
+                    lambda: self._client.get_queue_url(
+                        QueueName=name, QueueOwnerAWSAccountId=account
+                    ),
+                )["QueueUrl"]
             self._dlq_looked_up = True
         return self._dlq_url
 
     def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
         """Move a message that can never succeed to the DLQ now, with `reason` attached.
 
-        Raises PermanentError if the queue has no dead-letter queue (the caller reports and
-        drops it), TransientError if SQS could not be reached (the message stays and is
+        Raises PermanentError if the queue has no (usable) dead-letter queue (the caller
+        reports and drops it), TransientError if SQS could not be reached (the message stays and is
         retried; SQS's own redrive then still bounds it)."""
         dlq_url = self.dead_letter_url()
         if dlq_url is None:
             raise PermanentError("the command queue has no RedrivePolicy / dead-letter queue")
-        try:
-            self._client.send_message(
+        _call(
+            "send-to-dead-letter",
+            lambda: self._client.send_message(
                 QueueUrl=dlq_url,
                 MessageBody=message.body or "(empty)",
                 MessageAttributes={
@@ -181,7 +209,22 @@ class SqsQueue:
                         "StringValue": message.message_id,
                     },
                 },
-            )
-        except (ClientError, BotoCoreError) as e:
-            raise _translate("send-to-dead-letter", e) from e
+            ),
+        )
         self.delete(message)
+
+
+def _dead_letter_target(policy: str) -> tuple[str, str]:
+    """(queue name, account id) of a RedrivePolicy's deadLetterTargetArn
+    (arn:aws:sqs:region:account:name). Raises PermanentError if it is not one."""
+    try:
+        arn = json.loads(policy)["deadLetterTargetArn"]
+        parts = arn.split(":")
+        if len(parts) != 6 or parts[2] != "sqs" or not parts[4] or not parts[5]:
+            raise ValueError("not an SQS queue ARN")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise PermanentError(
+            f"the command queue's RedrivePolicy names no usable dead-letter queue "
+            f"({type(e).__name__})"
+        ) from e
+    return parts[5], parts[4]

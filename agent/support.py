@@ -23,7 +23,7 @@ from agent.exit_codes import ExitCode
 from agent.records import Patient
 
 if TYPE_CHECKING:
-    from agent.config import AgentConfig
+    from agent.flynotes.client import FlynotesClient
     from agent.ports import Backend, RecordSource
 
 DEFAULT_PATCH_ID = "r4agent-support"
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
-    from agent.app import ReconnectingRecords, db_settings
+    from agent.app import ReconnectingRecords, db_settings, flynotes_client
     from agent.config import load_config
 
     try:
@@ -60,10 +60,16 @@ def command(args: argparse.Namespace) -> int:
         print(f"r4agent: configuration error: {e}", file=sys.stderr)
         return int(ExitCode.CONFIG_ERROR)
     records = ReconnectingRecords(db_settings(config))
+    opened: list[FlynotesClient] = []  # built only when something is sent (not on --dry-run)
+
+    def backend() -> Backend:
+        opened.append(flynotes_client(config, purpose="support"))
+        return opened[-1]
+
     try:
         if args._support_action == "sync-patient":
-            return _sync_patient(args, records, lambda: _backend(config))
-        return _bulk_upload(args, records, lambda: _backend(config))
+            return _sync_patient(args, records, backend)
+        return _bulk_upload(args, records, backend)
     except TransientError as e:
         print(f"r4agent: not reachable, try again later: {e}", file=sys.stderr)
         return int(ExitCode.TRANSIENT_FAILURE)
@@ -71,13 +77,9 @@ def command(args: argparse.Namespace) -> int:
         print(f"r4agent: failed: {e}", file=sys.stderr)
         return 1
     finally:
+        for client in opened:
+            client.close()
         records.close()
-
-
-def _backend(config: AgentConfig) -> Backend:
-    from agent.app import flynotes_client
-
-    return flynotes_client(config, purpose="support")
 
 
 def present_fields(patient: Patient) -> list[str]:

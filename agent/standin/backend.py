@@ -5,6 +5,7 @@ strictly (the exact header line of each CSV, the exact key sets of the patient-s
 content types, upsert flag, Content-Length) and answers 400 with the reason otherwise, so client
 bugs show up; it records every request, raw body included; and it can be told to fail:
 `fail_next` (5xx), `throttle_next` (429 + Retry-After), `slow_next` (answer late),
+`hold_next` (answer only once an Event is set: a slow backend without real sleeps in the test),
 `reject_licence` (403 on every endpoint).
 
 The header lines and key sets below are copied from the product issue's contract on purpose,
@@ -86,6 +87,7 @@ class _Fault:
     status: int = 0  # 0 = no status override
     retry_after: str | None = None
     delay: float = 0.0
+    hold: threading.Event | None = None  # answer only once this is set (or on stop())
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +218,7 @@ class StandinBackend:
         self.keep_rows = keep_rows  # False: count rows only (benchmarks)
         self._received: list[ReceivedRequest] = []
         self._faults: list[_Fault] = []
+        self._holding = 0  # requests held by hold_next right now
         self._rejecting = False
         self._host = host
         self._port = port
@@ -289,6 +292,39 @@ class StandinBackend:
     def slow_next(self, n: int = 1, *, seconds: float, endpoint: str | None = None) -> None:
         """The next `n` requests are answered only after `seconds` (cut short by stop())."""
         self._add_fault(_Fault(endpoint, n, delay=seconds))
+
+    def hold_next(
+        self, n: int = 1, *, until: threading.Event, endpoint: str | None = None
+    ) -> None:
+        """The next `n` requests are answered only once `until` is set (or on stop())."""
+        self._add_fault(_Fault(endpoint, n, hold=until))
+
+    @property
+    def holding(self) -> int:
+        """How many requests `hold_next` is holding right now (they are in flight)."""
+        with self._lock:
+            return self._holding
+
+    def _stopped_while_holding(self, fault: _Fault) -> bool:
+        """Hold the request as `fault` says (slow_next, hold_next); True if stop() came first."""
+        if fault.delay:
+            return self._stopping.wait(fault.delay)
+        if fault.hold is not None:
+            return not self._held(fault.hold)
+        return False
+
+    def _held(self, release: threading.Event) -> bool:
+        """Wait until `release` is set; False if the stand-in is stopping meanwhile."""
+        with self._lock:
+            self._holding += 1
+        try:
+            while not release.wait(0.05):
+                if self._stopping.is_set():
+                    return False
+            return True
+        finally:
+            with self._lock:
+                self._holding -= 1
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -405,8 +441,8 @@ class _Handler(BaseHTTPRequestHandler):
                 status, payload = 200, json.dumps(backend.summary()).encode()
             elif endpoint is None or key is None:
                 status = 404
-            elif fault is not None and fault.delay and backend._stopping.wait(fault.delay):
-                status = 503  # stopping while held
+            elif fault is not None and backend._stopped_while_holding(fault):
+                status = 503
             elif fault is not None and fault.status:
                 status = fault.status
                 if fault.retry_after is not None:

@@ -42,7 +42,7 @@ DEFAULT_PATIENTS = 5000
 # (title, "module:function"); each function is `phase(practice, out) -> None`.
 DEMO_PHASES: tuple[tuple[str, str], ...] = (
     ("scope and uploads", "agent.standin.demo:upload_phase"),
-    ("SQS command loop (r4agent run)", "agent.commands.demo_loop:command_loop_phase"),
+    ("SQS command loop (r4agent run)", "agent.standin.demo_loop:command_loop_phase"),
 )
 
 Phase = Callable[["DemoPractice", TextIO], None]

@@ -33,7 +33,8 @@ CANARY: dict[str, str] = {
     "mobile": "07000CANARY",
     "address1": "1 CANARYSTREET",
     "postcode": "CA1 1NY",
-    "notes": "CANARYNOTES",
+    "notes": "CANARYNOTES",  # CompletedQuestionnaire.notes
+    "answer_notes": "CANARYANSWERNOTES",  # CompletedQuestionnaireAnswer.Notes
     "text_answer": "CANARYTEXTANSWER",
 }
 
@@ -430,11 +431,12 @@ def _fill(con: sqlite3.Connection, dice: _Dice, patients: int, *, canary: bool) 
                 c["mobile"], c["email"], next_address, "Mx", None,
             )
         )  # fmt: skip
-        # an older questionnaire, then the latest one carrying the canary notes and answer
+        # an older questionnaire, then the latest one carrying the canary notes (of the
+        # questionnaire and of a pre-set answer) and typed answer
         qaires_out((next_qaire, CANARY_CODE, "2024-03-01 09:30:00", None, 1))
         answers_out((next_qaire, 1, 2, None, None, None, None, None))
         qaires_out((next_qaire + 1, CANARY_CODE, "2025-06-02 10:15:00", c["notes"], 1))
-        answers_out((next_qaire + 1, 1, 1, None, None, None, None, None))
+        answers_out((next_qaire + 1, 1, 1, c["answer_notes"], None, None, None, None))
         answers_out((next_qaire + 1, 2, None, None, c["text_answer"], None, None, None))
         appts_out((next_appt, CANARY_CODE, "2026-02-03 14:00:00", 0, 30))
 

@@ -41,7 +41,7 @@ def test_demo_uploads_through_the_real_paths_and_prints_only_counts(tmp_path: Pa
     text = out.getvalue()
     assert "sent 40 patients" in text
     # upload phase + the command-loop phase (agent start-up uploads, patient-sync and
-    # bulk-upload-appointment-status commands: agent.commands.demo_loop)
+    # bulk-upload-appointment-status commands: agent.standin.demo_loop)
     assert "patient-upload             2/2 requests, 80 rows" in text
     assert "patient-sync               2/2 requests" in text
     assert "appointment-upload         2/2 requests" in text

@@ -4,11 +4,16 @@ traceback, never a secret's value."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
+import agent
 from agent.config import (
     DEFAULT_ROLLBAR_ENDPOINT,
     ENV_VAR,
@@ -177,20 +182,72 @@ def test_missing_key_file_names_key_and_path(tmp_path: Path) -> None:
     assert str(tmp_path / "nowhere.key") in message
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions")
-def test_unreadable_key_file_says_check_permissions(tmp_path: Path) -> None:
-    key = tmp_path / "licence.key"
-    key.write_text(LICENCE, encoding="utf-8")
-    key.chmod(0)
-    try:
-        message = error_for(
-            tmp_path,
-            'licence_key_file = "licence.key"\nbackend_url = "https://flynotes.example/"\n',
-        )
-    finally:
-        key.chmod(stat.S_IRUSR | stat.S_IWUSR)
-    assert "'licence_key_file'" in message and "may not read" in message
+UNREADABLE_KEY_CONFIG = 'licence_key_file = "licence.key"\nbackend_url = "https://flynotes.example/"\n'
+AS_NOBODY = ("--reuid=nobody", "--regid=nogroup", "--clear-groups")
+LOAD_AND_PRINT = """
+import sys
+from agent.config import load_config
+from agent.errors import ConfigError
+try:
+    load_config(__import__("pathlib").Path(sys.argv[1]), {})
+except ConfigError as e:
+    print(e)
+    raise SystemExit(78)
+print("loaded")
+"""
 
+
+@pytest.mark.skipif(os.name != "posix", reason="needs POSIX permissions")
+def test_unreadable_key_file_says_check_permissions(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        message = _load_as_nobody_with_a_key_file_only_root_may_read()
+    else:
+        key = tmp_path / "licence.key"
+        key.write_text(LICENCE, encoding="utf-8")
+        key.chmod(0)
+        try:
+            message = error_for(tmp_path, UNREADABLE_KEY_CONFIG)
+        finally:
+            key.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    assert "'licence_key_file'" in message and "may not read" in message, message
+    assert "check its permissions" in message and LICENCE not in message
+
+
+def _load_as_nobody_with_a_key_file_only_root_may_read() -> str:
+    """Root reads every file, so the agent's config code runs in a child process as `nobody`
+    (setpriv, util-linux): the config is world-readable, the key file root's alone. The folder
+    is outside pytest's (root-only) temporary directory, with a copy of the agent package the
+    child can read wherever the repository was cloned."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is needed to drop root's read-everything right")
+    with tempfile.TemporaryDirectory(prefix="r4agent-perm-") as folder:
+        root = Path(folder)
+        root.chmod(0o755)
+        shutil.copytree(
+            Path(agent.__file__).parent, root / "src" / "agent",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )  # fmt: skip
+        for path in (root / "src").rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        (root / "src").chmod(0o755)
+        config = write(root, UNREADABLE_KEY_CONFIG)
+        config.chmod(0o644)
+        key = root / "licence.key"
+        key.write_text(LICENCE, encoding="utf-8")
+        key.chmod(0o600)
+        result = subprocess.run(
+            [setpriv, *AS_NOBODY, sys.executable, "-B", "-s", "-c", LOAD_AND_PRINT, str(config)],
+            cwd=root,
+            env={"PYTHONPATH": str(root / "src"), "PATH": os.environ.get("PATH", "")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 78, result.stdout + result.stderr
+    assert str(config) in result.stdout  # names the config file
+    return result.stdout
 
 def test_key_file_that_is_a_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "licence.key").mkdir()
@@ -274,3 +331,25 @@ def test_update_url_is_read_and_validated_like_other_urls(tmp_path: Path) -> Non
     assert cfg.update_url == "https://updates.example/r4/"
     message = error_for(tmp_path, base + 'update_url = "http://updates.example/r4/"\n')
     assert "'update_url'" in message and "non-loopback" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0", "must be from 1 to 20 (got 0)"),  # 0 would be a short poll: a hot loop
+        ("21", "must be from 1 to 20 (got 21)"),  # SQS refuses a longer wait
+        ("1.5", "must be a whole number (got a number)"),
+        ('"5"', "must be a whole number (got a string)"),
+    ],
+)
+def test_long_poll_seconds_must_be_a_whole_number_of_seconds_sqs_accepts(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    message = error_for(tmp_path, GOOD + f"[timing]\nlong_poll_seconds = {value}\n")
+    assert f"key 'timing.long_poll_seconds' {expected}" in message
+
+
+def test_compressed_timing_for_tests_and_demos_is_read(tmp_path: Path) -> None:
+    text = GOOD + "[timing]\npoll_minutes = 0.05\nlife_hours = 0.003\nlong_poll_seconds = 1\n"
+    cfg = load_config(write(tmp_path, text), {})
+    assert (cfg.poll_minutes, cfg.life_hours, cfg.long_poll_seconds) == (0.05, 0.003, 1)

@@ -14,6 +14,7 @@ from datetime import date
 
 import pytest
 
+from agent.logs import SecretRegistry
 from agent.records import Patient
 from agent.reporting import (
     PATIENT_FIELDS,
@@ -368,3 +369,21 @@ def test_every_personal_field_of_the_data_model_and_wire_contract_is_scrubbed() 
     personal |= {"notes", "Notes", "TextAnswer"}
     missing = sorted(personal - not_personal - set(SCRUB_FIELDS))
     assert missing == []
+
+
+def test_secret_registered_for_the_logs_after_the_sink_was_built_is_masked_in_reports(
+    rollbar_endpoint: FakeRollbar,
+) -> None:
+    registry = SecretRegistry()  # the log filter's registry (agent.logs.SECRETS in the agent)
+    sink = RollbarSink(TOKEN, environment="test", endpoint=rollbar_endpoint.url, secrets=registry)
+    late = "Zk8Qp2Wr/Xm5Tn9Lb4Vc7Hd1Jf6Gs3Ey0AuLATE1"  # a refreshed SecretAccessKey: 40 chars
+    registry.add(late)
+    try:
+        raise RuntimeError(f"signature check failed for {late}")
+    except RuntimeError as e:
+        sink.report_exception(e, context={})
+    sink.flush(5)
+    sink.close(timeout=2)
+    (item,) = rollbar_endpoint.items
+    assert late not in item.text and "signature check failed for ***" in item.text
+    assert TOKEN in registry.values()  # the sink's own token is in the one list too

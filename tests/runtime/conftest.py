@@ -8,12 +8,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.app import Runtime, run_agent
 from agent.clock import FakeClock
 from agent.commands.dispatcher import DispatchSettings
+from agent.commands.registry import Registry, default_registry
 from agent.config import AgentConfig, DatabaseConfig, RollbarConfig, Secret
 from agent.exit_codes import ExitCode
 from agent.flynotes.client import Timeouts
@@ -151,6 +153,8 @@ class AgentUnderTest:
     )
     backend_timeouts: Timeouts | None = None
     gate: VersionGate | None = None  # None: ReportOnlyGate (running 1.0.0)
+    registry_factory: Callable[[], Registry] = default_registry
+    sqs_client_factory: Callable[..., Any] | None = None
     lifecycle: Lifecycle | None = None
     result: ExitCode | None = None
     _thread: threading.Thread | None = None
@@ -171,6 +175,8 @@ class AgentUnderTest:
             wait_seconds=1,
             sqs_max_attempts=1,
             backend_timeouts=self.backend_timeouts,
+            registry_factory=self.registry_factory,
+            sqs_client_factory=self.sqs_client_factory,
             on_lifecycle=observe,
         )
 

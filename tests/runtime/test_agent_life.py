@@ -1,14 +1,26 @@
-"""End to end: `run_agent` against moto, the Flynotes stand-in and the R4 stand-in database,
-with a FakeClock compressing the 24-hour life."""
+"""End to end against moto, the Flynotes stand-in and the R4 stand-in database: `r4agent run`
+itself (`python -m agent run --config FILE`, a child process) with its day compressed by the
+config's [timing] keys, and `run_agent` in a thread with a FakeClock for the finer checks."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from agent.commands import envelope
 from agent.exit_codes import ExitCode
+from agent.sqs_queue import FAILURE_REASON_ATTRIBUTE
+from agent.standin.backend import StandinBackend
 from agent.standin.r4_sample import CANARY_CODE
-from tests.runtime.conftest import PATIENTS, Practice, eventually
+from agent.standin.sqs_local import SqsEndpoint
+from tests.fixtures.canary import CANARY_ANSWER_NOTES, canaries_in
+from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
+from tests.fixtures.rollbar_endpoint import FakeRollbar
+from tests.runtime.conftest import PATIENTS, Practice, PracticeDb, eventually
 
 HOUR = 3600.0
 
@@ -45,6 +57,9 @@ def test_every_message_type_is_handled_and_deleted_and_life_ends_at_24h(
     assert sync["patientPatchId"] == "patch-1"
     assert sync["patient"]["id"] == str(CANARY_CODE) or sync["patient"]["id"] == CANARY_CODE
     assert sync["questionnaire"] is not None
+    # the answer-level notes canary travels this path, so the guard watches it on the way
+    answer_notes = [r["answerNotes"] for r in sync["questionnaire"]["responses"]]
+    assert CANARY_ANSWER_NOTES in answer_notes
     texts = agent.sink.message_texts()
     assert "r4agent test message" in texts
     assert any(t.startswith("questionnaire questions:") for t in texts)
@@ -65,3 +80,173 @@ def test_restart_command_exits_with_restart_requested_after_deleting_it(
     practice.send(envelope.encode(envelope.Restart()))
     assert agent.wait() is ExitCode.RESTART_REQUESTED
     assert practice.queue_counts() == (0, 0)
+
+
+# -- `r4agent run` as the service runs it, its day compressed ---------------------------------
+LIFE_HOURS = 0.003  # the "24 hours": 10.8 s
+POLL_MINUTES = 0.05  # the "hour" between version checks, scope refreshes and uploads: 3 s
+ROLLBAR_TOKEN = "life-rollbar-token-5e1f"
+
+
+def _write_config(
+    path: Path,
+    *,
+    backend: StandinBackend,
+    sqs: SqsEndpoint,
+    db: PracticeDb,
+    rollbar: FakeRollbar,
+    life_hours: float,
+    poll_minutes: float,
+) -> Path:
+    path.write_text(
+        "\n".join(
+            [
+                f"licence_key = {json.dumps(TEST_LICENCE_KEY)}",
+                f"backend_url = {json.dumps(backend.url)}",
+                f"sqs_endpoint_url = {json.dumps(sqs.endpoint_url)}",
+                f"data_dir = {json.dumps(str(path.parent / 'data'))}",
+                "[database]",
+                f"connection_string = {json.dumps(db.connection_string)}",
+                "[rollbar]",
+                f"access_token = {json.dumps(ROLLBAR_TOKEN)}",
+                f"endpoint = {json.dumps(rollbar.url)}",
+                "[timing]",
+                f"life_hours = {life_hours}",
+                f"poll_minutes = {poll_minutes}",
+                "long_poll_seconds = 1",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+def _r4agent_run(config: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "R4AGENT_"))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finished(child: subprocess.Popen[str], timeout: float) -> tuple[int, str]:
+    try:
+        _, err = child.communicate(timeout=timeout)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    return child.returncode, err
+
+
+def _dead_letter_reasons(sqs: SqsEndpoint) -> list[str]:
+    messages = sqs.client().receive_message(
+        QueueUrl=sqs.dead_letter_queue_url,
+        MaxNumberOfMessages=10,
+        WaitTimeSeconds=0,
+        MessageAttributeNames=["All"],
+    ).get("Messages", [])
+    return sorted(
+        m["MessageAttributes"][FAILURE_REASON_ATTRIBUTE]["StringValue"]
+        for m in messages
+    )
+
+
+def test_r4agent_run_lives_its_compressed_day_handling_commands_then_exits_end_of_life(
+    tmp_path: Path,
+    practice_db: PracticeDb,
+    flynotes_standin: StandinBackend,
+    sqs_server: SqsEndpoint,
+    rollbar_endpoint: FakeRollbar,
+) -> None:
+    flynotes_standin.sqs_queue_url = sqs_server.queue_url
+    flynotes_standin.sqs_region = sqs_server.region
+    config = _write_config(
+        tmp_path / "config.toml",
+        backend=flynotes_standin,
+        sqs=sqs_server,
+        db=practice_db,
+        rollbar=rollbar_endpoint,
+        life_hours=LIFE_HOURS,
+        poll_minutes=POLL_MINUTES,
+    )
+    started = time.monotonic()
+    child = _r4agent_run(config)
+    try:
+        eventually(lambda: flynotes_standin.received_for("patient-upload"), 60)
+        sqs = sqs_server.client()
+        for body in (
+            envelope.encode(envelope.PatientSync(CANARY_CODE, "life-sync")),
+            '{"type": "make-coffee"}',  # poison: an unknown type
+            '{"type": "patient-sync", "r4PatientId": ',  # poison: not JSON
+        ):
+            sqs.send_message(QueueUrl=sqs_server.queue_url, MessageBody=body)
+        code, stderr = _finished(child, timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    lived = time.monotonic() - started
+    assert code == ExitCode.END_OF_LIFE, stderr
+    assert lived >= LIFE_HOURS * 3600  # it lived its whole compressed day
+    # the stand-in: the patient-sync, and an upload and a scope fetch every compressed hour
+    (sync,) = flynotes_standin.received_for("patient-sync")
+    assert sync.json["patientPatchId"] == "life-sync"
+    cycles = round(LIFE_HOURS * 60 / POLL_MINUTES)  # 3.6 -> 4 cycles
+    assert len(flynotes_standin.received_for("patient-upload")) >= cycles - 1
+    assert len(flynotes_standin.received_for("data")) >= cycles - 1
+    assert flynotes_standin.received_for("patient-upload")[0].row_count == PATIENTS + 1
+    # SQS: the poison ones in the dead-letter queue with their reasons, nothing left behind
+    reasons = _dead_letter_reasons(sqs_server)
+    assert len(reasons) == 2
+    assert reasons[0].startswith("not-json:") and reasons[1].startswith("unknown-type:")
+    attributes = sqs_server.client().get_queue_attributes(
+        QueueUrl=sqs_server.queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert set(attributes.values()) == {"0"}
+    # Rollbar heard of both poison messages, and nothing of the patient
+    eventually(lambda: len(rollbar_endpoint.items) >= 2, 10)
+    assert all(canaries_in(item.text) == [] for item in rollbar_endpoint.items)
+    log_text = (tmp_path / "data" / "logs" / "agent.log").read_text(encoding="utf-8")
+    assert f"end of life after {LIFE_HOURS} hours" in log_text
+    assert TEST_LICENCE_KEY not in log_text and canaries_in(stderr) == []
+
+
+def test_r4agent_run_exits_restart_requested_after_a_restart_message(
+    tmp_path: Path,
+    practice_db: PracticeDb,
+    flynotes_standin: StandinBackend,
+    sqs_server: SqsEndpoint,
+    rollbar_endpoint: FakeRollbar,
+) -> None:
+    flynotes_standin.sqs_queue_url = sqs_server.queue_url
+    flynotes_standin.sqs_region = sqs_server.region
+    config = _write_config(
+        tmp_path / "config.toml",
+        backend=flynotes_standin,
+        sqs=sqs_server,
+        db=practice_db,
+        rollbar=rollbar_endpoint,
+        life_hours=24,  # the restart, not the end of life, ends this one
+        poll_minutes=60,
+    )
+    child = _r4agent_run(config)
+    try:
+        eventually(lambda: flynotes_standin.received_for("appointment-status-upload"), 60)
+        sqs_server.client().send_message(
+            QueueUrl=sqs_server.queue_url, MessageBody=envelope.encode(envelope.Restart())
+        )
+        code, stderr = _finished(child, timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert code == ExitCode.RESTART_REQUESTED, stderr
+    attributes = sqs_server.client().get_queue_attributes(
+        QueueUrl=sqs_server.queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert set(attributes.values()) == {"0"}  # the restart message was deleted first
+    assert _dead_letter_reasons(sqs_server) == []

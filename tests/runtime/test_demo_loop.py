@@ -6,12 +6,12 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from agent.commands.demo_loop import command_loop_phase
 from agent.standin.demo import DEMO_PHASES, DemoPractice
+from agent.standin.demo_loop import command_loop_phase
 
 
 def test_demo_runs_the_command_loop_phase() -> None:
-    assert "agent.commands.demo_loop:command_loop_phase" in {spec for _, spec in DEMO_PHASES}
+    assert "agent.standin.demo_loop:command_loop_phase" in {spec for _, spec in DEMO_PHASES}
 
 
 def test_command_loop_phase_shows_messages_handled_and_the_poison_one_dead_lettered(
@@ -26,3 +26,4 @@ def test_command_loop_phase_shows_messages_handled_and_the_poison_one_dead_lette
     assert "dead-letter queue: unknown-type: unknown message type make-coffee" in text
     assert "Rollbar (info): r4agent test message" in text
     assert "agent stopped: exit 0" in text
+    assert list(tmp_path.glob("r4agent-demo-data-*")) == []  # its data folder is cleaned up

@@ -3,25 +3,34 @@ loops hot (counted on the fake clock: sleeps and receive attempts per simulated 
 
 from __future__ import annotations
 
+import json
+import secrets
 import shutil
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
+import requests
 
 from agent.app import Runtime, main, run_agent
 from agent.commands import envelope
-from agent.commands.registry import Registry, RegistryError, default_registry
+from agent.commands.registry import HANDLERS, Registry, RegistryError, default_registry
 from agent.config import RollbarConfig, Secret
+from agent.credentials import sqs_client
 from agent.exit_codes import ExitCode
 from agent.flynotes.client import Timeouts
 from agent.lifecycle import Backoff, LifeSettings
 from agent.reporting import RollbarSink
+from agent.sqs_queue import CredentialsRejectedError
 from agent.standin import r4_sample
 from agent.standin.r4_sample import CANARY_CODE
-from agent.standin.sqs_local import LocalSqs
+from agent.standin.sqs_local import LocalSqs, SqsEndpoint
+from tests.fixtures.rollbar_endpoint import FakeRollbar
 from tests.runtime.conftest import CountingClock, Practice, RecordingSink, eventually
 from updater.gate import GateAction, GateDecision, ReportOnlyGate
 
@@ -331,3 +340,223 @@ def test_signals_set_the_stop_event() -> None:
     with stop_on_signals(stop):
         signal.raise_signal(signal.SIGTERM)
     assert stop.is_set()
+
+
+def test_clock_far_ahead_of_credential_expiry_backs_off_and_recovers_instead_of_crashing(
+    practice: Practice,
+) -> None:
+    # the backend's credentials expired two days ago by this machine's clock, and every
+    # refresh hands back the same ones: botocore raises RuntimeError while signing
+    clock = CountingClock()
+    practice.backend.set_credentials("AKIDSTALE", "s", "t", clock.now() - timedelta(days=2))
+    agent = practice.agent(clock=clock).start()
+    eventually(lambda: agent.stats("polling-in-cycle") >= 1 and len(agent.sink.exceptions) >= 1)
+    eventually(lambda: len(practice.backend.received_for("data")) >= 5)  # retried, backing off
+    practice.backend.set_credentials("AKIDGOOD", "s", "t", clock.now() + timedelta(hours=36))
+    practice.send(_sync("clock-ahead"))
+    eventually(lambda: practice.backend.received_for("patient-sync"))
+    first, context = agent.sink.exceptions[0]
+    assert "still expired" in str(first) and context["phase"] == "poll"
+    assert all(s > 0 for s in clock.sleeps)  # every retry waited
+    assert sum(clock.sleeps) >= 2 + 4  # the first two back-off pauses at least
+    clock.advance(24 * HOUR)
+    assert agent.wait() is ExitCode.END_OF_LIFE
+
+
+# -- SQS itself refusing the credentials (moto with authentication on) --------------------------
+Credentials = tuple[str, str, str]  # access key id, secret, session token
+
+
+@pytest.fixture
+def sqs_enforcing_credentials(practice: Practice) -> Iterator[Callable[[], Credentials]]:
+    """Switch moto's server to checking every request's signature against its IAM/STS state
+    (its `/moto-api/reset-auth`: authenticate from request 0 on) and yield a function minting
+    temporary credentials (STS AssumeRole) of a role allowed sqs:*. Process-wide in moto, so
+    switched off again at the end whatever happens."""
+    endpoint = practice.sqs.endpoint_url
+    setup = {
+        "endpoint_url": endpoint,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
+    role = f"r4agent-{secrets.token_hex(4)}"
+    iam = boto3.client("iam", **setup)  # type: ignore[call-overload]
+    anyone = {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}
+    arn = iam.create_role(
+        RoleName=role,
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [anyone]}),
+    )["Role"]["Arn"]
+    sqs_only = {"Effect": "Allow", "Action": "sqs:*", "Resource": "*"}
+    iam.put_role_policy(
+        RoleName=role,
+        PolicyName="sqs",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [sqs_only]}),
+    )
+    sts = boto3.client("sts", **setup)  # type: ignore[call-overload]
+
+    def mint() -> Credentials:
+        c = sts.assume_role(RoleArn=arn, RoleSessionName="r4agent-test")["Credentials"]
+        return c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"]
+
+    credentials = mint()  # minted before authentication is on
+    requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=5).raise_for_status()
+    try:
+        yield lambda: credentials
+    finally:
+        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"inf", timeout=5)
+
+
+def _authorised_client(sqs: SqsEndpoint, credentials: Credentials):  # type: ignore[no-untyped-def]
+    key, secret, token = credentials
+    return boto3.client(
+        "sqs",
+        endpoint_url=sqs.endpoint_url,
+        region_name=sqs.region,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        aws_session_token=token,
+    )
+
+
+@pytest.mark.parametrize("refused", ["unknown key", "wrong secret"])
+def test_credentials_sqs_refuses_are_replaced_by_a_fresh_scope_with_back_off(
+    practice: Practice, sqs_enforcing_credentials: Callable[[], Credentials], refused: str
+) -> None:
+    good = sqs_enforcing_credentials()
+    bad = ("ASIAUNKNOWNKEY000000", "x" * 40, "bad-token") if refused == "unknown key" else (
+        good[0], "y" * 40, good[2]
+    )
+    later = CountingClock().now() + timedelta(hours=36)
+    practice.backend.set_credentials(*bad, later)
+
+    class GoodKeysAfterFirstPause(CountingClock):
+        """The backend hands out good keys from the agent's first back-off pause on."""
+
+        def sleep(self, seconds: float) -> None:
+            if not self.sleeps:
+                practice.backend.set_credentials(*good, later)
+            super().sleep(seconds)
+
+    agent = practice.agent(clock=GoodKeysAfterFirstPause()).start().polling()
+    client = _authorised_client(practice.sqs, good)
+    client.send_message(QueueUrl=practice.sqs.queue_url, MessageBody=_sync("fresh-keys"))
+    eventually(lambda: practice.backend.received_for("patient-sync"))  # polling resumed
+    assert practice.backend.received_for("patient-sync")[0].json["patientPatchId"] == "fresh-keys"
+    # refused twice (the scope fetched right after the first refusal still held the bad keys),
+    # each time a fresh /data call and a growing pause: 2 s then 4 s, in 1 s steps
+    assert len(practice.backend.received_for("data")) == 1 + 2
+    assert agent.clock.sleeps == [1.0] * 6
+    [(error, context)] = agent.sink.exceptions  # the first of the streak is reported
+    assert isinstance(error, CredentialsRejectedError) and context["phase"] == "poll"
+    agent.stop.set()
+    assert agent.wait() is ExitCode.END_OF_LIFE
+
+
+# -- secrets learned mid-run never reach Rollbar -----------------------------------------------
+FIRST_SECRET = "q7Wd3kPz/Vn8Rt2Lm5Xc9Bf4Hj6Ks1Ng0YaCANRY1"[:40]  # SecretAccessKey-shaped
+FRESH_SECRET = "Zp4Lq9Xv/Tn2Wb7Rc5Md8Kf3Hs6Jg1Ny0EaCANRY2"[:40]
+FRESH_TOKEN = "fresh-session-token-" + "Fq3" * 8
+
+
+def test_refreshed_sqs_secret_in_an_exception_message_is_masked_in_the_rollbar_payload(
+    practice: Practice, rollbar_endpoint: FakeRollbar
+) -> None:
+    assert len(FIRST_SECRET) == len(FRESH_SECRET) == 40  # too short for the credential shapes
+
+    def echoing_registry() -> Registry:
+        # a library that puts the credentials it was given into its error text
+        registry = Registry()
+        for command_type, handler, serial in HANDLERS:
+            if command_type is envelope.TestMessage:
+                handler = _echo_credentials
+            registry.register(command_type, handler, serial=serial)
+        return registry
+
+    clock = CountingClock()
+    practice.backend.set_credentials(
+        "AKIDFIRST", FIRST_SECRET, "first-session-token", clock.now() + timedelta(minutes=30)
+    )
+    sink = RollbarSink("rollbar-token-0a1b2c3d", environment="test", endpoint=rollbar_endpoint.url)
+    agent = practice.agent(clock=clock, sink=sink, registry_factory=echoing_registry)
+    agent.start().polling()
+    data_calls = len(practice.backend.received_for("data"))
+    practice.backend.set_credentials(
+        "AKIDFRESH", FRESH_SECRET, FRESH_TOKEN, clock.now() + timedelta(hours=36)
+    )
+    clock.advance(25 * 60)  # inside botocore's refresh window: the next SQS call refreshes
+    eventually(lambda: len(practice.backend.received_for("data")) == data_calls + 1)
+    practice.send(envelope.encode(envelope.TestMessage()))
+    eventually(lambda: rollbar_endpoint.items)
+    sink.flush(10)
+    agent.stop.set()
+    assert agent.wait() is ExitCode.END_OF_LIFE
+    texts = [item.text for item in rollbar_endpoint.items]
+    assert any("signing with *** (then ***, token ***) failed" in t for t in texts), texts
+    for text in texts:
+        for secret in (FIRST_SECRET, FRESH_SECRET, FRESH_TOKEN):
+            assert secret not in text
+
+
+def _echo_credentials(command: envelope.TestMessage, ctx: object) -> None:
+    raise RuntimeError(
+        f"signing with {FRESH_SECRET} (then {FIRST_SECRET}, token {FRESH_TOKEN}) failed"
+    )
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_exception_ending_a_background_thread_is_reported_and_the_hook_restored(
+    practice: Practice,
+) -> None:
+    before = threading.excepthook
+    agent = _started(practice)
+    assert threading.excepthook is not before  # installed for the life of the agent
+
+    def crashes() -> None:
+        raise LookupError("a background thread's bug")
+
+    thread = threading.Thread(target=crashes, name="some-library-thread")
+    thread.start()
+    thread.join()
+    [(error, context)] = agent.sink.exceptions
+    assert isinstance(error, LookupError)
+    assert context == {"phase": "thread", "thread": "some-library-thread"}
+    agent.stop.set()
+    assert agent.wait() is ExitCode.END_OF_LIFE
+    assert threading.excepthook is before  # chained while running, put back at exit
+
+
+class ClosingWatch:
+    """The real SQS client factory (agent.credentials.sqs_client), noting each client it built
+    and each call of that client's public close()."""
+
+    def __init__(self) -> None:
+        self.built: list[object] = []
+        self.closed: list[object] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        client = sqs_client(*args, **kwargs)
+        close = client.close
+
+        def noting_close() -> None:
+            self.closed.append(client)
+            close()
+
+        client.close = noting_close  # type: ignore[method-assign]
+        self.built.append(client)
+        return client
+
+
+def test_hourly_new_sqs_client_closes_the_one_it_replaces(practice: Practice) -> None:
+    watch = ClosingWatch()
+    agent = practice.agent(sqs_client_factory=watch).start().polling()
+    for cycle in (2, 3):
+        agent.clock.advance(HOUR)
+        agent.polling(cycle)
+    assert len(watch.built) == 3
+    assert watch.closed == watch.built[:2]  # the current one stays open while it is in use
+    practice.send(_sync("after-two-replacements"))
+    eventually(lambda: practice.backend.received_for("patient-sync"))
+    agent.stop.set()
+    assert agent.wait() is ExitCode.END_OF_LIFE
+    assert watch.closed == watch.built  # and the last one at exit

@@ -5,6 +5,7 @@ by the queue's maxReceiveCount, duplicates harmless, long handlers kept invisibl
 from __future__ import annotations
 
 import json
+import threading
 
 from agent.commands import envelope
 from agent.exit_codes import ExitCode
@@ -134,3 +135,31 @@ def test_patient_sync_is_not_held_up_by_the_cycle_upload(practice: Practice) -> 
     assert practice.backend.received_for("patient-upload", status=None) == []
     agent.polling()
     assert practice.backend.received_for("patient-upload")
+
+
+def test_patient_sync_is_not_stuck_behind_a_backlog_of_bulk_uploads(practice: Practice) -> None:
+    # four bulk uploads at once (more than there are workers), each held by the backend: the
+    # serial lane is busy for as long as we like, and a patient-sync must still go through
+    agent = _started(practice)
+    uploads_before = len(practice.backend.received_for("patient-upload"))
+    release = threading.Event()
+    practice.backend.hold_next(4, until=release, endpoint="patient-upload")
+    try:
+        for _ in range(4):
+            practice.send(envelope.encode(envelope.BulkUploadPatients()))
+        eventually(lambda: practice.queue_counts() == (0, 4))  # all four received
+        eventually(lambda: practice.backend.holding == 1)  # the first one is uploading
+        practice.send(
+            envelope.encode(
+                envelope.PatientSync(r4_patient_id=CANARY_CODE, patient_patch_id="past-bulk")
+            )
+        )
+        eventually(lambda: practice.backend.received_for("patient-sync"), timeout=10)
+        # it went past them: the bulk uploads are all still held or waiting
+        assert practice.backend.holding == 1
+        assert len(practice.backend.received_for("patient-upload")) == uploads_before
+    finally:
+        release.set()
+    eventually(lambda: len(practice.backend.received_for("patient-upload")) == uploads_before + 4)
+    eventually(lambda: practice.queue_counts() == (0, 0))
+    assert agent.sink.exceptions == []

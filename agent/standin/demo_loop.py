@@ -1,7 +1,7 @@
 """The demo's SQS command-loop phase: runs the real `r4agent run` life (agent.app.run_agent)
 against the practice-in-a-box, sends it a few commands, shows them handled, then stops it.
 
-Registered in agent.standin.demo.DEMO_PHASES as "agent.commands.demo_loop:command_loop_phase".
+Registered in agent.standin.demo.DEMO_PHASES as "agent.standin.demo_loop:command_loop_phase".
 Prints counts, message types, outcomes and timings only: no patient data on screen.
 """
 
@@ -67,6 +67,14 @@ def _wait(condition: Callable[[], bool], what: str) -> None:
 
 def command_loop_phase(practice: DemoPractice, out: TextIO) -> None:
     """Start the agent's life, send commands over SQS, show each one handled, stop it."""
+    # the agent's data folder lives only as long as the phase (the workdir may be the user's)
+    with tempfile.TemporaryDirectory(
+        prefix="r4agent-demo-data-", dir=practice.workdir, ignore_cleanup_errors=True
+    ) as data_dir:
+        _run_commands(practice, out, Path(data_dir))
+
+
+def _run_commands(practice: DemoPractice, out: TextIO, data_dir: Path) -> None:
     from agent.app import Runtime, run_agent
     from agent.config import AgentConfig, DatabaseConfig, RollbarConfig, Secret
     from agent.lifecycle import LifeSettings
@@ -75,7 +83,6 @@ def command_loop_phase(practice: DemoPractice, out: TextIO) -> None:
     sqs = practice.sqs
     client = sqs.client()
     connection_string = practice.db_settings.connection_string or ""
-    data_dir = Path(tempfile.mkdtemp(prefix="r4agent-demo-data-", dir=practice.workdir))
     config = AgentConfig(
         config_path=practice.workdir / "config.toml",
         licence_key=Secret(practice.licence_key),
@@ -157,6 +164,7 @@ def command_loop_phase(practice: DemoPractice, out: TextIO) -> None:
         finally:
             stop.set()
             agent.join(60)
+            client.close()
     print(f"  agent stopped: exit {result[0] if result else '(still running)'}", file=out)
 
 
