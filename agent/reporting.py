@@ -39,6 +39,7 @@ import requests
 
 from agent._version import __version__
 from agent.logs import SECRETS, SecretRegistry, mask_credential_shapes
+from agent.r4 import driver_messages
 
 log = logging.getLogger(__name__)
 
@@ -186,11 +187,6 @@ _KEY_VALUE_RE: Final = re.compile(
     r"""(?P<value>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^,;)}\]\s]+(?:\s[^,;)}\]=:\s]+)*)""",
     re.IGNORECASE,
 )
-_QUOTED_LITERAL_RE: Final = re.compile(
-    r"'(?:[^']|'')*(?:'|$)"  # 'value' (SQL doubles quotes inside); unterminated too
-    r"|\"[^\"]*(?:\"|$)"  # "value"
-    r"|(?<=value is )\([^)]*\)"  # SQL Server: "The duplicate key value is (...)."
-)
 _DB_DRIVER_MODULES: Final = ("pyodbc", "sqlite3")
 
 
@@ -199,9 +195,14 @@ def mask_key_values(text: str) -> str:
     return _KEY_VALUE_RE.sub(lambda m: m.group("key") + MASK, text)
 
 
-def redact_quoted_literals(text: str) -> str:
-    """Database drivers quote the offending value ("converting the nvarchar value 'X'")."""
-    return _QUOTED_LITERAL_RE.sub("'<redacted>'", text)
+def redact_driver_args(args: tuple[object, ...]) -> list[str]:
+    """A database-driver error's args with only the parts `driver_messages.scrub` knows to be
+    safe: drivers quote row values without escaping their quotes ('O'Brien'), so no pattern
+    over quotes can be trusted. pyodbc's args are (SQLSTATE, message)."""
+    texts = [str(a) for a in args]
+    if len(texts) >= 2 and re.fullmatch(r"[0-9A-Z]{5}", texts[0]):
+        return [texts[0], *(driver_messages.scrub(texts[0], t) for t in texts[1:])]
+    return [driver_messages.scrub("", t) for t in texts]
 
 
 def _looks_like_patient(d: Mapping[object, object]) -> bool:
@@ -609,7 +610,7 @@ def _driver_error_messages(exc: BaseException) -> tuple[tuple[str, str], ...]:
         if not _is_driver_error(e):
             continue
         args = [str(a) for a in e.args]
-        redacted = [redact_quoted_literals(a) for a in args]
+        redacted = redact_driver_args(e.args)
         try:
             text = str(e)
         except Exception:  # noqa: BLE001 - a broken __str__ leaves nothing to redact

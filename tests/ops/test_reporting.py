@@ -114,6 +114,37 @@ def test_exception_message_carrying_a_patient_repr_is_masked(
     assert f"code={CANARY_CODE}" in item.text
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        # SQL Server does not escape a quote inside the value it quotes
+        "[Microsoft][ODBC Driver 17 for SQL Server][SQL Server]Conversion failed when converting"
+        f" the varchar value 'O'{CANARY_SURNAME}' to data type int. (245) (SQLExecDirectW)",
+        "[Microsoft][ODBC Driver 17 for SQL Server][SQL Server]Violation of PRIMARY KEY"
+        " constraint 'PK_x'. Cannot insert duplicate key in object 'dbo.t'. The duplicate key"
+        f" value is (D'Arcy, {CANARY_SURNAME}). (2627) (SQLExecDirectW)",
+    ],
+)
+def test_driver_error_with_an_unescaped_quote_in_the_value_is_withheld_from_reports(
+    sink: RollbarSink, rollbar_endpoint: FakeRollbar, message: str
+) -> None:
+    import pyodbc
+
+    state = "22018" if "Conversion" in message else "23000"
+    try:
+        try:
+            raise pyodbc.DataError(state, f"[{state}] {message}")
+        except pyodbc.Error as e:
+            assert CANARY_SURNAME not in describe_exception(e)
+            raise RuntimeError("reading patients failed") from e
+    except RuntimeError as outer:
+        sink.report_exception(outer, context={})
+    sink.flush(5)
+    (item,) = rollbar_endpoint.items
+    assert canaries_in(item.text) == []
+    assert "reading patients failed" in item.text and state in item.text
+
+
 def test_database_driver_error_quoting_a_value_is_redacted(
     sink: RollbarSink, rollbar_endpoint: FakeRollbar
 ) -> None:
@@ -135,7 +166,8 @@ def test_database_driver_error_quoting_a_value_is_redacted(
     sink.flush(5)
     (item,) = rollbar_endpoint.items
     assert canaries_in(item.text) == []
-    assert "reading patients failed" in item.text and "unrecognized token" in item.text
+    # what is left still identifies the failure: the SQLSTATE and the driver's native code
+    assert "reading patients failed" in item.text and "[HY000] [SQLite]" in item.text
 
 
 def test_message_with_patient_like_extra_is_stripped(
