@@ -19,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from updater.policy import BadVersionError, parse_version
 
@@ -202,10 +203,23 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
     """Temp file in the same folder + fsync + os.replace + fsync of the folder."""
+    write_atomic(path, lambda out: out.write(payload))
+
+
+def copy_file_atomic(source: Path, path: Path) -> None:
+    """Copy `source` to `path` (streamed) with the same guarantees as `write_bytes_atomic`."""
+    with open(source, "rb") as src:
+        write_atomic(path, lambda out: shutil.copyfileobj(src, out, 1 << 20))
+
+
+def write_atomic(path: Path, fill: Callable[[IO[bytes]], object]) -> None:
+    """The one atomic write: `fill` writes into a temp file with an unpredictable name in the
+    same folder; it is fsynced and renamed over `path`, then the folder is fsynced. A reader
+    (or a crash) sees the old or the new content, never a mix; no temp file is left behind."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as tmp:
-            tmp.write(payload)
+            fill(tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp_name, path)
