@@ -29,12 +29,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuf.api import exceptions as tuf_errors
+from tuf.api.metadata import Targets  # type: ignore[attr-defined]
 from tuf.ngclient._internal.requests_fetcher import RequestsFetcher
 from tuf.ngclient.config import UpdaterConfig
 from tuf.ngclient.updater import Updater
 
 from updater.errors import DownloadFailedError, UpdateRefusedError, VerificationError
-from updater.policy import Artifact, Patch, TargetInfo, TrustedCatalog, build_catalog
+from updater.policy import (
+    APP_NAME,
+    Artifact,
+    Patch,
+    TargetInfo,
+    TrustedCatalog,
+    build_catalog,
+)
 from updater.state import write_bytes_atomic
 
 
@@ -79,6 +87,23 @@ def bundled_root() -> bytes | None:
         return (importlib.resources.files("updater") / "trusted_root.json").read_bytes()
     except (FileNotFoundError, OSError):
         return None
+
+
+def trusted_catalog(targets: Targets, app: str = APP_NAME) -> TrustedCatalog:
+    """The catalog of a (verified) top-level targets role, as the agent sees it. The release side
+    runs it too before signing, so it never publishes what agents would refuse or ignore.
+
+    Raises VerificationError if the role delegates: no delegations by design
+    (docs/security-tuf.md, GHSA-qp9x-wp8f-qgjj), so refuse rather than walk them."""
+    if targets.delegations is not None:
+        raise VerificationError("targets metadata delegates; this client refuses delegations")
+    return build_catalog(
+        [
+            TargetInfo(path, t.length, dict(t.hashes), t.unrecognized_fields.get("custom"))
+            for path, t in targets.targets.items()
+        ],
+        app,
+    )
 
 
 class TufClient:
@@ -128,20 +153,14 @@ class TufClient:
         except OSError as e:
             raise DownloadFailedError(f"TUF metadata could not be read/written: {e}") from e
         self._updater = updater
-        return build_catalog(self._trusted_targets(updater), self._app)
+        return trusted_catalog(self._trusted_targets(updater), self._app)
 
     @staticmethod
-    def _trusted_targets(updater: Updater) -> list[TargetInfo]:
+    def _trusted_targets(updater: Updater) -> Targets:
         # Like tufup's Client.trusted_target_metas: ngclient has no public listing of the
         # verified top-level targets, so read them from its trusted set (after refresh()).
-        targets = updater._trusted_set.targets
-        if targets.delegations is not None:
-            # No delegations by design (docs/security-tuf.md): refuse rather than walk them.
-            raise VerificationError("targets metadata delegates; this client refuses delegations")
-        return [
-            TargetInfo(path, t.length, dict(t.hashes), t.unrecognized_fields.get("custom"))
-            for path, t in targets.targets.items()
-        ]
+        targets: Targets = updater._trusted_set.targets
+        return targets
 
     def fetch(self, artifact: Artifact) -> Path:
         """Download one exact trusted target of the catalog (or reuse a verified cached copy)."""

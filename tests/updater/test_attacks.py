@@ -167,6 +167,35 @@ def test_targets_signed_by_an_unknown_key_is_rejected_even_with_online_keys(
     _assert_untouched(layout, decision)
 
 
+def test_targets_with_a_delegation_signed_by_the_real_targets_key_are_refused(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    # GHSA-qp9x-wp8f-qgjj lives in ngclient's walk of delegated roles: even a genuinely signed
+    # targets role (stolen offline key) must not make the client walk a delegation
+    from tuf.api.metadata import DelegatedRole, Delegations, Targets  # type: ignore[attr-defined]
+
+    keys = sim.root / "keys"
+    generate_and_write_unencrypted_ed25519_keypair(filepath=str(sim.root / "delegate"))
+    md = sim.repo.load("targets")
+    md.signed.version += 1
+    md.signed.delegations = Delegations(keys={}, roles={
+        "builds": DelegatedRole("builds", [], 1, False, paths=["r4agent-*"])})
+    _sign_with(md, keys / "targets")  # the real offline targets key
+    md.to_file(str(sim.repo_dir / "metadata" / "targets.json"), JSONSerializer(compact=False))
+    delegated = Metadata(Targets(version=1))
+    delegated.signed.targets = sim.repo.load("targets").signed.targets  # would list 1.3.0 & co
+    _sign_with(delegated, sim.root / "delegate")
+    delegated.to_file(str(sim.repo_dir / "metadata" / "builds.json"), JSONSerializer())
+    sim.repo.resign_snapshot()  # snapshot/timestamp genuinely pin the delegating targets
+
+    decision = _ensure(layout, sim, http_repo, "1.1.0")
+
+    assert "refuses delegations" in decision.reason
+    assert not http_repo.fetched("builds.json")
+    assert not any("/targets/" in r for r in http_repo.requests)
+    _assert_untouched(layout, decision)
+
+
 @pytest.mark.parametrize("role", ["timestamp", "snapshot", "targets", "root"])
 def test_expired_metadata_is_rejected(
     layout: Layout, sim: RepoSim, http_repo: HttpRepo, role: str

@@ -313,5 +313,5 @@ def test_real_crash_looping_version_is_rolled_back_and_not_reinstalled(
     assert _runs(layout)[:6] == ["1.0.0", "1.3.0", "1.3.0", "1.3.0", "1.0.0", "1.0.0"]
     pointer = read_pointer(layout.current_file)
     assert pointer is not None and pointer.version == "1.0.0"
-    assert "crash-looped" in (layout.base / "decisions.log").read_text().splitlines()[-1]
+    assert "rolled back here" in (layout.base / "decisions.log").read_text().splitlines()[-1]
     assert any(e.kind == "rollback" for e in events)
