@@ -98,10 +98,12 @@ class RepoSim:
             (self.repo_dir / "metadata" / name).write_bytes(files[name])
 
 
-def make_repo(tmp: Path) -> RepoSim:
+def make_repo(tmp: Path, start: datetime | None = None) -> RepoSim:
+    """A fresh repository; `start` sets the repository clock (expiries count from it)."""
     keys = tmp / "keys"
     Repository.create_keys(keys)
     now = FixedNow()
+    now.value = start
     repo = Repository(tmp / "repo", keys, now=now)
     repo.initialize()
     work = tmp / "bundles"
