@@ -172,8 +172,8 @@ class Installer:
                 return self._client.tar_from_patches(running, route.patches)
             except UpdateError as e:
                 log.warning("patch route failed (%s); using the full archive", e)
-            return self._client.tar_from_archive(self._client.fetch(route.fallback))
-        return self._client.tar_from_archive(self._client.fetch(route.archive))
+            return self._client.tar_from_archive(self._client.read_verified(route.fallback))
+        return self._client.tar_from_archive(self._client.read_verified(route.archive))
 
     def _tidy(self, keep: set[str]) -> None:
         try:
