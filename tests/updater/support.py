@@ -41,7 +41,10 @@ if BEHAVIOUR.get("crash_before_confirm"):
 from updater.agent_gate import from_environment
 gate = from_environment(VERSION)
 assert gate is not None, "not recognised as installed"
-gate.confirm_running()
+notice = gate.confirm_running()
+if notice:  # what the agent reports to Rollbar
+    with open(os.path.join(base, "notices.log"), "a") as f:
+        f.write(notice + "\\n")
 wanted_file = os.path.join(base, "wanted")
 if os.path.exists(wanted_file):
     decision = gate.ensure(open(wanted_file).read().strip())
