@@ -27,6 +27,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("messages", "agent.commands.schema", "print the SQS message JSON Schemas"),
     Subcommand("demo", "agent.standin.demo", "practice-in-a-box: stand-ins + real code paths"),
     Subcommand("service", "installer.service", "Windows service host and MSI actions"),
+    Subcommand("self-test", "updater.self_test", "check this build can update itself"),
 )
 
 

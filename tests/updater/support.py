@@ -21,13 +21,20 @@ from updater.repo.repository import ReleasePolicy, Repository, utc_now
 from updater.state import CurrentPointer, PointerState, read_pointer, write_pointer
 from updater.tuf_client import Limits
 
-# The simulated agent: `--version` prints its version; `run` behaves as baked in BEHAVIOUR.
+# The simulated agent: `--version` and `self-test` print its version; `run` behaves as baked in
+# BEHAVIOUR (`self_test_broken`: its update path is broken; `legacy_cli`: built before self-test).
 # It uses the real gate (updater.agent_gate.from_environment), like the agent's composition root.
 AGENT_SCRIPT = """#!{python}
 import json, os, sys
 VERSION = {version!r}
 BEHAVIOUR = json.loads({behaviour!r})
-if sys.argv[1:] == ["--version"]:
+if sys.argv[1:] == ["self-test"] and BEHAVIOUR.get("legacy_cli"):
+    sys.stderr.write("r4agent: error: argument COMMAND: invalid choice: 'self-test'\\n")
+    sys.exit(2)
+if sys.argv[1:] == ["self-test"] and BEHAVIOUR.get("self_test_broken"):
+    sys.stderr.write("self-test failed: update path not importable: No module named 'bz2'\\n")
+    sys.exit(1)
+if sys.argv[1:] in (["--version"], ["self-test"]):
     if BEHAVIOUR.get("version_hang"):
         import time
         time.sleep(600)
