@@ -30,6 +30,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "demo", "agent.standin.demo", "practice-in-a-box: stand-ins + real code paths", True
     ),
     Subcommand("service", "installer.service", "Windows service host and MSI actions"),
+    Subcommand("self-test", "updater.self_test", "check this build can update itself"),
 )
 
 

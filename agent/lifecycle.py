@@ -108,7 +108,9 @@ class Lifecycle:
         if isinstance(started, ExitCode):
             return started
         scope = started
-        self._gate.confirm_running()
+        notice = self._gate.confirm_running()
+        if notice:  # a rollback the service host made here; the gate returns it once
+            self._errors.report_message(notice, level="warning", extra={"phase": "update"})
         while True:
             self.stats["cycles"] += 1
             decision = self._gate.ensure(scope.library_version)

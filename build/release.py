@@ -1,5 +1,5 @@
 """The one release command for engineers and CI: freeze, archive, sign, publish — and the
-repository chores (revoke, raise the floor, re-sign the timestamp, rotate a key).
+repository chores (revoke, raise the floor, the daily re-signing, rotate a key, check expiries).
 
     python build/release.py [--repo DIR] [--keys DIR] COMMAND [--publish DEST] [--dry-run]
 
@@ -9,14 +9,22 @@ repository chores (revoke, raise the floor, re-sign the timestamp, rotate a key)
             [--floor X.Y.Z] [--channel NAME] [--revoked]
     revoke X.Y.Z                      mark a version revoked (agents refuse to install it)
     raise-floor X.Y.Z                 no agent installs anything below this any more
-    resign-timestamp [--days N]       the daily job (timestamp expires after 1 day)
+    resign-online [--days N]          the daily job, online keys only: a new timestamp (1 day),
+                                      and a new snapshot when it has < 3 of its 7 days left
+                                      (`resign-timestamp` is the same command, its old name)
+    resign-targets                    re-sign targets with a fresh 90 days (offline targets key)
+    expiries [--within DAYS]          read only: each role's expiry; exit 1 if one is close
     rotate-key OLD NEW                replace key file OLD by a new key NEW in root (and re-sign)
     publish                           only publish (needs --publish)
 
 `--publish DEST` (a folder or s3://bucket/prefix) uploads what changed, target files first and
-timestamp.json last. `--dry-run` does the work on a scratch copy and only prints what would change.
-Keys come from `--keys` or $R4AGENT_RELEASE_KEYS and are never committed; the repository folder
-from `--repo` or $R4AGENT_RELEASE_REPO (default .work/tuf-repo). Exit 0 = done, 1 = refused/failed.
+timestamp.json last. `--dry-run` works on scratch copies (repository, and keys when new ones
+would be made), prints what would change and writes nothing else; `release --dry-run` without
+`--bundle` uses a placeholder bundle instead of freezing. Keys come from `--keys` or
+$R4AGENT_RELEASE_KEYS and are never committed; the repository folder from `--repo` or
+$R4AGENT_RELEASE_REPO (default .work/tuf-repo). Refused: a floor that is not canonical X.Y.Z, a
+release, revoke or floor that would leave no release installable. Exit 0 = done, 1 =
+refused/failed (for `expiries`: a role expires within the warning window).
 """
 
 from __future__ import annotations
@@ -73,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="folder or s3://bucket/prefix")
     common.add_argument("--dry-run", action="store_true", dest="late_dry_run",
                         help="show what would change only")
-    parser = argparse.ArgumentParser(prog="release.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="release.py",
+                                     description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--publish", metavar="DEST", help="folder or s3://bucket/prefix")
     parser.add_argument("--dry-run", action="store_true", help="show what would change only")
     parser.add_argument("--repo", type=Path,
@@ -94,7 +103,14 @@ def _parser() -> argparse.ArgumentParser:
     rel.add_argument("--revoked", action="store_true")
     add("revoke", "revoke a version").add_argument("version")
     add("raise-floor", "raise the minimum version").add_argument("version")
-    add("resign-timestamp", "re-sign the timestamp (daily)").add_argument("--days", type=float)
+    online = sub.add_parser("resign-online", aliases=["resign-timestamp"], parents=[common],
+                            help="daily: new timestamp, and snapshot when close to expiry")
+    online.add_argument("--days", type=float, help="timestamp lifetime (default 1 day)")
+    add("resign-targets", "re-sign targets with a fresh expiry (offline key)")
+    exp = add("expiries", "show each role's expiry; exit 1 if one expires soon (read only)")
+    exp.add_argument("--within", type=float, metavar="DAYS",
+                     help="warn window for every role (default per role: root 60, targets 21, "
+                          "snapshot 2, timestamp 0.5 days)")
     rot = add("rotate-key", "replace a key in root")
     rot.add_argument("old")
     rot.add_argument("new")
@@ -102,7 +118,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _apply(args: argparse.Namespace, repo: Repository) -> str:
+def placeholder_bundle(scratch: Path) -> Path:
+    """What a dry run adds instead of a real build: freezing would write build caches."""
+    bundle = scratch / "placeholder-bundle"
+    bundle.mkdir()
+    (bundle / "r4agent.exe").write_bytes(b"dry-run placeholder, never published\n")
+    return bundle
+
+
+def _apply(args: argparse.Namespace, repo: Repository, scratch: Path | None) -> str:
     if args.command == "init":
         if args.create_keys:
             Repository.create_keys(repo.keys_dir)
@@ -112,19 +136,27 @@ def _apply(args: argparse.Namespace, repo: Repository) -> str:
         policy = ReleasePolicy(revoked=args.revoked, floor=args.floor, channel=args.channel)
         epoch = source_date_epoch()
         bundle = args.bundle
-        if bundle is None:
+        note = ""
+        if bundle is None and scratch is not None:
+            bundle, note = placeholder_bundle(scratch), " (placeholder bundle: sizes not real)"
+        elif bundle is None:
             out = REPO_ROOT / ".cache" / "release" / args.version
             bundle = freeze_bundle(args.version, repo.metadata_dir / "root.json", out, epoch)
         added = repo.add_bundle(bundle, args.version, policy, mtime=int(epoch))
-        return "added " + ", ".join(added)
+        return "added " + ", ".join(added) + note
     if args.command == "revoke":
         repo.revoke(args.version)
         return f"revoked {args.version}"
     if args.command == "raise-floor":
         repo.raise_floor(args.version)
         return f"floor raised to {args.version}"
-    if args.command == "resign-timestamp":
-        return f"timestamp version {repo.resign_timestamp(args.days)}"
+    if args.command in {"resign-online", "resign-timestamp"}:
+        done = repo.resign_online(args.days)
+        snapshot = (f"snapshot version {done.snapshot_version}, " if done.snapshot_version
+                    else "snapshot kept, ")
+        return snapshot + f"timestamp version {done.timestamp_version}"
+    if args.command == "resign-targets":
+        return f"targets version {repo.resign_targets()}"
     if args.command == "rotate-key":
         repo.rotate_key(args.old, args.new)
         return f"rotated {args.old} -> {args.new}"
@@ -139,10 +171,41 @@ def _show(changes: list[Change], where: str, dry_run: bool) -> None:
         print(f"{verb} {change.key} ({change.reason}) -> {where}")
 
 
+def show_expiries(repo: Repository, within_days: float | None) -> int:
+    """Print each role's expiry; 1 if any is within its warning window (or already past)."""
+    late = 0
+    for e in repo.expiries(within_days):
+        days = e.left.total_seconds() / 86400
+        verdict = "ok"
+        if e.warn:
+            late += 1
+            fix = RESIGN_HINT[e.role]
+            window = e.warn_within.total_seconds() / 86400
+            verdict = f"EXPIRED: {fix}" if days < 0 else f"WARN (< {window:g} days): {fix}"
+        print(f"{e.role:10s} v{e.version:<5d} expires {e.expires:%Y-%m-%d %H:%M} UTC "
+              f"({days:7.2f} days left)  {verdict}")
+    return 1 if late else 0
+
+
+RESIGN_HINT = {
+    "root": "rotate-key or a new root version (offline root keys)",
+    "targets": "resign-targets (offline targets key)",
+    "snapshot": "resign-online (online snapshot key)",
+    "timestamp": "resign-online (the daily job is not running?)",
+}
+KEY_WRITING = {"init", "rotate-key"}  # commands that may create key files
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.publish = args.late_publish or args.publish
     args.dry_run = args.late_dry_run or args.dry_run
+    if args.command == "expiries":
+        try:
+            return show_expiries(Repository(args.repo, Path(args.keys or ".")), args.within)
+        except (OSError, ValueError) as e:
+            print(f"release.py: cannot read the repository metadata: {e}", file=sys.stderr)
+            return 1
     if args.command != "publish" and args.keys is None:
         print("release.py: give --keys DIR or set R4AGENT_RELEASE_KEYS", file=sys.stderr)
         return 1
@@ -151,12 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         repo_dir = args.repo
         if args.dry_run and args.command != "publish":
+            # everything a dry run writes goes under one private scratch folder
             scratch = Path(tempfile.mkdtemp(prefix="release-dry-run-"))
             if args.repo.exists():
                 shutil.copytree(args.repo, scratch / "repo")
             repo_dir = scratch / "repo"
+            if args.command in KEY_WRITING:
+                if keys.is_dir():
+                    shutil.copytree(keys, scratch / "keys")
+                keys = scratch / "keys"
         repo = Repository(repo_dir, keys)
-        print(_apply(args, repo) + (" (dry run, nothing written)" if scratch else ""))
+        print(_apply(args, repo, scratch) + (" (dry run, nothing written)" if scratch else ""))
         if args.publish:
             _show(publish(repo_dir, destination_for(args.publish), dry_run=args.dry_run),
                   args.publish, args.dry_run)

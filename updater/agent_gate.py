@@ -11,6 +11,7 @@ composition root); metadata is read from `<url>/metadata/` and targets from `<ur
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -22,12 +23,20 @@ from updater.install import Installer, Observer
 from updater.layout import ENV_INSTALL_BASE, Layout
 from updater.state import (
     CorruptStateError,
+    CurrentPointer,
     IllegalTransitionError,
     InstallState,
+    PointerState,
+    Quarantine,
+    read_last_confirmed,
     read_pointer,
+    read_quarantine,
     read_record,
+    read_reported,
+    write_last_confirmed,
     write_pointer,
     write_record,
+    write_reported,
 )
 from updater.tuf_client import Limits, TufClient, bundled_root, seed_trusted_root
 
@@ -88,16 +97,27 @@ class InstalledGate:
         action = GateAction.RESTART_INTO_NEW_VERSION if outcome.switched else GateAction.CARRY_ON
         return GateDecision(action, running, wanted, outcome.reason)
 
-    def confirm_running(self) -> None:
-        """Mark the running version as good; the host stops counting its crashes."""
+    def confirm_running(self) -> str | None:
+        """Mark the running version as good (the host stops counting its failed starts),
+        remember it as the last confirmed version (it outlives a damaged pointer) and prune.
+        Only when this process is the version the service runs. Returns, once, a notice of
+        rollbacks the host made here that no run has reported yet (for the error service)."""
         layout = self._layout
         try:
             pointer = read_pointer(layout.current_file)
-            if pointer is None or pointer.version != self._running:
-                return
-            if pointer.awaiting_confirmation or pointer.crashes_before_confirm:
+        except (OSError, CorruptStateError) as e:
+            log.warning("could not confirm version %s: %s", self._running, e)
+            return None
+        if pointer is None or pointer.version != self._running:
+            return None
+        try:
+            if pointer.awaiting_confirmation or pointer.crashes_before_confirm or (
+                pointer.unconfirmed_starts
+            ):
                 write_pointer(layout.current_file, pointer.confirmed())
                 log.info("version %s confirmed", self._running)
+            if _last_confirmed(layout) != self._running:
+                write_last_confirmed(layout.last_confirmed_file, self._running)
             record = read_record(layout.install_state_file)
             if (
                 record is not None
@@ -109,6 +129,40 @@ class InstalledGate:
             layout.prune(keep)
         except (OSError, CorruptStateError, IllegalTransitionError) as e:
             log.warning("could not confirm version %s: %s", self._running, e)
+        return self._take_rollback_notice(pointer)
+
+    def _take_rollback_notice(self, pointer: CurrentPointer) -> str | None:
+        """Rollbacks recorded in the quarantine (or, by an older host, only in the pointer) that
+        were not reported yet; marks them reported first, so each is reported at most once."""
+        layout = self._layout
+        try:
+            quarantine = read_quarantine(layout.quarantine_file)
+        except CorruptStateError:
+            quarantine = Quarantine()
+        pending = {f"{v}@{e.at.isoformat()}": e.reason for v, e in quarantine.entries.items()}
+        if pointer.state is PointerState.ROLLED_BACK and pointer.reason not in pending.values():
+            digest = hashlib.sha256(pointer.reason.encode()).hexdigest()[:16]
+            pending[f"pointer@{digest}"] = pointer.reason
+        try:
+            reported = read_reported(layout.reported_rollbacks_file)
+        except CorruptStateError:
+            reported = set()
+        new = [reason for key, reason in sorted(pending.items()) if key not in reported]
+        if not new:
+            return None
+        try:
+            write_reported(layout.reported_rollbacks_file, set(pending))  # bounded: still held
+        except OSError as e:
+            log.warning("could not record the rollback report: %s", e)
+            return None  # better silent than reported on every start
+        return "the service host rolled back an update on this machine: " + "; ".join(new)
+
+
+def _last_confirmed(layout: Layout) -> str | None:
+    try:
+        return read_last_confirmed(layout.last_confirmed_file)
+    except CorruptStateError:
+        return None
 
 
 def installed_base(running: str, env: Mapping[str, str]) -> Path | None:

@@ -2,7 +2,9 @@
 
 The agent asks `ensure(wanted)` after each scope fetch and acts on the decision; after it has
 initialised successfully (config + scope) it calls `confirm_running()` so the host stops counting
-pre-confirmation crashes of this version. The backend's `wanted` version is an untrusted hint.
+pre-confirmation failures of this version, and reports the notice it may return (a rollback the
+host made here, returned once) to the error service. The backend's `wanted` version is an
+untrusted hint.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ class GateDecision:
 class VersionGate(Protocol):
     def ensure(self, wanted: str) -> GateDecision: ...
 
-    def confirm_running(self) -> None: ...
+    def confirm_running(self) -> str | None:
+        """Mark this version good; return a notice to report once (no patient data), or None."""
+        ...
 
 
 class ReportOnlyGate:

@@ -15,9 +15,20 @@ A run that lasted `healthy_run_s` resets the back-off. More than `max_quick_rest
 exits in a row, each quicker than `quick_exit_s`, get the back-off too (no hot loop even then).
 
 Rollback: while the `current` pointer says `switched` (the new version has not yet confirmed
-itself after initialising config + scope), every CRASH/CONFIG_ERROR/unknown exit is counted in the
-pointer; at `max_starts_before_confirm` (≤ 3) the host flips the pointer back to the previous
-version, quarantines that build (the gate will not reinstall the same archive) and reports why.
+itself after initialising config + scope), every run that ends is counted in the pointer, and a
+run still unconfirmed after `confirm_deadline_s` is stopped and counted too (a hang). The host
+flips the pointer back to the previous version and quarantines that build (the gate will not
+reinstall the same archive) either
+
+- at `max_starts_before_confirm` (≤ 3) crashes (CRASH/CONFIG_ERROR/signal/unknown/cannot start):
+  quarantined for good; or
+- at `max_unconfirmed_starts` (6) unconfirmed runs of any kind (TRANSIENT_FAILURE, exits 0/3/4,
+  hangs; a build with broken TLS or a missing module must not stay forever): quarantined softly,
+  for `soft_quarantine_s` (24 h), so an outage right after an update does not bar it for good.
+
+The quarantine lives in its own file (`quarantine.json`), mirrored into the pointer for agents
+older than that file. A lost or damaged pointer is rebuilt from what survives: the last version
+that confirmed itself (else the newest runnable one, awaiting confirmation with a fallback).
 
 Stop: `stop` set → the child is asked to finish in-flight work (SIGTERM on POSIX; on Windows a
 named event whose name the child gets in R4AGENT_STOP_EVENT, see updater/stop_signal.py, plus
@@ -35,7 +46,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -49,9 +61,14 @@ from updater.state import (
     IllegalTransitionError,
     InstallState,
     PointerState,
+    Quarantine,
+    QuarantineEntry,
+    read_last_confirmed,
     read_pointer,
+    read_quarantine,
     read_record,
     write_pointer,
+    write_quarantine,
     write_record,
 )
 from updater.stop_signal import ChildStopEvent
@@ -63,7 +80,10 @@ AT_ONCE = frozenset({ExitCode.UPDATED, ExitCode.RESTART_REQUESTED, ExitCode.END_
 
 @dataclass(frozen=True, slots=True)
 class HostPolicy:
-    max_starts_before_confirm: int = 3
+    max_starts_before_confirm: int = 3  # crashes before confirming: hard rollback
+    max_unconfirmed_starts: int = 6  # any unconfirmed runs: soft rollback
+    confirm_deadline_s: float = 900.0  # a run not confirmed by then is stopped (a hang)
+    soft_quarantine_s: float = 86_400.0
     backoff_initial_s: float = 5.0
     backoff_max_s: float = 900.0
     config_error_delay_s: float = 900.0
@@ -76,6 +96,8 @@ class HostPolicy:
     def __post_init__(self) -> None:
         if not 1 <= self.max_starts_before_confirm <= 3:
             raise ValueError("max_starts_before_confirm must be 1..3")
+        if self.max_unconfirmed_starts < 1:
+            raise ValueError("max_unconfirmed_starts must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +123,7 @@ class RestartPlan:
     pointer: CurrentPointer | None  # the pointer to persist, if it changes
     rollback: bool
     reason: str
+    soft: bool = False  # a rollback for not confirming (not a crash loop): quarantine expires
 
 
 def describe_exit(code: int | None) -> str:
@@ -120,46 +143,75 @@ def plan_restart(
     pointer: CurrentPointer,
     history: RunHistory,
     policy: HostPolicy,
+    *,
+    ran_version: str | None = None,
+    unconfirmed_timeout: bool = False,
 ) -> RestartPlan:
-    """What to do after the child ended with `code` (None: it could not be started)."""
-    what = describe_exit(code)
-    if code in AT_ONCE:
+    """What to do after the child ended with `code` (None: it could not be started).
+
+    `pointer` is the pointer as it is now; `ran_version` the version that ran (when the child
+    switched to another version before exiting, its exit does not count against the new one).
+    `unconfirmed_timeout`: the host stopped the child for not confirming within the deadline."""
+    what = (f"no confirmation within {policy.confirm_deadline_s:.0f} s (stopped)"
+            if unconfirmed_timeout else describe_exit(code))
+    delay, history, then = _next_start(code, ran_for_s, history, policy, unconfirmed_timeout)
+    counts = pointer.awaiting_confirmation and ran_version in (None, pointer.version)
+    if not counts:
+        return RestartPlan(delay, history, None, False, f"{what}; {then}")
+    crashed = not unconfirmed_timeout and code not in AT_ONCE | {ExitCode.TRANSIENT_FAILURE}
+    counted = pointer.with_unconfirmed_start(crashed)
+    hard = counted.crashes_before_confirm >= policy.max_starts_before_confirm
+    soft = counted.unconfirmed_starts >= policy.max_unconfirmed_starts
+    if not (hard or soft):
+        return RestartPlan(
+            delay, history, counted, False,
+            f"{what} before confirming (crashes {counted.crashes_before_confirm}/"
+            f"{policy.max_starts_before_confirm}, unconfirmed runs {counted.unconfirmed_starts}/"
+            f"{policy.max_unconfirmed_starts}); {then}")
+    if counted.previous is None:
+        return RestartPlan(delay, history, counted, False,
+                           f"{what} before confirming; no previous version to go back to")
+    if hard:
+        failed = f"failed {counted.crashes_before_confirm} starts before confirming"
+    else:
+        failed = f"did not confirm in {counted.unconfirmed_starts} runs"
+    reason = (f"version {pointer.version} {failed} (last: {what}); "
+              f"rolled back to {pointer.previous}")
+    return RestartPlan(0.0, RunHistory(), counted, True, reason, soft=not hard)
+
+
+def _next_start(
+    code: int | None, ran_for_s: float, history: RunHistory, policy: HostPolicy, hung: bool
+) -> tuple[float, RunHistory, str]:
+    """The delay before the next start by exit code, and the run history it leaves."""
+    if code in AT_ONCE and not hung:
         quick = history.quick_restarts + 1 if ran_for_s < policy.quick_exit_s else 0
         if quick > policy.max_quick_restarts:
             failures = history.failures + 1
             delay = _backoff(failures, policy)
-            return RestartPlan(delay, RunHistory(failures, quick), None, False,
-                               f"{what} again after {ran_for_s:.0f} s; backing off {delay:.0f} s")
-        return RestartPlan(0.0, RunHistory(0, quick), None, False, f"{what}; starting again")
-    failures = 0 if ran_for_s >= policy.healthy_run_s else history.failures
+            return (delay, RunHistory(failures, quick),
+                    f"again after {ran_for_s:.0f} s; backing off {delay:.0f} s")
+        return 0.0, RunHistory(0, quick), "starting again"
+    failures = 0 if ran_for_s >= policy.healthy_run_s and not hung else history.failures
     failures += 1
-    history = RunHistory(failures, 0)
-    if code == ExitCode.TRANSIENT_FAILURE:
+    if code == ExitCode.CONFIG_ERROR and not hung:
+        delay = policy.config_error_delay_s
+    else:
         delay = _backoff(failures, policy)
-        return RestartPlan(delay, history, None, False, f"{what}; retrying in {delay:.0f} s")
-    delay = (
-        policy.config_error_delay_s if code == ExitCode.CONFIG_ERROR else _backoff(failures, policy)
-    )
-    if pointer.awaiting_confirmation:
-        counted = pointer.with_crash()
-        if counted.crashes_before_confirm >= policy.max_starts_before_confirm:
-            if counted.previous is None:
-                return RestartPlan(delay, history, counted, False,
-                                   f"{what} before confirming; no previous version to go back to")
-            reason = (
-                f"version {pointer.version} failed {counted.crashes_before_confirm} starts before "
-                f"confirming (last: {what}); rolled back to {pointer.previous}"
-            )
-            return RestartPlan(0.0, RunHistory(), counted, True, reason)
-        return RestartPlan(delay, history, counted, False,
-                           f"{what} before confirming ({counted.crashes_before_confirm}/"
-                           f"{policy.max_starts_before_confirm}); retrying in {delay:.0f} s")
-    return RestartPlan(delay, history, None, False, f"{what}; retrying in {delay:.0f} s")
+    return delay, RunHistory(failures, 0), f"retrying in {delay:.0f} s"
 
 
 def _backoff(failures: int, policy: HostPolicy) -> float:
     exponent = min(failures - 1, 30)
     return min(policy.backoff_initial_s * (2.0**exponent), policy.backoff_max_s)
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    code: int | None  # None: could not start
+    ran_for_s: float
+    stopped: bool = False  # ended by the host's stop
+    unconfirmed_timeout: bool = False  # stopped by the host for not confirming in time
 
 
 # ---- process edges ------------------------------------------------------------------------------
@@ -281,13 +333,16 @@ class Host:
                 if self.waiter.wait(stop, self.policy.config_error_delay_s):
                     break
                 continue
-            code, ran_for, stopped = self._run_once(pointer, stop)
+            pointer = self._lift_expired_quarantine(pointer)
+            run = self._run_once(pointer, stop)
             runs += 1
-            if stopped:
-                self._emit("stop", pointer.version, f"stopped ({describe_exit(code)})")
+            if run.stopped:
+                self._emit("stop", pointer.version, f"stopped ({describe_exit(run.code)})")
                 break
             latest = self._current() or pointer  # the child may have confirmed itself
-            plan = plan_restart(code, ran_for, latest, history, self.policy)
+            plan = plan_restart(run.code, run.ran_for_s, latest, history, self.policy,
+                                ran_version=pointer.version,
+                                unconfirmed_timeout=run.unconfirmed_timeout)
             history = plan.history
             self._apply(latest, plan)
             if max_runs is not None and runs >= max_runs:
@@ -297,9 +352,7 @@ class Host:
             if self.waiter.wait(stop, plan.delay_s):
                 break
 
-    def _run_once(
-        self, pointer: CurrentPointer, stop: threading.Event
-    ) -> tuple[int | None, float, bool]:
+    def _run_once(self, pointer: CurrentPointer, stop: threading.Event) -> RunResult:
         exe = self.layout.exe_path(pointer.version)
         env = dict(os.environ if self.env is None else self.env)
         env[ENV_INSTALL_BASE] = str(self.layout.base)
@@ -309,15 +362,32 @@ class Host:
             child = self.launcher.start([str(exe), *self.agent_args], env)
         except OSError as e:
             self._emit("error", pointer.version, f"could not start: {e.strerror or e}")
-            return None, self.clock.monotonic() - started, False
+            return RunResult(None, self.clock.monotonic() - started)
+        awaiting = pointer.awaiting_confirmation
         while True:
             code = child.wait(self.policy.poll_s)
+            ran_for = self.clock.monotonic() - started
             if code is not None:
-                ran_for = self.clock.monotonic() - started
                 self._emit("exit", pointer.version, f"{describe_exit(code)} after {ran_for:.0f} s")
-                return code, ran_for, False
+                return RunResult(code, ran_for)
             if stop.is_set():
-                return self._stop_child(child), self.clock.monotonic() - started, True
+                code = self._stop_child(child)
+                return RunResult(code, self.clock.monotonic() - started, stopped=True)
+            if awaiting and ran_for >= self.policy.confirm_deadline_s:
+                awaiting = self._still_awaiting(pointer.version)  # read once the deadline passes
+                if awaiting:
+                    self._emit("error", pointer.version,
+                               f"not confirmed after {ran_for:.0f} s (hung?); stopping it")
+                    code = self._stop_child(child)
+                    return RunResult(code, self.clock.monotonic() - started,
+                                     unconfirmed_timeout=True)
+
+    def _still_awaiting(self, version: str) -> bool:
+        try:
+            now = read_pointer(self.layout.current_file)
+        except CorruptStateError:
+            return False
+        return now is not None and now.version == version and now.awaiting_confirmation
 
     def _stop_child(self, child: ChildProcess) -> int | None:
         child.request_stop()
@@ -340,17 +410,79 @@ class Host:
         return self._recover(pointer)
 
     def _recover(self, broken: CurrentPointer | None) -> CurrentPointer | None:
-        """Pointer missing/unreadable or naming a missing exe: fall back to a runnable version."""
-        candidates = [broken.previous] if broken is not None and broken.previous else []
-        candidates += list(reversed(self.layout.installed_versions()))
-        for version in candidates:
-            if self.layout.exe_path(version).is_file():
-                pointer = CurrentPointer(version, None, PointerState.INSTALLED, 0,
-                                         "recovered: pointer was missing or broken")
+        """Pointer missing/unreadable or naming a missing exe: rebuild it from what survives
+        it. The quarantine (own file) is kept and no quarantined build is trusted; the last
+        version that confirmed itself here is preferred; any other choice must confirm again,
+        with a fallback to roll back to."""
+        layout = self.layout
+        quarantine = self._read_quarantine()
+        mirror = dict(broken.quarantined) if broken is not None else {}
+        barred = set(quarantine.entries) | set(mirror)
+        runnable = [v for v in reversed(layout.installed_versions())
+                    if layout.exe_path(v).is_file()]
+        held = quarantine.in_force(self.clock.now(), mirror)
+        why = "recovered: pointer was missing or broken"
+        good = next((v for v in self._confirmed_versions(broken)
+                     if v in runnable and v not in barred), None)
+        if good is not None:
+            pointer = CurrentPointer(good, None, PointerState.CONFIRMED, 0,
+                                     f"{why}; last confirmed version", held)
+        else:
+            ranked = [v for v in runnable if v not in barred] + [v for v in runnable if v in barred]
+            if not ranked:
+                return None
+            fallback = ranked[1] if len(ranked) > 1 else None
+            state = PointerState.SWITCHED if fallback else PointerState.INSTALLED
+            pointer = CurrentPointer(ranked[0], fallback, state, 0,
+                                     f"{why}; no confirmed version known", held)
+        write_pointer(layout.current_file, pointer)
+        self._emit("rollback" if broken else "error", pointer.version, pointer.reason)
+        return pointer
+
+    def _confirmed_versions(self, broken: CurrentPointer | None) -> list[str]:
+        """Versions known to have run well here, best evidence first."""
+        found: list[str] = []
+        with contextlib.suppress(CorruptStateError):
+            last = read_last_confirmed(self.layout.last_confirmed_file)
+            if last:
+                found.append(last)
+        with contextlib.suppress(CorruptStateError):
+            record = read_record(self.layout.install_state_file)
+            if record is not None:
+                # an install starts only from a confirmed running version
+                if record.state is InstallState.CONFIRMED:
+                    found.append(record.to_version)
+                found.append(record.from_version)
+        if broken is not None and broken.previous and broken.awaiting_confirmation:
+            found.append(broken.previous)  # what ran before the unconfirmed switch
+        return found
+
+    def _read_quarantine(self) -> Quarantine:
+        try:
+            return read_quarantine(self.layout.quarantine_file)
+        except CorruptStateError as e:
+            log.error("quarantine file unreadable (%s); the pointer's copy still holds", e)
+            return Quarantine()
+
+    def _lift_expired_quarantine(self, pointer: CurrentPointer) -> CurrentPointer:
+        """Soft quarantines end after `soft_quarantine_s`: drop them from the file and from
+        the pointer's mirror (which older agents read), so the version may be tried again."""
+        quarantine = self._read_quarantine()
+        expired = quarantine.expired(self.clock.now())
+        if not expired:
+            return pointer
+        mirror = {v: sha for v, sha in pointer.quarantined.items()
+                  if not (v in expired and quarantine.entries[v].sha256 == sha)}
+        try:
+            write_quarantine(self.layout.quarantine_file, quarantine.without(expired))
+            if mirror != dict(pointer.quarantined):
+                pointer = replace(pointer, quarantined=mirror)
                 write_pointer(self.layout.current_file, pointer)
-                self._emit("rollback" if broken else "error", version, pointer.reason)
-                return pointer
-        return None
+        except OSError as e:  # lifting can wait for the next start; running must not
+            log.warning("could not lift the quarantine of %s: %s", sorted(expired), e)
+            return pointer
+        log.info("quarantine lifted for %s", ", ".join(sorted(expired)))
+        return pointer
 
     def _apply(self, pointer: CurrentPointer, plan: RestartPlan) -> None:
         if plan.pointer is None:
@@ -364,6 +496,13 @@ class Host:
         except IllegalTransitionError as e:
             self._emit("error", pointer.version, str(e))
             return
+        if bad_sha:
+            # the quarantine's own file first: it survives whatever happens to the pointer
+            now = self.clock.now()
+            until = now + timedelta(seconds=self.policy.soft_quarantine_s) if plan.soft else None
+            entry = QuarantineEntry(bad_sha, plan.reason, now, until)
+            write_quarantine(self.layout.quarantine_file,
+                             self._read_quarantine().add(pointer.version, entry))
         write_pointer(self.layout.current_file, back)
         self._mark_record_rolled_back(pointer.version, plan.reason)
         self._emit("rollback", back.version, plan.reason)

@@ -9,6 +9,10 @@
 Any failure before `switched` ends in `failed`, removes the staging folder and leaves the pointer
 alone. A process killed anywhere leaves the pointer on the old or the new version (both complete);
 the next attempt removes leftovers and starts again from `checked`.
+
+Only the version the service runs (the pointer's) installs or prunes: a manually started other
+version (an older exe run by hand) only reports, so it cannot move the service off its version
+or delete the folder the service runs from.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from updater import policy
 from updater.errors import UpdateError, UpdateRefusedError
@@ -31,11 +36,13 @@ from updater.staging import (
     smoke_test,
 )
 from updater.state import (
+    CorruptStateError,
     CurrentPointer,
     InstallRecord,
     InstallState,
-    PointerState,
+    Quarantine,
     read_pointer,
+    read_quarantine,
     write_pointer,
     write_record,
 )
@@ -64,6 +71,7 @@ class Installer:
         limits: StagingLimits | None = None,
         observer: Observer | None = None,
         max_patch_ratio: float = policy.DEFAULT_MAX_PATCH_RATIO,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._layout = layout
         self._client = client
@@ -71,6 +79,7 @@ class Installer:
         self._limits = limits or StagingLimits()
         self._observer = observer
         self._max_patch_ratio = max_patch_ratio
+        self._now = now
 
     def _persist(self, record: InstallRecord) -> InstallRecord:
         write_record(self._layout.install_state_file, record)
@@ -97,9 +106,17 @@ class Installer:
         layout = self._layout
         layout.ensure_dirs()
         layout.remove_leftovers()
-        pointer = read_pointer(layout.current_file)
+        try:
+            pointer = read_pointer(layout.current_file)
+        except CorruptStateError as e:
+            return Outcome(False, f"not updating: {e} (the service host rebuilds it)")
         if pointer is not None and pointer.version == wanted:
             return Outcome(True, f"{wanted} is already switched in; restart into it")
+        if pointer is None or pointer.version != running:
+            serves = pointer.version if pointer else "nothing"
+            log.warning("running %s but the service runs %s: reporting only", running, serves)
+            return Outcome(False, f"this process runs {running} but the service runs {serves}: "
+                                  "report only, not updating")
         try:
             catalog = self._client.refresh()
             decision = policy.decide(
@@ -107,7 +124,7 @@ class Installer:
                 wanted,
                 catalog,
                 running_tar_cached=self._client.tar_cache_path(running).is_file(),
-                quarantined=pointer.quarantined if pointer else None,
+                quarantined=self._quarantine().in_force(self._now(), pointer.quarantined),
                 max_patch_ratio=self._max_patch_ratio,
             )
         except UpdateError as e:
@@ -118,12 +135,19 @@ class Installer:
             return Outcome(False, decision.reason)
         return self._run(running, wanted, decision, pointer)
 
+    def _quarantine(self) -> Quarantine:
+        try:
+            return read_quarantine(self._layout.quarantine_file)
+        except CorruptStateError as e:
+            log.warning("quarantine file unreadable (%s); using the pointer's copy", e)
+            return Quarantine()
+
     def _run(
         self,
         running: str,
         wanted: str,
         decision: policy.Install,
-        pointer: CurrentPointer | None,
+        pointer: CurrentPointer,
     ) -> Outcome:
         route_name = "patch" if isinstance(decision.route, policy.PatchRoute) else "full"
         record = self._persist(
@@ -150,11 +174,7 @@ class Installer:
             record = self._persist(record.advance(InstallState.SMOKE_TESTED))
             move_into_place(staging, self._layout, wanted, running)
             staging = None
-            base = pointer or CurrentPointer(running, None, PointerState.INSTALLED)
-            if base.version != running:
-                base = CurrentPointer(running, base.previous, base.state, 0, "",
-                                      dict(base.quarantined))
-            write_pointer(self._layout.current_file, base.switched_to(wanted, decision.reason))
+            write_pointer(self._layout.current_file, pointer.switched_to(wanted, decision.reason))
             record = self._persist(record.advance(InstallState.SWITCHED, decision.reason))
         except (UpdateError, OSError) as e:
             if staging is not None:
@@ -172,8 +192,8 @@ class Installer:
                 return self._client.tar_from_patches(running, route.patches)
             except UpdateError as e:
                 log.warning("patch route failed (%s); using the full archive", e)
-            return self._client.tar_from_archive(self._client.fetch(route.fallback))
-        return self._client.tar_from_archive(self._client.fetch(route.archive))
+            return self._client.tar_from_archive(self._client.read_verified(route.fallback))
+        return self._client.tar_from_archive(self._client.read_verified(route.archive))
 
     def _tidy(self, keep: set[str]) -> None:
         try:

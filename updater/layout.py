@@ -5,6 +5,9 @@ Windows: `C:\\ProgramData\\Flynotes\\R4Agent`; Linux (tests, dev): any base dir.
     <base>/
       current                 pointer: running version, previous version, state, crash count
       install-state.json      the last install attempt's state (checked ... switched / failed)
+      quarantine.json         builds the host rolled back (host-written; survives the pointer)
+      last-confirmed.json     the last version that confirmed itself (agent-written)
+      reported-rollbacks.json rollbacks already reported to Rollbar (agent-written)
       versions/<X.Y.Z>/<exe>  one folder per installed version; the last two are kept
       versions/.staging-*     private extraction folders (removed when an attempt ends)
       metadata/               TUF trusted metadata (root.json seeded from the exe)
@@ -51,6 +54,18 @@ class Layout:
     @property
     def install_state_file(self) -> Path:
         return self.base / "install-state.json"
+
+    @property
+    def quarantine_file(self) -> Path:
+        return self.base / "quarantine.json"
+
+    @property
+    def last_confirmed_file(self) -> Path:
+        return self.base / "last-confirmed.json"
+
+    @property
+    def reported_rollbacks_file(self) -> Path:
+        return self.base / "reported-rollbacks.json"
 
     @property
     def versions_dir(self) -> Path:

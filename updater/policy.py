@@ -11,7 +11,8 @@ Target names follow tufup's repository format: `<app>-<X.Y.Z>.tar.gz` (full arch
 Each archive carries signed policy in its custom metadata (`custom.user`):
 `{"revoked": bool, "floor": "X.Y.Z", "channel": "stable"}`. The effective floor is the highest
 `floor` over all trusted archives; nothing below it is installed, and neither is anything revoked
-or unlisted. An archive whose policy is missing or malformed is refused (fail closed).
+or unlisted. An archive whose policy is missing or malformed is refused (fail closed), and while
+any archive's policy is unreadable no downgrade is made at all: its floor is unknown.
 """
 
 from __future__ import annotations
@@ -88,12 +89,22 @@ class TrustedCatalog:
 
     releases: Mapping[Version, Release]
     patches: Mapping[Version, Patch]
-    problems: tuple[str, ...] = ()  # archives ignored because their policy was malformed
+    problems: tuple[str, ...] = ()  # targets ignored because their name or metadata was malformed
+    # the archives among them: their floor is unknown, so downgrades are refused (fail closed)
+    archive_problems: tuple[str, ...] = ()
 
     @property
     def effective_floor(self) -> Version | None:
         floors = [r.floor for r in self.releases.values() if r.floor is not None]
         return max(floors) if floors else None
+
+    def installable(self) -> list[Release]:
+        """Releases an agent would install: listed, not revoked, not below the effective floor."""
+        floor = self.effective_floor
+        return [
+            r for r in self.releases.values()
+            if not r.revoked and (floor is None or r.version >= floor)
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,38 +121,46 @@ def build_catalog(targets: Sequence[TargetInfo], app: str = APP_NAME) -> Trusted
     releases: dict[Version, Release] = {}
     patches: dict[Version, Patch] = {}
     problems: list[str] = []
+    archive_problems: list[str] = []
     for target in targets:
         match = _TARGET_RE.fullmatch(target.path)
         if match is None or match["app"] != app:
             continue  # not ours (or not a bundle); never installable
+        is_archive = match["suffix"] == ".tar.gz"
         try:
-            version = parse_version(match["version"])
-        except BadVersionError:
-            problems.append(f"{target.path}: bad version in target name")
+            entry = _read_target(target, match["version"], is_archive)
+        except ValueError as e:
+            problems.append(f"{target.path}: {e}")
+            if is_archive:
+                archive_problems.append(problems[-1])
             continue
-        sha256 = target.hashes.get("sha256")
-        if not isinstance(sha256, str):
-            problems.append(f"{target.path}: no sha256 hash")
-            continue
-        artifact = Artifact(target.path, target.length, sha256)
-        custom = target.custom if isinstance(target.custom, Mapping) else {}
-        if match["suffix"] == ".tar.gz":
-            try:
-                releases[version] = _release(version, artifact, custom.get("user"))
-            except ValueError as e:
-                problems.append(f"{target.path}: {e}")
+        if isinstance(entry, Release):
+            releases[entry.version] = entry
         else:
-            internal = custom.get("tufup")
-            if not isinstance(internal, Mapping):
-                problems.append(f"{target.path}: patch without size/hash of its result")
-                continue
-            size, tar_hash = internal.get("tar_size"), internal.get("tar_hash")
-            algorithm = internal.get("tar_hash_algorithm")
-            if not isinstance(size, int) or not isinstance(tar_hash, str) or algorithm != "sha256":
-                problems.append(f"{target.path}: patch without size/hash of its result")
-                continue
-            patches[version] = Patch(version, artifact, size, tar_hash)
-    return TrustedCatalog(releases, patches, tuple(problems))
+            patches[entry.version] = entry
+    return TrustedCatalog(releases, patches, tuple(problems), tuple(archive_problems))
+
+
+def _read_target(target: TargetInfo, version_text: str, is_archive: bool) -> Release | Patch:
+    try:
+        version = parse_version(version_text)
+    except BadVersionError as e:
+        raise ValueError("bad version in target name") from e
+    sha256 = target.hashes.get("sha256")
+    if not isinstance(sha256, str):
+        raise ValueError("no sha256 hash")
+    artifact = Artifact(target.path, target.length, sha256)
+    custom = target.custom if isinstance(target.custom, Mapping) else {}
+    if is_archive:
+        return _release(version, artifact, custom.get("user"))
+    internal = custom.get("tufup")
+    if not isinstance(internal, Mapping):
+        raise ValueError("patch without size/hash of its result")
+    size, tar_hash = internal.get("tar_size"), internal.get("tar_hash")
+    if (not isinstance(size, int) or not isinstance(tar_hash, str)
+            or internal.get("tar_hash_algorithm") != "sha256"):
+        raise ValueError("patch without size/hash of its result")
+    return Patch(version, artifact, size, tar_hash)
 
 
 def _release(version: Version, archive: Artifact, user: Any) -> Release:
@@ -221,7 +240,8 @@ def decide(
 
     `running_tar_cached`: the verified uncompressed tar of the running version is in the local
     cache (needed as the base of a patch chain). `quarantined`: version -> archive sha256 of
-    builds that crash-looped here before confirming; the same build is not installed again.
+    builds the host rolled back here (they never confirmed); the same build is not installed
+    again while quarantined (the edge passes only entries still in force).
     """
     early = check_hint(running, wanted)
     if early is not None:
@@ -232,11 +252,18 @@ def decide(
         return Refuse(f"version {wanted} is not listed in the signed targets metadata")
     if release.revoked:
         return Refuse(f"version {wanted} is revoked by signed policy")
+    if catalog.archive_problems and not _is_forward(running, want):
+        # an unreadable archive policy may hold a higher floor than the readable ones: the
+        # floor is unknown, so fail closed for downgrades (moving up never goes below it)
+        return Refuse(f"signed policy of {len(catalog.archive_problems)} archive(s) is "
+                      f"unreadable, so the signed floor is unknown: refusing to go down to "
+                      f"{wanted}")
     floor = catalog.effective_floor
     if floor is not None and want < floor:
         return Refuse(f"version {wanted} is below the signed minimum version {floor}")
     if quarantined and quarantined.get(wanted) == release.archive.sha256:
-        return Refuse(f"version {wanted} crash-looped here before confirming; not reinstalling it")
+        return Refuse(f"version {wanted} was rolled back here before confirming (quarantined); "
+                      "not reinstalling that build")
     route = choose_route(running, release, catalog, running_tar_cached, max_patch_ratio)
     direction = "upgrade" if _is_forward(running, want) else "downgrade"
     how = "patch" if isinstance(route, PatchRoute) else "full archive"

@@ -1,4 +1,5 @@
-"""Staging edge: extract a verified tar into a fresh private folder, smoke-test, move into place.
+"""Staging edge: extract a verified tar into a fresh private folder, smoke-test (`self-test`: the
+staged build can update itself), move into place.
 
 Extraction is done member by member through a small file-system interface (so a full disk can be
 injected in tests) after two layers of checks on every member: our own (regular files and
@@ -140,27 +141,38 @@ def _make_dirs(fs: StagingFileSystem, dest: Path, parts: tuple[str, ...]) -> Non
 
 
 def smoke_test(exe: Path, version: str, timeout_s: float) -> None:
-    """The staged exe must print exactly its version (`r4agent X.Y.Z` or `X.Y.Z`) and exit 0."""
+    """The staged exe must pass `self-test` (its own update path works: updater/self_test.py)
+    and print exactly its version (`r4agent X.Y.Z` or `X.Y.Z`), exit 0. A build from before
+    `self-test` existed (its command line refuses the word) is checked with `--version`, so a
+    downgrade to an older release stays possible."""
     if not exe.is_file():
         raise SmokeTestError(f"staged bundle has no {exe.name}")
+    done = _run_staged(exe, "self-test", timeout_s)
+    if done.returncode == 2 and b"invalid choice: 'self-test'" in done.stderr:
+        done = _run_staged(exe, "--version", timeout_s)
+    printed = done.stdout.decode("utf-8", "replace").strip()
+    if done.returncode != 0 or printed not in {version, f"r4agent {version}"}:
+        said = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        why = f" ({said[-1][:120]})" if said else ""
+        raise SmokeTestError(
+            f"staged exe self-test gave exit {done.returncode} and {printed[:60]!r}{why}, "
+            f"wanted {version}"
+        )
+
+
+def _run_staged(exe: Path, arg: str, timeout_s: float) -> subprocess.CompletedProcess[bytes]:
     try:
-        done = subprocess.run(
-            [str(exe), "--version"],
+        return subprocess.run(
+            [str(exe), arg],
             capture_output=True,
             timeout=timeout_s,
             check=False,
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as e:
-        raise SmokeTestError(f"staged exe did not answer --version within {timeout_s} s") from e
+        raise SmokeTestError(f"staged exe did not answer {arg} within {timeout_s} s") from e
     except OSError as e:
         raise SmokeTestError(f"staged exe could not start: {e.strerror or e}") from e
-    printed = done.stdout.decode("utf-8", "replace").strip()
-    if done.returncode != 0 or printed not in {version, f"r4agent {version}"}:
-        shown = printed[:60]
-        raise SmokeTestError(
-            f"staged exe --version gave exit {done.returncode} and {shown!r}, wanted {version}"
-        )
 
 
 def move_into_place(staging: Path, layout: Layout, version: str, running: str) -> Path:

@@ -10,8 +10,13 @@ Pure part: `InstallRecord.advance` allows only these transitions (anything else 
 The `current` pointer (what the host starts) changes in exactly one place, the switch, and it
 changes by one `os.replace`; every other state only describes an attempt. A process killed at any
 point therefore leaves the pointer naming either the old or the new version, both complete and
-verified. Edge part: `write_json_atomic` (temp file in the same folder + fsync + os.replace + fsync
-of the folder) and the readers, which validate what they read.
+verified.
+
+Beside the pointer, in their own files so they survive a lost or damaged pointer: the
+`Quarantine` of builds the host rolled back (written by the host) and the last version that
+confirmed itself (written by the agent). Edge part: `write_atomic` (temp file with a random name
+in the same folder + fsync + os.replace + fsync of the folder) and the readers, which validate
+what they read.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from updater.policy import BadVersionError, parse_version
 
@@ -106,9 +113,9 @@ class InstallRecord:
 
 class PointerState(Enum):
     INSTALLED = "installed"  # put there by the MSI / first install; trusted as confirmed
-    SWITCHED = "switched"  # just switched to; not yet confirmed by the new version
+    SWITCHED = "switched"  # just switched to (or recovered to); not yet confirmed by that version
     CONFIRMED = "confirmed"  # the version initialised successfully (config + scope)
-    ROLLED_BACK = "rolled_back"  # the host flipped back after a crash loop
+    ROLLED_BACK = "rolled_back"  # the host flipped back: the new version never confirmed
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +123,12 @@ class CurrentPointer:
     version: str
     previous: str | None
     state: PointerState
-    crashes_before_confirm: int = 0
+    crashes_before_confirm: int = 0  # crashes while awaiting confirmation (hard budget)
     reason: str = ""
-    # version -> archive sha256 of builds that crash-looped here; the gate will not reinstall them
+    # version -> archive sha256 of builds rolled back here; the gate will not reinstall them.
+    # A mirror of the quarantine file's entries in force, for agents older than that file.
     quarantined: Mapping[str, str] = field(default_factory=dict)
+    unconfirmed_starts: int = 0  # runs that ended (any way) while awaiting confirmation
 
     @property
     def awaiting_confirmation(self) -> bool:
@@ -130,10 +139,15 @@ class CurrentPointer:
                               dict(self.quarantined))
 
     def confirmed(self) -> CurrentPointer:
-        return replace(self, state=PointerState.CONFIRMED, crashes_before_confirm=0, reason="")
+        return replace(self, state=PointerState.CONFIRMED, crashes_before_confirm=0,
+                       unconfirmed_starts=0, reason="")
+
+    def with_unconfirmed_start(self, crashed: bool) -> CurrentPointer:
+        return replace(self, crashes_before_confirm=self.crashes_before_confirm + int(crashed),
+                       unconfirmed_starts=self.unconfirmed_starts + 1)
 
     def with_crash(self) -> CurrentPointer:
-        return replace(self, crashes_before_confirm=self.crashes_before_confirm + 1)
+        return self.with_unconfirmed_start(crashed=True)
 
     def rolled_back(self, reason: str, bad_sha256: str | None) -> CurrentPointer:
         if self.previous is None:
@@ -152,6 +166,7 @@ class CurrentPointer:
             "crashes_before_confirm": self.crashes_before_confirm,
             "reason": self.reason,
             "quarantined": dict(sorted(self.quarantined.items())),
+            "unconfirmed_starts": self.unconfirmed_starts,
         }
 
     @classmethod
@@ -161,18 +176,90 @@ class CurrentPointer:
             previous = data.get("previous")
             if previous is not None:
                 previous = _version(previous)
-            crashes = data.get("crashes_before_confirm", 0)
-            if not isinstance(crashes, int) or crashes < 0:
-                raise ValueError("crashes_before_confirm must be a non-negative integer")
+            crashes = _count(data, "crashes_before_confirm")
+            unconfirmed = _count(data, "unconfirmed_starts")
             quarantined = data.get("quarantined", {})
             if not isinstance(quarantined, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in quarantined.items()
             ):
                 raise ValueError("quarantined must map versions to hashes")
             return cls(version, previous, PointerState(data["state"]), crashes,
-                       str(data.get("reason", "")), quarantined)
+                       str(data.get("reason", "")), quarantined, unconfirmed)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CorruptStateError(f"current pointer is invalid: {e}") from e
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineEntry:
+    sha256: str  # the archive of the build that was rolled back (a rebuild is not affected)
+    reason: str
+    at: datetime
+    until: datetime | None = None  # None: for good (it crash-looped); else lifted then
+
+    def in_force(self, now: datetime) -> bool:
+        return self.until is None or now < self.until
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "reason": self.reason, "at": self.at.isoformat(),
+                "until": None if self.until is None else self.until.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: Any) -> QuarantineEntry:
+        until = data.get("until")
+        return cls(_str(data, "sha256"), _str(data, "reason"), _aware(_str(data, "at")),
+                   None if until is None else _aware(until))
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """Builds the host rolled back here (`<base>/quarantine.json`, written only by the host):
+    version -> entry. A crash loop quarantines for good; a build that only failed to confirm
+    (transient failures, a hang) softly, until `until`, so an outage right after an update does
+    not bar that version forever."""
+
+    entries: Mapping[str, QuarantineEntry] = field(default_factory=dict)
+
+    def add(self, version: str, entry: QuarantineEntry) -> Quarantine:
+        return Quarantine({**self.entries, version: entry})
+
+    def without(self, versions: set[str]) -> Quarantine:
+        return Quarantine({v: e for v, e in self.entries.items() if v not in versions})
+
+    def expired(self, now: datetime) -> set[str]:
+        return {v for v, e in self.entries.items() if not e.in_force(now)}
+
+    def in_force(self, now: datetime, pointer_mirror: Mapping[str, str]) -> dict[str, str]:
+        """version -> sha256 not to reinstall: this file's entries in force, plus the pointer's
+        entries this file does not know (an older host wrote them: for good)."""
+        held = {v: sha for v, sha in pointer_mirror.items() if v not in self.entries}
+        held.update({v: e.sha256 for v, e in self.entries.items() if e.in_force(now)})
+        return held
+
+    def to_json(self) -> dict[str, Any]:
+        return {v: e.to_json() for v, e in sorted(self.entries.items())}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Quarantine:
+        try:
+            if not isinstance(data, dict):
+                raise TypeError("quarantine must be an object")
+            return cls({_version(v): QuarantineEntry.from_json(e) for v, e in data.items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CorruptStateError(f"quarantine is invalid: {e}") from e
+
+
+def _count(data: Any, key: str) -> int:
+    value = data.get(key, 0)
+    if not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key} must be a non-negative integer")
+    return value
+
+
+def _aware(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError("times must carry a time zone")
+    return value
 
 
 def _str(data: Any, key: str) -> str:
@@ -202,10 +289,23 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
 
 def write_bytes_atomic(path: Path, payload: bytes) -> None:
     """Temp file in the same folder + fsync + os.replace + fsync of the folder."""
+    write_atomic(path, lambda out: out.write(payload))
+
+
+def copy_file_atomic(source: Path, path: Path) -> None:
+    """Copy `source` to `path` (streamed) with the same guarantees as `write_bytes_atomic`."""
+    with open(source, "rb") as src:
+        write_atomic(path, lambda out: shutil.copyfileobj(src, out, 1 << 20))
+
+
+def write_atomic(path: Path, fill: Callable[[IO[bytes]], object]) -> None:
+    """The one atomic write: `fill` writes into a temp file with an unpredictable name in the
+    same folder; it is fsynced and renamed over `path`, then the folder is fsynced. A reader
+    (or a crash) sees the old or the new content, never a mix; no temp file is left behind."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as tmp:
-            tmp.write(payload)
+            fill(tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp_name, path)
@@ -252,3 +352,42 @@ def read_record(path: Path) -> InstallRecord | None:
 
 def write_record(path: Path, record: InstallRecord) -> None:
     write_json_atomic(path, record.to_json())
+
+
+def read_quarantine(path: Path) -> Quarantine:
+    data = _read_json(path)
+    return Quarantine() if data is None else Quarantine.from_json(data)
+
+
+def write_quarantine(path: Path, quarantine: Quarantine) -> None:
+    write_json_atomic(path, quarantine.to_json())
+
+
+def read_last_confirmed(path: Path) -> str | None:
+    """The last version that confirmed itself here (written by the agent), if known."""
+    data = _read_json(path)
+    if data is None:
+        return None
+    try:
+        return _version(data["version"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CorruptStateError(f"{path.name} is invalid: {e}") from e
+
+
+def write_last_confirmed(path: Path, version: str) -> None:
+    write_json_atomic(path, {"version": _version(version)})
+
+
+def read_reported(path: Path) -> set[str]:
+    """Keys of rollbacks already reported to the error service (written by the agent)."""
+    data = _read_json(path)
+    if data is None:
+        return set()
+    keys = data.get("reported") if isinstance(data, dict) else None
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise CorruptStateError(f"{path.name} is invalid")
+    return set(keys)
+
+
+def write_reported(path: Path, keys: set[str]) -> None:
+    write_json_atomic(path, {"reported": sorted(keys)})

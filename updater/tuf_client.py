@@ -12,6 +12,10 @@ the agent exe. What this adds on top of ngclient:
 - size caps (`Limits`): metadata caps go to ngclient's `UpdaterConfig`, a target longer than
   `max_target_bytes` is refused before download, and ngclient's fetcher aborts any download that
   sends more bytes than the signed length (endless data);
+- a total deadline per download (`DeadlineFetcher`): a mirror that trickles bytes just under the
+  per-read timeout cannot hold the agent's main loop (and the install lock) for hours;
+- verified bytes, read once: a target is hashed against the trusted metadata as it is read into
+  memory and only those bytes are used, so the cached file is not re-opened after its check;
 - seeding of the trusted root from the copy baked into the exe, only when none exists.
 
 Raises only `updater.errors` types: `VerificationError` for anything TUF rejects,
@@ -24,23 +28,44 @@ import contextlib
 import gzip
 import hashlib
 import importlib.resources
+import io
 import json
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
+from urllib.parse import urlparse
 
+import requests
+import urllib3
 from tuf.api import exceptions as tuf_errors
-from tuf.ngclient._internal.requests_fetcher import RequestsFetcher
+from tuf.api.metadata import Targets  # type: ignore[attr-defined]
 from tuf.ngclient.config import UpdaterConfig
+from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
 
 from updater.errors import DownloadFailedError, UpdateRefusedError, VerificationError
-from updater.policy import Artifact, Patch, TargetInfo, TrustedCatalog, build_catalog
+from updater.policy import (
+    APP_NAME,
+    Artifact,
+    Patch,
+    TargetInfo,
+    TrustedCatalog,
+    build_catalog,
+)
 from updater.state import write_bytes_atomic
+
+_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     socket_timeout: int = 30  # seconds; connect and between bytes
+    # slow retrieval: each download must end within base + its maximum length at the minimum
+    # rate (a 20 MB archive: 60 s + 400 s; a timestamp: about 60 s)
+    download_base_s: float = 60.0
+    min_download_bytes_per_s: int = 50_000
     root_max_bytes: int = 512_000
     timestamp_max_bytes: int = 16_384
     snapshot_max_bytes: int = 2_000_000
@@ -48,6 +73,72 @@ class Limits:
     max_target_bytes: int = 300_000_000  # refuse signed targets longer than this
     max_tar_bytes: int = 800_000_000  # cap on an uncompressed tar (gzip bomb)
     max_root_rotations: int = 32
+
+    def download_deadline_s(self, max_length: int) -> float:
+        return self.download_base_s + max_length / self.min_download_bytes_per_s
+
+
+class DeadlineFetcher(FetcherInterface):
+    """ngclient's fetcher (requests underneath, one session per scheme + host, like its
+    RequestsFetcher) with a TOTAL deadline per download on top of the per-read timeout.
+
+    Each read returns whatever has arrived (`read1`), so the deadline is checked at least every
+    `socket_timeout` seconds however slowly the bytes come. Raises tuf's `SlowRetrievalError` (a
+    `DownloadError`) when a download is not done by `Limits.download_deadline_s(max_length)`."""
+
+    def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limits = limits
+        self._clock = clock
+        self._sessions: dict[tuple[str, str], requests.Session] = {}
+        self._budget_s = limits.download_base_s
+
+    @contextlib.contextmanager
+    def download_file(self, url: str, max_length: int) -> Iterator[IO[bytes]]:
+        # every ngclient download (metadata and targets) comes through here with its cap
+        self._budget_s = self._limits.download_deadline_s(max_length)
+        with super().download_file(url, max_length) as file:
+            yield file
+
+    def _session(self, url: str) -> requests.Session:
+        parsed = urlparse(url)
+        if not parsed.scheme:
+            raise tuf_errors.DownloadError(f"not a URL: {url}")
+        key = (parsed.scheme, parsed.hostname or "")
+        if key not in self._sessions:
+            self._sessions[key] = requests.Session()
+        return self._sessions[key]
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        deadline = self._clock() + self._budget_s
+        try:
+            response = self._session(url).get(url, stream=True,
+                                              timeout=self._limits.socket_timeout)
+        except requests.exceptions.Timeout as e:
+            raise tuf_errors.SlowRetrievalError("no answer within the read timeout") from e
+        if response.status_code >= 400:
+            response.close()
+            raise tuf_errors.DownloadHTTPError(f"HTTP {response.status_code}",
+                                               response.status_code)
+        return self._chunks(response, deadline)
+
+    def _chunks(self, response: requests.Response, deadline: float) -> Iterator[bytes]:
+        try:
+            while True:
+                if self._clock() > deadline:
+                    raise tuf_errors.SlowRetrievalError(
+                        f"download not finished within {self._budget_s:.0f} s"
+                    )
+                try:
+                    chunk = response.raw.read1(_CHUNK, decode_content=True)
+                except (urllib3.exceptions.TimeoutError, TimeoutError) as e:
+                    raise tuf_errors.SlowRetrievalError("no bytes within the read timeout") from e
+                except (urllib3.exceptions.HTTPError, OSError) as e:
+                    raise tuf_errors.DownloadError(f"connection failed: {e}") from e
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            response.close()
 
 
 def seed_trusted_root(metadata_dir: Path, bundled_root: bytes | None) -> bool:
@@ -79,6 +170,23 @@ def bundled_root() -> bytes | None:
         return (importlib.resources.files("updater") / "trusted_root.json").read_bytes()
     except (FileNotFoundError, OSError):
         return None
+
+
+def trusted_catalog(targets: Targets, app: str = APP_NAME) -> TrustedCatalog:
+    """The catalog of a (verified) top-level targets role, as the agent sees it. The release side
+    runs it too before signing, so it never publishes what agents would refuse or ignore.
+
+    Raises VerificationError if the role delegates: no delegations by design
+    (docs/security-tuf.md, GHSA-qp9x-wp8f-qgjj), so refuse rather than walk them."""
+    if targets.delegations is not None:
+        raise VerificationError("targets metadata delegates; this client refuses delegations")
+    return build_catalog(
+        [
+            TargetInfo(path, t.length, dict(t.hashes), t.unrecognized_fields.get("custom"))
+            for path, t in targets.targets.items()
+        ],
+        app,
+    )
 
 
 class TufClient:
@@ -117,7 +225,7 @@ class TufClient:
                 metadata_base_url=self._metadata_url,
                 target_dir=str(self._target_dir),
                 target_base_url=self._targets_url,
-                fetcher=RequestsFetcher(socket_timeout=limits.socket_timeout),
+                fetcher=DeadlineFetcher(limits),
                 config=config,
             )
             updater.refresh()
@@ -128,20 +236,14 @@ class TufClient:
         except OSError as e:
             raise DownloadFailedError(f"TUF metadata could not be read/written: {e}") from e
         self._updater = updater
-        return build_catalog(self._trusted_targets(updater), self._app)
+        return trusted_catalog(self._trusted_targets(updater), self._app)
 
     @staticmethod
-    def _trusted_targets(updater: Updater) -> list[TargetInfo]:
+    def _trusted_targets(updater: Updater) -> Targets:
         # Like tufup's Client.trusted_target_metas: ngclient has no public listing of the
         # verified top-level targets, so read them from its trusted set (after refresh()).
-        targets = updater._trusted_set.targets
-        if targets.delegations is not None:
-            # No delegations by design (docs/security-tuf.md): refuse rather than walk them.
-            raise VerificationError("targets metadata delegates; this client refuses delegations")
-        return [
-            TargetInfo(path, t.length, dict(t.hashes), t.unrecognized_fields.get("custom"))
-            for path, t in targets.targets.items()
-        ]
+        targets: Targets = updater._trusted_set.targets
+        return targets
 
     def fetch(self, artifact: Artifact) -> Path:
         """Download one exact trusted target of the catalog (or reuse a verified cached copy)."""
@@ -151,6 +253,18 @@ class TufClient:
                 f"{self._limits.max_target_bytes} byte cap"
             )
         return self.fetch_target(artifact.path, artifact)
+
+    def read_verified(self, artifact: Artifact) -> bytes:
+        """The bytes of a trusted target, hashed as they are read: the caller uses exactly the
+        bytes that matched the signed length and sha256 (no re-opening the file afterwards)."""
+        path = self.fetch(artifact)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise DownloadFailedError(f"{artifact.path} could not be read back: {e}") from e
+        if len(data) != artifact.length or hashlib.sha256(data).hexdigest() != artifact.sha256:
+            raise VerificationError(f"{artifact.path} changed on disk after its verification")
+        return data
 
     def fetch_target(self, target_path: str, expected: Artifact | None = None) -> Path:
         """Download the target named exactly `target_path` through `get_targetinfo`; ngclient
@@ -187,12 +301,12 @@ class TufClient:
     def tar_cache_path(self, version: str) -> Path:
         return self._target_dir / f"{self._app}-{version}.tar"
 
-    def tar_from_archive(self, archive_path: Path) -> bytes:
+    def tar_from_archive(self, archive: bytes) -> bytes:
         """Decompress a verified .tar.gz, refusing output above the tar cap (gzip bomb)."""
         cap = self._limits.max_tar_bytes
         out = bytearray()
         try:
-            with gzip.open(archive_path, "rb") as src:
+            with gzip.GzipFile(fileobj=io.BytesIO(archive), mode="rb") as src:
                 while chunk := src.read(1 << 20):
                     out += chunk
                     if len(out) > cap:
@@ -214,7 +328,7 @@ class TufClient:
         except ImportError as e:
             raise DownloadFailedError(f"patching unavailable in this build: {e}") from e
         for patch in chain:
-            patch_bytes = self.fetch(patch.artifact).read_bytes()
+            patch_bytes = self.read_verified(patch.artifact)
             try:
                 tar = bsdiff4.patch(tar, patch_bytes)
             except Exception as e:

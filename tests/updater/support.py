@@ -21,13 +21,20 @@ from updater.repo.repository import ReleasePolicy, Repository, utc_now
 from updater.state import CurrentPointer, PointerState, read_pointer, write_pointer
 from updater.tuf_client import Limits
 
-# The simulated agent: `--version` prints its version; `run` behaves as baked in BEHAVIOUR.
+# The simulated agent: `--version` and `self-test` print its version; `run` behaves as baked in
+# BEHAVIOUR (`self_test_broken`: its update path is broken; `legacy_cli`: built before self-test).
 # It uses the real gate (updater.agent_gate.from_environment), like the agent's composition root.
 AGENT_SCRIPT = """#!{python}
 import json, os, sys
 VERSION = {version!r}
 BEHAVIOUR = json.loads({behaviour!r})
-if sys.argv[1:] == ["--version"]:
+if sys.argv[1:] == ["self-test"] and BEHAVIOUR.get("legacy_cli"):
+    sys.stderr.write("r4agent: error: argument COMMAND: invalid choice: 'self-test'\\n")
+    sys.exit(2)
+if sys.argv[1:] == ["self-test"] and BEHAVIOUR.get("self_test_broken"):
+    sys.stderr.write("self-test failed: update path not importable: No module named 'bz2'\\n")
+    sys.exit(1)
+if sys.argv[1:] in (["--version"], ["self-test"]):
     if BEHAVIOUR.get("version_hang"):
         import time
         time.sleep(600)
@@ -41,7 +48,10 @@ if BEHAVIOUR.get("crash_before_confirm"):
 from updater.agent_gate import from_environment
 gate = from_environment(VERSION)
 assert gate is not None, "not recognised as installed"
-gate.confirm_running()
+notice = gate.confirm_running()
+if notice:  # what the agent reports to Rollbar
+    with open(os.path.join(base, "notices.log"), "a") as f:
+        f.write(notice + "\\n")
 wanted_file = os.path.join(base, "wanted")
 if os.path.exists(wanted_file):
     decision = gate.ensure(open(wanted_file).read().strip())
@@ -98,10 +108,12 @@ class RepoSim:
             (self.repo_dir / "metadata" / name).write_bytes(files[name])
 
 
-def make_repo(tmp: Path) -> RepoSim:
+def make_repo(tmp: Path, start: datetime | None = None) -> RepoSim:
+    """A fresh repository; `start` sets the repository clock (expiries count from it)."""
     keys = tmp / "keys"
     Repository.create_keys(keys)
     now = FixedNow()
+    now.value = start
     repo = Repository(tmp / "repo", keys, now=now)
     repo.initialize()
     work = tmp / "bundles"

@@ -6,6 +6,9 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import threading
+import time
+from collections.abc import Callable
 from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -167,6 +170,35 @@ def test_targets_signed_by_an_unknown_key_is_rejected_even_with_online_keys(
     _assert_untouched(layout, decision)
 
 
+def test_targets_with_a_delegation_signed_by_the_real_targets_key_are_refused(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    # GHSA-qp9x-wp8f-qgjj lives in ngclient's walk of delegated roles: even a genuinely signed
+    # targets role (stolen offline key) must not make the client walk a delegation
+    from tuf.api.metadata import DelegatedRole, Delegations, Targets  # type: ignore[attr-defined]
+
+    keys = sim.root / "keys"
+    generate_and_write_unencrypted_ed25519_keypair(filepath=str(sim.root / "delegate"))
+    md = sim.repo.load("targets")
+    md.signed.version += 1
+    md.signed.delegations = Delegations(keys={}, roles={
+        "builds": DelegatedRole("builds", [], 1, False, paths=["r4agent-*"])})
+    _sign_with(md, keys / "targets")  # the real offline targets key
+    md.to_file(str(sim.repo_dir / "metadata" / "targets.json"), JSONSerializer(compact=False))
+    delegated = Metadata(Targets(version=1))
+    delegated.signed.targets = sim.repo.load("targets").signed.targets  # would list 1.3.0 & co
+    _sign_with(delegated, sim.root / "delegate")
+    delegated.to_file(str(sim.repo_dir / "metadata" / "builds.json"), JSONSerializer())
+    sim.repo.resign_snapshot()  # snapshot/timestamp genuinely pin the delegating targets
+
+    decision = _ensure(layout, sim, http_repo, "1.1.0")
+
+    assert "refuses delegations" in decision.reason
+    assert not http_repo.fetched("builds.json")
+    assert not any("/targets/" in r for r in http_repo.requests)
+    _assert_untouched(layout, decision)
+
+
 @pytest.mark.parametrize("role", ["timestamp", "snapshot", "targets", "root"])
 def test_expired_metadata_is_rejected(
     layout: Layout, sim: RepoSim, http_repo: HttpRepo, role: str
@@ -247,6 +279,52 @@ def test_endless_timestamp_is_cut_at_the_metadata_cap(
     decision = _ensure(layout, sim, http_repo, "1.1.0")
     assert "download failed" in decision.reason
     _assert_untouched(layout, decision)
+
+
+def _trickle(length: int | None, stop: threading.Event) -> Callable[[Any], None]:
+    """A hostile mirror: one byte every 20 ms, well inside any per-read timeout, forever."""
+
+    def handler(h: SimpleHTTPRequestHandler) -> None:
+        h.send_response(200)
+        if length is not None:
+            h.send_header("Content-Length", str(length))
+        h.end_headers()
+        try:
+            while not stop.wait(0.02):
+                h.wfile.write(b"\0")
+                h.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    return handler
+
+
+@pytest.mark.parametrize("path", ["/metadata/timestamp.json", "/targets/r4agent-1.1.0.tar.gz"])
+def test_trickled_download_is_cut_at_its_total_deadline(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo, path: str
+) -> None:
+    _full_route(layout)
+    served = sim.repo_dir / path.lstrip("/")
+    # the archive keeps its true length (the length cap never trips); metadata has none
+    length = served.stat().st_size if path.startswith("/targets/") else None
+    stop = threading.Event()
+    http_repo.overrides[path] = _trickle(length, stop)
+    limits = Limits(socket_timeout=5, download_base_s=1.0, min_download_bytes_per_s=10**12)
+    result: list[GateDecision] = []
+    worker = threading.Thread(
+        target=lambda: result.append(_ensure(layout, sim, http_repo, "1.1.0", limits)),
+        daemon=True,
+    )
+    started = time.monotonic()
+    worker.start()
+    try:
+        worker.join(60)
+        assert not worker.is_alive(), "the trickled download was never cut"
+    finally:
+        stop.set()
+    assert time.monotonic() - started < 20
+    assert "SlowRetrievalError" in result[0].reason
+    _assert_untouched(layout, result[0])
 
 
 def test_signed_target_above_the_size_cap_is_not_downloaded(

@@ -126,6 +126,25 @@ def test_staged_exe_failing_its_smoke_test_is_never_switched_to(
     _assert_runnable(layout, {"1.0.0"})
 
 
+def test_staged_build_whose_own_update_path_is_broken_is_never_switched_to(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    # it would print its version, start and confirm itself, and then never update again
+    sim.add("1.3.0", self_test_broken=True)
+    outcome = _installer(layout, http_repo.url).install("1.0.0", "1.3.0")
+
+    assert not outcome.switched and "self-test failed" in outcome.reason
+    assert layout.installed_versions() == ["1.0.0"] and pointer_version(layout) == "1.0.0"
+
+
+def test_a_build_from_before_self_test_is_still_installable_so_downgrades_work(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    sim.add("1.3.0", legacy_cli=True)
+    outcome = _installer(layout, http_repo.url).install("1.0.0", "1.3.0")
+    assert outcome.switched, outcome.reason
+
+
 def test_a_second_install_while_one_runs_is_refused_and_a_killed_holder_frees_the_lock(
     tmp_path: Path, layout: Layout, sim: RepoSim, http_repo: HttpRepo
 ) -> None:

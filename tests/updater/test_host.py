@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,17 @@ from updater.host import (
     plan_restart,
 )
 from updater.layout import Layout
-from updater.state import CurrentPointer, PointerState, read_pointer, write_pointer
+from updater.state import (
+    CurrentPointer,
+    InstallRecord,
+    InstallState,
+    PointerState,
+    read_pointer,
+    read_quarantine,
+    write_last_confirmed,
+    write_pointer,
+    write_record,
+)
 
 POLICY = HostPolicy()
 CONFIRMED = CurrentPointer("1.0.0", None, PointerState.CONFIRMED)
@@ -79,14 +90,54 @@ def test_unknown_exit_codes_and_signals_count_as_crashes() -> None:
         assert plan.pointer is not None and plan.pointer.crashes_before_confirm == 1
 
 
-def test_transient_failure_of_a_new_version_does_not_count_towards_rollback() -> None:
-    plan = plan_restart(ExitCode.TRANSIENT_FAILURE, 1, SWITCHED, RunHistory(), POLICY)
+def test_transient_failures_of_a_new_version_roll_it_back_softly_after_six_unconfirmed_runs(
+) -> None:
+    # a build with broken TLS/proxy exits 75 forever: it must not stay, but an outage must not
+    # count like a crash either: a larger budget, and only a soft (expiring) quarantine
+    pointer, history = SWITCHED, RunHistory()
+    for run in range(1, 6):
+        plan = plan_restart(ExitCode.TRANSIENT_FAILURE, 1, pointer, history, POLICY)
+        assert not plan.rollback and plan.pointer is not None
+        assert (plan.pointer.crashes_before_confirm, plan.pointer.unconfirmed_starts) == (0, run)
+        pointer, history = plan.pointer, plan.history
+    plan = plan_restart(ExitCode.TRANSIENT_FAILURE, 1, pointer, history, POLICY)
+    assert plan.rollback and plan.soft and plan.delay_s == 0
+    assert "did not confirm in 6 runs" in plan.reason
+
+
+@pytest.mark.parametrize("code", [ExitCode.END_OF_LIFE, ExitCode.RESTART_REQUESTED,
+                                  ExitCode.UPDATED])
+def test_at_once_exits_without_confirming_count_towards_the_soft_budget(code: int) -> None:
+    pointer = SWITCHED
+    for _ in range(POLICY.max_unconfirmed_starts - 1):
+        plan = plan_restart(code, 30, pointer, RunHistory(), POLICY)
+        assert plan.delay_s == 0 and not plan.rollback and plan.pointer is not None
+        pointer = plan.pointer
+    plan = plan_restart(code, 30, pointer, RunHistory(), POLICY)
+    assert plan.rollback and plan.soft
+
+
+def test_crashes_and_unconfirmed_runs_mixed_roll_back_at_the_first_budget_reached() -> None:
+    pointer = SWITCHED
+    for code in (ExitCode.CRASH, ExitCode.TRANSIENT_FAILURE, ExitCode.CRASH):
+        plan = plan_restart(code, 1, pointer, RunHistory(), POLICY)
+        assert plan.pointer is not None and not plan.rollback
+        pointer = plan.pointer
+    plan = plan_restart(ExitCode.CRASH, 1, pointer, RunHistory(), POLICY)
+    assert plan.rollback and not plan.soft  # 3 crashes: a crash loop, quarantined for good
+
+
+def test_the_exit_of_a_version_that_switched_away_does_not_count_against_the_new_one() -> None:
+    # 1.0.0 installed 1.1.0 and exited UPDATED: the pointer now awaits 1.1.0's confirmation
+    plan = plan_restart(ExitCode.UPDATED, 5, SWITCHED, RunHistory(), POLICY, ran_version="1.0.0")
     assert plan.pointer is None and not plan.rollback
 
 
 def test_policy_caps_the_starts_before_rollback_at_three() -> None:
     with pytest.raises(ValueError):
         HostPolicy(max_starts_before_confirm=4)
+    with pytest.raises(ValueError):
+        HostPolicy(max_unconfirmed_starts=0)
 
 
 # ---- the host loop with fake children --------------------------------------------------------
@@ -129,15 +180,23 @@ class FakeLauncher:
     started: list[str] = field(default_factory=list)
     children: list[FakeChild] = field(default_factory=list)
     obeys_stop: bool = True
+    runtime_s: float = 10.0
 
     def start(self, argv: list[str], env: dict[str, str] | object) -> FakeChild:
         self.started.append(Path(argv[0]).parent.name)
         code, on_start = self.script.pop(0)
         if on_start is not None:
             on_start()
-        child = FakeChild(self.clock, code, obeys_stop=self.obeys_stop)
+        child = FakeChild(self.clock, code, self.runtime_s, obeys_stop=self.obeys_stop)
         self.children.append(child)
         return child
+
+
+Step = tuple[int | None, Callable[[], None] | None]
+
+
+def _step(code: int | None, on_start: Callable[[], None] | None = None) -> Step:
+    return code, on_start
 
 
 class FakeWaiter:
@@ -158,6 +217,11 @@ def _installed(tmp_path: Path, versions: list[str], pointer: CurrentPointer) -> 
         layout.version_dir(v).mkdir()
         layout.exe_path(v).write_text("#!/bin/sh\n")
     write_pointer(layout.current_file, pointer)
+    if pointer.awaiting_confirmation and pointer.previous:
+        # as the updater leaves it: the switch's record names the new build's archive
+        write_record(layout.install_state_file, InstallRecord(
+            "a1", pointer.previous, pointer.version, InstallState.SWITCHED,
+            archive_sha256=f"sha-of-{pointer.version}"))
     return layout
 
 
@@ -184,6 +248,74 @@ def test_crash_looping_new_version_is_rolled_back_within_three_starts(tmp_path: 
                                                                   PointerState.ROLLED_BACK)
     rollbacks = [e for e in events if e.kind == "rollback"]
     assert len(rollbacks) == 1 and "failed 3 starts before confirming" in rollbacks[0].detail
+    entry = read_quarantine(layout.quarantine_file).entries["1.1.0"]
+    assert entry.sha256 == "sha-of-1.1.0" and entry.until is None  # a crash loop: for good
+    assert pointer.quarantined == {"1.1.0": "sha-of-1.1.0"}  # mirrored for older agents
+
+
+def test_new_version_failing_transiently_is_rolled_back_and_quarantined_for_a_day(
+    tmp_path: Path,
+) -> None:
+    layout = _installed(tmp_path, ["1.0.0", "1.1.0"], SWITCHED)
+    clock, events = FakeClock(), list[HostEvent]()
+    transient: tuple[int | None, Callable[[], None] | None] = (ExitCode.TRANSIENT_FAILURE, None)
+    launcher = FakeLauncher(clock, [transient] * 6 + [(0, None)] * 2)
+    host, _ = _host(layout, launcher, clock, events)
+
+    host.run(threading.Event(), max_runs=7)
+
+    assert launcher.started == ["1.1.0"] * 6 + ["1.0.0"]
+    pointer = read_pointer(layout.current_file)
+    assert pointer is not None and (pointer.version, pointer.state) == (
+        "1.0.0", PointerState.ROLLED_BACK)
+    entry = read_quarantine(layout.quarantine_file).entries["1.1.0"]
+    assert entry.until is not None
+    assert entry.until - clock.now() > timedelta(hours=23)
+    assert pointer.quarantined == {"1.1.0": "sha-of-1.1.0"}
+
+    # a day later the quarantine is lifted: file and the pointer's mirror, so it may be retried
+    clock.advance(24 * 3600)
+    host.run(threading.Event(), max_runs=1)
+    assert read_quarantine(layout.quarantine_file).entries == {}
+    pointer = read_pointer(layout.current_file)
+    assert pointer is not None and pointer.quarantined == {}
+
+
+def test_hung_new_version_is_stopped_at_the_confirmation_deadline_and_counted(
+    tmp_path: Path,
+) -> None:
+    layout = _installed(tmp_path, ["1.0.0", "1.1.0"], SWITCHED)
+    clock, events = FakeClock(), list[HostEvent]()
+    launcher = FakeLauncher(clock, [(None, None)])  # runs until asked to stop, never confirms
+    host, _ = _host(layout, launcher, clock, events)
+    before = clock.monotonic()
+
+    host.run(threading.Event(), max_runs=1)
+
+    child = launcher.children[0]
+    assert child.stop_requested
+    assert clock.monotonic() - before >= POLICY.confirm_deadline_s
+    pointer = read_pointer(layout.current_file)
+    assert pointer is not None and pointer.version == "1.1.0"
+    assert (pointer.crashes_before_confirm, pointer.unconfirmed_starts) == (0, 1)
+
+
+def test_a_version_that_confirmed_in_time_is_left_running_past_the_deadline(
+    tmp_path: Path,
+) -> None:
+    layout = _installed(tmp_path, ["1.0.0", "1.1.0"], SWITCHED)
+    clock, events = FakeClock(), list[HostEvent]()
+
+    def confirm() -> None:
+        pointer = read_pointer(layout.current_file)
+        assert pointer is not None
+        write_pointer(layout.current_file, pointer.confirmed())
+
+    launcher = FakeLauncher(clock, [(0, confirm)], runtime_s=2 * POLICY.confirm_deadline_s)
+    host, _ = _host(layout, launcher, clock, events)
+    host.run(threading.Event(), max_runs=1)
+    assert not launcher.children[0].stop_requested
+    assert launcher.children[0].elapsed == 2 * POLICY.confirm_deadline_s
 
 
 def test_a_confirmed_version_is_never_rolled_back(tmp_path: Path) -> None:
@@ -226,14 +358,40 @@ def test_stop_kills_a_child_that_ignores_it_after_the_grace_period(tmp_path: Pat
     assert clock.monotonic() - before >= POLICY.stop_grace_s
 
 
-def test_missing_pointer_recovers_to_the_newest_installed_version(tmp_path: Path) -> None:
+def test_damaged_pointer_with_no_confirmed_version_known_runs_the_newest_on_probation(
+    tmp_path: Path,
+) -> None:
     layout = _installed(tmp_path, ["1.0.0", "1.1.0"], CONFIRMED)
     layout.current_file.write_text("{garbage")
     clock, events = FakeClock(), list[HostEvent]()
-    launcher = FakeLauncher(clock, [(0, None)])
+    crash, done = _step(ExitCode.CRASH), _step(ExitCode.END_OF_LIFE)
+    launcher = FakeLauncher(clock, [crash] * 3 + [done])
     host, _ = _host(layout, launcher, clock, events)
+    host.run(threading.Event(), max_runs=4)
+    # awaiting confirmation with the other version as fallback: a crash loop still rolls back
+    assert launcher.started == ["1.1.0", "1.1.0", "1.1.0", "1.0.0"]
+
+
+def test_damaged_pointer_after_a_rollback_keeps_the_quarantine_and_the_confirmed_version(
+    tmp_path: Path,
+) -> None:
+    layout = _installed(tmp_path, ["1.0.0", "1.1.0"], SWITCHED)
+    write_last_confirmed(layout.last_confirmed_file, "1.0.0")  # 1.0.0 confirmed itself earlier
+    clock, events = FakeClock(), list[HostEvent]()
+    crash, done = _step(ExitCode.CRASH), _step(ExitCode.END_OF_LIFE)
+    launcher = FakeLauncher(clock, [crash] * 3 + [done] * 2)
+    host, _ = _host(layout, launcher, clock, events)
+    host.run(threading.Event(), max_runs=4)  # 1.1.0 crash-loops and is rolled back
+    assert read_quarantine(layout.quarantine_file).entries.keys() == {"1.1.0"}
+
+    layout.current_file.write_text("{truncated by a power cut")
     host.run(threading.Event(), max_runs=1)
-    assert launcher.started == ["1.1.0"]
+
+    assert launcher.started[-1] == "1.0.0"  # not the newer, quarantined build still on disk
+    pointer = read_pointer(layout.current_file)
+    assert pointer is not None
+    assert (pointer.version, pointer.state) == ("1.0.0", PointerState.CONFIRMED)
+    assert pointer.quarantined == {"1.1.0": "sha-of-1.1.0"}  # the gate still refuses it
 
 
 def test_pointer_to_a_missing_exe_falls_back_to_the_previous_version(tmp_path: Path) -> None:
@@ -313,5 +471,29 @@ def test_real_crash_looping_version_is_rolled_back_and_not_reinstalled(
     assert _runs(layout)[:6] == ["1.0.0", "1.3.0", "1.3.0", "1.3.0", "1.0.0", "1.0.0"]
     pointer = read_pointer(layout.current_file)
     assert pointer is not None and pointer.version == "1.0.0"
-    assert "crash-looped" in (layout.base / "decisions.log").read_text().splitlines()[-1]
+    assert "rolled back here" in (layout.base / "decisions.log").read_text().splitlines()[-1]
     assert any(e.kind == "rollback" for e in events)
+
+
+def test_real_rollback_survives_a_damaged_pointer_and_is_reported_once(
+    tmp_path: Path, sim: RepoSim
+) -> None:
+    sim.add("1.3.0", crash_before_confirm=True)
+    layout = Layout(tmp_path / "pd")
+    install_from_repo(sim, layout, "1.0.0")
+    (layout.base / "wanted").write_text("1.3.0")
+    from tests.updater.support import serve
+
+    events: list[HostEvent] = []
+    for http_repo in serve(sim.repo_dir):
+        host = _real_host(layout, http_repo.url, events)
+        host.run(threading.Event(), max_runs=5)  # installed, 3 crashes, rolled back, 1.0.0 runs
+        assert layout.exe_path("1.3.0").is_file()  # the bad build is still on disk
+        layout.current_file.write_text('{"version": "1.3')  # torn write / disk trouble
+        host.run(threading.Event(), max_runs=2)
+    assert _runs(layout)[-3:] == ["1.0.0", "1.0.0", "1.0.0"]
+    pointer = read_pointer(layout.current_file)
+    assert pointer is not None and pointer.version == "1.0.0"
+    assert "rolled back here" in (layout.base / "decisions.log").read_text().splitlines()[-1]
+    notices = (layout.base / "notices.log").read_text().splitlines()
+    assert len(notices) == 1 and "version 1.3.0 failed 3 starts" in notices[0]

@@ -130,5 +130,22 @@ def test_downgrade_always_uses_the_full_archive() -> None:
 
 def test_quarantined_build_is_not_reinstalled_but_a_rebuilt_one_is() -> None:
     refused = decide("1.0.0", "1.1.0", CATALOG, quarantined={"1.1.0": "a1.1.0"})
-    assert isinstance(refused, Refuse) and "crash-looped" in refused.reason
+    assert isinstance(refused, Refuse) and "rolled back here" in refused.reason
     assert isinstance(decide("1.0.0", "1.1.0", CATALOG, quarantined={"1.1.0": "old"}), Install)
+
+
+def test_unreadable_archive_policy_refuses_downgrades_but_not_upgrades() -> None:
+    # the unreadable archive may carry a higher floor than the readable ones: fail closed
+    hidden_floor = TargetInfo("r4agent-1.3.0.tar.gz", 10, {"sha256": "z"},
+                              {"user": {"revoked": False, "floor": "1.2"}})
+    catalog = build_catalog([_archive("1.0.0"), _archive("1.1.0"), _archive("1.2.0"),
+                             hidden_floor])
+    assert catalog.archive_problems and catalog.effective_floor is None
+    down = decide("1.2.0", "1.0.0", catalog)
+    assert isinstance(down, Refuse) and "floor is unknown" in down.reason
+    assert isinstance(decide("1.0.0", "1.1.0", catalog), Install)
+    # a malformed patch says nothing about floors: downgrades stay possible
+    bad_patch = TargetInfo("r4agent-1.2.0.patch", 10, {"sha256": "p"}, {"user": None})
+    patched = build_catalog([_archive("1.0.0"), _archive("1.2.0"), bad_patch])
+    assert patched.problems and not patched.archive_problems
+    assert isinstance(decide("1.2.0", "1.0.0", patched), Install)

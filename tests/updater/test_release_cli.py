@@ -177,3 +177,149 @@ def test_publish_to_s3_uploads_changes_in_order_and_dry_run_uploads_nothing(
     assert cli("--publish", "s3://updates/r4agent", "publish") == 0
     body = s3.get_object(Bucket="updates", Key="r4agent/metadata/timestamp.json")["Body"].read()
     assert body == (cli.repo / "metadata" / "timestamp.json").read_bytes()
+
+
+# ---- expiry chores ----------------------------------------------------------------------------
+
+
+def test_expiries_fails_until_resign_online_and_resign_targets_renew_every_role(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.updater.support import make_repo
+
+    # a repository last released 80 days ago: targets has 10 of its 90 days left,
+    # snapshot and timestamp expired long ago
+    sim = make_repo(tmp_path / "release", start=datetime.now(UTC) - timedelta(days=80))
+    sim.add("1.0.0")
+    sim.add("1.1.0")
+    args = ["--repo", str(sim.repo_dir), "--keys", str(sim.root / "keys")]
+    capsys.readouterr()
+
+    assert release.main([*args, "expiries"]) == 1
+    out = capsys.readouterr().out
+    assert "targets" in out and "WARN" in out and "resign-targets" in out
+    assert "snapshot" in out and "EXPIRED" in out
+
+    assert release.main([*args, "resign-online"]) == 0
+    assert "snapshot version" in capsys.readouterr().out  # it was close: re-signed too
+    assert release.main([*args, "expiries"]) == 1  # targets still inside its window
+    assert release.main([*args, "resign-targets"]) == 0
+    capsys.readouterr()
+    assert release.main([*args, "expiries"]) == 0
+    assert "WARN" not in capsys.readouterr().out
+
+    layout = Layout(tmp_path / "pd")
+    install_from_repository(sim.repo, layout, "1.0.0")
+    for http in serve(sim.repo_dir):
+        gate = InstalledGate(layout, "1.0.0", http.url, root_seed=sim.repo.root_bytes())
+        decision = gate.ensure("1.1.0")
+        assert decision.action is GateAction.RESTART_INTO_NEW_VERSION, decision.reason
+
+
+def test_old_resign_timestamp_name_is_the_daily_online_job(cli: Any, tmp_path: Path) -> None:
+    assert _release(cli, tmp_path, "1.0.0") == 0
+    before = Repository(cli.repo, cli.keys).load("snapshot").signed.version
+    assert cli("resign-timestamp", "--days", "1") == 0
+    assert cli("resign-online") == 0
+    repo = Repository(cli.repo, cli.keys)
+    assert repo.load("snapshot").signed.version == before  # 7 days left: kept
+    assert repo.load("timestamp").signed.version >= 4
+
+
+# ---- signed policy agents can read -------------------------------------------------------------
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    if not root.exists():
+        return {}
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("floor", ["1.0", "01.0.0", "1.0.0-rc1", " 1.0.0"])
+def test_release_with_a_floor_agents_cannot_read_is_refused_before_anything_is_written(
+    cli: Any, tmp_path: Path, floor: str
+) -> None:
+    # agents drop an archive whose floor is not canonical: the floor would silently not count
+    assert _release(cli, tmp_path, "1.0.0") == 0
+    before = _tree(cli.repo)
+    assert _release(cli, tmp_path, "1.1.0", "--floor", floor) == 1
+    assert _tree(cli.repo) == before
+
+
+def test_release_with_a_floor_above_every_release_is_refused(cli: Any, tmp_path: Path) -> None:
+    assert _release(cli, tmp_path, "1.0.0") == 0
+    before = _tree(cli.repo)
+    assert _release(cli, tmp_path, "1.1.0", "--floor", "1.2.0") == 1  # 1.1.0 below its own floor
+    assert _tree(cli.repo) == before
+    assert _release(cli, tmp_path, "1.1.0", "--floor", "1.1.0") == 0
+
+
+def test_revoking_the_last_installable_release_is_refused(cli: Any, tmp_path: Path) -> None:
+    for version in ("1.0.0", "1.1.0"):
+        assert _release(cli, tmp_path, version) == 0
+    assert cli("raise-floor", "1.1.0") == 0
+    before = _tree(cli.repo)
+    assert cli("revoke", "1.1.0") == 1  # 1.0.0 is below the floor: nothing would be left
+    assert cli("raise-floor", "1.2.0") == 1  # no release at or above it
+    assert cli("raise-floor", "1.1") == 1
+    assert _tree(cli.repo) == before
+    assert cli("revoke", "1.0.0") == 0
+
+
+def test_release_side_refuses_to_sign_targets_with_delegations(cli: Any, tmp_path: Path) -> None:
+    from tuf.api.metadata import DelegatedRole, Delegations  # type: ignore[attr-defined]
+    from tuf.api.serialization.json import JSONSerializer
+
+    assert _release(cli, tmp_path, "1.0.0") == 0
+    targets_file = cli.repo / "metadata" / "targets.json"
+    md = Repository(cli.repo, cli.keys).load("targets")
+    md.signed.delegations = Delegations(keys={}, roles={
+        "evil": DelegatedRole("evil", [], 1, False, paths=["r4agent-*"])})
+    md.to_file(str(targets_file), JSONSerializer(compact=False))  # a hand-edited repository
+    before = _tree(cli.repo)
+    for command in (["resign-targets"], ["revoke", "1.0.0"], ["raise-floor", "1.0.0"]):
+        assert cli(*command) == 1, command
+    assert _release(cli, tmp_path, "1.1.0") == 1
+    assert _tree(cli.repo) == before
+
+
+# ---- dry runs write nothing ------------------------------------------------------------------
+
+
+def _dry_run_dirs() -> set[str]:
+    import tempfile
+
+    return {p.name for p in Path(tempfile.gettempdir()).glob("release-dry-run-*")}
+
+
+def test_every_dry_run_leaves_keys_repository_and_build_caches_unchanged(
+    cli: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for version in ("1.0.0", "1.1.0"):
+        assert _release(cli, tmp_path, version) == 0
+    fresh_repo, fresh_keys = tmp_path / "fresh-repo", tmp_path / "fresh-keys"
+    release_cache = REPO_ROOT / ".cache" / "release" / "7.7.7"
+    watched = [cli.repo, cli.keys, fresh_repo, fresh_keys, release_cache]
+    before = [_tree(d) for d in watched]
+    scratch_before = _dry_run_dirs()
+    capsys.readouterr()
+
+    fresh = ["--repo", str(fresh_repo), "--keys", str(fresh_keys)]
+    assert release.main([*fresh, "init", "--create-keys", "--dry-run"]) == 0
+    for command in (
+        ["rotate-key", "timestamp", "timestamp-new"],
+        ["release", "--version", "7.7.7"],  # no --bundle: would freeze; a dry run must not
+        ["revoke", "1.1.0"],
+        ["raise-floor", "1.1.0"],
+        ["resign-online"],
+        ["resign-targets"],
+    ):
+        assert cli(*command, "--dry-run") == 0, command
+
+    out = capsys.readouterr().out
+    assert "placeholder bundle" in out and "would publish targets/r4agent-7.7.7.tar.gz" in out
+    assert [_tree(d) for d in watched] == before
+    assert not fresh_keys.exists() and not fresh_repo.exists() and not release_cache.exists()
+    assert _dry_run_dirs() == scratch_before  # the scratch copies are gone too

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,13 @@ from updater.state import (
     InstallRecord,
     InstallState,
     PointerState,
+    Quarantine,
+    QuarantineEntry,
     read_pointer,
+    read_quarantine,
     read_record,
     write_pointer,
+    write_quarantine,
     write_record,
 )
 
@@ -85,3 +90,27 @@ def test_corrupt_pointer_is_reported_not_trusted(tmp_path: Path, content: str) -
 def test_missing_files_read_as_none(tmp_path: Path) -> None:
     assert read_pointer(tmp_path / "current") is None
     assert read_record(tmp_path / "install-state.json") is None
+
+
+def test_quarantine_round_trips_and_soft_entries_expire(tmp_path: Path) -> None:
+    at = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    q = Quarantine().add("1.1.0", QuarantineEntry("a", "crash loop", at)).add(
+        "1.2.0", QuarantineEntry("b", "no confirmation", at, at + timedelta(hours=24)))
+    assert q.in_force(at + timedelta(hours=1), {}) == {"1.1.0": "a", "1.2.0": "b"}
+    later = at + timedelta(hours=25)
+    assert q.in_force(later, {}) == {"1.1.0": "a"} and q.expired(later) == {"1.2.0"}
+    # an entry only the pointer knows (an older host wrote it) holds for good
+    assert q.in_force(later, {"1.0.5": "c", "1.2.0": "b"}) == {"1.1.0": "a", "1.0.5": "c"}
+    write_quarantine(tmp_path / "quarantine.json", q)
+    assert read_quarantine(tmp_path / "quarantine.json") == q
+
+
+@pytest.mark.parametrize("content", [
+    "[]", json.dumps({"../x": {"sha256": "a", "reason": "", "at": "2026-01-05T09:00:00+00:00"}}),
+    json.dumps({"1.1.0": {"sha256": "a", "reason": "", "at": "2026-01-05T09:00:00"}}),  # naive
+    json.dumps({"1.1.0": {"reason": "", "at": "2026-01-05T09:00:00+00:00"}}),
+])
+def test_corrupt_quarantine_is_reported_not_trusted(tmp_path: Path, content: str) -> None:
+    (tmp_path / "quarantine.json").write_text(content)
+    with pytest.raises(CorruptStateError):
+        read_quarantine(tmp_path / "quarantine.json")

@@ -10,13 +10,13 @@ mid-download of an old target).
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
+
+from updater.state import copy_file_atomic
 
 _METADATA_ORDER = ("targets.json", "snapshot.json", "timestamp.json")
 
@@ -59,9 +59,7 @@ class FolderDestination:
     def put(self, key: str, source: Path) -> None:
         path = self._root / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, path)
+        copy_file_atomic(source, path)
 
 
 class S3Destination:

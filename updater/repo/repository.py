@@ -10,11 +10,16 @@ the wall clock; here the clock is injected (tests make expired metadata) and not
 Roles and keys (no delegations, see docs/security-tuf.md):
 
     root       3 keys (root1..root3), threshold 2, offline; expires after 365 days
-    targets    1 key, offline; 90 days (re-signed by each release / revoke / floor change)
-    snapshot   1 key, online; 7 days
-    timestamp  1 key, online; 1 day (a daily job runs `release.py resign-timestamp`)
+    targets    1 key, offline; 90 days (re-signed by each release / revoke / floor change, or
+               `release.py resign-targets`)
+    snapshot   1 key, online; 7 days (re-signed with every targets change, and by the daily
+               job when it has less than SNAPSHOT_RESIGN_WITHIN_DAYS left)
+    timestamp  1 key, online; 1 day (the daily job `release.py resign-online`)
 
+`expiries()` reports what expires when; `release.py expiries` fails when a role is close.
 Snapshot and timestamp carry length + sha256 of what they point at (stronger than versions only).
+Before targets are signed, the client's own reading of them (`updater.tuf_client.trusted_catalog`)
+must accept every archive and leave at least one release installable.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import io
 import json
 import os
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -49,7 +55,10 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from updater.errors import VerificationError
 from updater.policy import APP_NAME, BadVersionError, Version, parse_version
+from updater.state import copy_file_atomic, write_bytes_atomic
+from updater.tuf_client import trusted_catalog
 
 ROOT_KEYS = ("root1", "root2", "root3")
 ROOT_THRESHOLD = 2
@@ -60,6 +69,12 @@ ROLE_KEYS: Mapping[str, tuple[str, ...]] = {
     "snapshot": ("snapshot",),
     "timestamp": ("timestamp",),
 }
+# The daily online job re-signs the snapshot too when it has less than this left, so a quiet
+# week without releases never lets it expire (agents refuse an expired snapshot).
+SNAPSHOT_RESIGN_WITHIN_DAYS = 3.0
+# `expiries` warns when a role has less than this left (timestamp: the daily job is late).
+WARN_WITHIN_DAYS: Mapping[str, float] = {"root": 60, "targets": 21, "snapshot": 2,
+                                         "timestamp": 0.5}
 DEFAULT_SOURCE_DATE_EPOCH = 1_700_000_000
 
 
@@ -82,6 +97,25 @@ class ReleasePolicy:
         if self.floor is not None:
             data["floor"] = self.floor
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class RoleExpiry:
+    role: str
+    version: int
+    expires: datetime
+    left: timedelta
+    warn_within: timedelta
+
+    @property
+    def warn(self) -> bool:
+        return self.left < self.warn_within
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineResign:
+    timestamp_version: int
+    snapshot_version: int | None  # None: the snapshot had enough time left and was kept
 
 
 def deterministic_tar_gz(src_dir: Path, mtime: int = DEFAULT_SOURCE_DATE_EPOCH) -> bytes:
@@ -159,10 +193,7 @@ class Repository:
         return Metadata.from_file(str(path))
 
     def _write(self, md: Metadata[Any], name: str) -> None:
-        path = self.metadata_dir / name
-        tmp = path.with_name(f".{name}.tmp")
-        md.to_file(str(tmp), serializer=JSONSerializer(compact=False))
-        os.replace(tmp, path)
+        write_bytes_atomic(self.metadata_dir / name, md.to_bytes(JSONSerializer(compact=False)))
 
     def _expires(self, role: str, days: float | None = None) -> datetime:
         span = timedelta(days=EXPIRY_DAYS[role] if days is None else days)
@@ -224,8 +255,7 @@ class Repository:
 
     def _finish_targets(self, targets_md: Metadata[Targets]) -> None:
         """Sign targets, then a new snapshot and timestamp that pin it (length + hash)."""
-        if targets_md.signed.delegations is not None:
-            raise RepoError("delegations are not allowed in this repository")
+        check_client_view(targets_md.signed)
         self._sign_role(targets_md, "targets")
         self._write(targets_md, "targets.json")
         self._new_snapshot()
@@ -241,7 +271,7 @@ class Repository:
         data = (self.metadata_dir / name).read_bytes()
         return MetaFile(version, len(data), {"sha256": hashlib.sha256(data).hexdigest()})
 
-    def _new_snapshot(self) -> None:
+    def _new_snapshot(self, timestamp_days: float | None = None) -> int:
         targets_version = self.load("targets").signed.version
         try:
             version = self.load("snapshot").signed.version + 1
@@ -252,7 +282,8 @@ class Repository:
         snapshot_md = Metadata(snapshot)
         self._sign_role(snapshot_md, "snapshot")
         self._write(snapshot_md, "snapshot.json")
-        self.resign_timestamp()
+        self.resign_timestamp(timestamp_days)
+        return int(version)
 
     def resign_timestamp(self, days: float | None = None) -> int:
         """New timestamp version pointing at the current snapshot; returns its version."""
@@ -270,6 +301,38 @@ class Repository:
 
     def resign_snapshot(self) -> None:
         self._new_snapshot()
+
+    def resign_online(
+        self,
+        timestamp_days: float | None = None,
+        snapshot_within_days: float = SNAPSHOT_RESIGN_WITHIN_DAYS,
+    ) -> OnlineResign:
+        """The daily job (online keys only): a new timestamp, and a new snapshot first when the
+        current one expires within `snapshot_within_days`."""
+        left = self.load("snapshot").signed.expires - self._now()
+        if left < timedelta(days=snapshot_within_days):
+            snapshot_version = self._new_snapshot(timestamp_days)
+            return OnlineResign(int(self.load("timestamp").signed.version), snapshot_version)
+        return OnlineResign(self.resign_timestamp(timestamp_days), None)
+
+    def resign_targets(self) -> int:
+        """Re-sign targets unchanged with a fresh expiry (offline targets key); returns its new
+        version. Snapshot and timestamp follow."""
+        md = self._targets_for_update()
+        self._finish_targets(md)
+        return int(md.signed.version)
+
+    def expiries(self, warn_within_days: float | None = None) -> list[RoleExpiry]:
+        """Each top-level role's version and expiry as of now (read only). `warn_within_days`
+        replaces the per-role WARN_WITHIN_DAYS."""
+        now = self._now()
+        out = []
+        for role in ("root", "targets", "snapshot", "timestamp"):
+            signed = self.load(role).signed
+            days = WARN_WITHIN_DAYS[role] if warn_within_days is None else warn_within_days
+            out.append(RoleExpiry(role, int(signed.version), signed.expires,
+                                  signed.expires - now, timedelta(days=days)))
+        return out
 
     def _targets_for_update(self) -> Metadata[Targets]:
         md = self.load("targets")
@@ -298,55 +361,57 @@ class Repository:
     ) -> list[str]:
         """Archive `bundle_dir` as `version`, add it (+ a patch from the latest archive) and sign.
 
-        Returns the target names added. Versions must increase (as in tufup)."""
-        try:
-            new = parse_version(version)
-        except BadVersionError as e:
-            raise RepoError(str(e)) from e
-        policy = policy or ReleasePolicy()
+        Returns the target names added. Versions must increase (as in tufup). The policy is
+        checked as agents will read it before anything is written."""
+        new = _parse(version)
+        policy = _checked(policy or ReleasePolicy())
         releases = self.releases()
         if releases and new <= max(releases):
             raise RepoError(f"version {version} must be above the latest {max(releases)}")
         archive_bytes = deterministic_tar_gz(bundle_dir, mtime)
-        archive_path = self.targets_dir / _archive_name(version)
-        archive_path.write_bytes(archive_bytes)
         md = self._targets_for_update()
-        added = [self._add_target(md, archive_path,
-                                  {"user": policy.to_custom(), "tufup": {"required": False}})]
+        name = _archive_name(version)
+        _put_target(md, TargetFile.from_data(name, archive_bytes, ["sha256"]),
+                    {"user": policy.to_custom(), "tufup": {"required": False}})
+        check_client_view(md.signed)  # refuse before writing any file
+        archive_path = self.targets_dir / name
+        write_bytes_atomic(archive_path, archive_bytes)
+        added = [name]
         if releases and not skip_patch:
-            # tufup's Patcher: bsdiff of the uncompressed tars; records the result's size/hash
-            from tufup.common import Patcher
-
             previous = self.targets_dir / _archive_name(str(max(releases)))
-            patch_path = self.targets_dir / _patch_name(version)
-            result = Patcher.diff_and_hash(src_path=previous, dst_path=archive_path,
-                                           patch_path=patch_path)
-            added.append(self._add_target(md, patch_path, {"user": None, "tufup": result}))
+            added.append(self._add_patch(md, previous, archive_path, _patch_name(version)))
         self._finish_targets(md)
         return added
+
+    def _add_patch(self, md: Metadata[Targets], previous: Path, archive: Path, name: str) -> str:
+        # tufup's Patcher: bsdiff of the uncompressed tars; records the result's size/hash.
+        # It writes the patch itself, so into a private folder first, then one atomic copy.
+        from tufup.common import Patcher
+
+        with tempfile.TemporaryDirectory(dir=self.targets_dir, prefix=".patch-") as scratch:
+            made = Path(scratch) / name
+            result = Patcher.diff_and_hash(src_path=previous, dst_path=archive, patch_path=made)
+            copy_file_atomic(made, self.targets_dir / name)
+        return self._add_target(md, self.targets_dir / name, {"user": None, "tufup": result})
 
     def add_archive(
         self, archive: Path, version: str, policy: ReleasePolicy | None = None
     ) -> str:
         """Add an already built `.tar.gz` as `version` (no patch) and sign."""
-        try:
-            parse_version(version)
-        except BadVersionError as e:
-            raise RepoError(str(e)) from e
-        dest = self.targets_dir / _archive_name(version)
-        if archive.resolve() != dest.resolve():
-            dest.write_bytes(archive.read_bytes())
+        _parse(version)
+        policy = _checked(policy or ReleasePolicy())
+        data = archive.read_bytes()
         md = self._targets_for_update()
-        policy = policy or ReleasePolicy()
-        name = self._add_target(md, dest, {"user": policy.to_custom(),
-                                           "tufup": {"required": False}})
+        name = _archive_name(version)
+        _put_target(md, TargetFile.from_data(name, data, ["sha256"]),
+                    {"user": policy.to_custom(), "tufup": {"required": False}})
+        check_client_view(md.signed)
+        write_bytes_atomic(self.targets_dir / name, data)
         self._finish_targets(md)
         return name
 
     def _add_target(self, md: Metadata[Targets], path: Path, custom: dict[str, Any]) -> str:
-        info = TargetFile.from_file(path.name, str(path), ["sha256"])
-        info.unrecognized_fields["custom"] = custom
-        md.signed.targets[path.name] = info
+        _put_target(md, TargetFile.from_file(path.name, str(path), ["sha256"]), custom)
         return path.name
 
     def _edit_policy(self, edit: Callable[[str, dict[str, Any]], None]) -> None:
@@ -360,8 +425,8 @@ class Repository:
         self._finish_targets(md)
 
     def revoke(self, version: str) -> None:
-        releases = self.releases()
-        if parse_version(version) not in releases:
+        """Mark `version` revoked; refused if nothing would be left for agents to install."""
+        if _parse(version) not in self.releases():
             raise RepoError(f"version {version} is not in the repository")
 
         def edit(v: str, user: dict[str, Any]) -> None:
@@ -371,13 +436,12 @@ class Repository:
         self._edit_policy(edit)
 
     def raise_floor(self, floor: str) -> None:
-        new = parse_version(floor)
-        releases = self.releases()
-        current = [parse_version(u["floor"]) for u in releases.values() if u.get("floor")]
+        """No agent installs anything below `floor` any more. Never lowered; refused if no
+        unrevoked release at or above it would be left."""
+        new = _parse(floor)
+        current = [parse_version(u["floor"]) for u in self.releases().values() if u.get("floor")]
         if current and new < max(current):
             raise RepoError(f"floor {floor} is below the current floor {max(current)}")
-        if not any(v >= new and not u.get("revoked") for v, u in releases.items()):
-            raise RepoError(f"no unrevoked release at or above {floor}; agents could not move")
 
         def edit(_v: str, user: dict[str, Any]) -> None:
             user["floor"] = floor
@@ -426,3 +490,38 @@ class Repository:
         self._sign_root(root_md, old_root)
         self._write(root_md, f"{root_md.signed.version}.root.json")
         self._write(root_md, "root.json")
+
+
+def check_client_view(targets: Targets) -> None:
+    """Refuse to sign targets agents would not read as meant: delegations, an archive whose
+    name or signed policy they would ignore (e.g. a non-canonical floor: its floor would silently
+    not count), or a policy that leaves no release installable (all revoked or below the floor).
+    Uses the agent's own reading (`updater.tuf_client.trusted_catalog`)."""
+    try:
+        catalog = trusted_catalog(targets)
+    except VerificationError as e:
+        raise RepoError("delegations are not allowed in this repository") from e
+    if catalog.problems:
+        raise RepoError("agents would ignore: " + "; ".join(catalog.problems))
+    if catalog.releases and not catalog.installable():
+        floor = catalog.effective_floor
+        where = f" at or above the floor {floor}" if floor is not None else ""
+        raise RepoError(f"no unrevoked release{where} would be left; agents could not move")
+
+
+def _parse(version: str) -> Version:
+    try:
+        return parse_version(version)
+    except BadVersionError as e:
+        raise RepoError(str(e)) from e
+
+
+def _checked(policy: ReleasePolicy) -> ReleasePolicy:
+    if policy.floor is not None:
+        _parse(policy.floor)  # the client's rule: canonical X.Y.Z or the floor is ignored
+    return policy
+
+
+def _put_target(md: Metadata[Targets], info: TargetFile, custom: dict[str, Any]) -> None:
+    info.unrecognized_fields["custom"] = custom
+    md.signed.targets[info.path] = info
