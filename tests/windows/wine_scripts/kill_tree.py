@@ -1,0 +1,31 @@
+"""Wine harness (Windows Python in the build prefix): the host's launcher kills an agent tree.
+
+    python kill_tree.py REPO EXE DATA_DIR
+
+Starts `EXE service debug --data-dir DATA_DIR` with updater.host.SubprocessLauncher (what the
+service uses), waits until the onefile bootloader's Python child runs (the debug host logs its
+first agent start), then kills the tree without asking it to stop (an agent that ignores stop
+gets exactly this after the grace period) and prints "tree killed <exit code>".
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, sys.argv[1])
+
+from updater.host import SubprocessLauncher
+
+exe, data = Path(sys.argv[2]), Path(sys.argv[3])
+child = SubprocessLauncher(data.parent / "console.log").start(
+    [str(exe), "service", "debug", "--data-dir", str(data)], dict(os.environ)
+)
+service_log = data / "logs" / "service.log"
+deadline = time.monotonic() + 120
+while not (service_log.exists() and "host start" in service_log.read_text(errors="replace")):
+    if time.monotonic() > deadline or child.wait(0.2) is not None:
+        child.kill()
+        sys.exit("the debug host never started its agent")
+child.kill()
+print(f"tree killed {child.wait(30)}", flush=True)
