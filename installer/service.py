@@ -331,7 +331,10 @@ def purge(base: Path) -> None:
 
     if base.name != "R4Agent" or not base.is_dir():
         raise InstallSettingsError(f"refusing to purge {base}: not an R4Agent data folder")
-    shutil.rmtree(base)  # never follows a junction (Python >= 3.8)
+    shutil.rmtree(base, ignore_errors=True)  # never follows a junction (Python >= 3.8)
+    if base.exists():  # as much as possible went; say that something is still in use
+        left = sorted(str(p.relative_to(base)) for p in base.rglob("*"))[:5]
+        raise OSError(f"could not remove all of {base} (still there: {', '.join(left)})")
     vendor = base.parent
     if vendor.name == VENDOR_FOLDER:
         with contextlib.suppress(OSError):  # not empty: another Flynotes product's
