@@ -121,12 +121,12 @@ def test_the_windows_exe_is_byte_identical_when_built_twice(
     assert again == windows_release.exe_1_0_unsigned_sha256
 
 
-def _python_in_build_prefix(script: str, *args: str) -> str:
+def _python_in_build_prefix(script: str, *args: str, timeout_s: float = 300) -> str:
     """Run a harness script with the build prefix's Windows Python (pywin32; the fresh
     prefix has none). Its paths into the fresh prefix are Z:\\ paths of the same files."""
     prefix = winehost.build_prefix()
     path = REPO / "tests" / "windows" / "wine_scripts" / script
-    return prefix.python_run([prefix.windows_path(path), *args], timeout=300).stdout
+    return str(prefix.python_run([prefix.windows_path(path), *args], timeout=timeout_s).stdout)
 
 
 def _reg_query(prefix: Any, key: str) -> str:
@@ -289,7 +289,8 @@ def test_killing_an_agent_that_ignores_stop_leaves_no_r4agent_process_under_wine
     """The host's launcher (Windows Python under Wine) starts the real onefile exe as a
     long-running tree (`service debug`: bootloader + Python host, whose own agent exits on the
     missing config and is backed off) and kills it without asking: the bootloader's Python child
-    must die with it (Job Object)."""
+    must die with it (Job Object). Killing only the bootloader, as before, left the child:
+    "left [<pid>]"."""
     prefix = winehost.build_prefix()
     exe = tmp_path / "pd" / "r4agent.exe"
     exe.parent.mkdir()
@@ -298,8 +299,12 @@ def test_killing_an_agent_that_ignores_stop_leaves_no_r4agent_process_under_wine
     out = _python_in_build_prefix(
         "kill_tree.py", prefix.windows_path(REPO), prefix.windows_path(exe),
         prefix.windows_path(tmp_path / "pd" / "Flynotes" / "R4Agent"),
+        timeout_s=120,  # a surviving child keeps our pipe open: the run then times out
     )
     timed("kill an agent tree under Wine", started)
     assert "tree killed" in out, out
+    # checked by the script while its job handle was still open (the host's stays open for
+    # hours: closing it would kill the tree anyway and hide a kill that missed the child)
+    assert out.strip().splitlines()[-1].endswith("left []"), out
     wait_for(lambda: not prefix.processes(tmp_path.name),
              "no process of the killed tree is left", 30)
