@@ -1,10 +1,12 @@
 """Freeze the agent into ONE exe with PyInstaller, reproducibly, on Linux or Windows (or Wine).
 
     python build/freeze.py --version X.Y.Z --out DIR [--trusted-root ROOT.json] [--python PY]
+                           [--no-trusted-root]
 
 - The version is baked into the build (`r4agent --version` prints it) without touching the
   repo: the spec swaps `agent._version` for a module it generates in the workpath.
-- The trusted TUF root, if given, is baked in as data `updater/trusted_root.json`.
+- The trusted TUF root is baked in as data `updater/trusted_root.json`; a Windows build
+  without one fails unless `--no-trusted-root` marks it as a test build (benchmarks).
 - Reproducible: PYTHONHASHSEED=0 and SOURCE_DATE_EPOCH (the HEAD commit's time unless already
   set), a pinned clean environment (build/requirements-freeze.txt) and no absolute paths in the
   bundle, so building the same commit twice gives byte-identical exes and small update patches.
@@ -12,9 +14,11 @@
   under .cache/freeze-venv/ (rollbar imports flask when it finds it; the dev venv has it).
   `--python PATH` uses another interpreter (the Wine harness passes its Windows CPython, which
   it installs from the same pinned file).
-- Workpath and PyInstaller's cache live under .cache/pyinstaller/ (never in build/); the output
-  is DIR/r4agent (DIR/r4agent.exe on Windows). Concurrent builds of the same version and
-  interpreter are serialised by a lock file.
+- Every build gets its own fresh workpath (under .cache/pyinstaller/work/, removed afterwards):
+  PyInstaller reuses a workpath's Analysis/PYZ/PKG, so a second build in the same one would only
+  re-join the first build's pieces and a reproducibility check of it could never fail. Only
+  PyInstaller's binary cache (.cache/pyinstaller/config-*) is shared. The output is
+  DIR/r4agent (DIR/r4agent.exe on Windows).
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,8 +132,10 @@ def freeze(
     trusted_root: Path | None = None,
     python: Path | None = None,
     name: str = "r4agent",
+    no_trusted_root: bool = False,
 ) -> Path:
-    """Build the onefile exe into `out_dir` and return its path. Raises CalledProcessError."""
+    """Build the onefile exe into `out_dir` and return its path. Raises CalledProcessError
+    (also when a Windows build has no `trusted_root` and `no_trusted_root` is not set)."""
     if not VERSION_RE.fullmatch(version):
         raise ValueError(f"version must be X.Y.Z, got {version!r}")
     if trusted_root is not None and not trusted_root.is_file():
@@ -135,9 +143,9 @@ def freeze(
     build_python = python if python is not None else clean_build_python()
     out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    interpreter_key = hashlib.sha256(str(build_python).encode()).hexdigest()[:8]
-    work_key = f"{sys.platform}-{name}-{version}-{interpreter_key}"
-    workpath = CACHE / "pyinstaller" / "work" / work_key
+    work_root = CACHE / "pyinstaller" / "work"
+    work_root.mkdir(parents=True, exist_ok=True)
+    workpath = Path(tempfile.mkdtemp(prefix=f"{sys.platform}-{name}-{version}-", dir=work_root))
     env = dict(os.environ)
     env.update(
         {
@@ -147,6 +155,7 @@ def freeze(
             "R4AGENT_BUILD_VERSION": version,
             "R4AGENT_BUILD_TRUSTED_ROOT": str(trusted_root.resolve()) if trusted_root else "",
             "R4AGENT_BUILD_NAME": name,
+            "R4AGENT_BUILD_NO_TRUSTED_ROOT": "1" if no_trusted_root else "",
             "PYTHONDONTWRITEBYTECODE": "1",
         }
     )
@@ -164,8 +173,10 @@ def freeze(
         str(workpath),
         str(SPEC),
     ]
-    with _locked(CACHE / "pyinstaller" / "work" / f"{work_key}.lock"):
+    try:
         subprocess.run(command, check=True, env=env, cwd=str(REPO))
+    finally:
+        shutil.rmtree(workpath, ignore_errors=True)
     exe = out_dir / exe_name(name)
     if not exe.is_file():
         raise FileNotFoundError(f"PyInstaller finished but {exe} is missing")
@@ -176,7 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", required=True, help="X.Y.Z baked into the exe")
     parser.add_argument("--out", required=True, type=Path, help="output folder for the exe")
-    parser.add_argument("--trusted-root", type=Path, help="TUF root.json to bake in")
+    parser.add_argument(
+        "--trusted-root", type=Path, help="TUF root.json to bake in (required on Windows)"
+    )
+    parser.add_argument(
+        "--no-trusted-root",
+        action="store_true",
+        help="test builds only (benchmarks): allow a Windows exe without a trusted root; "
+        "it can never update, never ship it",
+    )
     parser.add_argument(
         "--python", type=Path, help="interpreter that runs PyInstaller (default: clean venv)"
     )
@@ -189,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             trusted_root=args.trusted_root,
             python=args.python,
             name=args.name,
+            no_trusted_root=args.no_trusted_root,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"freeze: {e}", file=sys.stderr)

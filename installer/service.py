@@ -7,9 +7,12 @@ service host installed by the MSI in Program Files. The host logic is pure Pytho
     service run        what the SCM starts (ImagePath `"...\\r4agent.exe" service run`):
                        pywin32 ServiceFramework -> Host.run(stop_event), Event Log entries
     service debug      the same host in the foreground (Ctrl-C stops it), any platform
-    service prepare    MSI custom action: create the ProgramData tree, DACL it to SYSTEM +
-                       Administrators only (protected, inherited by everything below)
+    service prepare    MSI custom action: create the ProgramData tree (Flynotes\\R4Agent), owner
+                       Administrators, protected DACL for SYSTEM + Administrators; refuses a
+                       tree someone else planted (installer/tree_security.py)
     service purge      MSI custom action (uninstall with REMOVEDATA=1): remove the data tree
+    service stop       MSI custom action (uninstall): stop the service and wait until its
+                       processes have exited, so the exe and its runtime folder can go
     service configure  MSI custom action: merge the install settings the MSI's JScript action
                        wrote into that private folder into config.toml (validated by
                        agent.config), delete them, and set the SCM recovery actions
@@ -25,6 +28,7 @@ and its pure parts are tested on Linux; the Windows parts are tested under Wine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -38,6 +42,12 @@ from typing import Any
 from agent._version import __version__
 from agent.config import default_data_dir, parse_config
 from agent.errors import ConfigError
+from installer.tree_security import (
+    UntrustedTreeError,
+    default_security,
+    require_trusted_chain,
+    secure_data_tree,
+)
 
 SERVICE_NAME = "R4Agent"
 DISPLAY_NAME = "Flynotes R4 agent"
@@ -45,6 +55,14 @@ DESCRIPTION = "Keeps Flynotes in sync with this practice's Carestream R4 databas
 SETTINGS_FILE = "install-settings.txt"
 SETTINGS_SEPARATOR = "|~|"  # between KEY=value records in the file the MSI's JScript writes
 STOP_GRACE_S = 30.0  # in-flight work gets this long after a stop request, then the agent dies
+# Shutdown: the SCM waits this long for a service that accepts PRESHUTDOWN (set by `configure`).
+PRESHUTDOWN_TIMEOUT_MS = int((STOP_GRACE_S + 15) * 1000)
+# The Event Log source's message table: a copy of pywin32's servicemanager.pyd installed by the
+# MSI next to the exe (the copy inside the onefile's runtime folder is gone when the process is).
+MESSAGE_DLL = "r4agent-messages.dll"
+# `service stop` (uninstall): how long the service and its processes get to go away.
+UNINSTALL_STOP_TIMEOUT_S = STOP_GRACE_S + 30.0
+VENDOR_FOLDER = "Flynotes"
 # SCM recovery: restart after 1 min, 1 min, 5 min; failure count resets after a day.
 RECOVERY_DELAYS_MS = (60_000, 60_000, 300_000)
 RECOVERY_RESET_S = 86_400
@@ -245,17 +263,26 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def data_tree_chain(base: Path) -> list[Path]:
+    """The folders `prepare` owns: `Flynotes` and `R4Agent` on Windows (anyone may create
+    folders in ProgramData, so the vendor folder must be ours too), else the base alone."""
+    if sys.platform == "win32" and base.parent.name == VENDOR_FOLDER:
+        return [base.parent, base]
+    return [base]
+
+
+def trusted_root(base: Path) -> Path:
+    """Above this the host does not vet owners (ProgramData itself is the system's)."""
+    return data_tree_chain(base)[0].parent
+
+
 def prepare(base: Path) -> None:
-    """Create the data tree and make it private to SYSTEM + Administrators (Windows)."""
+    """Create the data tree private to SYSTEM + Administrators. Raises UntrustedTreeError for a
+    pre-existing tree (or vendor folder) someone else owns, or with a link on its path."""
     from updater.layout import Layout
 
-    base.mkdir(parents=True, exist_ok=True)
-    if sys.platform == "win32":
-        restrict_to_system_and_admins(base)
-    else:
-        os.chmod(base, 0o700)
+    secure_data_tree(data_tree_chain(base), default_security())
     Layout(base).ensure_dirs()
-    (base / "runtime").mkdir(exist_ok=True)
 
 
 def configure(base: Path) -> None:
@@ -297,36 +324,21 @@ def _decode(raw: bytes) -> str:
 
 
 def purge(base: Path) -> None:
-    """Uninstall with REMOVEDATA=1: remove the data tree (whatever is still locked stays)."""
+    """Uninstall with REMOVEDATA=1: remove the data tree, and the vendor folder if that leaves
+    it empty. Writes nothing into the tree (no install.log). The running exe's onefile folder
+    is under Program Files, not in this tree. Raises OSError naming what could not go."""
     import shutil
 
     if base.name != "R4Agent" or not base.is_dir():
         raise InstallSettingsError(f"refusing to purge {base}: not an R4Agent data folder")
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def restrict_to_system_and_admins(path: Path) -> None:
-    """Protected DACL: full control for SYSTEM and Administrators only, inherited below."""
-    import ntsecuritycon
-    import win32security
-
-    dacl = win32security.ACL()
-    inherit = ntsecuritycon.OBJECT_INHERIT_ACE | ntsecuritycon.CONTAINER_INHERIT_ACE
-    for sid_text in ("S-1-5-18", "S-1-5-32-544"):  # LocalSystem, BUILTIN\Administrators
-        sid = win32security.ConvertStringSidToSid(sid_text)
-        dacl.AddAccessAllowedAceEx(
-            win32security.ACL_REVISION, inherit, ntsecuritycon.FILE_ALL_ACCESS, sid
-        )
-    win32security.SetNamedSecurityInfo(
-        str(path),
-        win32security.SE_FILE_OBJECT,
-        win32security.DACL_SECURITY_INFORMATION
-        | win32security.PROTECTED_DACL_SECURITY_INFORMATION,
-        None,
-        None,
-        dacl,
-        None,
-    )
+    shutil.rmtree(base, ignore_errors=True)  # never follows a junction (Python >= 3.8)
+    if base.exists():  # as much as possible went; say that something is still in use
+        left = sorted(str(p.relative_to(base)) for p in base.rglob("*"))[:5]
+        raise OSError(f"could not remove all of {base} (still there: {', '.join(left)})")
+    vendor = base.parent
+    if vendor.name == VENDOR_FOLDER:
+        with contextlib.suppress(OSError):  # not empty: another Flynotes product's
+            vendor.rmdir()
 
 
 def set_recovery_actions(name: str = SERVICE_NAME) -> None:
@@ -355,6 +367,97 @@ def set_recovery_actions(name: str = SERVICE_NAME) -> None:
             win32service.CloseServiceHandle(handle)
     finally:
         win32service.CloseServiceHandle(scm)
+
+
+def set_preshutdown_timeout(name: str = SERVICE_NAME) -> None:
+    """How long Windows waits at shutdown for the agent's in-flight work (PRESHUTDOWN)."""
+    import win32service
+
+    scm = win32service.OpenSCManager(None, None, win32service.SC_MANAGER_ALL_ACCESS)
+    try:
+        handle = win32service.OpenService(scm, name, win32service.SERVICE_ALL_ACCESS)
+        try:
+            win32service.ChangeServiceConfig2(
+                handle, win32service.SERVICE_CONFIG_PRESHUTDOWN_INFO, PRESHUTDOWN_TIMEOUT_MS
+            )
+        finally:
+            win32service.CloseServiceHandle(handle)
+    finally:
+        win32service.CloseServiceHandle(scm)
+
+
+def stop_service_and_wait(
+    exe: Path, timeout_s: float = UNINSTALL_STOP_TIMEOUT_S, name: str = SERVICE_NAME
+) -> bool:
+    """Uninstall: stop the service and wait until no other process runs `exe`. The SCM reports
+    STOPPED when the Python service process says so, but the onefile bootloader that started
+    it still cleans up and holds the exe for a moment; msiexec's StopServices waits for the SCM
+    only, and an exe still open is left behind. True when all are gone within `timeout_s`."""
+    import time
+
+    import pywintypes
+    import win32service
+
+    deadline = time.monotonic() + timeout_s
+    scm = win32service.OpenSCManager(None, None, win32service.SC_MANAGER_CONNECT)
+    try:
+        try:
+            handle = win32service.OpenService(
+                scm, name, win32service.SERVICE_STOP | win32service.SERVICE_QUERY_STATUS
+            )
+        except pywintypes.error:
+            handle = None  # not installed: only stray processes to wait for
+        if handle is not None:
+            try:
+                with contextlib.suppress(pywintypes.error):  # already stopping or stopped
+                    win32service.ControlService(handle, win32service.SERVICE_CONTROL_STOP)
+                while time.monotonic() < deadline:
+                    state = win32service.QueryServiceStatus(handle)[1]
+                    if state == win32service.SERVICE_STOPPED:
+                        break
+                    time.sleep(0.25)
+            finally:
+                win32service.CloseServiceHandle(handle)
+    finally:
+        win32service.CloseServiceHandle(scm)
+    mine = {os.getpid(), os.getppid()}  # this action's own bootloader runs the same exe
+    while time.monotonic() < deadline:
+        if not [pid for pid in _pids_running(exe) if pid not in mine]:
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def _pids_running(exe: Path) -> list[int]:
+    """Processes whose image is `exe` (case-insensitive full path)."""
+    import ctypes
+    from ctypes import wintypes
+
+    import win32process
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined,unused-ignore]
+    kernel32.OpenProcess.restype = wintypes.HANDLE
+    query_limited_information = 0x1000
+    wanted = os.path.normcase(str(exe))
+    found = []
+    for pid in win32process.EnumProcesses():
+        handle = kernel32.OpenProcess(query_limited_information, False, pid)
+        if not handle:
+            continue
+        try:
+            buffer = ctypes.create_unicode_buffer(1024)
+            size = wintypes.DWORD(len(buffer))
+            named = kernel32.QueryFullProcessImageNameW(handle, 0, buffer, ctypes.byref(size))
+            if named and os.path.normcase(buffer.value) == wanted:
+                found.append(int(pid))
+        finally:
+            kernel32.CloseHandle(handle)
+    return found
+
+
+def message_dll() -> Path:
+    """Where the MSI installs the Event Log message table (next to the service exe)."""
+    return Path(sys.executable).with_name(MESSAGE_DLL)
 
 
 def _setup_host_logging(base: Path, foreground: bool) -> None:
@@ -412,17 +515,24 @@ def attach_hidden_console() -> None:
 
 
 def run_host(base: Path, stop: threading.Event, recorder: EventRecorder) -> None:
-    """Install this exe as the first version if needed, then keep the current version running."""
+    """Install this exe as the first version if needed, then keep the current version running.
+    An agent exe is only started from a folder chain that SYSTEM/Administrators own."""
+    from functools import partial
+
     from updater.host import Host, HostPolicy, SubprocessLauncher, bootstrap
     from updater.layout import Layout
 
     layout = Layout(base)
     if getattr(sys, "frozen", False):
         bootstrap(layout, Path(sys.executable), __version__)
+    check_exe = partial(
+        require_trusted_chain, stop_at=trusted_root(base), security=default_security()
+    )
+    launcher = SubprocessLauncher(layout.logs_dir / "agent-console.log", check_exe=check_exe)
     host = Host(
         layout,
         env=update_url_env(base, os.environ),
-        launcher=_StopSafeLauncher(SubprocessLauncher(layout.logs_dir / "agent-console.log")),
+        launcher=_StopSafeLauncher(launcher),
         policy=HostPolicy(stop_grace_s=STOP_GRACE_S),
         on_event=recorder,
     )
@@ -460,11 +570,26 @@ def _service_class() -> type:
             self._stop = threading.Event()
             self._stopped_event = win32event.CreateEvent(None, 0, 0, None)
 
+        def GetAcceptedControls(self) -> int:
+            # PRESHUTDOWN: at shutdown the SCM waits PRESHUTDOWN_TIMEOUT_MS for us, where plain
+            # SHUTDOWN gets a few seconds; SvcShutdown still covers a system that skips it.
+            accepted = int(super().GetAcceptedControls())
+            return accepted | int(win32service.SERVICE_ACCEPT_PRESHUTDOWN)
+
         def SvcStop(self) -> None:
+            """Stop, reboot or shutdown: the agent finishes in-flight work (or is killed after
+            the grace, with its whole process tree); STOPPED is reported after it is gone."""
             self.ReportServiceStatus(
                 win32service.SERVICE_STOP_PENDING, waitHint=int((STOP_GRACE_S + 15) * 1000)
             )
             self._stop.set()
+
+        def SvcShutdown(self) -> None:
+            self.SvcStop()
+
+        def SvcOtherEx(self, control: int, event_type: int, data: Any) -> None:
+            if control == win32service.SERVICE_CONTROL_PRESHUTDOWN:
+                self.SvcStop()
 
         def SvcDoRun(self) -> None:
             base = data_dir()
@@ -491,7 +616,7 @@ def _service_class() -> type:
 # ---- CLI --------------------------------------------------------------------------------------
 
 
-ACTIONS = ("run", "debug", "prepare", "configure", "purge")
+ACTIONS = ("run", "debug", "prepare", "configure", "purge", "stop")
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -499,7 +624,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         "action",
         choices=ACTIONS,
         help="run: what the Windows service starts; debug: the same host in the foreground; "
-        "prepare/configure/purge: MSI custom actions",
+        "prepare/configure/purge/stop: MSI custom actions",
     )
     parser.add_argument(
         "--data-dir", type=Path, help="the ProgramData tree (default: the platform's)"
@@ -522,9 +647,12 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def _install_log(base: Path, message: str) -> None:
-    """MSI custom actions have no console: their outcome goes to logs/install.log."""
+    """MSI custom actions have no console: their outcome goes to logs/install.log. Never
+    creates the data tree itself (only `prepare` may, with its ACL)."""
+    if not base.is_dir():
+        return
     try:
-        (base / "logs").mkdir(parents=True, exist_ok=True)
+        (base / "logs").mkdir(exist_ok=True)
         with open(base / "logs" / "install.log", "a", encoding="utf-8") as handle:
             handle.write(f"{message}\n")
     except OSError:
@@ -533,16 +661,38 @@ def _install_log(base: Path, message: str) -> None:
     # at exit turns the action's exit code into 120 (a failed install).
 
 
+def _report_outside_the_tree(message: str) -> None:
+    """For outcomes that must not be written into the data tree (it is untrusted, or being
+    removed): the Event Log on Windows (source registered by the MSI), stderr elsewhere."""
+    if sys.platform == "win32":
+        try:
+            import servicemanager
+
+            servicemanager.Initialize(SERVICE_NAME, str(message_dll()))
+            servicemanager.LogErrorMsg(message)
+        except Exception:  # noqa: BLE001, S110 - nowhere else to say it; the exit code does
+            pass
+        return
+    print(message, file=sys.stderr)
+
+
 def command(args: argparse.Namespace) -> int:
     base: Path = args.data_dir or data_dir()
-    if args.action in ("prepare", "configure", "purge"):
+    if args.action in ("prepare", "configure", "purge", "stop"):
         try:
             code = _custom_action(args.action, base)
+        except UntrustedTreeError as e:
+            _report_outside_the_tree(f"service {args.action} {__version__}: refused: {e}")
+            return 1
         except Exception as e:  # noqa: BLE001 - an MSI action must say why it failed
             what = f"{type(e).__name__}: {e}"
-            _install_log(base, f"service {args.action} {__version__}: failed: {what}")
+            if args.action == "purge":
+                _report_outside_the_tree(f"service purge {__version__}: failed: {what}")
+            else:
+                _install_log(base, f"service {args.action} {__version__}: failed: {what}")
             return 1
-        _install_log(base, f"service {args.action} {__version__}: exit {code}")
+        if args.action != "purge":  # purge leaves nothing behind, not even its own log
+            _install_log(base, f"service {args.action} {__version__}: exit {code}")
         return code
     if args.action == "debug":
         _setup_host_logging(base, foreground=True)
@@ -553,7 +703,9 @@ def command(args: argparse.Namespace) -> int:
     # run: hand this process to the SCM
     import servicemanager
 
-    servicemanager.Initialize()
+    # Without a file, pywin32 registers the servicemanager.pyd inside this onefile's runtime
+    # folder as the message table: gone when the process exits, and the entries lose their text.
+    servicemanager.Initialize(SERVICE_NAME, str(message_dll()))
     servicemanager.PrepareToHostSingle(_service_class())
     servicemanager.StartServiceCtrlDispatcher()
     return 0
@@ -567,8 +719,13 @@ def _custom_action(action: str, base: Path) -> int:
         try:
             purge(base)
         except InstallSettingsError as e:
-            _install_log(base, f"service purge: {e}")
+            _report_outside_the_tree(f"service purge: {e}")
             return 1
+        return 0
+    if action == "stop":
+        gone = stop_service_and_wait(Path(sys.executable)) if sys.platform == "win32" else True
+        if not gone:
+            _install_log(base, "service stop: processes still running after the timeout")
         return 0
     if action == "configure":
         try:
@@ -581,5 +738,9 @@ def _custom_action(action: str, base: Path) -> int:
                 set_recovery_actions()
             except Exception as e:  # noqa: BLE001 - Wine lacks parts of the SCM; log, go on
                 _install_log(base, f"service configure: recovery actions not set: {e}")
+            try:
+                set_preshutdown_timeout()
+            except Exception as e:  # noqa: BLE001 - as above
+                _install_log(base, f"service configure: preshutdown timeout not set: {e}")
         return 0
     raise ValueError(f"unknown action {action}")

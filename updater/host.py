@@ -32,7 +32,8 @@ that confirmed itself (else the newest runnable one, awaiting confirmation with 
 
 Stop: `stop` set → the child is asked to finish in-flight work (SIGTERM on POSIX; on Windows a
 named event whose name the child gets in R4AGENT_STOP_EVENT, see updater/stop_signal.py, plus
-CTRL_BREAK when there is a console), then killed after `stop_grace_s`.
+CTRL_BREAK when there is a console), then killed after `stop_grace_s` — its whole process tree
+(a Job Object on Windows, a process group on POSIX: updater/process_tree.py).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from typing import IO, Protocol
 from agent.clock import Clock, SystemClock
 from agent.exit_codes import ExitCode
 from updater.layout import ENV_INSTALL_BASE, Layout, discard
+from updater.process_tree import ProcessTree, popen_options
 from updater.staging import new_staging_dir, remove_staging
 from updater.state import (
     CorruptStateError,
@@ -243,9 +245,12 @@ class EventWaiter:
 
 
 class _Popen:
-    def __init__(self, proc: subprocess.Popen[bytes], stop_event: ChildStopEvent) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], stop_event: ChildStopEvent, tree: ProcessTree
+    ) -> None:
         self._proc = proc
         self._stop_event = stop_event
+        self._tree = tree
 
     def wait(self, timeout_s: float) -> int | None:
         try:
@@ -253,6 +258,7 @@ class _Popen:
         except subprocess.TimeoutExpired:
             return None
         self._stop_event.close()
+        self._tree.close()
         return code
 
     def request_stop(self) -> None:
@@ -266,24 +272,30 @@ class _Popen:
             self._proc.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.kill()
+        """The whole tree: a onefile agent's Python child outlives its killed bootloader."""
+        self._tree.kill()
 
 
 class SubprocessLauncher:
-    """Starts the agent exe; its console output is appended to `console_log` if given."""
+    """Starts the agent exe as the root of its own process tree (updater/process_tree.py);
+    its console output is appended to `console_log` if given. `check_exe`, if given, runs
+    first and refuses an exe by raising OSError (the host then reports "could not start")."""
 
-    def __init__(self, console_log: Path | None = None) -> None:
+    def __init__(
+        self,
+        console_log: Path | None = None,
+        check_exe: Callable[[Path], None] | None = None,
+    ) -> None:
         self._console_log = console_log
+        self._check_exe = check_exe
 
     def start(self, argv: list[str], env: Mapping[str, str]) -> ChildProcess:
+        if self._check_exe is not None:
+            self._check_exe(Path(argv[0]))
         out: IO[bytes] | int = subprocess.DEVNULL
         if self._console_log is not None:
             self._console_log.parent.mkdir(parents=True, exist_ok=True)
             out = open(self._console_log, "ab")  # noqa: SIM115 - closed below, child keeps it
-        flags = 0
-        if sys.platform == "win32":
-            flags = subprocess.CREATE_NEW_PROCESS_GROUP
         stop_event = ChildStopEvent()
         try:
             proc = subprocess.Popen(
@@ -292,15 +304,16 @@ class SubprocessLauncher:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                creationflags=flags,
+                **popen_options(),
             )
+            tree = ProcessTree.adopt(proc)
         except OSError:
             stop_event.close()
             raise
         finally:
             if not isinstance(out, int):
                 out.close()
-        return _Popen(proc, stop_event)
+        return _Popen(proc, stop_event, tree)
 
 
 # ---- the host -----------------------------------------------------------------------------------

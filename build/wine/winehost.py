@@ -1,7 +1,7 @@
 """Wine harness: build and exercise the Windows artefacts from Linux (TEST HARNESS ONLY).
 
     python3 build/wine/winehost.py setup                 # build prefix + Windows CPython + deps
-    python3 build/wine/winehost.py freeze --version X.Y.Z --out DIR [--trusted-root ROOT.json]
+    python3 build/wine/winehost.py freeze --version X.Y.Z --out DIR --trusted-root ROOT.json
     python3 build/wine/winehost.py exec [--prefix P] -- wine-args...
 
 Everything heavy is cached under .cache/wine/ so reruns are fast:
@@ -116,8 +116,11 @@ class WinePrefix:
             return None
         try:
             pid = int(pid_file.read_text().strip())
-            os.kill(pid, 0)
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except (ValueError, OSError):
+            return None
+        # A pid file copied with the cache (or left by a reboot) may name another process.
+        if f"WINEPREFIX={self.path.resolve()}".encode() not in environ:
             return None
         return pid
 
@@ -350,6 +353,12 @@ def build_prefix() -> WinePrefix:
     return prefix
 
 
+def message_dll() -> Path:
+    """pywin32's servicemanager.pyd in the build prefix: the MSI's Event Log message table."""
+    dll = build_prefix().drive_c / PYTHON_DIR / "Lib" / "site-packages" / "win32"
+    return dll / "servicemanager.pyd"
+
+
 def source_date_epoch() -> str:
     if os.environ.get("SOURCE_DATE_EPOCH"):
         return os.environ["SOURCE_DATE_EPOCH"]
@@ -370,19 +379,30 @@ def freeze_windows(
     *,
     trusted_root: Path | None = None,
     runtime_tmpdir: str | None = None,
+    no_trusted_root: bool = False,
+    source: Path = REPO,
 ) -> Path:
-    """Run build/freeze.py with the Wine Python; returns the Linux path of r4agent.exe."""
+    """Run build/freeze.py with the Wine Python; returns the Linux path of r4agent.exe.
+    Without `trusted_root` the build fails unless `no_trusted_root` (test builds only).
+    `source`: a copy of the source tree to build from (the reproducibility check); this
+    repo's .cache is used either way."""
     prefix = build_prefix()
     out_dir.mkdir(parents=True, exist_ok=True)
     args = [
-        prefix.windows_path(REPO / "build" / "freeze.py"),
+        prefix.windows_path(source / "build" / "freeze.py"),
         "--version", version,
         "--out", prefix.windows_path(out_dir),
         "--python", prefix.python,
     ]
     if trusted_root is not None:
         args += ["--trusted-root", prefix.windows_path(trusted_root)]
-    extra = {"SOURCE_DATE_EPOCH": source_date_epoch(), "R4AGENT_BUILD_WINE_WORKAROUNDS": "1"}
+    if no_trusted_root:
+        args.append("--no-trusted-root")
+    extra = {
+        "SOURCE_DATE_EPOCH": source_date_epoch(),
+        "R4AGENT_BUILD_WINE_WORKAROUNDS": "1",
+        "R4AGENT_BUILD_CACHE": prefix.windows_path(REPO / ".cache"),
+    }
     if runtime_tmpdir is not None:
         extra["R4AGENT_BUILD_RUNTIME_TMPDIR"] = runtime_tmpdir
     prefix.python_run(args, timeout=1200, extra_env=extra)
@@ -400,6 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     freeze.add_argument("--version", required=True)
     freeze.add_argument("--out", required=True, type=Path)
     freeze.add_argument("--trusted-root", type=Path)
+    freeze.add_argument("--no-trusted-root", action="store_true", help="test builds only")
     run = sub.add_parser("exec", help="run a Wine command in a prefix (default: build prefix)")
     run.add_argument("--prefix", type=Path, default=CACHE / "build-prefix")
     run.add_argument("args", nargs=argparse.REMAINDER)
@@ -412,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_prefix()
             _log(f"build prefix ready in {time.monotonic() - started:.1f} s")
         elif args.command == "freeze":
-            print(freeze_windows(args.version, args.out, trusted_root=args.trusted_root))
+            print(freeze_windows(args.version, args.out, trusted_root=args.trusted_root,
+                                 no_trusted_root=args.no_trusted_root))
         elif args.command == "exec":
             prefix = WinePrefix(args.prefix)
             prefix.start()

@@ -112,19 +112,28 @@ def test_frozen_exe_reports_the_version_baked_in_at_build_time(frozen_exe: Path)
 def test_same_commit_twice_gives_a_byte_identical_exe(
     trusted_root: Path, tmp_path: Path
 ) -> None:
-    """Two builds of one committed tree (a git snapshot: the shared work tree keeps changing),
-    in different folders, give the same bytes: what keeps update patches tiny."""
-    snapshot = tmp_path / "src"
-    snapshot.mkdir()
+    """Two builds of one committed tree give the same bytes: what keeps update patches tiny.
+
+    Why this can fail: each build runs from its OWN copy of the tree (a git snapshot at its own
+    path: the shared work tree keeps changing) and build/freeze.py gives each build its own
+    fresh PyInstaller workpath, so nothing but PyInstaller's binary cache (stripped copies of
+    the same system libraries) is shared — the second build redoes Analysis, PYZ and PKG. An
+    unpinned hash seed (base_library.zip and PYZ entry order), a build-time timestamp or an
+    absolute source path baked into the bundle then shows up as differing bytes. (With one
+    shared workpath, as before, PyInstaller reused the cached pieces and the two exes were
+    equal whatever the build did.)"""
     archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD"], check=True,
                              capture_output=True, timeout=120).stdout
-    subprocess.run(["tar", "-x", "-C", str(snapshot)], input=archive, check=True, timeout=120)
     epoch = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%ct"], check=True,
                            capture_output=True, text=True, timeout=60).stdout.strip()
     env = dict(os.environ, R4AGENT_BUILD_CACHE=str(REPO / ".cache"), SOURCE_DATE_EPOCH=epoch)
     exes = []
     for name in ("one", "two"):
-        out = tmp_path / name
+        snapshot = tmp_path / f"src-{name}"
+        snapshot.mkdir()
+        subprocess.run(["tar", "-x", "-C", str(snapshot)], input=archive, check=True,
+                       timeout=120)
+        out = tmp_path / f"dist-{name}"
         subprocess.run(
             [sys.executable, str(snapshot / "build" / "freeze.py"), "--version", "1.0.1",
              "--out", str(out), "--trusted-root", str(trusted_root)],
@@ -134,6 +143,7 @@ def test_same_commit_twice_gives_a_byte_identical_exe(
     assert hashlib.sha256(exes[0].read_bytes()).digest() == hashlib.sha256(
         exes[1].read_bytes()
     ).digest()
+    assert not list((REPO / ".cache" / "pyinstaller" / "work").glob("*-r4agent-1.0.1-*"))
 
 
 def test_frozen_service_host_runs_agent_over_real_odbc_sqs_and_tuf(

@@ -2,13 +2,19 @@
 
 `wine_tools` runs .ci/wine-setup.sh (apt packages + the cached build prefix; idempotent, a few
 seconds when done), so `pytest -m wine` works on a fresh machine without a separate step.
-`windows_release` freezes two real Windows builds (1.0.0, 1.1.0) with the Windows CPython under
-Wine, publishes both to a TUF repository on disk (throwaway keys; the root baked into the exes),
-signs the 1.0.0 exe and its MSI with a throwaway Authenticode certificate and verifies both.
+`windows_release` freezes real Windows builds with the Windows CPython under Wine — 1.0.0 twice
+(from this tree and from a copy of it at another path, each in its own workpath: the bytes must
+match, it is what update patches are made of) and 1.1.0 — publishes 1.0.0 to a TUF repository on
+disk (throwaway keys; the root baked into the exes; 1.1.0 is published by the practice test while
+the agent runs), signs the 1.0.0 exe, builds the MSI from the signed exe and signs the MSI with a
+throwaway Authenticode certificate.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +30,7 @@ from updater.repo.repository import Repository
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "build" / "wine"))
 
-import winehost  # noqa: E402
+import winehost as winehost  # noqa: E402 (re-exported for the tests)
 
 TIMINGS: dict[str, float] = {}
 
@@ -45,7 +51,9 @@ def wine_tools() -> None:
 class WindowsRelease:
     repository: Repository
     exe_1_0: Path  # signed
-    exe_1_1: Path
+    exe_1_1: Path  # not yet published
+    exe_1_0_again: Path  # unsigned, the second build of 1.0.0 (another source path, workpath)
+    exe_1_0_unsigned_sha256: str
     msi: Path  # signed, holds the signed exe_1_0
     cert: Path
 
@@ -63,10 +71,14 @@ def make_signing_cert(folder: Path) -> tuple[Path, Path]:
 
 
 def sign(path: Path, key: Path, cert: Path) -> Path:
+    """Authenticode-sign in place. Tests run offline, so no timestamp unless R4AGENT_SIGN_TSA
+    names a time-stamping server (osslsigncode -ts); releases are always timestamped."""
     signed = path.with_name(f"signed-{path.name}")
+    timestamp = os.environ.get("R4AGENT_SIGN_TSA")
     subprocess.run(
         ["osslsigncode", "sign", "-certs", str(cert), "-key", str(key), "-h", "sha256",
-         "-n", "R4 agent", "-in", str(path), "-out", str(signed)],
+         "-n", "R4 agent", *(["-ts", timestamp] if timestamp else []),
+         "-in", str(path), "-out", str(signed)],
         check=True, capture_output=True, timeout=300,
     )
     signed.replace(path)
@@ -90,20 +102,38 @@ def windows_release(
     repository.initialize()
     root = tmp / "root.json"
     root.write_bytes(repository.root_bytes())
+    source_copy = copy_of_source_tree(tmp / "source-copy")
+    builds = [("1.0.0", REPO, "bundle-1.0.0"), ("1.0.0", source_copy, "again-1.0.0"),
+              ("1.1.0", REPO, "bundle-1.1.0")]
     exes = {}
-    for version in ("1.0.0", "1.1.0"):
+    for version, source, out in builds:
         started = time.monotonic()
-        exes[version] = winehost.freeze_windows(version, tmp / f"bundle-{version}",
-                                                trusted_root=root)
-        timed(f"freeze {version} under Wine", started)
+        exes[out] = winehost.freeze_windows(version, tmp / out, trusted_root=root, source=source)
+        timed(f"freeze {version} under Wine ({out})", started)
+    unsigned_sha256 = hashlib.sha256(exes["bundle-1.0.0"].read_bytes()).hexdigest()
     key, cert = make_signing_cert(tmp)
-    sign(exes["1.0.0"], key, cert)
+    sign(exes["bundle-1.0.0"], key, cert)  # the exe first: the MSI must carry the signed one
     started = time.monotonic()
-    for version in ("1.0.0", "1.1.0"):
-        repository.add_bundle(exes[version].parent, version)
-    timed("publish 1.0.0 + 1.1.0 to the TUF repository", started)
-    msi = sign(build_msi(exes["1.0.0"], "1.0.0", tmp / "r4agent.msi"), key, cert)
-    return WindowsRelease(repository, exes["1.0.0"], exes["1.1.0"], msi, cert)
+    repository.add_bundle(exes["bundle-1.0.0"].parent, "1.0.0")
+    timed("publish 1.0.0 to the TUF repository", started)
+    msi = build_msi(exes["bundle-1.0.0"], "1.0.0", tmp / "r4agent.msi", winehost.message_dll())
+    sign(msi, key, cert)
+    return WindowsRelease(repository, exes["bundle-1.0.0"], exes["bundle-1.1.0"],
+                          exes["again-1.0.0"], unsigned_sha256, msi, cert)
+
+
+def copy_of_source_tree(target: Path) -> Path:
+    """The files git knows about (tracked + new, as they are on disk now) at another path."""
+    listed = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        check=True, capture_output=True, timeout=60,
+    ).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
 
 
 @pytest.fixture

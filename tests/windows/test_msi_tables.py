@@ -1,8 +1,10 @@
 """The MSI's tables, read back with msiinfo (msitools) from a package wixl builds.
 
-Fast: the exe inside is a stand-in file (table content does not depend on it). Threats: an MSI
-that does not install/start/stop the service, loses its upgrade code (two agents side by side),
-installs on Windows older than 8.1, or carries a licence key baked in.
+Fast: the exe and message DLL inside are stand-in files (table content does not depend on
+them). Threats: an MSI that does not install/start/stop the service, loses its upgrade code (two
+agents side by side), installs on Windows older than 8.1, carries a licence key baked in, drops
+command-line properties that are not Secure, registers an Event Log message file that is gone
+after the process exits, or leaves the exe behind because a service process still runs.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ def msi(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     tmp = tmp_path_factory.mktemp("msi")
     exe = tmp / "r4agent.exe"
     exe.write_bytes(b"MZ stand-in exe for table tests\n")
-    return build_msi(exe, "1.2.3", tmp / "r4agent.msi")
+    message_dll = tmp / "servicemanager.pyd"
+    message_dll.write_bytes(b"MZ stand-in message table\n")
+    return build_msi(exe, "1.2.3", tmp / "r4agent.msi", message_dll)
 
 
 def table(msi: Path, name: str) -> list[list[str]]:
@@ -91,7 +95,9 @@ def test_no_licence_key_or_secret_is_baked_into_the_package(msi: Path) -> None:
 def test_secrets_reach_the_exe_by_file_never_by_command_line(msi: Path) -> None:
     actions = {row[0]: row for row in table(msi, "CustomAction")}
     exe_commands = [row[3] for row in actions.values() if row[2] == "R4AgentExe"]
-    assert sorted(exe_commands) == ["service configure", "service prepare", "service purge"]
+    assert sorted(exe_commands) == [
+        "service configure", "service prepare", "service purge", "service stop"
+    ]
     assert all("[" not in command for command in exe_commands)  # no property in argv
     hand_over = actions["R4SetWriteSettings"]
     assert hand_over[2] == "R4WriteSettings" and "[LICENCEKEY]" in hand_over[3]
@@ -110,3 +116,50 @@ def test_uninstall_keeps_program_data_unless_removedata(msi: Path) -> None:
     sequence = {row[0]: row[1] for row in table(msi, "InstallExecuteSequence")}
     assert 'REMOVEDATA="1"' in sequence["R4PurgeData"]
     assert "NOT UPGRADINGPRODUCTCODE" in sequence["R4PurgeData"]
+
+
+def test_every_install_property_is_secure(msi: Path) -> None:
+    properties = dict((row[0], row[1]) for row in table(msi, "Property"))
+    secure = set(properties["SecureCustomProperties"].split(";"))
+    assert {"LICENCEKEY", "BACKENDURL", "UPDATEURL", "DBCONNECTION", "DBSERVER", "DBNAME",
+            "SQSENDPOINTURL", "REMOVEDATA"} <= secure
+
+
+def test_event_log_source_points_at_the_installed_message_dll(msi: Path) -> None:
+    files = {row[0]: row for row in table(msi, "File")}
+    assert files["R4AgentMessages"][2] == "r4agent-messages.dll"
+    component = files["R4AgentMessages"][1]
+    key = "SYSTEM\\CurrentControlSet\\Services\\EventLog\\Application\\R4Agent"
+    values = {
+        row[3]: row[4]
+        for row in table(msi, "Registry")
+        if row[1] == "2" and row[2].rstrip("\\") == key and row[5] == component
+    }
+    # removed with the component on uninstall; [#File] = the installed path, not a temp copy
+    assert values == {"EventMessageFile": "[#R4AgentMessages]", "TypesSupported": "#7"}
+    directory = {row[0]: row for row in table(msi, "Component")}[component][2]
+    assert directory == "INSTALLDIR"  # next to the exe (servicemanager.message_dll)
+
+
+def test_uninstall_waits_for_the_service_processes_and_removes_the_runtime_folder(
+    msi: Path,
+) -> None:
+    sequence = {row[0]: row for row in table(msi, "InstallExecuteSequence")}
+    stop = sequence["R4StopAndWait"]
+    assert stop[1] == 'REMOVE~="ALL"'
+    assert int(stop[2]) < int(sequence["StopServices"][2])
+    actions = {row[0]: row for row in table(msi, "CustomAction")}
+    assert actions["R4StopAndWait"][3] == "service stop"
+    removals = {row[0]: row for row in table(msi, "RemoveFile")}
+    runtime = removals["RemoveRuntimeFolder"]
+    directories = {row[0]: row for row in table(msi, "Directory")}
+    assert directories[runtime[3]][1:] == ["INSTALLDIR", "runtime"]
+    assert runtime[4] == "2"  # msidbRemoveFileInstallModeOnRemove
+
+
+def test_every_deferred_action_runs_inside_the_install_transaction(msi: Path) -> None:
+    sequence = {row[0]: int(row[2]) for row in table(msi, "InstallExecuteSequence")}
+    ours = [name for name in sequence if name.startswith("R4")]
+    assert len(ours) == 6
+    assert all(sequence["InstallInitialize"] < sequence[name] < sequence["InstallFinalize"]
+               for name in ours)
