@@ -79,6 +79,11 @@ SETTING_KEYS: Mapping[str, str] = {
 # Not agent config: where the service host points the updater (R4AGENT_UPDATE_URL for the agent).
 UPDATE_URL_SETTING = "UPDATEURL"
 UPDATE_URL_FILE = "update-url"
+# Production URLs, used only where neither the install nor an existing config names one: the
+# MSI properties have no defaults of their own, or an upgrade run without them would put a
+# staging practice back on production.
+DEFAULT_BACKEND_URL = "https://agent-api.flynotes.co.uk"
+DEFAULT_UPDATE_URL = "https://updates.flynotes.co.uk/r4agent"
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +130,7 @@ def merge_settings(existing: Mapping[str, Any], settings: Mapping[str, str]) -> 
         if key == "licence_key":
             target.pop("licence_key_file", None)
         target[key] = value
+    merged.setdefault("backend_url", DEFAULT_BACKEND_URL)
     return merged
 
 
@@ -298,6 +304,8 @@ def configure(base: Path) -> None:
             scheme = update_url.split("://", 1)[0]
             if scheme not in ("https", "http") or "://" not in update_url:
                 raise InstallSettingsError("UPDATEURL must be an http(s):// URL")
+        elif not (base / UPDATE_URL_FILE).is_file():
+            update_url = DEFAULT_UPDATE_URL  # a fresh install; an upgrade keeps the file's
         _atomic_write(config_file, text)
         if update_url:
             _atomic_write(base / UPDATE_URL_FILE, update_url + "\n")

@@ -101,11 +101,12 @@ def test_configure_writes_private_file_and_deletes_the_hand_over(tmp_path: Path)
     assert tomllib.loads(config.read_text())["licence_key"] == KEY
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     assert not (tmp_path / service.SETTINGS_FILE).exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["config.toml"]  # no temp file left
+    # no temp file left; a fresh install gets the production update URL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml", service.UPDATE_URL_FILE]
 
 
 def test_configure_failure_still_deletes_the_settings_file(tmp_path: Path) -> None:
-    (tmp_path / service.SETTINGS_FILE).write_text(_settings(LICENCEKEY=KEY))
+    (tmp_path / service.SETTINGS_FILE).write_text(_settings(LICENCEKEY=KEY, BACKENDURL="ftp://x"))
     with pytest.raises(ConfigError):
         service.configure(tmp_path)
     assert not (tmp_path / service.SETTINGS_FILE).exists()
@@ -180,3 +181,32 @@ def test_agent_that_cannot_be_signalled_does_not_crash_the_host_stop() -> None:
     child.request_stop()  # must not raise: the host then waits out the grace and kills
     child.kill()
     assert calls == ["stop", "kill"]
+
+
+def test_fresh_install_without_urls_gets_the_production_backend_and_update_repository(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / service.SETTINGS_FILE).write_text(_settings(LICENCEKEY=KEY, BACKENDURL="",
+                                                            UPDATEURL=""))
+    service.configure(tmp_path)
+    config = tomllib.loads((tmp_path / "config.toml").read_text())
+    assert config["backend_url"] == service.DEFAULT_BACKEND_URL
+    assert service.update_url_env(tmp_path, {})["R4AGENT_UPDATE_URL"] == service.DEFAULT_UPDATE_URL
+
+
+def test_upgrade_without_urls_keeps_a_staging_practice_off_production(tmp_path: Path) -> None:
+    (tmp_path / service.SETTINGS_FILE).write_text(
+        _settings(LICENCEKEY=KEY, BACKENDURL="https://staging.example.test",
+                  UPDATEURL="https://updates.staging.example.test/r4agent")
+    )
+    service.configure(tmp_path)
+    # the major upgrade: msiexec /i new.msi /qn, no properties at all
+    (tmp_path / service.SETTINGS_FILE).write_text(
+        _settings(LICENCEKEY="", BACKENDURL="", UPDATEURL="")
+    )
+    service.configure(tmp_path)
+    config = tomllib.loads((tmp_path / "config.toml").read_text())
+    assert config["licence_key"] == KEY
+    assert config["backend_url"] == "https://staging.example.test"
+    env = service.update_url_env(tmp_path, {})
+    assert env["R4AGENT_UPDATE_URL"] == "https://updates.staging.example.test/r4agent"

@@ -125,6 +125,13 @@ def test_every_install_property_is_secure(msi: Path) -> None:
             "SQSENDPOINTURL", "REMOVEDATA"} <= secure
 
 
+def test_url_properties_carry_no_default_an_upgrade_would_write_over_a_configured_url(
+    msi: Path,
+) -> None:
+    properties = dict((row[0], row[1]) for row in table(msi, "Property"))
+    assert "BACKENDURL" not in properties and "UPDATEURL" not in properties
+
+
 def test_event_log_source_points_at_the_installed_message_dll(msi: Path) -> None:
     files = {row[0]: row for row in table(msi, "File")}
     assert files["R4AgentMessages"][2] == "r4agent-messages.dll"
