@@ -98,6 +98,9 @@ def _write_config(
     life_hours: float,
     poll_minutes: float,
 ) -> Path:
+    """The agent's config.toml for this practice; the stand-in hands out its queue."""
+    backend.sqs_queue_url = sqs.queue_url
+    backend.sqs_region = sqs.region
     path.write_text(
         "\n".join(
             [
@@ -162,8 +165,6 @@ def test_r4agent_run_lives_its_compressed_day_handling_commands_then_exits_end_o
     sqs_server: SqsEndpoint,
     rollbar_endpoint: FakeRollbar,
 ) -> None:
-    flynotes_standin.sqs_queue_url = sqs_server.queue_url
-    flynotes_standin.sqs_region = sqs_server.region
     config = _write_config(
         tmp_path / "config.toml",
         backend=flynotes_standin,
@@ -222,8 +223,6 @@ def test_r4agent_run_exits_restart_requested_after_a_restart_message(
     sqs_server: SqsEndpoint,
     rollbar_endpoint: FakeRollbar,
 ) -> None:
-    flynotes_standin.sqs_queue_url = sqs_server.queue_url
-    flynotes_standin.sqs_region = sqs_server.region
     config = _write_config(
         tmp_path / "config.toml",
         backend=flynotes_standin,
