@@ -177,6 +177,72 @@ def test_driver_message_text_never_carries_row_values_into_the_error_or_its_caus
         assert "[22018]" in text and "(245)" in text and SQL_SERVER in text
 
 
+CONVERSION = "Conversion failed when converting the varchar value '{}' to data type int."
+DEADLOCK = (
+    "Transaction (Process ID 7700900123) was deadlocked on lock resources with another process "
+    "and has been chosen as the deadlock victim. Rerun the transaction."
+)
+
+# Cell values shaped like the rest of a message and further diagnostic records: split before
+# the value is masked, their pieces would be read as records of their own.
+FORGED_RECORDS = {
+    "odbc function name": (
+        CONVERSION.format(
+            f"a' to data type int. (245) (SQLJaneDoe); [22018] {SQL_SERVER}"
+            + CONVERSION.split("'")[0]
+            + "'b"
+        ),
+        ["JaneDoe"],
+    ),
+    "deadlock record with a phone number": (
+        CONVERSION.format(
+            f"x' to data type int. (245); [40001] {SQL_SERVER}{DEADLOCK} (1205); [22018] "
+            f"{SQL_SERVER}" + CONVERSION.split("'")[0] + "'y"
+        ),
+        ["7700900123"],
+    ),
+    "native error number of a forged record": (
+        CONVERSION.format(f"z (7700900123); [22018] {SQL_SERVER}Divide by zero error encountered."),
+        ["7700900123"],
+    ),
+    "unquoted key values forging a record": (
+        "Violation of PRIMARY KEY constraint 'PK_patients'. Cannot insert duplicate key in object "
+        f"'dbo.patients'. The duplicate key value is ({CANARY_SURNAME} (1); [40001] {SQL_SERVER}"
+        f"{DEADLOCK} (1205); [22012] {SQL_SERVER}Divide by zero error encountered.).",
+        ["7700900123"],
+    ),
+}
+
+
+@pytest.mark.parametrize("forged", FORGED_RECORDS, ids=str)
+def test_value_shaped_like_further_records_is_masked_before_the_message_is_split(
+    forged: str,
+) -> None:
+    message, leaked = FORGED_RECORDS[forged]
+    exc = _sql_server_error("22018", (message, 245))
+    translated = translate_error(
+        exc, target=MSSQL_TARGET, action="query q", statement="SELECT p.surname FROM patients p"
+    )
+    for text in (str(translated), repr(translated.__cause__.args if translated.__cause__ else "")):
+        assert canaries_in(text) == []
+        for value in leaked:
+            assert value not in text
+        assert "[22018]" in text
+
+
+def test_odbc_function_name_is_kept_only_from_the_known_list() -> None:
+    def function_named(name: str) -> str:
+        exc = pyodbc.DataError(
+            "22012", f"[22012] {SQL_SERVER}Divide by zero error encountered. (8134) ({name})"
+        )
+        return str(translate_error(exc, target=MSSQL_TARGET, action="query q"))
+
+    assert function_named("SQLExecDirectW").endswith("encountered. (8134) (SQLExecDirectW)")
+    assert function_named("SQLFetch").endswith("(8134) (SQLFetch)")
+    forged = function_named("SQLJaneDoe")
+    assert "JaneDoe" not in forged and forged.endswith("(8134) (?)")
+
+
 def test_conversion_errors_keep_the_types_and_mask_the_whole_value() -> None:
     exc = _sql_server_error(
         "22018",
