@@ -9,6 +9,10 @@ word is either a keyword or function the agent's statements use (`ALLOWED_KEYWOR
 is no keyword of T-SQL or SQLite. T-SQL runs `SELECT 1 DELETE FROM t` as two statements with
 no `;` between them, and every statement it can stack starts with such a keyword (or with one
 of the few unreserved verbs in `STATEMENT_VERBS`), so a second statement cannot get through.
+Number literals are read as T-SQL reads them (`1e1`, `1.e1`, `0x…`), and a letter straight
+after one is refused: T-SQL ends the number there and starts a word (`SELECT 1e1DELETE …`,
+`SELECT 0xSHUTDOWN`). Table and query hints are refused (`WITH (`, and the lock hints that
+would hold up R4's own writes, in `LOCK_HINTS`).
 """
 
 from __future__ import annotations
@@ -81,12 +85,27 @@ SQLITE_KEYWORDS = _keywords(
 # T-SQL statements that start with an UNRESERVED word (Service Broker, triggers, THROW).
 STATEMENT_VERBS = frozenset({"DISABLE", "ENABLE", "GET", "MOVE", "RECEIVE", "SEND", "THROW"})
 
-REFUSED_WORDS = (TSQL_RESERVED | SQLITE_KEYWORDS | STATEMENT_VERBS) - ALLOWED_KEYWORDS
+# Table/query hints that lock what R4 itself writes (a SELECT holding them blocks the practice's
+# software). Refused as words anywhere; the `WITH (` that would carry them is refused too.
+LOCK_HINTS = frozenset(
+    {"TABLOCK", "TABLOCKX", "XLOCK", "UPDLOCK", "HOLDLOCK", "PAGLOCK", "SERIALIZABLE",
+     "REPEATABLEREAD"}
+)  # fmt: skip
+
+REFUSED_WORDS = (
+    TSQL_RESERVED | SQLITE_KEYWORDS | STATEMENT_VERBS | LOCK_HINTS
+) - ALLOWED_KEYWORDS
 
 _QUOTES = {"'": "'", '"': '"', "`": "`", "[": "]"}
 # What may stand outside literals and names: words, numbers, operators, (), commas, ?, ;
 _ALLOWED_CHARACTERS = re.compile(r"[A-Za-z0-9_ \t\r\n,.()*=<>!?+\-/%;']*")
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?P<call>\s*\()?")
+# Left to right, a number or a word (so the digits inside a name like `a1e5` stay in it):
+# numbers as T-SQL reads them (`1`, `1.5`, `1.`, `.5`, `1e5`, `1.e1`, `1e`, binary `0x…`).
+_TOKEN = re.compile(
+    r"(?P<number>0[xX][0-9A-Fa-f]*|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d*)?)"
+    r"|(?P<word>[A-Za-z_][A-Za-z0-9_]*)(?P<call>\s*\()?"
+)
+_GLUED = re.compile(r"[A-Za-z_@#$]")  # may not follow a number: T-SQL starts a word there
 _NAME_PLACEHOLDER = " quoted_name "
 
 
@@ -139,13 +158,20 @@ def check_select_only(sql: str) -> None:
         raise UnsafeStatementError(
             "refused: a character outside literals that no SELECT of the agent uses"
         )
-    words = [(m.group(0).rstrip("( \t\r\n").upper(), bool(m.group("call"))) for m in
-             _WORD.finditer(body)]  # fmt: skip
+    words: list[tuple[str, bool]] = []
+    for m in _TOKEN.finditer(body):
+        if m.group("number") is not None:
+            if _GLUED.match(body, m.end()):
+                raise UnsafeStatementError("refused: a word glued to a number literal")
+            continue
+        words.append((m.group("word").upper(), bool(m.group("call"))))
     if not words or words[0][0] not in ("SELECT", "WITH"):
         raise UnsafeStatementError("refused: only SELECT statements may reach R4")
     if words[0][0] == "WITH" and "SELECT" not in (w for w, _ in words):
         raise UnsafeStatementError("refused: WITH without SELECT")
     for word, called in words:
+        if word == "WITH" and called:
+            raise UnsafeStatementError("refused: table hints (WITH (...)) are not allowed")
         if word in ALLOWED_KEYWORDS or (called and word in ALLOWED_FUNCTIONS):
             continue
         if word in REFUSED_WORDS:

@@ -67,6 +67,30 @@ REFUSED = [
     "SELECT 1 PRINT 'x'",
     "SELECT 1 BACKUP LOG sys2000 TO DISK = 'x'",
     "SELECT 1DELETE FROM patients",  # T-SQL reads "1DELETE" as 1 then DELETE
+    # keywords glued to number literals: T-SQL ends the number at the letter
+    "SELECT 1e1DELETE FROM patients",
+    "SELECT 1.e1DELETE FROM patients",
+    "SELECT 1.5E+2DELETE FROM patients",
+    "SELECT .5e1DELETE FROM patients",
+    "SELECT 0xSHUTDOWN",
+    "SELECT 0xKILL 55",
+    "SELECT 0xDEADBEEFDELETE FROM patients",
+    "SELECT 1e1WAITFOR DELAY '0:0:5'",
+    "SELECT 1e1EXEC xp_cmdshell 'dir'",
+    "SELECT 1e1_x FROM patients",
+    # table and query hints that would block R4's own writes
+    "SELECT * FROM patients WITH (TABLOCKX)",
+    "SELECT * FROM patients WITH(NOLOCK)",
+    "SELECT * FROM patients p WITH (HOLDLOCK, ROWLOCK)",
+    "SELECT TABLOCK FROM patients",
+    "SELECT TABLOCKX FROM patients",
+    "SELECT XLOCK FROM patients",
+    "SELECT UPDLOCK FROM patients",
+    "SELECT HOLDLOCK FROM patients",
+    "SELECT PAGLOCK FROM patients",
+    "SELECT SERIALIZABLE FROM patients",
+    "SELECT REPEATABLEREAD FROM patients",
+    "SELECT * FROM patients (TABLOCKX)",
     # functions that load code, read files or act, and ODBC escapes that call procedures
     "SELECT load_extension('/tmp/evil.so')",
     "SELECT LOAD_EXTENSION ('/tmp/evil.so', 'init')",
@@ -111,6 +135,8 @@ ALLOWED = [
     "SELECT 1 AS `it``s`",
     "SELECT p.patientCode, COUNT (*) FROM dbo.patients p WHERE p.dob IS NOT NULL AND p.x <> ?",
     "SELECT date FROM patients",  # a function's name used as a column name
+    "SELECT 1e1, 1.e1, .5, 1.5E+2, 0x1F, 0x FROM patients WHERE a1e5 = 2",  # numbers alone
+    "SELECT 1e1 AS x, 0xAB AS y",
 ]
 
 
