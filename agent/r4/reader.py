@@ -8,6 +8,7 @@ is returned as it is, the mapping layer decides what it means.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -34,7 +35,8 @@ class R4Reader:
     """Read-only view of R4 over an open `R4Database` (implements agent.ports.RecordSource).
 
     Every method raises TransientError / PermanentError as translated by the connection, and
-    PermanentError naming the column when R4 returns a value of an unexpected type.
+    PermanentError naming the column (and the value's type, never the value) when R4 returns
+    a value of an unexpected type or form (a code that is text but no integer).
     """
 
     def __init__(self, db: R4Database, *, page_size: int = DEFAULT_PAGE_SIZE) -> None:
@@ -284,17 +286,30 @@ def _money_text(value: object, column: str) -> str:
 
 
 def _bad(column: str, value: object) -> PermanentError:
-    return PermanentError(f"R4 column {column} has an unexpected type {type(value).__name__}")
+    return PermanentError(
+        f"R4 column {column} holds a value of an unexpected type or form ({type(value).__name__})"
+    )
+
+
+_INT_TEXT = re.compile(r"\s*-?[0-9]{1,19}\s*", re.ASCII)  # SQLite may hand back text
 
 
 def _int(value: object, column: str) -> int:
+    """Every failure is a PermanentError naming the column and the type, never the value
+    (int() and float conversions put the value in their own error text)."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
         return value
-    if isinstance(value, Decimal | float) and value == int(value):
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, Decimal | float):
+        try:
+            whole = int(value)  # ValueError for NaN, OverflowError for inf
+            if whole == value:  # not 1.5 (InvalidOperation for a signalling NaN)
+                return whole
+        except (ValueError, OverflowError, ArithmeticError):
+            pass
+        raise _bad(column, value)
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value):  # not "²", "--5", "1_000"
         return int(value)
     raise _bad(column, value)
 

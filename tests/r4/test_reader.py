@@ -402,3 +402,33 @@ def test_bulk_read_checks_every_value_when_a_column_comes_back_as_another_type(
         with pytest.raises(PermanentError) as failed:
             list(R4Reader(db, page_size=len(expected) + 1).iter_patients())
     assert "dob" in str(failed.value) and CANARY["surname"] not in str(failed.value)
+
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ["²", "--5", "٣", "1" * 5000, "1_000", 9e999, 1.5],
+    ids=["superscript two", "double minus", "arabic-indic digit", "5000 digits", "underscore",
+         "infinity", "fraction"],
+)  # fmt: skip
+def test_code_that_is_no_integer_fails_as_permanent_naming_the_column_not_the_value(
+    make_r4_db: MakeR4Db, stored: object
+) -> None:
+    # "²".isdigit() is true and int("--5") raises a ValueError quoting the value: each must be
+    # a PermanentError naming the column and the type, never an unexpected error with the value
+    sample = make_r4_db()
+    _write(
+        sample.path,
+        ("ALTER TABLE patients RENAME TO patients_raw", ()),
+        ("CREATE TABLE odd_codes (patientCode INTEGER, shown)", ()),
+        ("INSERT INTO odd_codes VALUES (?, ?)", (CANARY_CODE, stored)),
+        ("CREATE VIEW patients AS SELECT COALESCE(o.shown, CAST(p.patientCode AS TEXT)) AS "
+         "patientCode, forename, surname, dob, mobileNo, email, addressId FROM patients_raw p "
+         "LEFT JOIN odd_codes o ON o.patientCode = p.patientCode", ()),
+    )  # fmt: skip
+    with open_database(sample.settings) as db, pytest.raises(PermanentError) as failed:
+        list(R4Reader(db, page_size=100_000).iter_patients())
+    message = str(failed.value)
+    assert "patientCode" in message and ("(str)" in message or "(float)" in message)
+    assert not any(c in message for c in "²٣5_") and "inf" not in message
+    assert failed.value.__cause__ is None and failed.value.__context__ is None
