@@ -8,7 +8,9 @@
              poll SQS for `poll_hours`, handling commands
              re-fetch the scope (keep the old one if the backend is down), cycle again
     end      after `life_hours` -> END_OF_LIFE; `restart` command -> RESTART_REQUESTED;
-             stop event (SIGTERM, service stop) -> END_OF_LIFE. In-flight work always finishes.
+             stop event (SIGTERM, service stop) -> END_OF_LIFE. Running work always finishes;
+             messages not started yet are released to the queue for the next run (the host
+             kills a process that overstays its grace period, so no backlog is worked off).
 
 Every wait goes through the injected Clock, so tests compress 24 hours. A failure inside the
 poll loop backs off exponentially (capped) and is reported on the first of a streak: the loop
@@ -100,7 +102,7 @@ class Lifecycle:
         try:
             return self._live()
         finally:
-            self._dispatcher.drain()
+            self._dispatcher.wind_down()
 
     def _live(self) -> ExitCode:
         life_end = self._clock.monotonic() + self._settings.life_hours * HOUR
@@ -207,12 +209,18 @@ class Lifecycle:
         self.stats["polling-in-cycle"] = self.stats["cycles"]
         while True:
             if self._restart.requested:
-                self._dispatcher.drain()
-                log.info("restart requested: in-flight work finished, exiting")
+                released = self._dispatcher.wind_down()
+                log.info(
+                    "restart requested: in-flight work finished, %d waiting released, exiting",
+                    released,
+                )
                 return ExitCode.RESTART_REQUESTED
             if self._stop.is_set():
-                self._dispatcher.drain()
-                log.info("stop requested: in-flight work finished, exiting")
+                released = self._dispatcher.wind_down()
+                log.info(
+                    "stop requested: in-flight work finished, %d waiting released, exiting",
+                    released,
+                )
                 return ExitCode.END_OF_LIFE
             if self._clock.monotonic() >= until:
                 return scope
@@ -237,7 +245,7 @@ class Lifecycle:
                 # only the backend refusing the licence while refreshing credentials gets here
                 self._errors.report_exception(e, context={"phase": "poll"})
                 log.error("cannot go on polling: %s", e)
-                self._dispatcher.drain()
+                self._dispatcher.wind_down()
                 return ExitCode.CONFIG_ERROR
             except TransientError as e:
                 self._poll_failures += 1

@@ -7,6 +7,8 @@ credentials that are still expired after a refresh). The AgentErrors of the cred
 
 Semantics (docs/messages.md):
 - receive: long poll (WaitTimeSeconds 20 by default), up to 10 messages.
+- change visibility: in batches of up to 10 (the heartbeat, and releasing on stop); entries
+  SQS refuses are returned, so one failing entry does not hide the others.
 - delete: ONLY after the handler succeeded.
 - a transient failure is left alone: the message becomes visible again after the visibility
   timeout and, after the queue's maxReceiveCount, SQS moves it to the dead-letter queue.
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -35,6 +37,7 @@ T = TypeVar("T")
 
 LONG_POLL_SECONDS: Final = 20
 MAX_MESSAGES_PER_RECEIVE: Final = 10
+MAX_MESSAGES_PER_BATCH: Final = 10  # SQS's limit for the *Batch calls
 FAILURE_REASON_ATTRIBUTE: Final = "failure-reason"
 
 # Error codes that mean "these credentials are no good any more": fetch a fresh scope.
@@ -155,14 +158,31 @@ class SqsQueue:
             ),
         )
 
-    def extend_visibility(self, message: ReceivedMessage, seconds: int) -> None:
-        """Keep a message invisible for `seconds` more (a long handler's heartbeat)."""
-        _call(
+    def change_visibility(
+        self, messages: Sequence[ReceivedMessage], seconds: int
+    ) -> list[tuple[ReceivedMessage, str]]:
+        """Keep up to 10 messages invisible for `seconds` more (the heartbeat), or make them
+        visible again at once (0: released on stop). One ChangeMessageVisibilityBatch call.
+        Returns the messages SQS refused, each with its error code (a message deleted
+        meanwhile); raises TransientError if the call itself failed."""
+        if not 0 < len(messages) <= MAX_MESSAGES_PER_BATCH:
+            raise ValueError(f"change_visibility takes 1 to {MAX_MESSAGES_PER_BATCH} messages")
+        by_id = {str(i): m for i, m in enumerate(messages)}
+        entries: list[Any] = [
+            {"Id": i, "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": seconds}
+            for i, m in by_id.items()
+        ]
+        response = _call(
             "change-visibility",
-            lambda: self._client.change_message_visibility(
-                QueueUrl=self.url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=seconds
+            lambda: self._client.change_message_visibility_batch(
+                QueueUrl=self.url, Entries=entries
             ),
         )
+        return [
+            (by_id[f["Id"]], str(f.get("Code", "unknown")))
+            for f in response.get("Failed", [])
+            if f.get("Id") in by_id
+        ]
 
     def dead_letter_url(self) -> str | None:
         """The DLQ named by the queue's RedrivePolicy (looked up once), or None if it has none.

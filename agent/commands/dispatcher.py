@@ -11,14 +11,28 @@ separately (like Powertools' batch processor):
 Lanes: the message is decoded on receipt, and `serial` work (bulk uploads, questionnaire
 reports, the lifecycle's cycle uploads) goes to a lane of its own, ONE thread, so the practice's
 SQL Server never runs several full scans at once; everything else (patient-sync, restart, test,
-undecodable bodies) runs on the worker pool. The lanes share no thread, so no backlog of bulk
-work can hold a patient-sync up. Each lane thread has its own RecordSource (an ODBC connection
-is not shared between threads). How many messages are taken ahead is bounded per lane.
+undecodable bodies) runs on the worker pool. Each lane thread has its own RecordSource (an ODBC
+connection is not shared between threads).
 
-A heartbeat thread extends the visibility of messages whose handler runs (or waits) long, so a
-100k-patient bulk upload is not delivered a second time while it runs; it waits in real time
-because the visibility deadline is kept by the SQS server's clock. A failure in the heartbeat
-is reported and the heartbeat goes on; an exception escaping a lane's job is reported too.
+Serial commands are coalesced: a serial message equal to one already WAITING in the serial lane
+(received, not yet started) is redundant, because that waiting one starts after this one arrived
+and so answers it (a full upload that starts after a request answers the request); it is deleted
+at once (outcome "coalesced"). One whose twin is already RUNNING waits: the running upload may
+have read past the change. "Started" is set under the dispatcher's lock, so the choice is
+race-free. The serial lane therefore holds at most one waiting message per serial command plus
+the running one, whatever the backlog in the queue, and receiving is bounded by the worker
+pool's room alone: no backlog of bulk work can stop a patient-sync from being received.
+
+A heartbeat thread extends the visibility of EVERY message in flight (running or waiting in a
+lane) at each tick, 10 per ChangeMessageVisibilityBatch call, so a message is extended at the
+first tick after its receipt and a 100k-patient bulk upload is not delivered a second time
+while it runs; it waits in real time because the visibility deadline is kept by the SQS
+server's clock. A failure in the heartbeat is reported and the heartbeat goes on; an exception
+escaping a lane's job is reported too.
+
+Winding down (stop, restart, end of life): running work finishes; messages not yet started are
+released (their futures cancelled, their visibility set to 0) so the next run gets them at once
+instead of this one working through a backlog the service host would kill it in.
 """
 
 from __future__ import annotations
@@ -26,7 +40,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -37,7 +50,12 @@ from agent.commands.envelope import Command, DecodeError, decode
 from agent.commands.registry import Registry
 from agent.errors import AgentError, PermanentError, TransientError
 from agent.ports import Backend, ErrorSink, RecordSource
-from agent.sqs_queue import MAX_MESSAGES_PER_RECEIVE, ReceivedMessage, SqsQueue
+from agent.sqs_queue import (
+    MAX_MESSAGES_PER_BATCH,
+    MAX_MESSAGES_PER_RECEIVE,
+    ReceivedMessage,
+    SqsQueue,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +64,19 @@ log = logging.getLogger(__name__)
 class DispatchSettings:
     workers: int = 4  # the worker pool (patient-syncs and other quick commands)
     prefetch: int = 10  # messages received ahead of a free worker (they wait, invisible)
-    serial_backlog: int = 10  # serial messages held for the serial lane, the running one included
-    # Real time. Must stay well under the queue's visibility timeout (SQS default 30 s): a
-    # message in flight for one interval is extended before its first timeout can expire.
+    # Real time. Every message in flight is extended at each tick, so the queue's visibility
+    # timeout must exceed one interval (plus one SQS call); SQS's default is 30 s.
     heartbeat_interval_seconds: float = 10.0
     visibility_extension_seconds: int = 60  # each extension keeps the message hidden this long
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _InFlight:
     queue: SqsQueue
     message: ReceivedMessage
-    started: float  # time.monotonic(), real: compared with the server's visibility deadline
+    command: Command | DecodeError
     serial: bool  # which lane it waits in
+    started: bool = False  # a lane thread took it up (set under the dispatcher's lock)
 
 
 REPORT_EVERY = 10  # in a streak of heartbeat failures, report the 1st and every Nth
@@ -83,29 +101,31 @@ class Dispatcher:
         self._restart = restart
         self._agent_version = agent_version
         self._settings = settings
-        if settings.workers < 1 or settings.serial_backlog < 1:
-            raise ValueError("DispatchSettings: workers and serial_backlog must be at least 1")
+        if settings.workers < 1 or settings.prefetch < 0:
+            raise ValueError("DispatchSettings: workers must be at least 1, prefetch at least 0")
         self._pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="handler")
         self._serial = ThreadPoolExecutor(1, thread_name_prefix="serial")
         self._local = threading.local()
         self._lock = threading.Lock()
+        # Held for a heartbeat round and for a release: no round extends a released message.
+        self._visibility_lock = threading.Lock()
         self._inflight: dict[Future[None], _InFlight] = {}
         self._jobs: set[Future[None]] = set()  # the lifecycle's own bulk work (no message)
         self._closed = threading.Event()
         self._heartbeat_failures = 0
-        self.outcomes: Counter[str] = Counter()  # done / retry / dead-lettered / dropped / error
+        # done / retry / dead-lettered / dropped / coalesced / released / error ...
+        self.outcomes: Counter[str] = Counter()
         self._heartbeat = threading.Thread(target=self._beat, name="visibility", daemon=True)
         self._heartbeat.start()
 
     # -- receiving -------------------------------------------------------------------------
     def free_slots(self) -> int:
-        """How many messages may be received now: any of them may be for either lane, so the
-        fuller lane decides (worker pool: workers + prefetch; serial lane: serial_backlog)."""
+        """How many messages may be received now: the worker pool's room (workers + prefetch).
+        Serial messages do not count: coalescing bounds the serial lane by itself (at most one
+        waiting message per serial command, plus the running one)."""
         with self._lock:
-            serial = sum(1 for f in self._inflight.values() if f.serial) + len(self._jobs)
-            quick = len(self._inflight) + len(self._jobs) - serial
-        settings = self._settings
-        return min(settings.workers + settings.prefetch - quick, settings.serial_backlog - serial)
+            quick = sum(1 for item in self._inflight.values() if not item.serial)
+        return self._settings.workers + self._settings.prefetch - quick
 
     def poll_once(self, queue: SqsQueue) -> int:
         """Receive up to the number of free slots (long poll) and start handling them. With no
@@ -121,18 +141,31 @@ class Dispatcher:
         return len(messages)
 
     def submit(self, queue: SqsQueue, message: ReceivedMessage) -> Future[None]:
-        """Decode `message` and start handling it in its lane."""
+        """Decode `message` and start handling it in its lane, or delete it at once (on the
+        worker pool: an SQS call) if a twin waiting in the serial lane answers it."""
         try:
             command: Command | DecodeError = decode(message.body)
         except DecodeError as e:
             command = e  # dead-lettered by a worker (an SQS call: not on the receiving thread)
         serial = not isinstance(command, DecodeError) and self._is_serial(command)
-        lane = self._serial if serial else self._pool
         with self._lock:
-            future = lane.submit(self._process, queue, message, command)
-            self._inflight[future] = _InFlight(queue, message, time.monotonic(), serial)
+            twin = self._waiting_twin(command) if serial else None
+            if twin is not None:
+                item = _InFlight(queue, message, command, serial=False)
+                future = self._pool.submit(self._coalesce, item, twin.message.message_id)
+            else:
+                item = _InFlight(queue, message, command, serial=serial)
+                future = (self._serial if serial else self._pool).submit(self._process, item)
+            self._inflight[future] = item
         future.add_done_callback(self._finished)
         return future
+
+    def _waiting_twin(self, command: Command | DecodeError) -> _InFlight | None:
+        """The serial message equal to `command` that waits, not started (under the lock)."""
+        for item in self._inflight.values():
+            if item.serial and not item.started and item.command == command:
+                return item
+        return None
 
     def _is_serial(self, command: Command) -> bool:
         try:
@@ -182,13 +215,46 @@ class Dispatcher:
             wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
 
     def drain(self) -> None:
-        """Wait for every in-flight message and job to finish (stop, restart, end of life)."""
+        """Wait for every in-flight message and job to finish."""
         with self._lock:
             pending = [*self._inflight, *self._jobs]
         wait(pending)
 
-    def close(self) -> None:
+    def wind_down(self) -> int:
+        """Stop, restart, end of life: release every message not started yet (and cancel
+        jobs not started), then wait for the running ones. Returns how many were released."""
+        released = self.release_waiting()
         self.drain()
+        return released
+
+    def release_waiting(self) -> int:
+        """Cancel what no lane thread has taken up yet; make those messages visible again at
+        once (visibility 0) so the next run receives them without waiting out a timeout.
+        Returns how many messages were released."""
+        with self._visibility_lock:
+            with self._lock:
+                waiting = [(f, item) for f, item in self._inflight.items() if not item.started]
+                jobs = list(self._jobs)
+            for job in jobs:
+                job.cancel()  # only one that has not started is cancelled
+            # cancel() runs _finished, which takes the lock: not held here
+            released = [item for future, item in waiting if future.cancel()]
+            for queue, chunk in _chunks(released):
+                try:
+                    refused = queue.change_visibility([i.message for i in chunk], 0)
+                except AgentError as e:  # they come back after their visibility timeout
+                    log.warning("could not release %d waiting messages: %s", len(chunk), e)
+                    continue
+                for message, code in refused:
+                    log.warning("could not release message %s: %s", message.message_id, code)
+        if released:
+            log.info("released %d messages not started yet, for the next run", len(released))
+            with self._lock:
+                self.outcomes["released"] += len(released)
+        return len(released)
+
+    def close(self) -> None:
+        self.wind_down()
         self._closed.set()
         self._pool.shutdown(wait=True)
         self._serial.shutdown(wait=True)
@@ -217,9 +283,29 @@ class Dispatcher:
         with self._lock:
             self.outcomes[outcome] += 1
 
-    def _process(
-        self, queue: SqsQueue, message: ReceivedMessage, command: Command | DecodeError
-    ) -> None:
+    def _coalesce(self, item: _InFlight, twin_id: str) -> None:
+        with self._lock:
+            item.started = True
+        message = item.message
+        kind = item.command.TYPE if isinstance(item.command, Command) else "?"
+        log.info(
+            "message %s (%s) coalesced into waiting message %s: deleted",
+            message.message_id,
+            kind,
+            twin_id,
+        )
+        try:
+            item.queue.delete(message)
+        except TransientError as e:  # it comes back, and is coalesced or waits then
+            log.warning("coalesced message %s not deleted: %s", message.message_id, e)
+            self._count("coalesced-undeleted")
+            return
+        self._count("coalesced")
+
+    def _process(self, item: _InFlight) -> None:
+        with self._lock:
+            item.started = True  # from now on an equal message must wait, not coalesce
+        queue, message, command = item.queue, item.message, item.command
         where: dict[str, object] = {
             "message_id": message.message_id,
             "receive_count": message.receive_count,
@@ -290,27 +376,32 @@ class Dispatcher:
         interval = self._settings.heartbeat_interval_seconds
         while not self._closed.wait(interval):
             try:
-                self._extend_long_running(interval)
+                self._extend_in_flight()
             except Exception as e:  # a bug: reported; the heartbeat must not die with it
                 log.exception("visibility heartbeat failed")
                 self._report_heartbeat_failure(e)
 
-    def _extend_long_running(self, interval: float) -> None:
-        now = time.monotonic()
-        with self._lock:
-            long_running = [f for f in self._inflight.values() if now - f.started >= interval]
+    def _extend_in_flight(self) -> None:
+        """Extend every message in flight, running or waiting: one received just before this
+        tick is then covered by the queue's own visibility timeout until it (one interval)."""
+        seconds = self._settings.visibility_extension_seconds
         failed = False
-        for item in long_running:
-            try:
-                item.queue.extend_visibility(
-                    item.message, self._settings.visibility_extension_seconds
-                )
-            except AgentError as e:  # redrive is the backstop if extending fails
-                log.warning("could not extend visibility of %s: %s", item.message.message_id, e)
-            except Exception as e:  # untranslated: report it, extend the others all the same
-                log.exception("extending visibility of %s failed", item.message.message_id)
-                self._report_heartbeat_failure(e)
-                failed = True
+        with self._visibility_lock:
+            with self._lock:
+                items = list(self._inflight.values())
+            for queue, chunk in _chunks(items):
+                try:
+                    refused = queue.change_visibility([i.message for i in chunk], seconds)
+                except AgentError as e:  # redrive is the backstop if extending fails
+                    log.warning("could not extend visibility of %d messages: %s", len(chunk), e)
+                    continue
+                except Exception as e:  # untranslated: report it, extend the others all the same
+                    log.exception("extending visibility of %d messages failed", len(chunk))
+                    self._report_heartbeat_failure(e)
+                    failed = True
+                    continue
+                for message, code in refused:  # e.g. deleted meanwhile: nothing to extend
+                    log.warning("could not extend visibility of %s: %s", message.message_id, code)
         if not failed:
             self._heartbeat_failures = 0
 
@@ -321,3 +412,15 @@ class Dispatcher:
             self._errors.report_exception(
                 error, context={"phase": "visibility heartbeat", "streak": streak}
             )
+
+
+def _chunks(items: list[_InFlight]) -> list[tuple[SqsQueue, list[_InFlight]]]:
+    """`items` grouped by queue, in batches SQS takes in one call."""
+    by_queue: dict[int, tuple[SqsQueue, list[_InFlight]]] = {}
+    for item in items:
+        by_queue.setdefault(id(item.queue), (item.queue, []))[1].append(item)
+    return [
+        (queue, group[i : i + MAX_MESSAGES_PER_BATCH])
+        for queue, group in by_queue.values()
+        for i in range(0, len(group), MAX_MESSAGES_PER_BATCH)
+    ]

@@ -12,14 +12,16 @@ from typing import Any
 
 import pytest
 
-from agent.app import Runtime, run_agent
+from agent.app import ReconnectingRecords, Runtime, flynotes_client, run_agent
 from agent.clock import FakeClock
-from agent.commands.dispatcher import DispatchSettings
+from agent.commands.context import RestartRequest
+from agent.commands.dispatcher import Dispatcher, DispatchSettings
 from agent.commands.registry import Registry, default_registry
 from agent.config import AgentConfig, DatabaseConfig, RollbarConfig, Secret
 from agent.exit_codes import ExitCode
 from agent.flynotes.client import Timeouts
 from agent.lifecycle import Backoff, Lifecycle, LifeSettings
+from agent.r4.connection import DbSettings
 from agent.reporting import RollbarSink
 from agent.standin.backend import StandinBackend
 from agent.standin.sqs_local import SqsEndpoint
@@ -271,3 +273,42 @@ class Practice:
         for agent in self.agents:
             if agent._thread is not None:
                 agent._thread.join(30)
+
+
+MakeDispatcher = Callable[[DispatchSettings], tuple[Dispatcher, RecordingSink]]
+
+
+@pytest.fixture
+def make_dispatcher(practice: Practice) -> Iterator[MakeDispatcher]:
+    """A Dispatcher on its own (no lifecycle) with the real parts of `practice`: tests drive
+    `poll_once` themselves. Closed (with its R4 connections) at the end."""
+    built: list[Dispatcher] = []
+    records: list[ReconnectingRecords] = []
+    backend = flynotes_client(practice.config)
+    connection_string = practice.db.connection_string
+
+    def records_factory() -> ReconnectingRecords:
+        records.append(ReconnectingRecords(DbSettings(connection_string=connection_string)))
+        return records[-1]
+
+    def make(settings: DispatchSettings) -> tuple[Dispatcher, RecordingSink]:
+        sink = RecordingSink()
+        built.append(
+            Dispatcher(
+                default_registry(),
+                records_factory=records_factory,
+                backend=backend,
+                errors=sink,
+                restart=RestartRequest(),
+                agent_version="1.0.0",
+                settings=settings,
+            )
+        )
+        return built[-1], sink
+
+    yield make
+    for dispatcher in built:
+        dispatcher.close()
+    for r in records:
+        r.close()
+    backend.close()

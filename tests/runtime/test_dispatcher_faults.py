@@ -5,19 +5,15 @@ stand-in through pyodbc); the fault is injected at SqsQueue's public methods."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Sequence
 
 import pytest
 
-from agent.app import ReconnectingRecords, flynotes_client
 from agent.commands import envelope
-from agent.commands.context import RestartRequest
 from agent.commands.dispatcher import Dispatcher, DispatchSettings
-from agent.commands.registry import default_registry
-from agent.r4.connection import DbSettings
 from agent.sqs_queue import ReceivedMessage, SqsQueue
 from agent.standin.r4_sample import CANARY_CODE
-from tests.runtime.conftest import Practice, RecordingSink, eventually
+from tests.runtime.conftest import MakeDispatcher, Practice, RecordingSink, eventually
 
 
 class HeartbeatBugOnce(SqsQueue):
@@ -28,12 +24,15 @@ class HeartbeatBugOnce(SqsQueue):
         self.failed = False
         self.extended = 0
 
-    def extend_visibility(self, message: ReceivedMessage, seconds: int) -> None:
+    def change_visibility(
+        self, messages: Sequence[ReceivedMessage], seconds: int
+    ) -> list[tuple[ReceivedMessage, str]]:
         if not self.failed:
             self.failed = True
             raise ValueError("a bug on the heartbeat's path")
-        super().extend_visibility(message, seconds)
+        refused = super().change_visibility(messages, seconds)
         self.extended += 1
+        return refused
 
 
 class DeleteBug(SqsQueue):
@@ -42,30 +41,10 @@ class DeleteBug(SqsQueue):
 
 
 @pytest.fixture
-def dispatcher(practice: Practice) -> Iterator[tuple[Dispatcher, RecordingSink]]:
-    sink = RecordingSink()
-    connection_string = practice.db.connection_string
-    backend = flynotes_client(practice.config)
-    records: list[ReconnectingRecords] = []
-
-    def records_factory() -> ReconnectingRecords:
-        records.append(ReconnectingRecords(DbSettings(connection_string=connection_string)))
-        return records[-1]
-
-    dispatcher = Dispatcher(
-        default_registry(),
-        records_factory=records_factory,
-        backend=backend,
-        errors=sink,
-        restart=RestartRequest(),
-        agent_version="1.0.0",
-        settings=DispatchSettings(heartbeat_interval_seconds=0.2, visibility_extension_seconds=5),
+def dispatcher(make_dispatcher: MakeDispatcher) -> tuple[Dispatcher, RecordingSink]:
+    return make_dispatcher(
+        DispatchSettings(heartbeat_interval_seconds=0.2, visibility_extension_seconds=5)
     )
-    yield dispatcher, sink
-    dispatcher.close()
-    for r in records:
-        r.close()
-    backend.close()
 
 
 def _sync(patch: str) -> str:

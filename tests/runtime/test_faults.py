@@ -318,6 +318,38 @@ def test_stop_event_finishes_in_flight_work_then_exits_end_of_life(practice: Pra
     assert practice.backend.received_for("patient-sync")  # it finished before the exit
 
 
+def test_stop_lets_running_work_finish_but_releases_waiting_messages_for_the_next_run(
+    practice: Practice,
+) -> None:
+    # a bulk upload runs (held by the backend) and another waits behind it: on stop the agent
+    # must not work through the waiting one (the host kills it after its grace period) but
+    # hand it back to the queue at once, visible to the next run
+    agent = _started(practice)
+    uploads_before = len(practice.backend.received_for("patient-upload"))
+    appointments_before = len(practice.backend.received_for("appointment-upload", status=None))
+    release = threading.Event()
+    practice.backend.hold_next(1, until=release, endpoint="patient-upload")
+    try:
+        practice.send(envelope.encode(envelope.BulkUploadPatients()))
+        eventually(lambda: practice.backend.holding == 1)
+        practice.send(envelope.encode(envelope.BulkUploadAppointments()))
+        eventually(lambda: practice.queue_counts() == (0, 2))
+        agent.stop.set()
+        # visible again while the running upload is still held (the heartbeat would keep it
+        # hidden for as long as it waited in the lane)
+        eventually(lambda: practice.queue_counts() == (1, 1))
+        assert agent.result is None  # still waiting for the running upload
+    finally:
+        release.set()
+    assert agent.wait() is ExitCode.END_OF_LIFE
+    assert len(practice.backend.received_for("patient-upload")) == uploads_before + 1
+    assert len(practice.backend.received_for("appointment-upload", status=None)) == (
+        appointments_before
+    )
+    assert practice.queue_counts() == (1, 0)  # waiting for the next run, not dead-lettered
+    assert practice.dead_letters() == []
+
+
 def test_life_hours_from_config_end_the_life(practice: Practice) -> None:
     agent = practice.agent(
         life=LifeSettings(poll_hours=0.5, life_hours=2, backoff=Backoff(jitter=0))

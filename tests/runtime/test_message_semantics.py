@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 from agent.commands import envelope
 from agent.exit_codes import ExitCode
@@ -137,29 +138,41 @@ def test_patient_sync_is_not_held_up_by_the_cycle_upload(practice: Practice) -> 
     assert practice.backend.received_for("patient-upload")
 
 
-def test_patient_sync_is_not_stuck_behind_a_backlog_of_bulk_uploads(practice: Practice) -> None:
-    # four bulk uploads at once (more than there are workers), each held by the backend: the
-    # serial lane is busy for as long as we like, and a patient-sync must still go through
+def test_patient_sync_is_received_past_a_backlog_of_bulk_uploads_coalesced_into_one(
+    practice: Practice,
+) -> None:
+    # one bulk upload running (held by the backend), eleven more queued behind it, then a
+    # patient-sync: the sync must still be received and sent (a full serial lane once stopped
+    # all receiving); the first of the eleven waits, the other ten are answered by it
     agent = _started(practice)
     uploads_before = len(practice.backend.received_for("patient-upload"))
     release = threading.Event()
-    practice.backend.hold_next(4, until=release, endpoint="patient-upload")
+    practice.backend.hold_next(1, until=release, endpoint="patient-upload")
     try:
-        for _ in range(4):
-            practice.send(envelope.encode(envelope.BulkUploadPatients()))
-        eventually(lambda: practice.queue_counts() == (0, 4))  # all four received
+        practice.send(envelope.encode(envelope.BulkUploadPatients()))
         eventually(lambda: practice.backend.holding == 1)  # the first one is uploading
+        for _ in range(11):
+            practice.send(envelope.encode(envelope.BulkUploadPatients()))
         practice.send(
             envelope.encode(
                 envelope.PatientSync(r4_patient_id=CANARY_CODE, patient_patch_id="past-bulk")
             )
         )
         eventually(lambda: practice.backend.received_for("patient-sync"), timeout=10)
-        # it went past them: the bulk uploads are all still held or waiting
-        assert practice.backend.holding == 1
+        assert practice.backend.holding == 1  # it went past the held bulk work
+        eventually(lambda: practice.queue_counts() == (0, 2))  # ten deleted as coalesced
+        # held past the queue's 1 s visibility timeout (real time: SQS's clock): the running
+        # and the waiting upload stay hidden because the heartbeat extends both
+        time.sleep(2.5)
+        assert practice.queue_counts() == (0, 2)
         assert len(practice.backend.received_for("patient-upload")) == uploads_before
     finally:
         release.set()
-    eventually(lambda: len(practice.backend.received_for("patient-upload")) == uploads_before + 4)
     eventually(lambda: practice.queue_counts() == (0, 0))
+    eventually(lambda: len(practice.backend.received_for("patient-upload")) == uploads_before + 2)
+    agent.clock.advance(24 * HOUR)
+    assert agent.wait() is ExitCode.END_OF_LIFE
+    # exactly the running one and the one that waited: the others were deleted unrun
+    assert len(practice.backend.received_for("patient-upload")) == uploads_before + 2
+    assert practice.dead_letters() == []
     assert agent.sink.exceptions == []

@@ -128,7 +128,7 @@ def test_clock_far_ahead_of_credential_expiry_is_credentials_rejected_not_a_cras
     assert isinstance(caught.value.__cause__, RuntimeError)
     assert refreshes == [1]
     with pytest.raises(CredentialsRejectedError, match="change-visibility"):
-        queue.extend_visibility(ReceivedMessage("m", "rh", "{}", 1, None), 60)
+        queue.change_visibility([ReceivedMessage("m", "rh", "{}", 1, None)], 60)
 
 
 def test_credential_refresh_refused_by_the_backend_passes_through_as_is() -> None:
@@ -192,3 +192,33 @@ def test_production_receive_is_a_20_second_long_poll_for_10_messages_within_the_
     assert Runtime().wait_seconds is None  # None: the config's value
     read_timeout = client.meta.config.read_timeout  # type: ignore[attr-defined]  # not in the stubs
     assert read_timeout > LONG_POLL_SECONDS  # a quiet queue is an empty answer, not a timeout
+
+
+def test_visibility_is_changed_ten_per_call_and_entries_sqs_refuses_are_returned_not_raised(
+) -> None:
+    # the heartbeat extends every message in flight: one call per ten, and one message deleted
+    # meanwhile must not hide that the others were extended
+    queue, stub = _queue()
+    messages = [ReceivedMessage(f"m{i}", f"rh{i}", "{}", 1, None) for i in range(3)]
+    entries = [{"Id": str(i), "ReceiptHandle": f"rh{i}", "VisibilityTimeout": 60} for i in range(3)]
+    stub.add_response(
+        "change_message_visibility_batch",
+        {
+            "Successful": [{"Id": "0"}, {"Id": "2"}],
+            "Failed": [
+                {"Id": "1", "SenderFault": True, "Code": "ReceiptHandleIsInvalid", "Message": "x"}
+            ],
+        },
+        {"QueueUrl": QUEUE, "Entries": entries},
+    )
+    stub.add_client_error(
+        "change_message_visibility_batch", service_error_code="AccessDenied", http_status_code=403
+    )
+    with stub:
+        assert queue.change_visibility(messages, 60) == [(messages[1], "ReceiptHandleIsInvalid")]
+        with pytest.raises(CredentialsRejectedError, match="change-visibility"):
+            queue.change_visibility(messages, 60)
+    stub.assert_no_pending_responses()
+    for wrong in ([], messages * 4):
+        with pytest.raises(ValueError, match="1 to 10"):
+            queue.change_visibility(wrong, 60)
