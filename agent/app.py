@@ -275,10 +275,12 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
     main_records = ReconnectingRecords(settings)
     stack.callback(main_records.close)
 
-    # The SQS client of the current scope. Replaced every cycle; the one replaced is closed
-    # (its pooled connections would stay open otherwise). A handler still using it through an
-    # earlier message only reconnects: a closed botocore client opens new connections.
+    # The SQS client of the current scope. Replaced every cycle, and when SQS refuses the
+    # credentials; each queue is then switched to the new client BEFORE the old one is closed
+    # (its pooled connections would stay open otherwise), so a message received earlier and
+    # still in flight is deleted and extended with the new credentials, not the refused ones.
     clients: list[SQSClient] = []
+    queues: dict[str, SqsQueue] = {}
     make_client = runtime.sqs_client_factory or sqs_client
 
     def close_clients() -> None:
@@ -319,9 +321,15 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
             proxy=config.proxy.reveal() if config.proxy is not None else None,
             max_attempts=runtime.sqs_max_attempts,
         )
+        for earlier in queues.values():  # the backend's one set of credentials for the practice
+            earlier.use_client(client)
         close_clients()
         clients.append(client)
-        return SqsQueue(client, scope.sqs_queue_url, wait_seconds=wait_seconds)
+        queue = queues.get(scope.sqs_queue_url)
+        if queue is None:
+            queue = SqsQueue(client, scope.sqs_queue_url, wait_seconds=wait_seconds)
+            queues[scope.sqs_queue_url] = queue
+        return queue
 
     life = runtime.life or LifeSettings(poll_hours=config.poll_hours, life_hours=config.life_hours)
     lifecycle = Lifecycle(
@@ -347,7 +355,7 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
 # -- signals -----------------------------------------------------------------------------------
 @contextlib.contextmanager
 def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT (and SIGBREAK on Windows) set `stop`: in-flight work finishes, then the
+    """SIGTERM/SIGINT (and SIGBREAK on Windows) set `stop`: running work finishes, then the
     agent exits. A second Ctrl-C falls back to the default (immediate) behaviour."""
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -8,7 +8,7 @@ import secrets
 import shutil
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -399,12 +399,25 @@ def test_clock_far_ahead_of_credential_expiry_backs_off_and_recovers_instead_of_
 Credentials = tuple[str, str, str]  # access key id, secret, session token
 
 
+@dataclass
+class MotoAuth:
+    """moto's server checking every request's signature against its IAM/STS state, switched
+    on by `enforce()`, with `credentials` of a role allowed sqs:*."""
+
+    endpoint: str
+    credentials: Credentials
+
+    def enforce(self) -> None:
+        # /moto-api/reset-auth: authenticate from request 0 on
+        reset = requests.post(f"{self.endpoint}/moto-api/reset-auth", data=b"0", timeout=5)
+        reset.raise_for_status()
+
+
 @pytest.fixture
-def sqs_enforcing_credentials(practice: Practice) -> Iterator[Callable[[], Credentials]]:
-    """Switch moto's server to checking every request's signature against its IAM/STS state
-    (its `/moto-api/reset-auth`: authenticate from request 0 on) and yield a function minting
-    temporary credentials (STS AssumeRole) of a role allowed sqs:*. Process-wide in moto, so
-    switched off again at the end whatever happens."""
+def moto_auth(practice: Practice) -> Iterator[MotoAuth]:
+    """Mint temporary credentials (STS AssumeRole) of a role allowed sqs:* while moto still
+    accepts anything. Authentication is process-wide in moto, so it is switched off again at
+    the end whatever happens."""
     endpoint = practice.sqs.endpoint_url
     setup = {
         "endpoint_url": endpoint,
@@ -426,17 +439,18 @@ def sqs_enforcing_credentials(practice: Practice) -> Iterator[Callable[[], Crede
         PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [sqs_only]}),
     )
     sts = boto3.client("sts", **setup)  # type: ignore[call-overload]
-
-    def mint() -> Credentials:
-        c = sts.assume_role(RoleArn=arn, RoleSessionName="r4agent-test")["Credentials"]
-        return c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"]
-
-    credentials = mint()  # minted before authentication is on
-    requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=5).raise_for_status()
+    c = sts.assume_role(RoleArn=arn, RoleSessionName="r4agent-test")["Credentials"]
     try:
-        yield lambda: credentials
+        yield MotoAuth(endpoint, (c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"]))
     finally:
         requests.post(f"{endpoint}/moto-api/reset-auth", data=b"inf", timeout=5)
+
+
+@pytest.fixture
+def sqs_enforcing_credentials(moto_auth: MotoAuth) -> Callable[[], Credentials]:
+    """moto checking signatures from now on; returns a function giving good credentials."""
+    moto_auth.enforce()
+    return lambda: moto_auth.credentials
 
 
 def _authorised_client(sqs: SqsEndpoint, credentials: Credentials):  # type: ignore[no-untyped-def]
@@ -483,6 +497,61 @@ def test_credentials_sqs_refuses_are_replaced_by_a_fresh_scope_with_back_off(
     assert isinstance(error, CredentialsRejectedError) and context["phase"] == "poll"
     agent.stop.set()
     assert agent.wait() is ExitCode.END_OF_LIFE
+
+
+def test_message_in_flight_across_a_credential_swap_is_deleted_with_the_new_credentials(
+    practice: Practice, moto_auth: MotoAuth
+) -> None:
+    # a patient-sync is received with credentials SQS then stops accepting; the agent swaps in
+    # a fresh scope's while the handler still runs: the delete (and the heartbeat) must use the
+    # new client, or the message comes back and the patient is sent twice
+    refused = ("ASIAUNKNOWNKEY000000", "x" * 40, "refused-token")
+    later = CountingClock().now() + timedelta(hours=36)
+    practice.backend.set_credentials(*refused, later)  # moto does not check them yet
+    extended: list[int] = []
+
+    def noting_extensions(*args: Any, **kwargs: Any) -> Any:
+        client = sqs_client(*args, **kwargs)  # the real factory; botocore's own event hook
+        client.meta.events.register(
+            "after-call.sqs.ChangeMessageVisibilityBatch",
+            lambda http_response, **_: extended.append(http_response.status_code),
+        )
+        return client
+
+    agent = _started(practice, sqs_client_factory=noting_extensions)
+    release = threading.Event()
+    practice.backend.hold_next(1, until=release, endpoint="patient-sync")
+    try:
+        practice.send(_sync("across-the-swap"))
+        eventually(lambda: practice.backend.holding == 1)
+        eventually(lambda: 200 in extended)  # hidden for 5 s more, while the swap happens
+        data_calls = len(practice.backend.received_for("data"))
+        practice.backend.set_credentials(*moto_auth.credentials, later)
+        moto_auth.enforce()  # from now on the first credentials are refused
+        eventually(lambda: len(practice.backend.received_for("data")) > data_calls)
+        receives = agent.stats("receives")  # the next receive comes after the new client
+        eventually(lambda: agent.stats("receives") > receives)
+    finally:
+        release.set()
+    good = _authorised_client(practice.sqs, moto_auth.credentials)
+
+    def queue_empty() -> bool:
+        attributes = good.get_queue_attributes(
+            QueueUrl=practice.sqs.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return bool(
+            attributes["ApproximateNumberOfMessages"]
+            == attributes["ApproximateNumberOfMessagesNotVisible"]
+            == "0"
+        )
+
+    eventually(queue_empty)  # deleted: not left to come back
+    agent.stop.set()
+    assert agent.wait() is ExitCode.END_OF_LIFE
+    assert [r.json["patientPatchId"] for r in practice.backend.received_for("patient-sync")] == [
+        "across-the-swap"
+    ]
 
 
 # -- secrets learned mid-run never reach Rollbar -----------------------------------------------
@@ -534,6 +603,7 @@ def _echo_credentials(command: envelope.TestMessage, ctx: object) -> None:
     raise RuntimeError(
         f"signing with {FRESH_SECRET} (then {FIRST_SECRET}, token {FRESH_TOKEN}) failed"
     )
+
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
