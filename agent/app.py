@@ -5,8 +5,8 @@
 Builds config -> logging -> error sink (Rollbar) -> R4 reader -> Flynotes client -> version gate
 -> SQS client (refreshing credentials) -> handler registry -> dispatcher -> lifecycle, runs the
 lifecycle, and turns the outcome into an exit code (docs/exit-codes.md); while it runs, an
-exception that ends any thread is reported too (`report_thread_crashes`). Tests call `run_agent`
-with a FakeClock and short intervals; the service runs `command`.
+exception that ends any thread is logged (masked) and reported too (`report_thread_crashes`).
+Tests call `run_agent` with a FakeClock and short intervals; the service runs `command`.
 """
 
 from __future__ import annotations
@@ -210,19 +210,21 @@ class Runtime:
 
 @contextlib.contextmanager
 def report_thread_crashes(errors: ErrorSink) -> Iterator[None]:
-    """While inside, an exception that ends a thread (its target raised) is logged and reported,
-    then handed on to the hook that was there before (Python's prints it to stderr). The
-    previous hook is put back on the way out, unless someone replaced ours meanwhile."""
+    """While inside, an exception that ends a thread (its target raised) is logged through the
+    agent's logger (whose handlers mask secrets) and reported. It is NOT handed on to Python's
+    default hook: that prints the traceback to stderr past the masking. The previous hook is
+    put back on the way out, unless someone replaced ours meanwhile."""
     previous = threading.excepthook
 
     def hook(args: threading.ExceptHookArgs) -> None:
         error = args.exc_value
-        if error is not None and not isinstance(error, SystemExit):
-            name = args.thread.name if args.thread is not None else "?"
-            with contextlib.suppress(Exception):  # reporting must not break the hook chain
-                log.error("thread %s died: %s", name, type(error).__name__, exc_info=error)
-                errors.report_exception(error, context={"phase": "thread", "thread": name})
-        previous(args)
+        if error is None or isinstance(error, SystemExit):
+            return  # as the default hook: a thread ending with SystemExit is silent
+        name = args.thread.name if args.thread is not None else "?"
+        with contextlib.suppress(Exception):  # the hook must never raise itself
+            log.error("thread %s died: %s", name, type(error).__name__, exc_info=error)
+        with contextlib.suppress(Exception):
+            errors.report_exception(error, context={"phase": "thread", "thread": name})
 
     threading.excepthook = hook
     try:

@@ -605,8 +605,6 @@ def _echo_credentials(command: envelope.TestMessage, ctx: object) -> None:
     )
 
 
-
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_exception_ending_a_background_thread_is_reported_and_the_hook_restored(
     practice: Practice,
 ) -> None:
@@ -625,7 +623,45 @@ def test_exception_ending_a_background_thread_is_reported_and_the_hook_restored(
     assert context == {"phase": "thread", "thread": "some-library-thread"}
     agent.stop.set()
     assert agent.wait() is ExitCode.END_OF_LIFE
-    assert threading.excepthook is before  # chained while running, put back at exit
+    assert threading.excepthook is before  # put back at exit
+
+
+THREAD_SECRET = "thread-crash-secret-" + secrets.token_hex(8)
+
+
+def test_thread_crash_traceback_reaches_stderr_only_through_the_masking_log_handlers(
+    practice: Practice,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # as in production, the hook the agent finds is Python's default one, which would print
+    # the traceback (the secret in the exception's message) to stderr past the log's masking
+    from agent.logs import log_file, setup_logging, teardown_logging
+
+    monkeypatch.setattr(threading, "excepthook", threading.__excepthook__)
+    setup_logging(tmp_path / "data", foreground=True, secrets=[THREAD_SECRET])
+    try:
+        agent = _started(practice)
+
+        def crashes() -> None:
+            raise LookupError(f"a library's bug, quoting {THREAD_SECRET}")
+
+        thread = threading.Thread(target=crashes, name="leaky-library-thread")
+        thread.start()
+        thread.join()
+        agent.stop.set()
+        assert agent.wait() is ExitCode.END_OF_LIFE
+    finally:
+        teardown_logging()
+    err = capfd.readouterr().err
+    logged = log_file(tmp_path / "data").read_text(encoding="utf-8")
+    for text in (err, logged):
+        assert "thread leaky-library-thread died: LookupError" in text
+        assert "a library's bug, quoting ***" in text  # the traceback, masked
+        assert THREAD_SECRET not in text
+    [(error, _)] = agent.sink.exceptions
+    assert isinstance(error, LookupError)
 
 
 class ClosingWatch:
