@@ -400,10 +400,24 @@ class Dispatcher:
                     self._report_heartbeat_failure(e)
                     failed = True
                     continue
-                for message, code in refused:  # e.g. deleted meanwhile: nothing to extend
-                    log.warning("could not extend visibility of %s: %s", message.message_id, code)
+                if refused:
+                    self._log_refused_extensions(refused)
         if not failed:
             self._heartbeat_failures = 0
+
+    def _log_refused_extensions(self, refused: list[tuple[ReceivedMessage, str]]) -> None:
+        # a message handled and deleted since this round began is refused as expected
+        with self._lock:
+            in_flight = {id(item.message) for item in self._inflight.values()}
+        for message, code in refused:
+            finished = id(message) not in in_flight
+            log.log(
+                logging.DEBUG if finished else logging.WARNING,
+                "could not extend visibility of %s: %s%s",
+                message.message_id,
+                code,
+                " (finished meanwhile)" if finished else "",
+            )
 
     def _report_heartbeat_failure(self, error: Exception) -> None:
         self._heartbeat_failures += 1
