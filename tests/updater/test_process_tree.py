@@ -12,12 +12,11 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.updater.support import process_state, wait_for
 from updater.host import SubprocessLauncher
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
@@ -39,28 +38,9 @@ STUBBORN_AGENT = textwrap.dedent(
 )
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    """Poll a real process's effect (a deadline for a hung run, not a timed assertion)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for: {what}")
-        time.sleep(0.05)
-
-
-def _running(pid: int) -> tuple[bool, int]:
-    """(still running, process group) from /proc; a zombie no-one reaps has stopped running."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False, -1
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-    return fields[0] not in ("Z", "X"), int(fields[2])
-
-
 def _live_members_of_group(pgid: int) -> list[int]:
     pids = (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
-    return [pid for pid in pids if _running(pid) == (True, pgid)]
+    return [pid for pid in pids if process_state(pid) == (True, pgid)]
 
 
 def test_killing_an_agent_that_ignores_stop_leaves_no_process_of_its_tree(
@@ -84,10 +64,10 @@ def test_killing_an_agent_that_ignores_stop_leaves_no_process_of_its_tree(
         assert child.wait(0.2) is None  # ignored: this is the agent the grace period ends
         child.kill()
         code = child.wait(10)
-        wait_for(lambda: not _running(grandchild_pid)[0], "the grandchild has ended", 10)
+        wait_for(lambda: not process_state(grandchild_pid)[0], "the grandchild has ended", 10)
         assert _live_members_of_group(leader_pid) == []
     finally:
         child.kill()
-        if grandchild_pid and _running(grandchild_pid)[0]:  # the bug: do not leak it
+        if grandchild_pid and process_state(grandchild_pid)[0]:  # the bug: do not leak it
             os.kill(grandchild_pid, 9)
     assert code is not None and code < 0
