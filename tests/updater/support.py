@@ -23,7 +23,7 @@ from updater.state import CurrentPointer, PointerState, read_pointer, write_poin
 from updater.tuf_client import Limits
 
 # The simulated agent: `--version` and `self-test` print its version; `run` behaves as baked in
-# BEHAVIOUR (`self_test_broken`: its update path is broken; `legacy_cli`: its command line lacks self-test).
+# BEHAVIOUR (`self_test_broken`: its update path is broken; `legacy_cli`: no self-test command).
 # It uses the real gate (updater.agent_gate.from_environment), like the agent's composition root.
 AGENT_SCRIPT = """#!{python}
 import json, os, sys

@@ -106,7 +106,7 @@ def _legacy_build(tmp_path: Path, version: str) -> Path:
     exe.write_text(
         f"#!{sys.executable}\nimport sys\n"
         "if sys.argv[1:] == ['self-test']:\n"
-        "    sys.stderr.write(\"r4agent: error: argument COMMAND: invalid choice: 'self-test'\\n\")\n"
+        "    sys.stderr.write(\"r4agent: error: invalid choice: 'self-test'\\n\")\n"
         "    sys.exit(2)\n"
         f"print('r4agent {version}')\n"
     )
