@@ -523,16 +523,17 @@ def attach_hidden_console() -> None:
 
 
 def run_host(base: Path, stop: threading.Event, recorder: EventRecorder) -> None:
-    """Install this exe as the first version if needed, then keep the current version running.
-    An agent exe is only started from a folder chain that SYSTEM/Administrators own."""
+    """Install this exe as the first version on a first start (later only as the last resort
+    of recovering a broken pointer), then keep the current version running. An agent exe is
+    only started from a folder chain that SYSTEM/Administrators own."""
     from functools import partial
 
-    from updater.host import Host, HostPolicy, SubprocessLauncher, bootstrap
+    from updater.host import Host, HostPolicy, OwnBuild, SubprocessLauncher
     from updater.layout import Layout
 
     layout = Layout(base)
-    if getattr(sys, "frozen", False):
-        bootstrap(layout, Path(sys.executable), __version__)
+    # this exe (Program Files): the first version on a first start, else only the last resort
+    own = OwnBuild(Path(sys.executable), __version__) if getattr(sys, "frozen", False) else None
     check_exe = partial(
         require_trusted_chain, stop_at=trusted_root(base), security=default_security()
     )
@@ -543,7 +544,10 @@ def run_host(base: Path, stop: threading.Event, recorder: EventRecorder) -> None
         launcher=_StopSafeLauncher(launcher),
         policy=HostPolicy(stop_grace_s=STOP_GRACE_S),
         on_event=recorder,
+        own=own,
     )
+    if own is not None:
+        host.bootstrap()  # a broken pointer is recovered, not replaced by this exe
     host.run(stop)
 
 
