@@ -14,7 +14,8 @@ Roles and keys (no delegations, see docs/security-tuf.md):
                `release.py resign-targets`)
     snapshot   1 key, online; 7 days (re-signed with every targets change, and by the daily
                job when it has less than SNAPSHOT_RESIGN_WITHIN_DAYS left)
-    timestamp  1 key, online; 1 day (the daily job `release.py resign-online`)
+    timestamp  1 key, online; 2 days, re-signed daily (`release.py resign-online`): a day of
+               slack, so a late or failed daily run does not expire the fleet's timestamp
 
 `expiries()` reports what expires when; `release.py expiries` fails when a role is close.
 Snapshot and timestamp carry length + sha256 of what they point at (stronger than versions only).
@@ -62,7 +63,9 @@ from updater.tuf_client import trusted_catalog
 
 ROOT_KEYS = ("root1", "root2", "root3")
 ROOT_THRESHOLD = 2
-EXPIRY_DAYS: Mapping[str, int] = {"root": 365, "targets": 90, "snapshot": 7, "timestamp": 1}
+# timestamp: 2 days for a job that runs daily (the usual practice): one late or failed run
+# must not expire it for the whole fleet, which would block every update and rollback.
+EXPIRY_DAYS: Mapping[str, int] = {"root": 365, "targets": 90, "snapshot": 7, "timestamp": 2}
 ROLE_KEYS: Mapping[str, tuple[str, ...]] = {
     "root": ROOT_KEYS,
     "targets": ("targets",),
@@ -72,9 +75,10 @@ ROLE_KEYS: Mapping[str, tuple[str, ...]] = {
 # The daily online job re-signs the snapshot too when it has less than this left, so a quiet
 # week without releases never lets it expire (agents refuse an expired snapshot).
 SNAPSHOT_RESIGN_WITHIN_DAYS = 3.0
-# `expiries` warns when a role has less than this left (timestamp: the daily job is late).
+# `expiries` warns when a role has less than this left (timestamp: under a day of its 2 left
+# means the daily job missed a run).
 WARN_WITHIN_DAYS: Mapping[str, float] = {"root": 60, "targets": 21, "snapshot": 2,
-                                         "timestamp": 0.5}
+                                         "timestamp": 1}
 DEFAULT_SOURCE_DATE_EPOCH = 1_700_000_000
 
 
