@@ -14,13 +14,16 @@ repository chores (revoke, raise the floor, the daily re-signing, rotate a key, 
                                       (`resign-timestamp` is the same command, its old name)
     resign-targets                    re-sign targets with a fresh 90 days (offline targets key)
     expiries [--within DAYS]          read only: each role's expiry; exit 1 if one is close
-    rotate-key OLD NEW                replace key file OLD by a new key NEW in root (and re-sign)
+    rotate-key OLD NEW                replace key file OLD by a new key NEW in root; re-signs only
+                                      the roles OLD served and what points at them (refused
+                                      before writing anything if a needed key is missing)
     publish                           only publish (needs --publish)
 
-`--publish DEST` (a folder or s3://bucket/prefix) uploads what changed, target files first and
-timestamp.json last. `--dry-run` works on scratch copies (repository, and keys when new ones
-would be made), prints what would change and writes nothing else; `release --dry-run` without
-`--bundle` uses a placeholder bundle instead of freezing. Keys come from `--keys` or
+`--publish DEST` (a folder or s3://bucket/prefix) uploads what changed: target files first,
+then targets, snapshot and timestamp metadata, the root versions last. `--dry-run` works on
+scratch copies (repository, and keys when new ones would be made), prints what would change and
+writes nothing else; `release --dry-run` without `--bundle` uses a placeholder bundle instead of
+freezing. Keys come from `--keys` or
 $R4AGENT_RELEASE_KEYS and are never committed; the repository folder from `--repo` or
 $R4AGENT_RELEASE_REPO (default .work/tuf-repo). Refused: a floor that is not canonical X.Y.Z, a
 release, revoke or floor that would leave no release installable. Exit 0 = done, 1 =
