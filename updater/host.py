@@ -56,7 +56,7 @@ from agent.clock import Clock, SystemClock
 from agent.exit_codes import ExitCode
 from updater.layout import ENV_INSTALL_BASE, Layout, discard
 from updater.policy import parse_version
-from updater.process_tree import ProcessTree, popen_options
+from updater.process_tree import KILL_DRAIN_S, ProcessTree, popen_options
 from updater.staging import new_staging_dir, remove_staging
 from updater.state import (
     CorruptStateError,
@@ -97,6 +97,7 @@ class HostPolicy:
     quick_exit_s: float = 10.0
     max_quick_restarts: int = 5
     stop_grace_s: float = 60.0
+    kill_wait_s: float = 10.0  # after the kill (and its drain), for the exit code
     poll_s: float = 1.0
 
     def __post_init__(self) -> None:
@@ -104,6 +105,12 @@ class HostPolicy:
             raise ValueError("max_starts_before_confirm must be 1..3")
         if self.max_unconfirmed_starts < 1:
             raise ValueError("max_unconfirmed_starts must be at least 1")
+
+    @property
+    def stop_worst_case_s(self) -> float:
+        """From a stop request to `Host.run` returning, at worst: the poll under way, the
+        grace (overshot by up to a poll), the kill's drain, the wait for the exit code."""
+        return self.poll_s + self.stop_grace_s + self.poll_s + KILL_DRAIN_S + self.kill_wait_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,7 +505,7 @@ class Host:
             if code is not None:
                 return code
         child.kill()
-        return child.wait(self.policy.stop_grace_s)
+        return child.wait(self.policy.kill_wait_s)
 
     def _current(self) -> CurrentPointer | None:
         try:

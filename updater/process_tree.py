@@ -29,6 +29,8 @@ CREATE_SUSPENDED = 0x00000004
 _TH32CS_SNAPTHREAD = 0x00000004
 _THREAD_SUSPEND_RESUME = 0x0002
 _INVALID_HANDLE = -1
+# How long a kill waits for the job's processes to be gone (Windows): part of a stop's worst case.
+KILL_DRAIN_S = 10.0
 
 
 def popen_options() -> dict[str, Any]:
@@ -85,7 +87,7 @@ class ProcessTree:
             self._job = None
 
 
-def _terminate_and_drain(job: Any, timeout_s: float = 10.0) -> None:
+def _terminate_and_drain(job: Any, timeout_s: float = KILL_DRAIN_S) -> None:
     """TerminateJobObject only starts each process's end: wait until none is left, so that
     "stopped" means the exes are no longer open (uninstall, purge, the next version)."""
     import time

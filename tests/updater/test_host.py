@@ -411,6 +411,31 @@ def test_stop_kills_a_child_that_ignores_it_after_the_grace_period(tmp_path: Pat
     assert clock.monotonic() - before >= POLICY.stop_grace_s
 
 
+def test_a_stop_of_a_child_that_will_not_die_ends_within_the_policys_worst_case(
+    tmp_path: Path,
+) -> None:
+    # the Windows service's STOP_PENDING wait hints are built from `stop_worst_case_s`
+    layout = _installed(tmp_path, ["1.0.0"], CONFIRMED)
+    clock, events = FakeClock(), list[HostEvent]()
+    stop = threading.Event()
+
+    class Unkillable(FakeChild):
+        def wait(self, timeout_s: float) -> int | None:
+            self.clock.advance(timeout_s)
+            return None
+
+    class UnkillableLauncher(FakeLauncher):
+        def start(self, argv: list[str], env: dict[str, str] | object) -> FakeChild:
+            stop.set()
+            return Unkillable(clock, None)
+
+    host, _ = _host(layout, UnkillableLauncher(clock, []), clock, events)
+    before = clock.monotonic()
+    host.run(stop)
+    assert clock.monotonic() - before <= POLICY.stop_worst_case_s
+    assert events[-1].kind == "stop"
+
+
 def test_damaged_pointer_with_no_confirmed_version_known_runs_the_newest_on_probation(
     tmp_path: Path,
 ) -> None:
