@@ -8,7 +8,8 @@ Restart policy by the child's exit code (agent/exit_codes.py, docs/exit-codes.md
     UPDATED (4), RESTART_REQUESTED (3), END_OF_LIFE (0)   start again at once
     TRANSIENT_FAILURE (75)                                back-off: 5 s doubling up to 15 min
     CRASH (1), killed by a signal, any other code          exponential back-off; counts as a crash
-    CONFIG_ERROR (78)                                     long back-off (15 min): never a hot loop
+    CONFIG_ERROR (78)                                     long back-off (15 min): never a hot loop;
+                                                          before confirming counts softly (75 too)
     could not even start the exe                          like CRASH
 
 A run that lasted `healthy_run_s` resets the back-off. More than `max_quick_restarts` "at once"
@@ -20,20 +21,27 @@ run still unconfirmed after `confirm_deadline_s` is stopped and counted too (a h
 flips the pointer back to the previous version and quarantines that build (the gate will not
 reinstall the same archive) either
 
-- at `max_starts_before_confirm` (≤ 3) crashes (CRASH/CONFIG_ERROR/signal/unknown/cannot start):
+- at `max_starts_before_confirm` (≤ 3) crashes (CRASH/signal/unknown/cannot start):
   quarantined for good; or
-- at `max_unconfirmed_starts` (6) unconfirmed runs of any kind (TRANSIENT_FAILURE, exits 0/3/4,
-  hangs; a build with broken TLS or a missing module must not stay forever): quarantined softly,
-  for `soft_quarantine_s` (24 h), so an outage right after an update does not bar it for good.
+- at `max_unconfirmed_starts` (6) unconfirmed runs of any kind (TRANSIENT_FAILURE and
+  CONFIG_ERROR — an outage or the backend refusing look the same —, exits 0/3/4, hangs; a build
+  with broken TLS or a missing module must not stay forever): quarantined softly, for
+  `soft_quarantine_s` (24 h), so an outage right after an update does not bar it for good. When
+  that rollback followed 75/78 exits and the version rolled back to exits 75/78 too before it
+  confirms itself again, the environment was to blame: the soft quarantine is lifted at once.
 
 The quarantine lives in its own file (`quarantine.json`), mirrored into the pointer for agents
-older than that file. A lost or damaged pointer is rebuilt from what survives: the last version
-that confirmed itself (else the newest runnable one, awaiting confirmation with a fallback).
+older than that file. A lost or damaged pointer is rebuilt from what survives
+(`choose_recovery`): the last version that confirmed itself, else the newest runnable
+unquarantined one (awaiting confirmation with a fallback), the host's own exe (`own`, the MSI's)
+only as the last resort, and a quarantined build never as trusted. `bootstrap` runs that at
+every service start; on the very first one it installs the own exe.
 
 Stop: `stop` set → the child is asked to finish in-flight work (SIGTERM on POSIX; on Windows a
 named event whose name the child gets in R4AGENT_STOP_EVENT, see updater/stop_signal.py, plus
 CTRL_BREAK when there is a console), then killed after `stop_grace_s` — its whole process tree
-(a Job Object on Windows, a process group on POSIX: updater/process_tree.py).
+(a Job Object on Windows, a process group on POSIX: updater/process_tree.py). At worst a stop
+takes `HostPolicy.stop_worst_case_s` (the service's STOP_PENDING hints are built from it).
 """
 
 from __future__ import annotations
