@@ -9,18 +9,21 @@ repository chores (revoke, raise the floor, the daily re-signing, rotate a key, 
             [--floor X.Y.Z] [--channel NAME] [--revoked]
     revoke X.Y.Z                      mark a version revoked (agents refuse to install it)
     raise-floor X.Y.Z                 no agent installs anything below this any more
-    resign-online [--days N]          the daily job, online keys only: a new timestamp (1 day),
+    resign-online [--days N]          the daily job, online keys only: a new timestamp (2 days),
                                       and a new snapshot when it has < 3 of its 7 days left
                                       (`resign-timestamp` is the same command, its old name)
     resign-targets                    re-sign targets with a fresh 90 days (offline targets key)
     expiries [--within DAYS]          read only: each role's expiry; exit 1 if one is close
-    rotate-key OLD NEW                replace key file OLD by a new key NEW in root (and re-sign)
+    rotate-key OLD NEW                replace key file OLD by a new key NEW in root; re-signs only
+                                      the roles OLD served and what points at them (refused
+                                      before writing anything if a needed key is missing)
     publish                           only publish (needs --publish)
 
-`--publish DEST` (a folder or s3://bucket/prefix) uploads what changed, target files first and
-timestamp.json last. `--dry-run` works on scratch copies (repository, and keys when new ones
-would be made), prints what would change and writes nothing else; `release --dry-run` without
-`--bundle` uses a placeholder bundle instead of freezing. Keys come from `--keys` or
+`--publish DEST` (a folder or s3://bucket/prefix) uploads what changed: target files first,
+then targets, snapshot and timestamp metadata, the root versions last. `--dry-run` works on
+scratch copies (repository, and keys when new ones would be made), prints what would change and
+writes nothing else; `release --dry-run` without `--bundle` uses a placeholder bundle instead of
+freezing. Keys come from `--keys` or
 $R4AGENT_RELEASE_KEYS and are never committed; the repository folder from `--repo` or
 $R4AGENT_RELEASE_REPO (default .work/tuf-repo). Refused: a floor that is not canonical X.Y.Z, a
 release, revoke or floor that would leave no release installable. Exit 0 = done, 1 =
@@ -105,12 +108,12 @@ def _parser() -> argparse.ArgumentParser:
     add("raise-floor", "raise the minimum version").add_argument("version")
     online = sub.add_parser("resign-online", aliases=["resign-timestamp"], parents=[common],
                             help="daily: new timestamp, and snapshot when close to expiry")
-    online.add_argument("--days", type=float, help="timestamp lifetime (default 1 day)")
+    online.add_argument("--days", type=float, help="timestamp lifetime (default 2 days)")
     add("resign-targets", "re-sign targets with a fresh expiry (offline key)")
     exp = add("expiries", "show each role's expiry; exit 1 if one expires soon (read only)")
     exp.add_argument("--within", type=float, metavar="DAYS",
                      help="warn window for every role (default per role: root 60, targets 21, "
-                          "snapshot 2, timestamp 0.5 days)")
+                          "snapshot 2, timestamp 1 day)")
     rot = add("rotate-key", "replace a key in root")
     rot.add_argument("old")
     rot.add_argument("new")

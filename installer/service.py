@@ -35,7 +35,7 @@ import os
 import sys
 import threading
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,9 @@ PRESHUTDOWN_TIMEOUT_MS = int((STOP_GRACE_S + 15) * 1000)
 MESSAGE_DLL = "r4agent-messages.dll"
 # `service stop` (uninstall): how long the service and its processes get to go away.
 UNINSTALL_STOP_TIMEOUT_S = STOP_GRACE_S + 30.0
+# While stopping, STOP_PENDING is reported this often, each time with a new checkpoint (pywin32
+# counts them) and a wait hint covering what is left of the host's worst case.
+STOP_PENDING_EVERY_S = 5.0
 VENDOR_FOLDER = "Flynotes"
 # SCM recovery: restart after 1 min, 1 min, 5 min; failure count resets after a day.
 RECOVERY_DELAYS_MS = (60_000, 60_000, 300_000)
@@ -232,6 +235,32 @@ class EventRecorder:
                 self._write(severity, message)
             except Exception:
                 log.exception("could not write the Event Log entry")
+
+
+# ---- pure: stop-pending reports ------------------------------------------------------------------
+
+
+def stop_wait_hint_ms(elapsed_s: float, worst_case_s: float,
+                      every_s: float = STOP_PENDING_EVERY_S) -> int:
+    """The wait hint of a STOP_PENDING report `elapsed_s` into a stop: what is left of the
+    worst case, and never less than two report intervals, so the next checkpoint always comes
+    before the SCM's patience runs out (a stop that overruns it is deemed hung)."""
+    return int(max(worst_case_s - elapsed_s, 2 * every_s) * 1000)
+
+
+def report_stop_pending(
+    report: Callable[[int], None],
+    wait: Callable[[float], bool],
+    clock: Callable[[], float],
+    worst_case_s: float,
+    every_s: float = STOP_PENDING_EVERY_S,
+) -> None:
+    """Report STOP_PENDING (`report(wait_hint_ms)`) now and every `every_s` until `wait(every_s)`
+    says the host is done (True)."""
+    started = clock()
+    report(stop_wait_hint_ms(0.0, worst_case_s, every_s))
+    while not wait(every_s):
+        report(stop_wait_hint_ms(clock() - started, worst_case_s, every_s))
 
 
 # ---- edges: data folder, config file, host -----------------------------------------------------
@@ -522,17 +551,30 @@ def attach_hidden_console() -> None:
         windll.kernel32.AllocConsole()
 
 
+def host_policy() -> Any:
+    """The service's restart/stop policy (updater.host.HostPolicy)."""
+    from updater.host import HostPolicy
+
+    return HostPolicy(stop_grace_s=STOP_GRACE_S)
+
+
+def host_stop_worst_case_s() -> float:
+    """How long the host may take to stop, at worst, plus a margin for its bookkeeping."""
+    return float(host_policy().stop_worst_case_s) + 5.0
+
+
 def run_host(base: Path, stop: threading.Event, recorder: EventRecorder) -> None:
-    """Install this exe as the first version if needed, then keep the current version running.
-    An agent exe is only started from a folder chain that SYSTEM/Administrators own."""
+    """Install this exe as the first version on a first start (later only as the last resort
+    of recovering a broken pointer), then keep the current version running. An agent exe is
+    only started from a folder chain that SYSTEM/Administrators own."""
     from functools import partial
 
-    from updater.host import Host, HostPolicy, SubprocessLauncher, bootstrap
+    from updater.host import Host, OwnBuild, SubprocessLauncher
     from updater.layout import Layout
 
     layout = Layout(base)
-    if getattr(sys, "frozen", False):
-        bootstrap(layout, Path(sys.executable), __version__)
+    # this exe (Program Files): the first version on a first start, else only the last resort
+    own = OwnBuild(Path(sys.executable), __version__) if getattr(sys, "frozen", False) else None
     check_exe = partial(
         require_trusted_chain, stop_at=trusted_root(base), security=default_security()
     )
@@ -541,9 +583,12 @@ def run_host(base: Path, stop: threading.Event, recorder: EventRecorder) -> None
         layout,
         env=update_url_env(base, os.environ),
         launcher=_StopSafeLauncher(launcher),
-        policy=HostPolicy(stop_grace_s=STOP_GRACE_S),
+        policy=host_policy(),
         on_event=recorder,
+        own=own,
     )
+    if own is not None:
+        host.bootstrap()  # a broken pointer is recovered, not replaced by this exe
     host.run(stop)
 
 
@@ -576,6 +621,8 @@ def _service_class() -> type:
         def __init__(self, args: Any) -> None:
             super().__init__(args)
             self._stop = threading.Event()
+            self._host_done = threading.Event()
+            self._reporter: threading.Thread | None = None
             self._stopped_event = win32event.CreateEvent(None, 0, 0, None)
 
         def GetAcceptedControls(self) -> int:
@@ -586,10 +633,23 @@ def _service_class() -> type:
 
         def SvcStop(self) -> None:
             """Stop, reboot or shutdown: the agent finishes in-flight work (or is killed after
-            the grace, with its whole process tree); STOPPED is reported after it is gone."""
-            self.ReportServiceStatus(
-                win32service.SERVICE_STOP_PENDING, waitHint=int((STOP_GRACE_S + 15) * 1000)
+            the grace, with its whole process tree); STOPPED is reported after it is gone.
+            Until then STOP_PENDING is reported every few seconds with a rising checkpoint and
+            a wait hint for what is left of the worst case (one 45 s hint was overrun)."""
+            if self._reporter is not None:
+                return  # stop, then shutdown/preshutdown: one stop, one reporter
+            import time
+
+            def report(wait_hint_ms: int) -> None:
+                self.ReportServiceStatus(win32service.SERVICE_STOP_PENDING,
+                                         waitHint=wait_hint_ms)
+
+            self._reporter = threading.Thread(
+                target=report_stop_pending,
+                args=(report, self._host_done.wait, time.monotonic, host_stop_worst_case_s()),
+                name="stop-pending", daemon=True,
             )
+            self._reporter.start()
             self._stop.set()
 
         def SvcShutdown(self) -> None:
@@ -616,6 +676,11 @@ def _service_class() -> type:
                 write(ERROR, f"R4 agent service host failed: {type(e).__name__}")
                 servicemanager.LogErrorMsg(f"{SERVICE_NAME} host failed")
                 raise
+            finally:
+                # no STOP_PENDING may follow the STOPPED pywin32 reports when this returns
+                self._host_done.set()
+                if self._reporter is not None:
+                    self._reporter.join(10)
             write(INFO, "R4 agent service stopped")
 
     return R4AgentService

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from updater.gate import GateAction, GateDecision, VersionGate
 from updater.install import Installer, Observer
-from updater.layout import ENV_INSTALL_BASE, Layout
+from updater.layout import ENV_INSTALL_BASE, InstallLockedError, Layout, install_lock
 from updater.state import (
     CorruptStateError,
     CurrentPointer,
@@ -100,7 +100,8 @@ class InstalledGate:
     def confirm_running(self) -> str | None:
         """Mark the running version as good (the host stops counting its failed starts),
         remember it as the last confirmed version (it outlives a damaged pointer) and prune.
-        Only when this process is the version the service runs. Returns, once, a notice of
+        Only when this process is the version the service runs; pruning is skipped while an
+        install holds the install lock. Returns, once, a notice of
         rollbacks the host made here that no run has reported yet (for the error service)."""
         layout = self._layout
         try:
@@ -126,10 +127,20 @@ class InstalledGate:
             ):
                 write_record(layout.install_state_file, record.advance(InstallState.CONFIRMED))
             keep = {self._running} | ({pointer.previous} if pointer.previous else set())
-            layout.prune(keep)
+            self._prune(keep)
         except (OSError, CorruptStateError, IllegalTransitionError) as e:
             log.warning("could not confirm version %s: %s", self._running, e)
         return self._take_rollback_notice(pointer)
+
+    def _prune(self, keep: set[str]) -> None:
+        """Prune only while no install runs: an install (e.g. by a manually started agent of
+        the same version) moves its new folder into `versions/` before it flips the pointer,
+        and pruning then would delete the folder it is about to switch to."""
+        try:
+            with install_lock(self._layout):
+                self._layout.prune(keep)
+        except InstallLockedError:
+            log.info("an install is in progress: pruning left for the next start")
 
     def _take_rollback_notice(self, pointer: CurrentPointer) -> str | None:
         """Rollbacks recorded in the quarantine (or, by an older host, only in the pointer) that

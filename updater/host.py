@@ -8,7 +8,8 @@ Restart policy by the child's exit code (agent/exit_codes.py, docs/exit-codes.md
     UPDATED (4), RESTART_REQUESTED (3), END_OF_LIFE (0)   start again at once
     TRANSIENT_FAILURE (75)                                back-off: 5 s doubling up to 15 min
     CRASH (1), killed by a signal, any other code          exponential back-off; counts as a crash
-    CONFIG_ERROR (78)                                     long back-off (15 min): never a hot loop
+    CONFIG_ERROR (78)                                     long back-off (15 min): never a hot loop;
+                                                          before confirming counts softly (75 too)
     could not even start the exe                          like CRASH
 
 A run that lasted `healthy_run_s` resets the back-off. More than `max_quick_restarts` "at once"
@@ -20,20 +21,27 @@ run still unconfirmed after `confirm_deadline_s` is stopped and counted too (a h
 flips the pointer back to the previous version and quarantines that build (the gate will not
 reinstall the same archive) either
 
-- at `max_starts_before_confirm` (≤ 3) crashes (CRASH/CONFIG_ERROR/signal/unknown/cannot start):
+- at `max_starts_before_confirm` (≤ 3) crashes (CRASH/signal/unknown/cannot start):
   quarantined for good; or
-- at `max_unconfirmed_starts` (6) unconfirmed runs of any kind (TRANSIENT_FAILURE, exits 0/3/4,
-  hangs; a build with broken TLS or a missing module must not stay forever): quarantined softly,
-  for `soft_quarantine_s` (24 h), so an outage right after an update does not bar it for good.
+- at `max_unconfirmed_starts` (6) unconfirmed runs of any kind (TRANSIENT_FAILURE and
+  CONFIG_ERROR — an outage or the backend refusing look the same —, exits 0/3/4, hangs; a build
+  with broken TLS or a missing module must not stay forever): quarantined softly, for
+  `soft_quarantine_s` (24 h), so an outage right after an update does not bar it for good. When
+  that rollback followed 75/78 exits and the version rolled back to exits 75/78 too before it
+  confirms itself again, the environment was to blame: the soft quarantine is lifted at once.
 
 The quarantine lives in its own file (`quarantine.json`), mirrored into the pointer for agents
-older than that file. A lost or damaged pointer is rebuilt from what survives: the last version
-that confirmed itself (else the newest runnable one, awaiting confirmation with a fallback).
+older than that file. A lost or damaged pointer is rebuilt from what survives
+(`choose_recovery`): the last version that confirmed itself, else the newest runnable
+unquarantined one (awaiting confirmation with a fallback), the host's own exe (`own`, the MSI's)
+only as the last resort, and a quarantined build never as trusted. `bootstrap` runs that at
+every service start; on the very first one it installs the own exe.
 
 Stop: `stop` set → the child is asked to finish in-flight work (SIGTERM on POSIX; on Windows a
 named event whose name the child gets in R4AGENT_STOP_EVENT, see updater/stop_signal.py, plus
 CTRL_BREAK when there is a console), then killed after `stop_grace_s` — its whole process tree
-(a Job Object on Windows, a process group on POSIX: updater/process_tree.py).
+(a Job Object on Windows, a process group on POSIX: updater/process_tree.py). At worst a stop
+takes `HostPolicy.stop_worst_case_s` (the service's STOP_PENDING hints are built from it).
 """
 
 from __future__ import annotations
@@ -46,16 +54,17 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from agent.clock import Clock, SystemClock
 from agent.exit_codes import ExitCode
 from updater.layout import ENV_INSTALL_BASE, Layout, discard
-from updater.process_tree import ProcessTree, popen_options
+from updater.policy import parse_version
+from updater.process_tree import KILL_DRAIN_S, ProcessTree, popen_options
 from updater.staging import new_staging_dir, remove_staging
 from updater.state import (
     CorruptStateError,
@@ -78,6 +87,9 @@ from updater.stop_signal import ChildStopEvent
 log = logging.getLogger(__name__)
 
 AT_ONCE = frozenset({ExitCode.UPDATED, ExitCode.RESTART_REQUESTED, ExitCode.END_OF_LIFE})
+# Exits an outage or the backend's refusal causes as well as a broken build: before confirming
+# they count towards the soft budget only.
+OUTAGE_LIKE = frozenset({ExitCode.TRANSIENT_FAILURE, ExitCode.CONFIG_ERROR})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +105,7 @@ class HostPolicy:
     quick_exit_s: float = 10.0
     max_quick_restarts: int = 5
     stop_grace_s: float = 60.0
+    kill_wait_s: float = 10.0  # after the kill (and its drain), for the exit code
     poll_s: float = 1.0
 
     def __post_init__(self) -> None:
@@ -100,6 +113,12 @@ class HostPolicy:
             raise ValueError("max_starts_before_confirm must be 1..3")
         if self.max_unconfirmed_starts < 1:
             raise ValueError("max_unconfirmed_starts must be at least 1")
+
+    @property
+    def stop_worst_case_s(self) -> float:
+        """From a stop request to `Host.run` returning, at worst: the poll under way, the
+        grace (overshot by up to a poll), the kill's drain, the wait for the exit code."""
+        return self.poll_s + self.stop_grace_s + self.poll_s + KILL_DRAIN_S + self.kill_wait_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +145,8 @@ class RestartPlan:
     rollback: bool
     reason: str
     soft: bool = False  # a rollback for not confirming (not a crash loop): quarantine expires
+    recheck: bool = False  # soft, after failures an outage also causes: watch the old version
+    lift_soft: str | None = None  # lift this version's soft quarantine: the environment failed
 
 
 def describe_exit(code: int | None) -> str:
@@ -157,10 +178,24 @@ def plan_restart(
     what = (f"no confirmation within {policy.confirm_deadline_s:.0f} s (stopped)"
             if unconfirmed_timeout else describe_exit(code))
     delay, history, then = _next_start(code, ran_for_s, history, policy, unconfirmed_timeout)
-    counts = pointer.awaiting_confirmation and ran_version in (None, pointer.version)
+    ran_current = ran_version in (None, pointer.version)
+    outage_like = code in OUTAGE_LIKE and not unconfirmed_timeout
+    if pointer.awaiting_reconfirmation and ran_current and outage_like:
+        # the version rolled back to fails as the new one did, before confirming itself: the
+        # environment (backend, R4, licence) is to blame, so the new version may come back
+        lifted = pointer.previous
+        watched = replace(pointer, unconfirmed_starts=0,
+                          quarantined={v: sha for v, sha in pointer.quarantined.items()
+                                       if v != lifted})
+        return RestartPlan(delay, history, watched, False,
+                           f"{what} before confirming, as {lifted} did: the environment is to "
+                           f"blame, {lifted} may be installed again; {then}", lift_soft=lifted)
+    counts = pointer.awaiting_confirmation and ran_current
     if not counts:
         return RestartPlan(delay, history, None, False, f"{what}; {then}")
-    crashed = not unconfirmed_timeout and code not in AT_ONCE | {ExitCode.TRANSIENT_FAILURE}
+    # CONFIG_ERROR counts softly: besides a broken config it is the backend refusing (a non-429
+    # 4xx, a maintenance page instead of JSON), which must not bar a good release for good
+    crashed = not unconfirmed_timeout and code not in AT_ONCE | OUTAGE_LIKE
     counted = pointer.with_unconfirmed_start(crashed)
     hard = counted.crashes_before_confirm >= policy.max_starts_before_confirm
     soft = counted.unconfirmed_starts >= policy.max_unconfirmed_starts
@@ -179,7 +214,8 @@ def plan_restart(
         failed = f"did not confirm in {counted.unconfirmed_starts} runs"
     reason = (f"version {pointer.version} {failed} (last: {what}); "
               f"rolled back to {pointer.previous}")
-    return RestartPlan(0.0, RunHistory(), counted, True, reason, soft=not hard)
+    return RestartPlan(0.0, RunHistory(), counted, True, reason, soft=not hard,
+                       recheck=not hard and outage_like)
 
 
 def _next_start(
@@ -206,6 +242,64 @@ def _next_start(
 def _backoff(failures: int, policy: HostPolicy) -> float:
     exponent = min(failures - 1, 30)
     return min(policy.backoff_initial_s * (2.0**exponent), policy.backoff_max_s)
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryChoice:
+    version: str
+    previous: str | None
+    state: PointerState
+    why: str
+
+
+def choose_recovery(
+    runnable: Sequence[str],
+    confirmed: Sequence[str],
+    barred_for_good: set[str],
+    barred_softly: set[str],
+    own: str | None,
+) -> RecoveryChoice | None:
+    """What a lost or broken pointer becomes. `runnable`: installed versions whose exe exists;
+    `confirmed`: versions known to have confirmed themselves here, best evidence first;
+    `barred_*`: quarantined (crash loop / did not confirm); `own`: the version of the host's
+    own exe (the MSI's), which can be copied in, if any. In order:
+
+    1. the best-evidenced confirmed version that is runnable and not barred: confirmed;
+    2. the newest runnable unbarred version: awaiting confirmation with the next one as the
+       fallback (trusted as installed only when it is the only one);
+    3. only barred builds (or none) left: the own exe, unless its version is barred itself —
+       confirmed if that version confirmed itself here, else awaiting confirmation with a
+       softly barred build as the fallback where one exists (never a crash loop);
+    4. else the least barred build (soft before for good, newest first), awaiting confirmation
+       (never trusted), with the own exe as the fallback where it is another version."""
+    newest_first = sorted(set(runnable), key=parse_version, reverse=True)
+    barred = barred_for_good | barred_softly
+    clean = [v for v in newest_first if v not in barred]
+    good = next((v for v in confirmed if v in clean), None)
+    if good is not None:
+        return RecoveryChoice(good, None, PointerState.CONFIRMED, "last confirmed version")
+    if clean:
+        fallback = clean[1] if len(clean) > 1 else None
+        state = PointerState.SWITCHED if fallback else PointerState.INSTALLED
+        return RecoveryChoice(clean[0], fallback, state, "no confirmed version known")
+    if own is not None and own not in barred:
+        if own in confirmed:
+            return RecoveryChoice(own, None, PointerState.CONFIRMED,
+                                  "the service's own build, confirmed here before")
+        soft = next((v for v in newest_first if v in barred_softly and v != own), None)
+        state = PointerState.SWITCHED if soft else PointerState.INSTALLED
+        return RecoveryChoice(own, soft, state, "the service's own build (nothing else runnable)")
+    least_barred = ([v for v in newest_first if v not in barred_for_good]
+                    + [v for v in newest_first if v in barred_for_good])
+    if not least_barred:
+        if own is None:
+            return None
+        return RecoveryChoice(own, None, PointerState.SWITCHED,
+                              "the service's own build, though quarantined (nothing else)")
+    chosen = least_barred[0]
+    fallback = own if own is not None and own != chosen else None
+    return RecoveryChoice(chosen, fallback, PointerState.SWITCHED,
+                          "only quarantined builds left: on probation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +413,14 @@ class SubprocessLauncher:
 # ---- the host -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class OwnBuild:
+    """The host's own exe (the MSI's, in Program Files) and its version."""
+
+    exe: Path
+    version: str
+
+
 @dataclass
 class Host:
     layout: Layout
@@ -329,6 +431,7 @@ class Host:
     on_event: Callable[[HostEvent], None] | None = None
     env: Mapping[str, str] | None = None
     agent_args: tuple[str, ...] = ("run",)
+    own: OwnBuild | None = None  # installed on a first start and as the last resort
 
     def _emit(self, kind: str, version: str, detail: str) -> None:
         log.info("host %s %s: %s", kind, version, detail)
@@ -410,7 +513,7 @@ class Host:
             if code is not None:
                 return code
         child.kill()
-        return child.wait(self.policy.stop_grace_s)
+        return child.wait(self.policy.kill_wait_s)
 
     def _current(self) -> CurrentPointer | None:
         try:
@@ -422,34 +525,45 @@ class Host:
             return pointer
         return self._recover(pointer)
 
+    def bootstrap(self) -> CurrentPointer | None:
+        """At every service start: the pointer if it names a runnable exe; else what
+        `_recover` rebuilds from what survives (installed versions, last confirmed, quarantine),
+        the host's own exe (`own`) only as the last resort — on a first start, the only one."""
+        self.layout.ensure_dirs()
+        self.layout.remove_leftovers()
+        return self._current()
+
     def _recover(self, broken: CurrentPointer | None) -> CurrentPointer | None:
         """Pointer missing/unreadable or naming a missing exe: rebuild it from what survives
-        it. The quarantine (own file) is kept and no quarantined build is trusted; the last
-        version that confirmed itself here is preferred; any other choice must confirm again,
-        with a fallback to roll back to."""
+        it (`choose_recovery`). The quarantine (own file) is kept and no quarantined build is
+        trusted; the last version that confirmed itself here is preferred; any other choice
+        must confirm again, with a fallback to roll back to."""
         layout = self.layout
+        first_start = (broken is None and not layout.current_file.exists()
+                       and not layout.installed_versions())
         quarantine = self._read_quarantine()
         mirror = dict(broken.quarantined) if broken is not None else {}
-        barred = set(quarantine.entries) | set(mirror)
-        runnable = [v for v in reversed(layout.installed_versions())
-                    if layout.exe_path(v).is_file()]
         held = quarantine.in_force(self.clock.now(), mirror)
-        why = "recovered: pointer was missing or broken"
-        good = next((v for v in self._confirmed_versions(broken)
-                     if v in runnable and v not in barred), None)
-        if good is not None:
-            pointer = CurrentPointer(good, None, PointerState.CONFIRMED, 0,
-                                     f"{why}; last confirmed version", held)
-        else:
-            ranked = [v for v in runnable if v not in barred] + [v for v in runnable if v in barred]
-            if not ranked:
-                return None
-            fallback = ranked[1] if len(ranked) > 1 else None
-            state = PointerState.SWITCHED if fallback else PointerState.INSTALLED
-            pointer = CurrentPointer(ranked[0], fallback, state, 0,
-                                     f"{why}; no confirmed version known", held)
+        softly = {v for v, e in quarantine.entries.items()
+                  if e.until is not None and e.in_force(self.clock.now())}
+        runnable = [v for v in layout.installed_versions() if layout.exe_path(v).is_file()]
+        own = self.own.version if self.own is not None else None
+        choice = choose_recovery(runnable, self._confirmed_versions(broken),
+                                 set(held) - softly, softly, own)
+        if choice is None:
+            return None
+        if self.own is not None and own in (choice.version, choice.previous) and (
+            own not in runnable
+        ):
+            _install_own(layout, self.own)
+        why = "installed by host" if first_start else (
+            f"recovered: pointer was missing or broken; {choice.why}")
+        pointer = CurrentPointer(choice.version, choice.previous, choice.state, 0, why, held)
         write_pointer(layout.current_file, pointer)
-        self._emit("rollback" if broken else "error", pointer.version, pointer.reason)
+        if first_start:
+            log.info("first start: installed the service's own build %s", pointer.version)
+        else:
+            self._emit("rollback" if broken else "error", pointer.version, pointer.reason)
         return pointer
 
     def _confirmed_versions(self, broken: CurrentPointer | None) -> list[str]:
@@ -501,11 +615,14 @@ class Host:
         if plan.pointer is None:
             return
         if not plan.rollback:
-            write_pointer(self.layout.current_file, plan.pointer)
+            new = plan.pointer
+            if plan.lift_soft is not None:
+                new = self._lift_soft_quarantine(plan.lift_soft, new, pointer)
+            write_pointer(self.layout.current_file, new)
             return
         bad_sha = self._archive_sha_of(pointer.version)
         try:
-            back = plan.pointer.rolled_back(plan.reason, bad_sha)
+            back = plan.pointer.rolled_back(plan.reason, bad_sha, recheck=plan.recheck)
         except IllegalTransitionError as e:
             self._emit("error", pointer.version, str(e))
             return
@@ -519,6 +636,22 @@ class Host:
         write_pointer(self.layout.current_file, back)
         self._mark_record_rolled_back(pointer.version, plan.reason)
         self._emit("rollback", back.version, plan.reason)
+
+    def _lift_soft_quarantine(
+        self, version: str, new: CurrentPointer, old: CurrentPointer
+    ) -> CurrentPointer:
+        """Drop `version`'s quarantine if it is a soft one (file first, then the pointer's
+        mirror); a crash loop's stays, mirror included."""
+        quarantine = self._read_quarantine()
+        entry = quarantine.entries.get(version)
+        if entry is None or entry.until is None:
+            if version in old.quarantined:
+                return replace(new, quarantined=dict(old.quarantined))
+            return new
+        write_quarantine(self.layout.quarantine_file, quarantine.without({version}))
+        log.warning("quarantine of %s lifted: %s failed the same way before confirming",
+                    version, new.version)  # the plan's reason reaches the Event Log (backoff)
+        return new
 
     def _archive_sha_of(self, version: str) -> str | None:
         try:
@@ -539,25 +672,23 @@ class Host:
             log.warning("install record not updated: %s", e)
 
 
-def bootstrap(layout: Layout, own_exe: Path, own_version: str) -> CurrentPointer:
-    """First start after the MSI: install the host's own exe as the first version if there is
-    no pointer yet (copied via a private staging folder, then one rename)."""
-    layout.ensure_dirs()
-    layout.remove_leftovers()
+def _install_own(layout: Layout, own: OwnBuild) -> None:
+    """Copy the host's own exe to `versions/<its version>/` (via a private staging folder, then
+    one rename)."""
+    staging = new_staging_dir(layout)
     try:
-        existing = read_pointer(layout.current_file)
-    except CorruptStateError:
-        existing = None
-    if existing is not None and layout.exe_path(existing.version).is_file():
-        return existing
-    if not layout.exe_path(own_version).is_file():
-        staging = new_staging_dir(layout)
-        try:
-            shutil.copy2(own_exe, staging / layout.exe_name)
-            discard(layout.version_dir(own_version), layout.versions_dir)
-            os.replace(staging, layout.version_dir(own_version))
-        finally:
-            remove_staging(staging)
-    pointer = CurrentPointer(own_version, None, PointerState.INSTALLED, 0, "installed by host")
-    write_pointer(layout.current_file, pointer)
+        shutil.copy2(own.exe, staging / layout.exe_name)
+        discard(layout.version_dir(own.version), layout.versions_dir)
+        os.replace(staging, layout.version_dir(own.version))
+    finally:
+        remove_staging(staging)
+
+
+def bootstrap(layout: Layout, own_exe: Path, own_version: str, **host: Any) -> CurrentPointer:
+    """At every service start (`Host.bootstrap`, the host built from `host`): keep a pointer
+    that names a runnable exe, else recover; the own exe is installed on a first start and as
+    the last resort."""
+    pointer = Host(layout, own=OwnBuild(own_exe, own_version), **host).bootstrap()
+    if pointer is None:  # with an own build to fall back on, recovery always has a choice
+        raise RuntimeError("no version to run")
     return pointer

@@ -3,7 +3,7 @@
     checked       the hint passed policy against freshly refreshed TUF metadata
     downloaded    the new tar exists, verified (TUF hashes, or the signed hash of a patch result)
     staged        extracted safely into versions/.staging-<random>
-    smoke_tested  the staged exe printed exactly its version
+    smoke_tested  the staged exe passed its self-test (updater/staging.py `smoke_test`)
     switched      staging renamed to versions/<v>; the `current` pointer flipped (one os.replace)
 
 Any failure before `switched` ends in `failed`, removes the staging folder and leaves the pointer

@@ -29,6 +29,8 @@ CREATE_SUSPENDED = 0x00000004
 _TH32CS_SNAPTHREAD = 0x00000004
 _THREAD_SUSPEND_RESUME = 0x0002
 _INVALID_HANDLE = -1
+# How long a kill waits for the job's processes to be gone (Windows): part of a stop's worst case.
+KILL_DRAIN_S = 10.0
 
 
 def popen_options() -> dict[str, Any]:
@@ -85,7 +87,7 @@ class ProcessTree:
             self._job = None
 
 
-def _terminate_and_drain(job: Any, timeout_s: float = 10.0) -> None:
+def _terminate_and_drain(job: Any, timeout_s: float = KILL_DRAIN_S) -> None:
     """TerminateJobObject only starts each process's end: wait until none is left, so that
     "stopped" means the exes are no longer open (uninstall, purge, the next version)."""
     import time
@@ -114,13 +116,18 @@ def _kill_on_close_job(proc: subprocess.Popen[bytes]) -> Any:
     return job
 
 
-def _resume(pid: int) -> None:
-    """Resume the threads of a process created suspended (Popen does not expose the thread
-    handle; a toolhelp snapshot names the one thread it has)."""
-    import ctypes
-    from ctypes import wintypes
+_RESUME_FAILED = 0xFFFFFFFF  # ResumeThread's (DWORD)-1
 
-    class THREADENTRY32(ctypes.Structure):
+
+def resume_failed(previous_suspend_count: int) -> bool:
+    """ResumeThread's result, read as the DWORD it is (see `declare_kernel32`)."""
+    return previous_suspend_count == _RESUME_FAILED
+
+
+def _thread_entry() -> type:
+    from ctypes import Structure, wintypes
+
+    class THREADENTRY32(Structure):
         _fields_ = [
             ("dwSize", wintypes.DWORD),
             ("cntUsage", wintypes.DWORD),
@@ -131,28 +138,73 @@ def _resume(pid: int) -> None:
             ("dwFlags", wintypes.DWORD),
         ]
 
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined,unused-ignore]
+    return THREADENTRY32
+
+
+def declare_kernel32(kernel32: Any, thread_entry: type) -> None:
+    """Prototypes for the calls `_resume` makes. Without them ctypes passes and returns C ints:
+    a handle above 2**31 does not fit, and ResumeThread's failure, (DWORD)-1, came back as -1,
+    which never equals 0xFFFFFFFF: a failed resume passed as done and the agent stayed
+    suspended for good while the service showed running."""
+    import ctypes
+    from ctypes import wintypes
+
+    entry: Any = ctypes.POINTER(thread_entry)
+    kernel32.CreateToolhelp32Snapshot.argtypes = (wintypes.DWORD, wintypes.DWORD)
     kernel32.CreateToolhelp32Snapshot.restype = wintypes.HANDLE
+    for walk in (kernel32.Thread32First, kernel32.Thread32Next):
+        walk.argtypes = (wintypes.HANDLE, entry)
+        walk.restype = wintypes.BOOL
+    kernel32.OpenThread.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
     kernel32.OpenThread.restype = wintypes.HANDLE
+    kernel32.ResumeThread.argtypes = (wintypes.HANDLE,)
+    kernel32.ResumeThread.restype = wintypes.DWORD
+    kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
+    kernel32.CloseHandle.restype = wintypes.BOOL
+
+
+def _last_error() -> int:
+    import ctypes
+
+    get = getattr(ctypes, "get_last_error", None)  # Windows only
+    return int(get()) if get is not None else 0
+
+
+def _resume(pid: int, kernel32: Any = None) -> None:
+    """Resume the threads of a process created suspended (Popen does not expose the thread
+    handle; a toolhelp snapshot names the one thread it has). Raises OSError unless at least
+    one thread was resumed (the caller then kills the tree). `kernel32`: tests pass stand-in
+    C functions; the default is the real DLL."""
+    import ctypes
+    from ctypes import wintypes
+
+    thread_entry = _thread_entry()
+    if kernel32 is None:
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined,unused-ignore]
+    declare_kernel32(kernel32, thread_entry)
     snapshot = kernel32.CreateToolhelp32Snapshot(_TH32CS_SNAPTHREAD, 0)
     if not snapshot or snapshot == wintypes.HANDLE(_INVALID_HANDLE).value:
-        raise OSError(ctypes.get_last_error(),  # type: ignore[attr-defined,unused-ignore]
-                      "CreateToolhelp32Snapshot failed")
+        raise OSError(_last_error(), "CreateToolhelp32Snapshot failed")
     resumed = 0
+    failed = 0
     try:
-        entry = THREADENTRY32()
-        entry.dwSize = ctypes.sizeof(THREADENTRY32)
+        entry: Any = thread_entry()
+        entry.dwSize = ctypes.sizeof(thread_entry)
         more = kernel32.Thread32First(snapshot, ctypes.byref(entry))
         while more:
             if entry.th32OwnerProcessID == pid:
                 thread = kernel32.OpenThread(_THREAD_SUSPEND_RESUME, False, entry.th32ThreadID)
                 if thread:
-                    if kernel32.ResumeThread(thread) != 0xFFFFFFFF:
+                    if resume_failed(kernel32.ResumeThread(thread)):
+                        failed += 1
+                    else:
                         resumed += 1
                     kernel32.CloseHandle(thread)
+                else:
+                    failed += 1
             more = kernel32.Thread32Next(snapshot, ctypes.byref(entry))
     finally:
         kernel32.CloseHandle(snapshot)
     if not resumed:
-        raise OSError(ctypes.get_last_error(),  # type: ignore[attr-defined,unused-ignore]
-                      f"could not resume process {pid}")
+        raise OSError(_last_error(),
+                      f"could not resume process {pid} ({failed} thread(s) refused)")

@@ -18,12 +18,15 @@ import shutil
 import stat
 import subprocess
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Protocol
 
 from updater.errors import SmokeTestError, StagingError, UnsafeArchiveError
 from updater.layout import STAGING_PREFIX, Layout, discard
+from updater.policy import parse_version
+from updater.process_tree import ProcessTree, popen_options
 from updater.state import fsync_dir
 
 _CHUNK = 1 << 20
@@ -140,15 +143,44 @@ def _make_dirs(fs: StagingFileSystem, dest: Path, parts: tuple[str, ...]) -> Non
         fs.make_dir(current)
 
 
+# The first version whose command line has `self-test` (FIRST_SELF_TEST_VERSION): no release
+# was ever published without it (the command came before the first release; dev builds from
+# before it were all numbered 1.0.0 and only ever sat in throwaway test repositories). A staged
+# build at or above it that does not know the word has lost its self-test: refused.
+FIRST_SELF_TEST_VERSION = "1.0.0"
+# What is read back of the staged exe's output (it is only ever a line or two).
+_OUTPUT_CAP = 64 * 1024
+# After the tree is killed, how long its root gets to be reaped (Windows drains the job first).
+_KILL_WAIT_S = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class StagedRun:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+def may_skip_self_test(version: str) -> bool:
+    """Only a build older than the first release with `self-test` may prove itself with
+    `--version` alone (so a downgrade to it stays possible)."""
+    return parse_version(version) < parse_version(FIRST_SELF_TEST_VERSION)
+
+
 def smoke_test(exe: Path, version: str, timeout_s: float) -> None:
     """The staged exe must pass `self-test` (its own update path works: updater/self_test.py)
-    and print exactly its version (`r4agent X.Y.Z` or `X.Y.Z`), exit 0. A build from before
-    `self-test` existed (its command line refuses the word) is checked with `--version`, so a
-    downgrade to an older release stays possible."""
+    and print exactly its version (`r4agent X.Y.Z` or `X.Y.Z`), exit 0. A build older than
+    FIRST_SELF_TEST_VERSION whose command line refuses the word is checked with `--version`;
+    a newer one that refuses it has lost its self-test and fails."""
     if not exe.is_file():
         raise SmokeTestError(f"staged bundle has no {exe.name}")
     done = _run_staged(exe, "self-test", timeout_s)
     if done.returncode == 2 and b"invalid choice: 'self-test'" in done.stderr:
+        if not may_skip_self_test(version):
+            raise SmokeTestError(
+                f"staged exe has no self-test command, which every release from "
+                f"{FIRST_SELF_TEST_VERSION} on has"
+            )
         done = _run_staged(exe, "--version", timeout_s)
     printed = done.stdout.decode("utf-8", "replace").strip()
     if done.returncode != 0 or printed not in {version, f"r4agent {version}"}:
@@ -160,19 +192,37 @@ def smoke_test(exe: Path, version: str, timeout_s: float) -> None:
         )
 
 
-def _run_staged(exe: Path, arg: str, timeout_s: float) -> subprocess.CompletedProcess[bytes]:
-    try:
-        return subprocess.run(
-            [str(exe), arg],
-            capture_output=True,
-            timeout=timeout_s,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as e:
-        raise SmokeTestError(f"staged exe did not answer {arg} within {timeout_s} s") from e
-    except OSError as e:
-        raise SmokeTestError(f"staged exe could not start: {e.strerror or e}") from e
+def _run_staged(exe: Path, arg: str, timeout_s: float) -> StagedRun:
+    """Run the staged exe as the root of its own process tree with its output in temp files.
+
+    Not `subprocess.run(capture_output=True, timeout=...)`: on a timeout that kills only the
+    direct child and then (on Windows) reads the pipes with no timeout, and a onefile build's
+    Python grandchild still holds them, so a hung build would hang the agent's main loop for
+    good. Files have no reader to block; on a timeout the whole tree is killed."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(
+                [str(exe), arg], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                **popen_options(),
+            )
+            tree = ProcessTree.adopt(proc)
+        except OSError as e:
+            raise SmokeTestError(f"staged exe could not start: {e.strerror or e}") from e
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired as e:
+            tree.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=_KILL_WAIT_S)
+            raise SmokeTestError(f"staged exe did not answer {arg} within {timeout_s} s") from e
+        finally:
+            tree.close()
+        return StagedRun(code, _read_back(out), _read_back(err))
+
+
+def _read_back(file: IO[bytes]) -> bytes:
+    file.seek(0)
+    return file.read(_OUTPUT_CAP)
 
 
 def move_into_place(staging: Path, layout: Layout, version: str, running: str) -> Path:

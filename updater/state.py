@@ -128,11 +128,22 @@ class CurrentPointer:
     # version -> archive sha256 of builds rolled back here; the gate will not reinstall them.
     # A mirror of the quarantine file's entries in force, for agents older than that file.
     quarantined: Mapping[str, str] = field(default_factory=dict)
-    unconfirmed_starts: int = 0  # runs that ended (any way) while awaiting confirmation
+    # switched: runs that ended (any way) while awaiting confirmation. rolled_back: 1 after a
+    # soft rollback for failures that looked environmental, until the version rolled back to
+    # confirms itself again (any agent's confirmation resets the counters): see
+    # `awaiting_reconfirmation`.
+    unconfirmed_starts: int = 0
 
     @property
     def awaiting_confirmation(self) -> bool:
         return self.state is PointerState.SWITCHED
+
+    @property
+    def awaiting_reconfirmation(self) -> bool:
+        """Rolled back softly (the new version failed as an outage would) and the version rolled
+        back to has not confirmed itself since: if it fails the same way, the environment is
+        to blame, not the new version."""
+        return self.state is PointerState.ROLLED_BACK and self.unconfirmed_starts > 0
 
     def switched_to(self, version: str, reason: str) -> CurrentPointer:
         return CurrentPointer(version, self.version, PointerState.SWITCHED, 0, reason,
@@ -149,14 +160,18 @@ class CurrentPointer:
     def with_crash(self) -> CurrentPointer:
         return self.with_unconfirmed_start(crashed=True)
 
-    def rolled_back(self, reason: str, bad_sha256: str | None) -> CurrentPointer:
+    def rolled_back(
+        self, reason: str, bad_sha256: str | None, *, recheck: bool = False
+    ) -> CurrentPointer:
+        """Back to the previous version. `recheck`: watch it for failing the same way before
+        it confirms itself again (`awaiting_reconfirmation`)."""
         if self.previous is None:
             raise IllegalTransitionError("no previous version to roll back to")
         quarantined = dict(self.quarantined)
         if bad_sha256:
             quarantined[self.version] = bad_sha256
         return CurrentPointer(self.previous, self.version, PointerState.ROLLED_BACK, 0, reason,
-                              quarantined)
+                              quarantined, int(recheck))
 
     def to_json(self) -> dict[str, Any]:
         return {

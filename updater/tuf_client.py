@@ -63,9 +63,13 @@ _CHUNK = 1 << 16
 class Limits:
     socket_timeout: int = 30  # seconds; connect and between bytes
     # slow retrieval: each download must end within base + its maximum length at the minimum
-    # rate (a 20 MB archive: 60 s + 400 s; a timestamp: about 60 s)
+    # rate. Metadata is small and tight (a timestamp: about 60 s; targets.json at its 5 MB cap:
+    # 160 s). Targets get a lower rate so a slow practice line can still move: a 12 MB archive,
+    # which every downgrade needs, gets 60 s + 600 s (about 11 min), while ensure() holds the
+    # agent's cycle (no SQS polling) for that long at worst.
     download_base_s: float = 60.0
-    min_download_bytes_per_s: int = 50_000
+    min_download_bytes_per_s: int = 50_000  # metadata
+    min_target_bytes_per_s: int = 20_000  # archives and patches
     root_max_bytes: int = 512_000
     timestamp_max_bytes: int = 16_384
     snapshot_max_bytes: int = 2_000_000
@@ -74,8 +78,9 @@ class Limits:
     max_tar_bytes: int = 800_000_000  # cap on an uncompressed tar (gzip bomb)
     max_root_rotations: int = 32
 
-    def download_deadline_s(self, max_length: int) -> float:
-        return self.download_base_s + max_length / self.min_download_bytes_per_s
+    def download_deadline_s(self, max_length: int, *, target: bool = False) -> float:
+        rate = self.min_target_bytes_per_s if target else self.min_download_bytes_per_s
+        return self.download_base_s + max_length / rate
 
 
 class DeadlineFetcher(FetcherInterface):
@@ -84,18 +89,26 @@ class DeadlineFetcher(FetcherInterface):
 
     Each read returns whatever has arrived (`read1`), so the deadline is checked at least every
     `socket_timeout` seconds however slowly the bytes come. Raises tuf's `SlowRetrievalError` (a
-    `DownloadError`) when a download is not done by `Limits.download_deadline_s(max_length)`."""
+    `DownloadError`) when a download is not done by `Limits.download_deadline_s(max_length)`;
+    a download under `targets_url` is allowed the lower target rate."""
 
-    def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        clock: Callable[[], float] = time.monotonic,
+        targets_url: str | None = None,
+    ) -> None:
         self._limits = limits
         self._clock = clock
+        self._targets_url = targets_url  # downloads under it get the (lower) target rate
         self._sessions: dict[tuple[str, str], requests.Session] = {}
         self._budget_s = limits.download_base_s
 
     @contextlib.contextmanager
     def download_file(self, url: str, max_length: int) -> Iterator[IO[bytes]]:
         # every ngclient download (metadata and targets) comes through here with its cap
-        self._budget_s = self._limits.download_deadline_s(max_length)
+        target = bool(self._targets_url) and url.startswith(self._targets_url or "")
+        self._budget_s = self._limits.download_deadline_s(max_length, target=target)
         with super().download_file(url, max_length) as file:
             yield file
 
@@ -225,7 +238,7 @@ class TufClient:
                 metadata_base_url=self._metadata_url,
                 target_dir=str(self._target_dir),
                 target_base_url=self._targets_url,
-                fetcher=DeadlineFetcher(limits),
+                fetcher=DeadlineFetcher(limits, targets_url=self._targets_url),
                 config=config,
             )
             updater.refresh()

@@ -8,6 +8,7 @@ import json
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,7 +23,7 @@ from updater.state import CurrentPointer, PointerState, read_pointer, write_poin
 from updater.tuf_client import Limits
 
 # The simulated agent: `--version` and `self-test` print its version; `run` behaves as baked in
-# BEHAVIOUR (`self_test_broken`: its update path is broken; `legacy_cli`: built before self-test).
+# BEHAVIOUR (`self_test_broken`: its update path is broken; `legacy_cli`: no self-test command).
 # It uses the real gate (updater.agent_gate.from_environment), like the agent's composition root.
 AGENT_SCRIPT = """#!{python}
 import json, os, sys
@@ -212,3 +213,22 @@ def pointer_version(layout: Layout) -> str:
 def copy_repo(sim: RepoSim, dest: Path) -> Path:
     shutil.copytree(sim.repo_dir, dest)
     return dest
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    """Poll a real process's effect (a deadline for a hung run, not a timed assertion)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for: {what}")
+        time.sleep(0.05)
+
+
+def process_state(pid: int) -> tuple[bool, int]:
+    """(still running, process group) from /proc; a zombie no-one reaps has stopped running."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False, -1
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return fields[0] not in ("Z", "X"), int(fields[2])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.updater.support import HttpRepo, RepoSim, gate, pointer_version
 from updater.gate import GateAction
-from updater.layout import Layout
+from updater.layout import Layout, install_lock
 from updater.staging import smoke_test
 from updater.state import InstallState, PointerState, read_pointer, read_record
 
@@ -94,3 +94,17 @@ def test_confirm_marks_the_new_version_good_and_prunes_beyond_two(
     assert layout.installed_versions() == ["1.1.0", "1.2.0"]
     record = read_record(layout.install_state_file)
     assert record is not None and record.state is InstallState.CONFIRMED
+
+
+def test_confirming_while_an_install_holds_the_lock_does_not_prune_the_folder_it_switches_to(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    # an install (say, a manually started agent of the service's version) has moved 1.2.0 into
+    # versions/ and is about to flip the pointer; a confirming run pruned it from under it
+    layout.version_dir("1.2.0").mkdir()
+    layout.exe_path("1.2.0").write_text("the build being switched to")
+    with install_lock(layout):  # the OS lock, held on another open file as the install does
+        gate(layout, "1.0.0", http_repo.url, sim).confirm_running()
+        assert layout.exe_path("1.2.0").is_file()
+    gate(layout, "1.0.0", http_repo.url, sim).confirm_running()  # no install: prunes as before
+    assert layout.installed_versions() == ["1.0.0"]

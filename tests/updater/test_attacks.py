@@ -19,6 +19,7 @@ from securesystemslib.interface import (
     import_ed25519_privatekey_from_file,
 )
 from securesystemslib.signer import SSlibSigner
+from tuf.api.exceptions import SlowRetrievalError
 from tuf.api.metadata import Metadata
 from tuf.api.serialization.json import JSONSerializer
 
@@ -27,7 +28,7 @@ from updater.gate import GateAction, GateDecision
 from updater.layout import Layout
 from updater.repo.repository import ReleasePolicy
 from updater.state import read_pointer
-from updater.tuf_client import Limits
+from updater.tuf_client import DeadlineFetcher, Limits
 
 
 def _assert_untouched(layout: Layout, decision: GateDecision, running: str = "1.0.0") -> None:
@@ -309,7 +310,8 @@ def test_trickled_download_is_cut_at_its_total_deadline(
     length = served.stat().st_size if path.startswith("/targets/") else None
     stop = threading.Event()
     http_repo.overrides[path] = _trickle(length, stop)
-    limits = Limits(socket_timeout=5, download_base_s=1.0, min_download_bytes_per_s=10**12)
+    limits = Limits(socket_timeout=5, download_base_s=1.0, min_download_bytes_per_s=10**12,
+                    min_target_bytes_per_s=10**12)
     result: list[GateDecision] = []
     worker = threading.Thread(
         target=lambda: result.append(_ensure(layout, sim, http_repo, "1.1.0", limits)),
@@ -325,6 +327,54 @@ def test_trickled_download_is_cut_at_its_total_deadline(
     assert time.monotonic() - started < 20
     assert "SlowRetrievalError" in result[0].reason
     _assert_untouched(layout, result[0])
+
+
+class SimulatedLine:
+    """A practice's slow line: the clock the fetcher reads is the bytes served so far divided
+    by the line's rate (real bytes over loopback, simulated seconds)."""
+
+    def __init__(self, bytes_per_s: float) -> None:
+        self.bytes_per_s = bytes_per_s
+        self.served = 0
+
+    def __call__(self) -> float:
+        return self.served / self.bytes_per_s
+
+    def handler(self, length: int) -> Callable[[Any], None]:
+        def serve(h: SimpleHTTPRequestHandler) -> None:
+            h.send_response(200)
+            h.send_header("Content-Length", str(length))
+            h.end_headers()
+            chunk = b"\0" * 65536
+            try:
+                for start in range(0, length, len(chunk)):
+                    part = chunk[: length - start]
+                    h.wfile.write(part)
+                    self.served += len(part)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        return serve
+
+
+@pytest.mark.parametrize(("path", "length", "gets_through"), [
+    ("/targets/r4agent-9.9.9.tar.gz", 12_000_000, True),  # a full archive, as a downgrade needs
+    ("/metadata/targets.json", 5_000_000, False),  # metadata at its cap stays tight
+])
+def test_a_slow_line_still_downloads_a_full_archive_while_metadata_stays_tight(
+    http_repo: HttpRepo, path: str, length: int, gets_through: bool
+) -> None:
+    # 25 kB/s sustained: at the old 50 kB/s floor a 12 MB archive always failed (60 s + 240 s
+    # for 480 s of transfer), so such a practice could never downgrade
+    line = SimulatedLine(25_000)
+    http_repo.overrides[path] = line.handler(length)
+    fetcher = DeadlineFetcher(Limits(), clock=line, targets_url=f"{http_repo.url}/targets/")
+    url = f"{http_repo.url}{path}"
+    if gets_through:
+        assert len(fetcher.download_bytes(url, length)) == length
+    else:
+        with pytest.raises(SlowRetrievalError):
+            fetcher.download_bytes(url, length)
 
 
 def test_signed_target_above_the_size_cap_is_not_downloaded(

@@ -68,3 +68,24 @@ def test_expiries_reports_days_left_and_flags_roles_inside_their_window(tmp_path
     assert report["targets"].left == timedelta(days=10) and report["targets"].warn
     assert report["snapshot"].warn and report["timestamp"].warn  # already expired
     assert not any(e.warn for e in sim.repo.expiries(warn_within_days=-100))
+
+
+def test_a_daily_timestamp_job_that_misses_a_run_leaves_the_fleet_refreshing_and_warns(
+    tmp_path: Path,
+) -> None:
+    # the job last ran 36 h ago (one run missed): with a 1-day timestamp every agent refused
+    # the repository (ExpiredMetadataError), blocking fleet-wide rollbacks too
+    start = datetime.now(UTC) - timedelta(hours=36)
+    sim = make_repo(tmp_path / "release", start=start)
+    sim.add("1.0.0")
+    sim.add("1.1.0")
+    sim.repo.resign_online()
+
+    _, decision = _agent_asks_for_1_1_0(tmp_path, sim)
+    assert decision.action is GateAction.RESTART_INTO_NEW_VERSION, decision.reason
+
+    sim.now.value = None  # the release side's real now: 12 h left, inside the 1-day window
+    timestamp = {e.role: e for e in sim.repo.expiries()}["timestamp"]
+    assert timedelta(hours=11) < timestamp.left < timedelta(hours=13) and timestamp.warn
+    sim.repo.resign_online()  # the job runs again: 2 days left, no warning
+    assert not {e.role: e for e in sim.repo.expiries()}["timestamp"].warn

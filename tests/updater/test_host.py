@@ -3,25 +3,29 @@ graceful stop. Pure logic with a fake clock and fake children; then real process
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.clock import FakeClock, SystemClock
 from agent.exit_codes import ExitCode
 from tests.updater.support import HttpRepo, RepoSim, install_from_repo
-from updater.agent_gate import ENV_UPDATE_URL
+from updater.agent_gate import ENV_UPDATE_URL, InstalledGate
 from updater.host import (
     Host,
     HostEvent,
     HostPolicy,
+    OwnBuild,
     RunHistory,
     SubprocessLauncher,
     bootstrap,
+    choose_recovery,
     plan_restart,
 )
 from updater.layout import Layout
@@ -138,6 +142,55 @@ def test_policy_caps_the_starts_before_rollback_at_three() -> None:
         HostPolicy(max_starts_before_confirm=4)
     with pytest.raises(ValueError):
         HostPolicy(max_unconfirmed_starts=0)
+
+
+def test_config_errors_before_confirming_count_towards_the_soft_budget_not_the_hard_one() -> None:
+    # 78 is also the backend refusing (a non-429 4xx from /data, a maintenance page instead of
+    # JSON): three of those (about 30 min) must not bar a good release at a practice for good
+    pointer = SWITCHED
+    for run in range(1, POLICY.max_unconfirmed_starts):
+        plan = plan_restart(ExitCode.CONFIG_ERROR, 1, pointer, RunHistory(), POLICY)
+        assert not plan.rollback and plan.pointer is not None
+        assert (plan.pointer.crashes_before_confirm, plan.pointer.unconfirmed_starts) == (0, run)
+        pointer = plan.pointer
+    plan = plan_restart(ExitCode.CONFIG_ERROR, 1, pointer, RunHistory(), POLICY)
+    assert plan.rollback and plan.soft and plan.recheck
+
+
+def test_a_soft_rollback_for_hangs_does_not_watch_the_old_version_for_an_outage() -> None:
+    pointer = SWITCHED
+    for _ in range(POLICY.max_unconfirmed_starts):
+        plan = plan_restart(None, POLICY.confirm_deadline_s, pointer, RunHistory(), POLICY,
+                            unconfirmed_timeout=True)
+        assert plan.pointer is not None
+        pointer = plan.pointer
+    assert plan.rollback and plan.soft and not plan.recheck
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    # only a crash looper left, own build not barred and confirmed here: the own build
+    (dict(runnable=["1.1.0"], confirmed=["1.0.0"], hard={"1.1.0"}, soft=set(), own="1.0.0"),
+     ("1.0.0", None, PointerState.CONFIRMED)),
+    # own build never confirmed here: on probation, a softly barred build as its fallback
+    (dict(runnable=["1.2.0", "1.1.0"], confirmed=[], hard={"1.1.0"}, soft={"1.2.0"},
+          own="1.0.0"), ("1.0.0", "1.2.0", PointerState.SWITCHED)),
+    # the own build's version is barred too: the least barred build, with the own as fallback
+    (dict(runnable=["1.2.0", "1.3.0"], confirmed=[], hard={"1.1.0", "1.3.0"}, soft={"1.2.0"},
+          own="1.1.0"), ("1.2.0", "1.1.0", PointerState.SWITCHED)),
+    # no own build (not frozen): a barred build is never trusted
+    (dict(runnable=["1.1.0"], confirmed=["1.1.0"], hard={"1.1.0"}, soft=set(), own=None),
+     ("1.1.0", None, PointerState.SWITCHED)),
+])
+def test_recovery_never_trusts_a_quarantined_build_and_falls_back_on_the_hosts_own(
+    case: dict[str, Any], expected: tuple[str, str | None, PointerState]
+) -> None:
+    choice = choose_recovery(case["runnable"], case["confirmed"], case["hard"], case["soft"],
+                             case["own"])
+    assert choice is not None and (choice.version, choice.previous, choice.state) == expected
+
+
+def test_recovery_with_nothing_runnable_and_no_own_build_has_no_choice() -> None:
+    assert choose_recovery([], ["1.0.0"], set(), set(), None) is None
 
 
 # ---- the host loop with fake children --------------------------------------------------------
@@ -358,6 +411,31 @@ def test_stop_kills_a_child_that_ignores_it_after_the_grace_period(tmp_path: Pat
     assert clock.monotonic() - before >= POLICY.stop_grace_s
 
 
+def test_a_stop_of_a_child_that_will_not_die_ends_within_the_policys_worst_case(
+    tmp_path: Path,
+) -> None:
+    # the Windows service's STOP_PENDING wait hints are built from `stop_worst_case_s`
+    layout = _installed(tmp_path, ["1.0.0"], CONFIRMED)
+    clock, events = FakeClock(), list[HostEvent]()
+    stop = threading.Event()
+
+    class Unkillable(FakeChild):
+        def wait(self, timeout_s: float) -> int | None:
+            self.clock.advance(timeout_s)
+            return None
+
+    class UnkillableLauncher(FakeLauncher):
+        def start(self, argv: list[str], env: dict[str, str] | object) -> FakeChild:
+            stop.set()
+            return Unkillable(clock, None)
+
+    host, _ = _host(layout, UnkillableLauncher(clock, []), clock, events)
+    before = clock.monotonic()
+    host.run(stop)
+    assert clock.monotonic() - before <= POLICY.stop_worst_case_s
+    assert events[-1].kind == "stop"
+
+
 def test_damaged_pointer_with_no_confirmed_version_known_runs_the_newest_on_probation(
     tmp_path: Path,
 ) -> None:
@@ -411,6 +489,192 @@ def test_bootstrap_installs_the_hosts_own_exe_as_the_first_version(tmp_path: Pat
     pointer = bootstrap(layout, own, "1.0.0")
     assert pointer.version == "1.0.0" and layout.exe_path("1.0.0").read_text() == own.read_text()
     assert bootstrap(layout, own, "9.9.9").version == "1.0.0"  # never overrides a pointer
+
+
+def _own_build(tmp_path: Path, version: str) -> OwnBuild:
+    """The service's own exe (the MSI's, in Program Files)."""
+    exe = tmp_path / "ProgramFiles" / "r4agent"
+    exe.parent.mkdir(exist_ok=True)
+    exe.write_text(f"#!/bin/sh\necho r4agent {version}\n")
+    return OwnBuild(exe, version)
+
+
+def test_service_start_with_a_corrupt_pointer_runs_the_last_confirmed_version_not_the_msi_exe(
+    tmp_path: Path,
+) -> None:
+    layout = _installed(tmp_path, ["1.3.0", "1.4.0", "1.5.0"], CONFIRMED)
+    write_last_confirmed(layout.last_confirmed_file, "1.5.0")
+    layout.current_file.write_text("{torn")
+    own = _own_build(tmp_path, "1.0.0")
+
+    pointer = bootstrap(layout, own.exe, own.version)
+
+    assert (pointer.version, pointer.state) == ("1.5.0", PointerState.CONFIRMED)
+    assert layout.installed_versions() == ["1.3.0", "1.4.0", "1.5.0"]  # the MSI's 1.0.0 not copied
+    assert read_pointer(layout.current_file) == pointer
+
+
+def test_service_start_with_the_confirmed_versions_exe_gone_runs_the_version_it_came_from(
+    tmp_path: Path,
+) -> None:
+    # 1.4.0 installed 1.5.0, which confirmed itself; then 1.5.0's exe was deleted
+    confirmed_15 = CurrentPointer("1.4.0", None, PointerState.CONFIRMED).switched_to(
+        "1.5.0", "test").confirmed()
+    layout = _installed(tmp_path, ["1.3.0", "1.4.0", "1.5.0"], confirmed_15)
+    write_record(layout.install_state_file,
+                 InstallRecord("a1", "1.4.0", "1.5.0", InstallState.CONFIRMED))
+    write_last_confirmed(layout.last_confirmed_file, "1.5.0")
+    layout.exe_path("1.5.0").unlink()
+    own = _own_build(tmp_path, "1.0.0")
+
+    pointer = bootstrap(layout, own.exe, own.version)
+
+    # an install starts only from a confirmed version: 1.4.0 is known good, not the MSI's 1.0.0
+    assert (pointer.version, pointer.state) == ("1.4.0", PointerState.CONFIRMED)
+    assert "1.0.0" not in layout.installed_versions()
+
+
+def test_service_start_with_nothing_known_good_left_runs_the_newest_on_probation_not_the_msi_exe(
+    tmp_path: Path,
+) -> None:
+    layout = _installed(tmp_path, ["1.3.0", "1.4.0", "1.5.0"], CONFIRMED)
+    write_last_confirmed(layout.last_confirmed_file, "1.5.0")
+    layout.current_file.write_text("{torn")
+    layout.exe_path("1.5.0").unlink()  # and no install record says where 1.5.0 came from
+    own = _own_build(tmp_path, "1.0.0")
+
+    pointer = bootstrap(layout, own.exe, own.version)
+
+    assert (pointer.version, pointer.previous, pointer.state) == (
+        "1.4.0", "1.3.0", PointerState.SWITCHED)  # must confirm itself, 1.3.0 to roll back to
+    assert "1.0.0" not in layout.installed_versions()
+
+
+def _rolled_back_off_a_crash_loop(tmp_path: Path) -> Layout:
+    """1.1.0 crash-looped and was quarantined for good; the host runs 1.0.0 again."""
+    layout = _installed(tmp_path, ["1.0.0", "1.1.0"], SWITCHED)
+    write_last_confirmed(layout.last_confirmed_file, "1.0.0")
+    clock = FakeClock()
+    launcher = FakeLauncher(clock, [_step(ExitCode.CRASH)] * 3)
+    host, _ = _host(layout, launcher, clock, [])
+    host.run(threading.Event(), max_runs=3)
+    pointer = read_pointer(layout.current_file)
+    assert pointer is not None and pointer.state is PointerState.ROLLED_BACK
+    assert read_quarantine(layout.quarantine_file).entries["1.1.0"].until is None
+    return layout
+
+
+def test_rollback_target_deleted_with_only_a_crash_looper_left_reinstalls_the_hosts_own_build(
+    tmp_path: Path,
+) -> None:
+    layout = _rolled_back_off_a_crash_loop(tmp_path)
+    shutil.rmtree(layout.version_dir("1.0.0"))
+    own = _own_build(tmp_path, "1.0.0")
+    clock, events = FakeClock(), list[HostEvent]()
+    launcher = FakeLauncher(clock, [_step(ExitCode.END_OF_LIFE)])
+    host, _ = _host(layout, launcher, clock, events)
+    host.own = own
+
+    host.run(threading.Event(), max_runs=1)
+
+    assert launcher.started == ["1.0.0"]  # not the crash looper as a trusted version
+    assert layout.exe_path("1.0.0").read_text() == own.exe.read_text()
+    pointer = read_pointer(layout.current_file)
+    assert pointer is not None and (pointer.version, pointer.state) == (
+        "1.0.0", PointerState.CONFIRMED)
+    assert pointer.quarantined == {"1.1.0": "sha-of-1.1.0"}  # the gate still refuses it
+
+
+def test_only_a_crash_looper_left_and_no_own_build_runs_it_on_probation_never_trusted(
+    tmp_path: Path,
+) -> None:
+    layout = _rolled_back_off_a_crash_loop(tmp_path)
+    shutil.rmtree(layout.version_dir("1.0.0"))
+    clock = FakeClock()
+    launcher = FakeLauncher(clock, [_step(ExitCode.END_OF_LIFE)])
+    host, _ = _host(layout, launcher, clock, [])
+
+    host.run(threading.Event(), max_runs=1)
+
+    assert launcher.started == ["1.1.0"]
+    pointer = read_pointer(layout.current_file)
+    assert pointer is not None and pointer.version == "1.1.0"
+    assert pointer.awaiting_confirmation  # was: installed (trusted), previous None
+
+
+def test_with_no_runnable_version_the_host_runs_its_own_build_instead_of_waiting(
+    tmp_path: Path,
+) -> None:
+    layout = _installed(tmp_path, ["1.2.0"], CurrentPointer("1.2.0", None,
+                                                            PointerState.CONFIRMED))
+    layout.exe_path("1.2.0").unlink()
+    clock = FakeClock()
+    launcher = FakeLauncher(clock, [_step(ExitCode.END_OF_LIFE)])
+    host, waiter = _host(layout, launcher, clock, [])
+    host.own = _own_build(tmp_path, "1.0.0")
+
+    host.run(threading.Event(), max_runs=1)
+
+    assert launcher.started == ["1.0.0"] and waiter.delays == []  # was: 15 min waits, forever
+
+
+def _soft_rollback_of_1_1_0(tmp_path: Path, clock: FakeClock) -> tuple[Layout, Host, FakeLauncher]:
+    layout = _installed(tmp_path, ["1.0.0", "1.1.0"], SWITCHED)
+    launcher = FakeLauncher(clock, [_step(ExitCode.TRANSIENT_FAILURE)] * 6)
+    host, _ = _host(layout, launcher, clock, [])
+    host.run(threading.Event(), max_runs=6)  # an outage right after the switch
+    entry = read_quarantine(layout.quarantine_file).entries["1.1.0"]
+    assert entry.until is not None
+    pointer = read_pointer(layout.current_file)
+    assert pointer is not None and pointer.awaiting_reconfirmation
+    return layout, host, launcher
+
+
+@pytest.mark.parametrize("code", [ExitCode.TRANSIENT_FAILURE, ExitCode.CONFIG_ERROR])
+def test_rolled_back_version_failing_the_same_way_lifts_the_new_versions_soft_quarantine(
+    tmp_path: Path, code: int
+) -> None:
+    clock = FakeClock()
+    layout, host, launcher = _soft_rollback_of_1_1_0(tmp_path, clock)
+    launcher.script.append(_step(code))  # 1.0.0 cannot get through either: the environment
+
+    host.run(threading.Event(), max_runs=1)
+
+    assert launcher.started[-1] == "1.0.0"
+    assert read_quarantine(layout.quarantine_file).entries == {}
+    pointer = read_pointer(layout.current_file)
+    assert pointer is not None and pointer.version == "1.0.0"
+    assert pointer.quarantined == {} and not pointer.awaiting_reconfirmation
+
+
+def test_rolled_back_version_that_confirms_itself_keeps_the_new_versions_soft_quarantine(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    layout, host, launcher = _soft_rollback_of_1_1_0(tmp_path, clock)
+    gate = InstalledGate(layout, "1.0.0", None, root_seed=b"")
+
+    def confirm() -> None:  # 1.0.0 gets through (the real gate): 1.1.0 was to blame
+        gate.confirm_running()
+
+    launcher.script.append(_step(ExitCode.TRANSIENT_FAILURE, confirm))  # fails later on
+
+    host.run(threading.Event(), max_runs=1)
+
+    assert read_quarantine(layout.quarantine_file).entries.keys() == {"1.1.0"}
+    pointer = read_pointer(layout.current_file)
+    assert pointer is not None and pointer.quarantined == {"1.1.0": "sha-of-1.1.0"}
+
+
+def test_a_crash_loop_stays_quarantined_when_the_rolled_back_version_meets_an_outage(
+    tmp_path: Path,
+) -> None:
+    layout = _rolled_back_off_a_crash_loop(tmp_path)
+    clock = FakeClock()
+    launcher = FakeLauncher(clock, [_step(ExitCode.TRANSIENT_FAILURE)])
+    host, _ = _host(layout, launcher, clock, [])
+    host.run(threading.Event(), max_runs=1)
+    assert read_quarantine(layout.quarantine_file).entries.keys() == {"1.1.0"}
 
 
 # ---- real processes: the simulated agent, the real gate, the real host --------------------------

@@ -12,13 +12,15 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.updater.support import process_state, wait_for
 from updater.host import SubprocessLauncher
+from updater.process_tree import _resume, _thread_entry, resume_failed
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
 
@@ -39,28 +41,9 @@ STUBBORN_AGENT = textwrap.dedent(
 )
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    """Poll a real process's effect (a deadline for a hung run, not a timed assertion)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for: {what}")
-        time.sleep(0.05)
-
-
-def _running(pid: int) -> tuple[bool, int]:
-    """(still running, process group) from /proc; a zombie no-one reaps has stopped running."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False, -1
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-    return fields[0] not in ("Z", "X"), int(fields[2])
-
-
 def _live_members_of_group(pgid: int) -> list[int]:
     pids = (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
-    return [pid for pid in pids if _running(pid) == (True, pgid)]
+    return [pid for pid in pids if process_state(pid) == (True, pgid)]
 
 
 def test_killing_an_agent_that_ignores_stop_leaves_no_process_of_its_tree(
@@ -84,10 +67,76 @@ def test_killing_an_agent_that_ignores_stop_leaves_no_process_of_its_tree(
         assert child.wait(0.2) is None  # ignored: this is the agent the grace period ends
         child.kill()
         code = child.wait(10)
-        wait_for(lambda: not _running(grandchild_pid)[0], "the grandchild has ended", 10)
+        wait_for(lambda: not process_state(grandchild_pid)[0], "the grandchild has ended", 10)
         assert _live_members_of_group(leader_pid) == []
     finally:
         child.kill()
-        if grandchild_pid and _running(grandchild_pid)[0]:  # the bug: do not leak it
+        if grandchild_pid and process_state(grandchild_pid)[0]:  # the bug: do not leak it
             os.kill(grandchild_pid, 9)
     assert code is not None and code < 0
+
+
+# ---- resuming the suspended agent (Windows calls, through the real C calling convention) --------
+
+
+class StandInKernel32:
+    """kernel32's thread calls as C functions (ctypes callbacks), held the way the real DLL's
+    functions are before any prototype is declared (C int results). The process has one
+    thread; ResumeThread returns `resume_result` through the C ABI, as the DLL's DWORD would."""
+
+    def __init__(self, pid: int, resume_result: int) -> None:
+        from ctypes import CFUNCTYPE, POINTER, c_int, c_void_p, cast
+
+        def snapshot(flags: int, process: int) -> int:
+            return 77
+
+        def first(handle: int, entry: Any) -> int:
+            entry.contents.th32OwnerProcessID = pid
+            entry.contents.th32ThreadID = 8
+            return 1
+
+        def next_(handle: int, entry: Any) -> int:
+            return 0
+
+        def open_thread(access: int, inherit: int, thread_id: int) -> int:
+            return 99 if thread_id == 8 else 0
+
+        def resume(handle: int) -> int:
+            self.resumed.append(handle)
+            return resume_result
+
+        def close(handle: int) -> int:
+            return 1
+
+        entry_pointer: Any = POINTER(_thread_entry())
+        self.resumed: list[int] = []
+        self._keep: list[Any] = []
+        calls: list[tuple[str, Callable[..., int], tuple[Any, ...]]] = [
+            ("CreateToolhelp32Snapshot", snapshot, (c_int, c_int)),
+            ("Thread32First", first, (c_void_p, entry_pointer)),
+            ("Thread32Next", next_, (c_void_p, entry_pointer)),
+            ("OpenThread", open_thread, (c_int, c_int, c_int)),
+            ("ResumeThread", resume, (c_void_p,)),
+            ("CloseHandle", close, (c_void_p,)),
+        ]
+        for name, fn, params in calls:
+            callback = CFUNCTYPE(c_int, *params)(fn)  # what the "DLL" does, in C
+            self._keep.append(callback)
+            # what the caller holds: a function pointer with ctypes' default prototype
+            setattr(self, name, cast(callback, CFUNCTYPE(c_int)))
+
+
+def test_a_thread_that_fails_to_resume_is_detected_so_the_agent_is_not_left_suspended() -> None:
+    # ResumeThread failing returns (DWORD)-1; read as a C int it was -1 != 0xFFFFFFFF, so the
+    # failure counted as a resume: the agent stayed suspended, the service showed running
+    kernel32 = StandInKernel32(pid=4242, resume_result=-1)
+    with pytest.raises(OSError, match="could not resume process 4242"):
+        _resume(4242, kernel32)
+    assert kernel32.resumed == [99]
+
+
+def test_a_thread_that_resumes_passes() -> None:
+    kernel32 = StandInKernel32(pid=4242, resume_result=1)  # its previous suspend count
+    _resume(4242, kernel32)
+    assert kernel32.resumed == [99]
+    assert resume_failed(0xFFFFFFFF) and not resume_failed(1)

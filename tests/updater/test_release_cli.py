@@ -4,6 +4,7 @@ throwaway keys, published to a folder and to S3 (moto server over loopback)."""
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -139,6 +140,80 @@ def test_rotated_key_is_followed_by_clients_holding_the_old_root(
         decision = gate.ensure("1.1.0")
         assert decision.action is GateAction.RESTART_INTO_NEW_VERSION, decision.reason
     assert b'"version": 2' in (layout.metadata_dir / "root.json").read_bytes()
+
+
+def _online_machine(cli: Any, tmp_path: Path) -> Path:
+    """A keys folder holding what a timestamp rotation needs: root keys + online keys only."""
+    keys = tmp_path / "keys-without-targets"
+    keys.mkdir()
+    for name in ("root1", "root2", "root3", "snapshot", "timestamp"):
+        for suffix in ("", ".pub"):
+            (keys / f"{name}{suffix}").write_bytes((cli.keys / f"{name}{suffix}").read_bytes())
+    (keys / "targets.pub").write_bytes((cli.keys / "targets.pub").read_bytes())
+    return keys
+
+
+def test_rotating_the_timestamp_key_needs_no_offline_targets_key_and_agents_follow(
+    cli: Any, tmp_path: Path
+) -> None:
+    # it wrote 2.root.json and root.json, then failed ("no private key for the targets role")
+    # with timestamp.json still signed by the retired key: a later publish broke every refresh
+    for version in ("1.0.0", "1.1.0"):
+        assert _release(cli, tmp_path, version) == 0
+    repo = Repository(cli.repo, cli.keys)
+    old_root, old_targets = repo.root_bytes(), (cli.repo / "metadata" / "targets.json").read_bytes()
+    keys = _online_machine(cli, tmp_path)
+    args = ["--repo", str(cli.repo), "--keys", str(keys)]
+    assert release.main([*args, "rotate-key", "timestamp", "timestamp-new"]) == 0
+
+    assert (cli.repo / "metadata" / "targets.json").read_bytes() == old_targets  # untouched
+    layout = Layout(tmp_path / "pd")
+    install_from_repository(repo, layout, "1.0.0")
+    (layout.metadata_dir / "root.json").write_bytes(old_root)
+    for http in serve(cli.repo):
+        decision = InstalledGate(layout, "1.0.0", http.url, root_seed=old_root).ensure("1.1.0")
+        assert decision.action is GateAction.RESTART_INTO_NEW_VERSION, decision.reason
+    assert b'"version": 2' in (layout.metadata_dir / "root.json").read_bytes()
+    (keys / "timestamp").unlink()  # the retired key is gone: the daily job signs with the new
+    assert release.main([*args, "resign-online"]) == 0
+
+
+def test_a_rotation_agents_meet_before_its_new_root_is_published_still_verifies(
+    cli: Any, tmp_path: Path
+) -> None:
+    # publish uploads the re-signed roles before the new root: they carry the retired key's
+    # signature too, so an agent still on the old root accepts them in that window
+    for version in ("1.0.0", "1.1.0"):
+        assert _release(cli, tmp_path, version) == 0
+    repo = Repository(cli.repo, cli.keys)
+    old_root = repo.root_bytes()
+    assert cli("rotate-key", "targets", "targets-new") == 0
+    mid_publish = tmp_path / "mid-publish"
+    shutil.copytree(cli.repo, mid_publish)
+    (mid_publish / "metadata" / "2.root.json").unlink()
+    (mid_publish / "metadata" / "root.json").write_bytes(old_root)
+    layout = Layout(tmp_path / "pd")
+    install_from_repository(repo, layout, "1.0.0")
+    (layout.metadata_dir / "root.json").write_bytes(old_root)
+    for http in serve(mid_publish):
+        decision = InstalledGate(layout, "1.0.0", http.url, root_seed=old_root).ensure("1.1.0")
+        assert decision.action is GateAction.RESTART_INTO_NEW_VERSION, decision.reason
+
+
+@pytest.mark.parametrize(("key", "missing"), [
+    ("timestamp", ["root2", "root3"]),  # one root key: under the threshold of 2
+    ("targets", ["snapshot"]),  # new targets need a new snapshot
+    ("root1", ["root2", "root3"]),  # the new root must also carry 2 of the old root keys
+])
+def test_a_rotation_missing_a_needed_key_is_refused_before_any_file_is_written(
+    cli: Any, tmp_path: Path, key: str, missing: list[str]
+) -> None:
+    assert _release(cli, tmp_path, "1.0.0") == 0
+    for name in missing:
+        (cli.keys / name).unlink()
+    before = [_tree(cli.repo), _tree(cli.keys)]
+    assert cli("rotate-key", key, f"{key}-new") == 1
+    assert [_tree(cli.repo), _tree(cli.keys)] == before  # not even the new key pair
 
 
 @pytest.fixture(scope="module")

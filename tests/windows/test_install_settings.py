@@ -210,3 +210,26 @@ def test_upgrade_without_urls_keeps_a_staging_practice_off_production(tmp_path: 
     assert config["backend_url"] == "https://staging.example.test"
     env = service.update_url_env(tmp_path, {})
     assert env["R4AGENT_UPDATE_URL"] == "https://updates.staging.example.test/r4agent"
+
+
+def test_a_slow_stop_keeps_reporting_stop_pending_until_the_host_is_done() -> None:
+    # one STOP_PENDING with a 45 s hint and no checkpoints, for a stop that may take over a
+    # minute (grace, kill drain, wait): the SCM deemed the service hung ("did not respond")
+    worst = service.host_stop_worst_case_s()
+    assert worst >= service.host_policy().stop_grace_s + 20  # more than the old hint allowed
+    now = [0.0]
+    reports: list[tuple[float, int]] = []
+
+    def wait(seconds: float) -> bool:  # the host takes its worst case to stop
+        now[0] += seconds
+        return now[0] >= worst
+
+    service.report_stop_pending(lambda hint: reports.append((now[0], hint)), wait,
+                                lambda: now[0], worst)
+
+    every = service.STOP_PENDING_EVERY_S
+    assert [t for t, _ in reports] == [every * i for i in range(len(reports))]  # a checkpoint
+    assert reports[-1][0] < worst <= reports[-1][0] + every  # ... until the host is done
+    for at, hint in reports:
+        assert at + hint / 1000 >= worst  # each hint covers what is left of the worst case
+        assert hint >= 2 * every * 1000  # and outlasts the next report

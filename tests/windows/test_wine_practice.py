@@ -308,3 +308,18 @@ def test_killing_an_agent_that_ignores_stop_leaves_no_r4agent_process_under_wine
     assert out.strip().splitlines()[-1].endswith("left []"), out
     wait_for(lambda: not prefix.processes(tmp_path.name),
              "no process of the killed tree is left", 30)
+
+
+def test_a_hung_staged_build_fails_its_smoke_test_in_time_and_leaves_no_process_under_wine(
+) -> None:
+    """The staging smoke test (Windows Python under Wine) of a build that hangs with a child
+    holding its stdout/stderr: it must fail at its timeout with the whole tree killed. Before,
+    it waited for the pipes with no timeout: the harness never ended."""
+    started = time.monotonic()
+    out = _python_in_build_prefix("smoke_hang.py", winehost.build_prefix().windows_path(REPO),
+                                  timeout_s=120)
+    timed("smoke test of a hung build under Wine", started)
+    last = out.strip().splitlines()[-1]
+    assert "did not answer self-test" in last and "child left False" in last, out
+    took = float(last.split("after ", 1)[1].split(" s;", 1)[0])
+    assert took < 5 + 15, out  # its 5 s timeout plus the kill, not the build's 600 s

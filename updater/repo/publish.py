@@ -1,8 +1,10 @@
 """Publish a repository folder to a local folder or an S3 bucket, in a client-safe order.
 
-Order: target files first, then root versions, targets.json, snapshot.json and timestamp.json
-last — a client reading mid-publish sees either the old timestamp (everything it names still
-there) or the new one (everything it names already uploaded). Only changed files are written;
+Order: target files first, then targets.json, snapshot.json, timestamp.json, and the root
+versions last — a client reading mid-publish sees either the old timestamp (everything it names
+still there) or the new one (everything it names already uploaded), and a key rotation's
+re-signed roles, which also carry the retired key's signature, are there before the root that
+retires it (updater/repo/repository.py `rotate_key`). Only changed files are written;
 `dry_run` lists what would change and writes nothing. Nothing is deleted remotely (an agent may be
 mid-download of an old target).
 """
@@ -36,7 +38,7 @@ def ordered_files(repo_dir: Path) -> list[str]:
         (p.name for p in meta_dir.iterdir() if p.name.endswith(".root.json")),
         key=lambda n: int(n.split(".", 1)[0]),
     )
-    metadata = [f"metadata/{n}" for n in [*roots, "root.json", *_METADATA_ORDER]]
+    metadata = [f"metadata/{n}" for n in [*_METADATA_ORDER, *roots, "root.json"]]
     return targets + [m for m in metadata if (repo_dir / m).is_file()]
 
 

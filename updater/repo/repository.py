@@ -14,7 +14,8 @@ Roles and keys (no delegations, see docs/security-tuf.md):
                `release.py resign-targets`)
     snapshot   1 key, online; 7 days (re-signed with every targets change, and by the daily
                job when it has less than SNAPSHOT_RESIGN_WITHIN_DAYS left)
-    timestamp  1 key, online; 1 day (the daily job `release.py resign-online`)
+    timestamp  1 key, online; 2 days, re-signed daily (`release.py resign-online`): a day of
+               slack, so a late or failed daily run does not expire the fleet's timestamp
 
 `expiries()` reports what expires when; `release.py expiries` fails when a role is close.
 Snapshot and timestamp carry length + sha256 of what they point at (stronger than versions only).
@@ -62,7 +63,9 @@ from updater.tuf_client import trusted_catalog
 
 ROOT_KEYS = ("root1", "root2", "root3")
 ROOT_THRESHOLD = 2
-EXPIRY_DAYS: Mapping[str, int] = {"root": 365, "targets": 90, "snapshot": 7, "timestamp": 1}
+# timestamp: 2 days for a job that runs daily (the usual practice): one late or failed run
+# must not expire it for the whole fleet, which would block every update and rollback.
+EXPIRY_DAYS: Mapping[str, int] = {"root": 365, "targets": 90, "snapshot": 7, "timestamp": 2}
 ROLE_KEYS: Mapping[str, tuple[str, ...]] = {
     "root": ROOT_KEYS,
     "targets": ("targets",),
@@ -72,9 +75,10 @@ ROLE_KEYS: Mapping[str, tuple[str, ...]] = {
 # The daily online job re-signs the snapshot too when it has less than this left, so a quiet
 # week without releases never lets it expire (agents refuse an expired snapshot).
 SNAPSHOT_RESIGN_WITHIN_DAYS = 3.0
-# `expiries` warns when a role has less than this left (timestamp: the daily job is late).
+# `expiries` warns when a role has less than this left (timestamp: under a day of its 2 left
+# means the daily job missed a run).
 WARN_WITHIN_DAYS: Mapping[str, float] = {"root": 60, "targets": 21, "snapshot": 2,
-                                         "timestamp": 0.5}
+                                         "timestamp": 1}
 DEFAULT_SOURCE_DATE_EPOCH = 1_700_000_000
 
 
@@ -451,26 +455,96 @@ class Repository:
     def rotate_key(self, old_name: str, new_name: str) -> None:
         """Replace key `old_name` by a new key pair `new_name` (generated if absent) in root.
 
-        The new root is signed by the threshold of the old root keys AND of the new root keys,
-        so clients can follow the chain; the role the key served is re-signed with it."""
-        if not (self.keys_dir / new_name).exists():
-            generate_and_write_unencrypted_ed25519_keypair(filepath=str(self.keys_dir / new_name))
+        Refused before anything is written (a key file or metadata) unless every signature the
+        rotation needs is available. The new root is signed by the threshold of the old root
+        keys AND of the new root keys, so clients can follow the chain. Only what must change is
+        re-signed: each role the key served (with the new key, and with the old one too when it
+        is still there, so agents on either root accept it), then what points at it — snapshot
+        after targets, timestamp after either; rotating an online key never needs the offline
+        targets key. Everything is built in memory, then written role files first and the root
+        last, the order `publish` uploads in."""
         root_md = self.load("root")
         old_root = Root.from_dict(json.loads(json.dumps(root_md.signed.to_dict())))
         old_key = self._public(old_name)
-        roles = [r for r, role in root_md.signed.roles.items() if old_key.keyid in role.keyids]
+        roles = [r for r, role in old_root.roles.items() if old_key.keyid in role.keyids]
         if not roles:
             raise RepoError(f"key {old_name} is not used by any role")
+        resign = {r for r in roles if r != "root"}
+        if "targets" in resign:
+            resign.add("snapshot")
+        if resign:
+            resign.add("timestamp")
+        new_path = self.keys_dir / new_name
+        # the new key is made below if absent: count it as there, under a stand-in id
+        new_keyid = self._public(new_name).keyid if new_path.exists() else "<new key>"
+        usable = set(self._signers_for_keyids(
+            {k for role in old_root.roles.values() for k in role.keyids})) | {new_keyid}
+        for role in ("root", *sorted(resign)):
+            keyids = set(old_root.roles[role].keyids)
+            if role in roles:
+                keyids = (keyids - {old_key.keyid}) | {new_keyid}
+            needs = [(f"the {role} keys", keyids)]
+            if role == "root":  # clients on the old root must verify the new one
+                needs.append(("the old root keys", set(old_root.roles["root"].keyids)))
+            threshold = old_root.roles[role].threshold
+            for what, wanted in needs:
+                have = len(wanted & usable)
+                if have < threshold:
+                    raise RepoError(f"rotating {old_name} needs {threshold} of {what}; "
+                                    f"{have} private key(s) found in {self.keys_dir}")
+        if not new_path.exists():
+            generate_and_write_unencrypted_ed25519_keypair(filepath=str(new_path))
+        new_key = self._public(new_name)
         for role in roles:
             root_md.signed.revoke_key(old_key.keyid, role)
-            root_md.signed.add_key(self._public(new_name), role)
+            root_md.signed.add_key(new_key, role)
         root_md.signed.version += 1
         root_md.signed.expires = self._expires("root")
         self._sign_root(root_md, old_root)
-        self._write(root_md, f"{root_md.signed.version}.root.json")
-        self._write(root_md, "root.json")
-        # everything signed by the rotated role must be re-signed with the new key
-        self._finish_targets(self._targets_for_update())
+        new_root = root_md.signed
+
+        def retired(role: str) -> str | None:
+            return old_key.keyid if role in roles else None
+
+        files: list[tuple[str, bytes]] = []  # written in this order
+        targets_meta = self._meta("targets.json", self.load("targets").signed.version)
+        if "targets" in resign:
+            targets_md = self._targets_for_update()
+            check_client_view(targets_md.signed)
+            data = self._signed_bytes(targets_md, "targets", new_root, retired("targets"))
+            files.append(("targets.json", data))
+            targets_meta = _meta_of(data, targets_md.signed.version)
+        snapshot_meta = self._meta("snapshot.json", self.load("snapshot").signed.version)
+        if "snapshot" in resign:
+            snapshot_md = Metadata(Snapshot(
+                version=self.load("snapshot").signed.version + 1,
+                expires=self._expires("snapshot"), meta={"targets.json": targets_meta}))
+            data = self._signed_bytes(snapshot_md, "snapshot", new_root, retired("snapshot"))
+            files.append(("snapshot.json", data))
+            snapshot_meta = _meta_of(data, snapshot_md.signed.version)
+        if "timestamp" in resign:
+            timestamp_md = Metadata(Timestamp(
+                version=int(self.load("timestamp").signed.version) + 1,
+                expires=self._expires("timestamp"), snapshot_meta=snapshot_meta))
+            files.append(("timestamp.json",
+                          self._signed_bytes(timestamp_md, "timestamp", new_root,
+                                            retired("timestamp"))))
+        root_bytes = root_md.to_bytes(JSONSerializer(compact=False))
+        files += [(f"{new_root.version}.root.json", root_bytes), ("root.json", root_bytes)]
+        for name, data in files:
+            write_bytes_atomic(self.metadata_dir / name, data)
+
+    def _signed_bytes(
+        self, md: Metadata[Any], role: str, root: Root, retired_keyid: str | None
+    ) -> bytes:
+        """`md` signed for `role` under `root`, and by the key it retires from that role when
+        that key is still here (agents still on the old root then accept it too)."""
+        keyids = set(root.roles[role].keyids)
+        retired = {retired_keyid} if retired_keyid else set()
+        self._sign(md, role, self._signers_for_keyids(keyids | retired).values())
+        if len(keyids & set(md.signatures)) < root.roles[role].threshold:
+            raise RepoError(f"no private key for the {role} role in {self.keys_dir}")
+        return bytes(md.to_bytes(JSONSerializer(compact=False)))
 
     def root_bytes(self) -> bytes:
         return (self.metadata_dir / "root.json").read_bytes()
@@ -507,6 +581,10 @@ def check_client_view(targets: Targets) -> None:
         floor = catalog.effective_floor
         where = f" at or above the floor {floor}" if floor is not None else ""
         raise RepoError(f"no unrevoked release{where} would be left; agents could not move")
+
+
+def _meta_of(data: bytes, version: int) -> MetaFile:
+    return MetaFile(version, len(data), {"sha256": hashlib.sha256(data).hexdigest()})
 
 
 def _parse(version: str) -> Version:
