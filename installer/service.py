@@ -55,8 +55,6 @@ DESCRIPTION = "Keeps Flynotes in sync with this practice's Carestream R4 databas
 SETTINGS_FILE = "install-settings.txt"
 SETTINGS_SEPARATOR = "|~|"  # between KEY=value records in the file the MSI's JScript writes
 STOP_GRACE_S = 30.0  # in-flight work gets this long after a stop request, then the agent dies
-# Shutdown: the SCM waits this long for a service that accepts PRESHUTDOWN (set by `configure`).
-PRESHUTDOWN_TIMEOUT_MS = int((STOP_GRACE_S + 15) * 1000)
 # The Event Log source's message table: a copy of pywin32's servicemanager.pyd installed by the
 # MSI next to the exe (the copy inside the onefile's runtime folder is gone when the process is).
 MESSAGE_DLL = "r4agent-messages.dll"
@@ -415,7 +413,7 @@ def set_preshutdown_timeout(name: str = SERVICE_NAME) -> None:
         handle = win32service.OpenService(scm, name, win32service.SERVICE_ALL_ACCESS)
         try:
             win32service.ChangeServiceConfig2(
-                handle, win32service.SERVICE_CONFIG_PRESHUTDOWN_INFO, PRESHUTDOWN_TIMEOUT_MS
+                handle, win32service.SERVICE_CONFIG_PRESHUTDOWN_INFO, preshutdown_timeout_ms()
             )
         finally:
             win32service.CloseServiceHandle(handle)
@@ -563,6 +561,13 @@ def host_stop_worst_case_s() -> float:
     return float(host_policy().stop_worst_case_s) + 5.0
 
 
+def preshutdown_timeout_ms() -> int:
+    """How long the SCM waits at shutdown for a service that accepts PRESHUTDOWN (set by
+    `configure`): the host's whole worst-case stop, kill path included, so a reboot never cuts
+    in-flight work short while the host still keeps its promise to finish or kill it."""
+    return math.ceil(host_stop_worst_case_s() * 1000)
+
+
 def run_host(base: Path, stop: threading.Event, recorder: EventRecorder) -> None:
     """Install this exe as the first version on a first start (later only as the last resort
     of recovering a broken pointer), then keep the current version running. An agent exe is
@@ -626,7 +631,7 @@ def _service_class() -> type:
             self._stopped_event = win32event.CreateEvent(None, 0, 0, None)
 
         def GetAcceptedControls(self) -> int:
-            # PRESHUTDOWN: at shutdown the SCM waits PRESHUTDOWN_TIMEOUT_MS for us, where plain
+            # PRESHUTDOWN: at shutdown the SCM waits preshutdown_timeout_ms() for us, where plain
             # SHUTDOWN gets a few seconds; SvcShutdown still covers a system that skips it.
             accepted = int(super().GetAcceptedControls())
             return accepted | int(win32service.SERVICE_ACCEPT_PRESHUTDOWN)

@@ -233,3 +233,7 @@ def test_a_slow_stop_keeps_reporting_stop_pending_until_the_host_is_done() -> No
     for at, hint in reports:
         assert at + hint / 1000 >= worst  # each hint covers what is left of the worst case
         assert hint >= 2 * every * 1000  # and outlasts the next report
+
+
+def test_preshutdown_timeout_covers_the_hosts_worst_case_stop_so_a_reboot_cannot_cut_it() -> None:
+    assert service.preshutdown_timeout_ms() >= service.host_policy().stop_worst_case_s * 1000
