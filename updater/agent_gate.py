@@ -27,10 +27,9 @@ from updater.state import (
     IllegalTransitionError,
     InstallState,
     PointerState,
-    Quarantine,
     read_last_confirmed,
     read_pointer,
-    read_quarantine,
+    read_quarantine_or_empty,
     read_record,
     read_reported,
     write_last_confirmed,
@@ -146,10 +145,7 @@ class InstalledGate:
         """Rollbacks recorded in the quarantine (or, by an older host, only in the pointer) that
         were not reported yet; marks them reported first, so each is reported at most once."""
         layout = self._layout
-        try:
-            quarantine = read_quarantine(layout.quarantine_file)
-        except CorruptStateError:
-            quarantine = Quarantine()
+        quarantine = read_quarantine_or_empty(layout.quarantine_file)
         pending = {f"{v}@{e.at.isoformat()}": e.reason for v, e in quarantine.entries.items()}
         if pointer.state is PointerState.ROLLED_BACK and pointer.reason not in pending.values():
             digest = hashlib.sha256(pointer.reason.encode()).hexdigest()[:16]

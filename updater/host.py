@@ -72,11 +72,10 @@ from updater.state import (
     IllegalTransitionError,
     InstallState,
     PointerState,
-    Quarantine,
     QuarantineEntry,
     read_last_confirmed,
     read_pointer,
-    read_quarantine,
+    read_quarantine_or_empty,
     read_record,
     write_pointer,
     write_quarantine,
@@ -541,7 +540,7 @@ class Host:
         layout = self.layout
         first_start = (broken is None and not layout.current_file.exists()
                        and not layout.installed_versions())
-        quarantine = self._read_quarantine()
+        quarantine = read_quarantine_or_empty(self.layout.quarantine_file)
         mirror = dict(broken.quarantined) if broken is not None else {}
         held = quarantine.in_force(self.clock.now(), mirror)
         softly = {v for v, e in quarantine.entries.items()
@@ -584,17 +583,10 @@ class Host:
             found.append(broken.previous)  # what ran before the unconfirmed switch
         return found
 
-    def _read_quarantine(self) -> Quarantine:
-        try:
-            return read_quarantine(self.layout.quarantine_file)
-        except CorruptStateError as e:
-            log.error("quarantine file unreadable (%s); the pointer's copy still holds", e)
-            return Quarantine()
-
     def _lift_expired_quarantine(self, pointer: CurrentPointer) -> CurrentPointer:
         """Soft quarantines end after `soft_quarantine_s`: drop them from the file and from
         the pointer's mirror (which older agents read), so the version may be tried again."""
-        quarantine = self._read_quarantine()
+        quarantine = read_quarantine_or_empty(self.layout.quarantine_file)
         expired = quarantine.expired(self.clock.now())
         if not expired:
             return pointer
@@ -631,8 +623,8 @@ class Host:
             now = self.clock.now()
             until = now + timedelta(seconds=self.policy.soft_quarantine_s) if plan.soft else None
             entry = QuarantineEntry(bad_sha, plan.reason, now, until)
-            write_quarantine(self.layout.quarantine_file,
-                             self._read_quarantine().add(pointer.version, entry))
+            quarantine = read_quarantine_or_empty(self.layout.quarantine_file)
+            write_quarantine(self.layout.quarantine_file, quarantine.add(pointer.version, entry))
         write_pointer(self.layout.current_file, back)
         self._mark_record_rolled_back(pointer.version, plan.reason)
         self._emit("rollback", back.version, plan.reason)
@@ -642,7 +634,7 @@ class Host:
     ) -> CurrentPointer:
         """Drop `version`'s quarantine if it is a soft one (file first, then the pointer's
         mirror); a crash loop's stays, mirror included."""
-        quarantine = self._read_quarantine()
+        quarantine = read_quarantine_or_empty(self.layout.quarantine_file)
         entry = quarantine.entries.get(version)
         if entry is None or entry.until is None:
             if version in old.quarantined:

@@ -40,9 +40,8 @@ from updater.state import (
     CurrentPointer,
     InstallRecord,
     InstallState,
-    Quarantine,
     read_pointer,
-    read_quarantine,
+    read_quarantine_or_empty,
     write_pointer,
     write_record,
 )
@@ -119,12 +118,13 @@ class Installer:
                                   "report only, not updating")
         try:
             catalog = self._client.refresh()
+            quarantine = read_quarantine_or_empty(self._layout.quarantine_file)
             decision = policy.decide(
                 running,
                 wanted,
                 catalog,
                 running_tar_cached=self._client.tar_cache_path(running).is_file(),
-                quarantined=self._quarantine().in_force(self._now(), pointer.quarantined),
+                quarantined=quarantine.in_force(self._now(), pointer.quarantined),
                 max_patch_ratio=self._max_patch_ratio,
             )
         except UpdateError as e:
@@ -134,13 +134,6 @@ class Installer:
         if isinstance(decision, policy.NoOp):
             return Outcome(False, decision.reason)
         return self._run(running, wanted, decision, pointer)
-
-    def _quarantine(self) -> Quarantine:
-        try:
-            return read_quarantine(self._layout.quarantine_file)
-        except CorruptStateError as e:
-            log.warning("quarantine file unreadable (%s); using the pointer's copy", e)
-            return Quarantine()
 
     def _run(
         self,

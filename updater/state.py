@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from updater.policy import BadVersionError, parse_version
+
+log = logging.getLogger(__name__)
 
 
 class InstallState(Enum):
@@ -372,6 +375,16 @@ def write_record(path: Path, record: InstallRecord) -> None:
 def read_quarantine(path: Path) -> Quarantine:
     data = _read_json(path)
     return Quarantine() if data is None else Quarantine.from_json(data)
+
+
+def read_quarantine_or_empty(path: Path) -> Quarantine:
+    """`read_quarantine` for deciding what to run: a damaged file must not stop a start, and the
+    pointer keeps its own copy of the rollback it records (`CurrentPointer.quarantined`)."""
+    try:
+        return read_quarantine(path)
+    except CorruptStateError as e:
+        log.warning("quarantine file unreadable (%s); the pointer's copy still holds", e)
+        return Quarantine()
 
 
 def write_quarantine(path: Path, quarantine: Quarantine) -> None:
