@@ -3,6 +3,7 @@ graceful stop. Pure logic with a fake clock and fake children; then real process
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -686,8 +687,6 @@ class NoWait:
 
 
 def _real_host(layout: Layout, url: str, events: list[HostEvent]) -> Host:
-    import os
-
     env = dict(os.environ, **{ENV_UPDATE_URL: url})
     return Host(layout, SubprocessLauncher(layout.logs_dir / "console.log"), SystemClock(),
                 NoWait(), HostPolicy(poll_s=0.05), events.append, env=env)
@@ -719,18 +718,15 @@ def test_real_host_moves_up_and_down_with_the_wanted_version(
 
 
 def test_real_crash_looping_version_is_rolled_back_and_not_reinstalled(
-    tmp_path: Path, sim: RepoSim
+    tmp_path: Path, sim: RepoSim, http_repo: HttpRepo
 ) -> None:
     sim.add("1.3.0", crash_before_confirm=True)
     layout = Layout(tmp_path / "pd")
     install_from_repo(sim, layout, "1.0.0")
     (layout.base / "wanted").write_text("1.3.0")
-    from tests.updater.support import serve
-
     events: list[HostEvent] = []
-    for http_repo in serve(sim.repo_dir):
-        host = _real_host(layout, http_repo.url, events)
-        host.run(threading.Event(), max_runs=6)
+    host = _real_host(layout, http_repo.url, events)
+    host.run(threading.Event(), max_runs=6)
     # 1.0.0 installs 1.3.0; 1.3.0 fails 3 starts; back on 1.0.0, which refuses to reinstall it
     assert _runs(layout)[:6] == ["1.0.0", "1.3.0", "1.3.0", "1.3.0", "1.0.0", "1.0.0"]
     pointer = read_pointer(layout.current_file)
@@ -740,21 +736,18 @@ def test_real_crash_looping_version_is_rolled_back_and_not_reinstalled(
 
 
 def test_real_rollback_survives_a_damaged_pointer_and_is_reported_once(
-    tmp_path: Path, sim: RepoSim
+    tmp_path: Path, sim: RepoSim, http_repo: HttpRepo
 ) -> None:
     sim.add("1.3.0", crash_before_confirm=True)
     layout = Layout(tmp_path / "pd")
     install_from_repo(sim, layout, "1.0.0")
     (layout.base / "wanted").write_text("1.3.0")
-    from tests.updater.support import serve
-
     events: list[HostEvent] = []
-    for http_repo in serve(sim.repo_dir):
-        host = _real_host(layout, http_repo.url, events)
-        host.run(threading.Event(), max_runs=5)  # installed, 3 crashes, rolled back, 1.0.0 runs
-        assert layout.exe_path("1.3.0").is_file()  # the bad build is still on disk
-        layout.current_file.write_text('{"version": "1.3')  # torn write / disk trouble
-        host.run(threading.Event(), max_runs=2)
+    host = _real_host(layout, http_repo.url, events)
+    host.run(threading.Event(), max_runs=5)  # installed, 3 crashes, rolled back, 1.0.0 runs
+    assert layout.exe_path("1.3.0").is_file()  # the bad build is still on disk
+    layout.current_file.write_text('{"version": "1.3')  # torn write / disk trouble
+    host.run(threading.Event(), max_runs=2)
     assert _runs(layout)[-3:] == ["1.0.0", "1.0.0", "1.0.0"]
     pointer = read_pointer(layout.current_file)
     assert pointer is not None and pointer.version == "1.0.0"
