@@ -183,9 +183,7 @@ def plan_restart(
         # the version rolled back to fails as the new one did, before confirming itself: the
         # environment (backend, R4, licence) is to blame, so the new version may come back
         lifted = pointer.previous
-        watched = replace(pointer, unconfirmed_starts=0,
-                          quarantined={v: sha for v, sha in pointer.quarantined.items()
-                                       if v != lifted})
+        watched = replace(pointer, unconfirmed_starts=0)
         return RestartPlan(delay, history, watched, False,
                            f"{what} before confirming, as {lifted} did: the environment is to "
                            f"blame, {lifted} may be installed again; {then}", lift_soft=lifted)
@@ -609,7 +607,7 @@ class Host:
         if not plan.rollback:
             new = plan.pointer
             if plan.lift_soft is not None:
-                new = self._lift_soft_quarantine(plan.lift_soft, new, pointer)
+                new = self._lift_soft_quarantine(plan.lift_soft, new)
             write_pointer(self.layout.current_file, new)
             return
         bad_sha = self._archive_sha_of(pointer.version)
@@ -629,21 +627,19 @@ class Host:
         self._mark_record_rolled_back(pointer.version, plan.reason)
         self._emit("rollback", back.version, plan.reason)
 
-    def _lift_soft_quarantine(
-        self, version: str, new: CurrentPointer, old: CurrentPointer
-    ) -> CurrentPointer:
+    def _lift_soft_quarantine(self, version: str, new: CurrentPointer) -> CurrentPointer:
         """Drop `version`'s quarantine if it is a soft one (file first, then the pointer's
-        mirror); a crash loop's stays, mirror included."""
+        mirror); a crash loop's stays, mirror included. Only the file says which it is, so
+        this is decided here, not in `plan_restart`."""
         quarantine = read_quarantine_or_empty(self.layout.quarantine_file)
         entry = quarantine.entries.get(version)
         if entry is None or entry.until is None:
-            if version in old.quarantined:
-                return replace(new, quarantined=dict(old.quarantined))
             return new
         write_quarantine(self.layout.quarantine_file, quarantine.without({version}))
         log.warning("quarantine of %s lifted: %s failed the same way before confirming",
                     version, new.version)  # the plan's reason reaches the Event Log (backoff)
-        return new
+        return replace(new, quarantined={v: sha for v, sha in new.quarantined.items()
+                                         if v != version})
 
     def _archive_sha_of(self, version: str) -> str | None:
         try:
