@@ -362,6 +362,9 @@ class RollbarSink:
         # one registry for logs and reports: whatever is registered later is masked too
         self._secrets = secrets
         secrets.add(*secret_values, access_token)
+        # the registry skips short values (they would mask ordinary words in logs); a report
+        # still masks the ones given here, however short: a 4-character DB password is one
+        self._given = tuple(v for v in (*secret_values, access_token) if v)
         self._session = session_factory()
         self._session.trust_env = False  # only the configured proxy, never ambient env vars
         if proxy:
@@ -445,9 +448,9 @@ class RollbarSink:
 
     def _accept(self, payload: Mapping[str, object]) -> None:
         """Called by the payload hook on the reporting thread: scrub, then queue."""
-        rules = ScrubRules(
-            secret_values=self._secrets.values(), driver_messages=self._driver_messages.get()
-        )
+        secret_values = tuple(sorted({*self._secrets.values(), *self._given}, key=len,
+                                     reverse=True))  # longest first: a secret holding another
+        rules = ScrubRules(secret_values=secret_values, driver_messages=self._driver_messages.get())
         scrubbed = scrub_payload(payload, rules)
         data = scrubbed.get("data")
         if isinstance(data, dict):

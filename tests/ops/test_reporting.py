@@ -438,3 +438,21 @@ def test_secret_registered_for_the_logs_after_the_sink_was_built_is_masked_in_re
     (item,) = rollbar_endpoint.items
     assert late not in item.text and "signature check failed for ***" in item.text
     assert TOKEN in registry.values()  # the sink's own token is in the one list too
+
+
+def test_short_db_password_is_masked_in_reports_though_too_short_for_the_log_registry(
+    rollbar_endpoint: FakeRollbar,
+) -> None:
+    registry = SecretRegistry()
+    short = "Pw9!"  # a weak practice SQL password: below MIN_SECRET_LENGTH
+    sink = RollbarSink(TOKEN, environment="test", endpoint=rollbar_endpoint.url,
+                       secret_values=[short], secrets=registry)
+    try:
+        raise RuntimeError(f"login failed with {short} for user r4")
+    except RuntimeError as e:
+        sink.report_exception(e, context={})
+    sink.flush(5)
+    sink.close(timeout=2)
+    (item,) = rollbar_endpoint.items
+    assert short not in item.text and "login failed with *** for user r4" in item.text
+    assert short not in registry.values()  # logs keep their length rule
