@@ -160,9 +160,6 @@ class CurrentPointer:
         return replace(self, crashes_before_confirm=self.crashes_before_confirm + int(crashed),
                        unconfirmed_starts=self.unconfirmed_starts + 1)
 
-    def with_crash(self) -> CurrentPointer:
-        return self.with_unconfirmed_start(crashed=True)
-
     def rolled_back(
         self, reason: str, bad_sha256: str | None, *, recheck: bool = False
     ) -> CurrentPointer:

@@ -65,7 +65,7 @@ def test_records_and_pointers_round_trip_through_disk(tmp_path: Path) -> None:
 
 def test_rollback_flips_to_previous_and_quarantines_the_build() -> None:
     pointer = CurrentPointer("1.0.0", None, PointerState.INSTALLED).switched_to("1.1.0", "")
-    back = pointer.with_crash().rolled_back("crash loop", "abc")
+    back = pointer.with_unconfirmed_start(crashed=True).rolled_back("crash loop", "abc")
     assert (back.version, back.previous, back.state) == ("1.0.0", "1.1.0", PointerState.ROLLED_BACK)
     assert back.quarantined == {"1.1.0": "abc"}
 
