@@ -58,7 +58,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Protocol
 
 from agent.clock import Clock, SystemClock
 from agent.exit_codes import ExitCode
@@ -670,13 +670,3 @@ def _install_own(layout: Layout, own: OwnBuild) -> None:
         os.replace(staging, layout.version_dir(own.version))
     finally:
         remove_staging(staging)
-
-
-def bootstrap(layout: Layout, own_exe: Path, own_version: str, **host: Any) -> CurrentPointer:
-    """At every service start (`Host.bootstrap`, the host built from `host`): keep a pointer
-    that names a runnable exe, else recover; the own exe is installed on a first start and as
-    the last resort."""
-    pointer = Host(layout, own=OwnBuild(own_exe, own_version), **host).bootstrap()
-    if pointer is None:  # with an own build to fall back on, recovery always has a choice
-        raise RuntimeError("no version to run")
-    return pointer

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from updater.agent_gate import InstalledGate
+from updater.host import Host, OwnBuild
 from updater.layout import Layout
 from updater.repo.repository import ReleasePolicy, Repository, utc_now
 from updater.state import CurrentPointer, PointerState, read_pointer, write_pointer
@@ -232,3 +233,10 @@ def process_state(pid: int) -> tuple[bool, int]:
         return False, -1
     fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
     return fields[0] not in ("Z", "X"), int(fields[2])
+
+
+def service_start(layout: Layout, own_exe: Path, own_version: str) -> CurrentPointer:
+    """What the service does at every start (`Host.bootstrap` with the MSI's exe as `own`)."""
+    pointer = Host(layout, own=OwnBuild(own_exe, own_version)).bootstrap()
+    assert pointer is not None  # with an own build to fall back on there is always a choice
+    return pointer

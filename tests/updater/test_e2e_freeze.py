@@ -21,9 +21,9 @@ from agent.clock import SystemClock
 from agent.standin import r4_sample
 from agent.standin.backend import StandinBackend
 from agent.standin.sqs_local import LocalSqs
-from tests.updater.support import make_repo, serve
+from tests.updater.support import make_repo, serve, service_start
 from updater.agent_gate import ENV_UPDATE_URL
-from updater.host import EventWaiter, Host, HostEvent, HostPolicy, SubprocessLauncher, bootstrap
+from updater.host import EventWaiter, Host, HostEvent, HostPolicy, SubprocessLauncher
 from updater.layout import Layout
 from updater.state import PointerState, read_pointer, read_record
 
@@ -71,7 +71,7 @@ def test_host_and_frozen_agent_follow_library_version_up_and_down(tmp_path: Path
     db = tmp_path / "sys2000.sqlite"
     r4_sample.generate(db, 30, seed=5)
     layout = Layout(tmp_path / "ProgramData")
-    bootstrap(layout, exe_10, "1.0.0")  # what the service does on its first start
+    service_start(layout, exe_10, "1.0.0")  # what the service does on its first start
     events: list[HostEvent] = []
     stop = threading.Event()
 

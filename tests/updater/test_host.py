@@ -16,7 +16,7 @@ import pytest
 
 from agent.clock import FakeClock, SystemClock
 from agent.exit_codes import ExitCode
-from tests.updater.support import HttpRepo, RepoSim, install_from_repo
+from tests.updater.support import HttpRepo, RepoSim, install_from_repo, service_start
 from updater.agent_gate import ENV_UPDATE_URL, InstalledGate
 from updater.host import (
     Host,
@@ -25,7 +25,6 @@ from updater.host import (
     OwnBuild,
     RunHistory,
     SubprocessLauncher,
-    bootstrap,
     choose_recovery,
     plan_restart,
 )
@@ -487,9 +486,9 @@ def test_bootstrap_installs_the_hosts_own_exe_as_the_first_version(tmp_path: Pat
     own.parent.mkdir()
     own.write_text("#!/bin/sh\necho r4agent 1.0.0\n")
     layout = Layout(tmp_path / "pd")
-    pointer = bootstrap(layout, own, "1.0.0")
+    pointer = service_start(layout, own, "1.0.0")
     assert pointer.version == "1.0.0" and layout.exe_path("1.0.0").read_text() == own.read_text()
-    assert bootstrap(layout, own, "9.9.9").version == "1.0.0"  # never overrides a pointer
+    assert service_start(layout, own, "9.9.9").version == "1.0.0"  # never overrides a pointer
 
 
 def _own_build(tmp_path: Path, version: str) -> OwnBuild:
@@ -508,7 +507,7 @@ def test_service_start_with_a_corrupt_pointer_runs_the_last_confirmed_version_no
     layout.current_file.write_text("{torn")
     own = _own_build(tmp_path, "1.0.0")
 
-    pointer = bootstrap(layout, own.exe, own.version)
+    pointer = service_start(layout, own.exe, own.version)
 
     assert (pointer.version, pointer.state) == ("1.5.0", PointerState.CONFIRMED)
     assert layout.installed_versions() == ["1.3.0", "1.4.0", "1.5.0"]  # the MSI's 1.0.0 not copied
@@ -528,7 +527,7 @@ def test_service_start_with_the_confirmed_versions_exe_gone_runs_the_version_it_
     layout.exe_path("1.5.0").unlink()
     own = _own_build(tmp_path, "1.0.0")
 
-    pointer = bootstrap(layout, own.exe, own.version)
+    pointer = service_start(layout, own.exe, own.version)
 
     # an install starts only from a confirmed version: 1.4.0 is known good, not the MSI's 1.0.0
     assert (pointer.version, pointer.state) == ("1.4.0", PointerState.CONFIRMED)
@@ -544,7 +543,7 @@ def test_service_start_with_nothing_known_good_left_runs_the_newest_on_probation
     layout.exe_path("1.5.0").unlink()  # and no install record says where 1.5.0 came from
     own = _own_build(tmp_path, "1.0.0")
 
-    pointer = bootstrap(layout, own.exe, own.version)
+    pointer = service_start(layout, own.exe, own.version)
 
     assert (pointer.version, pointer.previous, pointer.state) == (
         "1.4.0", "1.3.0", PointerState.SWITCHED)  # must confirm itself, 1.3.0 to roll back to
