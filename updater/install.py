@@ -21,8 +21,8 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
+from agent.clock import Clock, SystemClock
 from updater import policy
 from updater.errors import UpdateError, UpdateRefusedError
 from updater.layout import InstallLockedError, Layout, install_lock
@@ -70,7 +70,7 @@ class Installer:
         limits: StagingLimits | None = None,
         observer: Observer | None = None,
         max_patch_ratio: float = policy.DEFAULT_MAX_PATCH_RATIO,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock | None = None,
     ) -> None:
         self._layout = layout
         self._client = client
@@ -78,7 +78,7 @@ class Installer:
         self._limits = limits or StagingLimits()
         self._observer = observer
         self._max_patch_ratio = max_patch_ratio
-        self._now = now
+        self._clock = clock or SystemClock()
 
     def _persist(self, record: InstallRecord) -> InstallRecord:
         write_record(self._layout.install_state_file, record)
@@ -124,7 +124,7 @@ class Installer:
                 wanted,
                 catalog,
                 running_tar_cached=self._client.tar_cache_path(running).is_file(),
-                quarantined=quarantine.in_force(self._now(), pointer.quarantined),
+                quarantined=quarantine.in_force(self._clock.now(), pointer.quarantined),
                 max_patch_ratio=self._max_patch_ratio,
             )
         except UpdateError as e:
