@@ -116,7 +116,7 @@ class InstalledGate:
             ):
                 write_pointer(layout.current_file, pointer.confirmed())
                 log.info("version %s confirmed", self._running)
-            if _last_confirmed(layout) != self._running:
+            if read_last_confirmed(layout.last_confirmed_file) != self._running:
                 write_last_confirmed(layout.last_confirmed_file, self._running)
             record = read_record(layout.install_state_file)
             if (
@@ -163,13 +163,6 @@ class InstalledGate:
             log.warning("could not record the rollback report: %s", e)
             return None  # better silent than reported on every start
         return "the service host rolled back an update on this machine: " + "; ".join(new)
-
-
-def _last_confirmed(layout: Layout) -> str | None:
-    try:
-        return read_last_confirmed(layout.last_confirmed_file)
-    except CorruptStateError:
-        return None
 
 
 def installed_base(running: str, env: Mapping[str, str]) -> Path | None:

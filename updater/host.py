@@ -566,10 +566,9 @@ class Host:
     def _confirmed_versions(self, broken: CurrentPointer | None) -> list[str]:
         """Versions known to have run well here, best evidence first."""
         found: list[str] = []
-        with contextlib.suppress(CorruptStateError):
-            last = read_last_confirmed(self.layout.last_confirmed_file)
-            if last:
-                found.append(last)
+        last = read_last_confirmed(self.layout.last_confirmed_file)
+        if last:
+            found.append(last)
         with contextlib.suppress(CorruptStateError):
             record = read_record(self.layout.install_state_file)
             if record is not None:

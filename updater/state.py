@@ -389,14 +389,13 @@ def write_quarantine(path: Path, quarantine: Quarantine) -> None:
 
 
 def read_last_confirmed(path: Path) -> str | None:
-    """The last version that confirmed itself here (written by the agent), if known."""
-    data = _read_json(path)
-    if data is None:
-        return None
+    """The last version that confirmed itself here (written by the agent), if known: a damaged
+    file is evidence of nothing, so it reads as unknown (the agent rewrites it on confirming)."""
     try:
-        return _version(data["version"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CorruptStateError(f"{path.name} is invalid: {e}") from e
+        data = _read_json(path)
+        return None if data is None else _version(data["version"])
+    except (CorruptStateError, KeyError, TypeError, ValueError):
+        return None
 
 
 def write_last_confirmed(path: Path, version: str) -> None:

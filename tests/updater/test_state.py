@@ -17,9 +17,11 @@ from updater.state import (
     PointerState,
     Quarantine,
     QuarantineEntry,
+    read_last_confirmed,
     read_pointer,
     read_quarantine,
     read_record,
+    write_last_confirmed,
     write_pointer,
     write_quarantine,
     write_record,
@@ -114,3 +116,13 @@ def test_corrupt_quarantine_is_reported_not_trusted(tmp_path: Path, content: str
     (tmp_path / "quarantine.json").write_text(content)
     with pytest.raises(CorruptStateError):
         read_quarantine(tmp_path / "quarantine.json")
+
+
+def test_damaged_last_confirmed_file_reads_as_unknown_not_as_a_version(tmp_path: Path) -> None:
+    path = tmp_path / "last-confirmed.json"
+    assert read_last_confirmed(path) is None
+    write_last_confirmed(path, "1.2.0")
+    assert read_last_confirmed(path) == "1.2.0"
+    for damaged in ('{"version": "1.2', '{"version": "../1.0"}', '["1.2.0"]', '{}'):
+        path.write_text(damaged)
+        assert read_last_confirmed(path) is None, damaged
