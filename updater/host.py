@@ -536,14 +536,14 @@ class Host:
         trusted; the last version that confirmed itself here is preferred; any other choice
         must confirm again, with a fallback to roll back to."""
         layout = self.layout
-        first_start = (broken is None and not layout.current_file.exists()
-                       and not layout.installed_versions())
-        quarantine = read_quarantine_or_empty(self.layout.quarantine_file)
+        installed = layout.installed_versions()
+        first_start = broken is None and not layout.current_file.exists() and not installed
+        quarantine = read_quarantine_or_empty(layout.quarantine_file)
         mirror = dict(broken.quarantined) if broken is not None else {}
-        held = quarantine.in_force(self.clock.now(), mirror)
-        softly = {v for v, e in quarantine.entries.items()
-                  if e.until is not None and e.in_force(self.clock.now())}
-        runnable = [v for v in layout.installed_versions() if layout.exe_path(v).is_file()]
+        now = self.clock.now()  # one instant: an entry expiring between reads would be both
+        held = quarantine.in_force(now, mirror)
+        softly = quarantine.soft_in_force(now)
+        runnable = [v for v in installed if layout.exe_path(v).is_file()]
         own = self.own.version if self.own is not None else None
         choice = choose_recovery(runnable, self._confirmed_versions(broken),
                                  set(held) - softly, softly, own)

@@ -243,6 +243,10 @@ class Quarantine:
     def expired(self, now: datetime) -> set[str]:
         return {v for v, e in self.entries.items() if not e.in_force(now)}
 
+    def soft_in_force(self, now: datetime) -> set[str]:
+        """Versions held only until their `until` (not a crash loop's), still held at `now`."""
+        return {v for v, e in self.entries.items() if e.until is not None and e.in_force(now)}
+
     def in_force(self, now: datetime, pointer_mirror: Mapping[str, str]) -> dict[str, str]:
         """version -> sha256 not to reinstall: this file's entries in force, plus the pointer's
         entries this file does not know (an older host wrote them: for good)."""
