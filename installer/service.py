@@ -472,29 +472,10 @@ def stop_service_and_wait(
 
 def _pids_running(exe: Path) -> list[int]:
     """Processes whose image is `exe` (case-insensitive full path)."""
-    import ctypes
-    from ctypes import wintypes
+    from updater.process_tree import process_images
 
-    import win32process
-
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined,unused-ignore]
-    kernel32.OpenProcess.restype = wintypes.HANDLE
-    query_limited_information = 0x1000
     wanted = os.path.normcase(str(exe))
-    found = []
-    for pid in win32process.EnumProcesses():
-        handle = kernel32.OpenProcess(query_limited_information, False, pid)
-        if not handle:
-            continue
-        try:
-            buffer = ctypes.create_unicode_buffer(1024)
-            size = wintypes.DWORD(len(buffer))
-            named = kernel32.QueryFullProcessImageNameW(handle, 0, buffer, ctypes.byref(size))
-            if named and os.path.normcase(buffer.value) == wanted:
-                found.append(int(pid))
-        finally:
-            kernel32.CloseHandle(handle)
-    return found
+    return [pid for pid, image in process_images() if os.path.normcase(image) == wanted]
 
 
 def message_dll() -> Path:
