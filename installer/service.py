@@ -35,7 +35,7 @@ import os
 import sys
 import threading
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -376,49 +376,56 @@ def purge(base: Path) -> None:
             vendor.rmdir()
 
 
-def set_recovery_actions(name: str = SERVICE_NAME) -> None:
-    """SCM recovery (restart on failure), the second safety net behind the host's own policy."""
+@contextlib.contextmanager
+def _service(name: str, scm_access: int, access: int) -> Iterator[Any]:
+    """An open handle to service `name` (through the SCM, opened with `scm_access`); both
+    handles are closed on the way out. Raises pywintypes.error if either cannot be opened."""
     import win32service
 
-    scm = win32service.OpenSCManager(None, None, win32service.SC_MANAGER_ALL_ACCESS)
+    scm = win32service.OpenSCManager(None, None, scm_access)
     try:
-        handle = win32service.OpenService(scm, name, win32service.SERVICE_ALL_ACCESS)
+        handle = win32service.OpenService(scm, name, access)
         try:
-            actions = [(win32service.SC_ACTION_RESTART, delay) for delay in RECOVERY_DELAYS_MS]
-            win32service.ChangeServiceConfig2(
-                handle,
-                win32service.SERVICE_CONFIG_FAILURE_ACTIONS,
-                {
-                    "ResetPeriod": RECOVERY_RESET_S,
-                    "RebootMsg": None,
-                    "Command": None,
-                    "Actions": actions,
-                },
-            )
-            win32service.ChangeServiceConfig2(
-                handle, win32service.SERVICE_CONFIG_FAILURE_ACTIONS_FLAG, True
-            )
+            yield handle
         finally:
             win32service.CloseServiceHandle(handle)
     finally:
         win32service.CloseServiceHandle(scm)
+
+
+def set_recovery_actions(name: str = SERVICE_NAME) -> None:
+    """SCM recovery (restart on failure), the second safety net behind the host's own policy."""
+    import win32service
+
+    with _service(
+        name, win32service.SC_MANAGER_ALL_ACCESS, win32service.SERVICE_ALL_ACCESS
+    ) as handle:
+        actions = [(win32service.SC_ACTION_RESTART, delay) for delay in RECOVERY_DELAYS_MS]
+        win32service.ChangeServiceConfig2(
+            handle,
+            win32service.SERVICE_CONFIG_FAILURE_ACTIONS,
+            {
+                "ResetPeriod": RECOVERY_RESET_S,
+                "RebootMsg": None,
+                "Command": None,
+                "Actions": actions,
+            },
+        )
+        win32service.ChangeServiceConfig2(
+            handle, win32service.SERVICE_CONFIG_FAILURE_ACTIONS_FLAG, True
+        )
 
 
 def set_preshutdown_timeout(name: str = SERVICE_NAME) -> None:
     """How long Windows waits at shutdown for the agent's in-flight work (PRESHUTDOWN)."""
     import win32service
 
-    scm = win32service.OpenSCManager(None, None, win32service.SC_MANAGER_ALL_ACCESS)
-    try:
-        handle = win32service.OpenService(scm, name, win32service.SERVICE_ALL_ACCESS)
-        try:
-            win32service.ChangeServiceConfig2(
-                handle, win32service.SERVICE_CONFIG_PRESHUTDOWN_INFO, preshutdown_timeout_ms()
-            )
-        finally:
-            win32service.CloseServiceHandle(handle)
-    finally:
-        win32service.CloseServiceHandle(scm)
+    with _service(
+        name, win32service.SC_MANAGER_ALL_ACCESS, win32service.SERVICE_ALL_ACCESS
+    ) as handle:
+        win32service.ChangeServiceConfig2(
+            handle, win32service.SERVICE_CONFIG_PRESHUTDOWN_INFO, preshutdown_timeout_ms()
+        )
 
 
 def stop_service_and_wait(
@@ -465,29 +472,10 @@ def stop_service_and_wait(
 
 def _pids_running(exe: Path) -> list[int]:
     """Processes whose image is `exe` (case-insensitive full path)."""
-    import ctypes
-    from ctypes import wintypes
+    from updater.process_tree import process_images
 
-    import win32process
-
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined,unused-ignore]
-    kernel32.OpenProcess.restype = wintypes.HANDLE
-    query_limited_information = 0x1000
     wanted = os.path.normcase(str(exe))
-    found = []
-    for pid in win32process.EnumProcesses():
-        handle = kernel32.OpenProcess(query_limited_information, False, pid)
-        if not handle:
-            continue
-        try:
-            buffer = ctypes.create_unicode_buffer(1024)
-            size = wintypes.DWORD(len(buffer))
-            named = kernel32.QueryFullProcessImageNameW(handle, 0, buffer, ctypes.byref(size))
-            if named and os.path.normcase(buffer.value) == wanted:
-                found.append(int(pid))
-        finally:
-            kernel32.CloseHandle(handle)
-    return found
+    return [pid for pid, image in process_images() if os.path.normcase(image) == wanted]
 
 
 def message_dll() -> Path:

@@ -147,6 +147,21 @@ class WindowsTreeSecurity:
         import win32security
 
         token = win32security.OpenProcessToken(
+            win32api.GetCurrentProcess(), win32security.TOKEN_QUERY
+        )
+        user_sid = win32security.GetTokenInformation(token, win32security.TokenUser)[0]
+        self._me = win32security.ConvertSidToStringSid(user_sid)
+        self._privileged = False
+
+    def _enable_privileges(self) -> None:
+        """Once, before the first change: the host only reads owners, so its token (which the
+        agents it starts inherit) keeps these disabled."""
+        if self._privileged:
+            return
+        import win32api
+        import win32security
+
+        token = win32security.OpenProcessToken(  # QUERY: pywin32 asks for the previous state
             win32api.GetCurrentProcess(),
             win32security.TOKEN_QUERY | win32security.TOKEN_ADJUST_PRIVILEGES,
         )
@@ -157,8 +172,7 @@ class WindowsTreeSecurity:
             for name in (win32security.SE_RESTORE_NAME, win32security.SE_TAKE_OWNERSHIP_NAME)
         ]
         win32security.AdjustTokenPrivileges(token, False, wanted)
-        user_sid = win32security.GetTokenInformation(token, win32security.TokenUser)[0]
-        self._me = win32security.ConvertSidToStringSid(user_sid)
+        self._privileged = True
 
     def owner(self, path: Path) -> str:
         import win32security
@@ -178,6 +192,7 @@ class WindowsTreeSecurity:
         import ntsecuritycon
         import win32security
 
+        self._enable_privileges()
         dacl = win32security.ACL()
         inherit = ntsecuritycon.OBJECT_INHERIT_ACE | ntsecuritycon.CONTAINER_INHERIT_ACE
         for sid_text in (SYSTEM_SID, ADMINISTRATORS_SID):
@@ -202,6 +217,7 @@ class WindowsTreeSecurity:
     def inherit_only(self, path: Path) -> None:
         import win32security
 
+        self._enable_privileges()
         win32security.SetNamedSecurityInfo(
             str(path),
             win32security.SE_FILE_OBJECT,

@@ -11,6 +11,9 @@ its own tree and kills the tree:
   host exits or crashes) ends the tree too.
 - POSIX: the agent leads a new session (`start_new_session=True`); kill = SIGKILL to its
   process group.
+
+`process_images` (Windows) lists what runs, by image path: the uninstall's `service stop` waits
+on it, and the Wine harness checks with it that a kill left nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,7 @@ CREATE_SUSPENDED = 0x00000004
 _TH32CS_SNAPTHREAD = 0x00000004
 _THREAD_SUSPEND_RESUME = 0x0002
 _INVALID_HANDLE = -1
+_PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
 # How long a kill waits for the job's processes to be gone (Windows): part of a stop's worst case.
 KILL_DRAIN_S = 10.0
 
@@ -208,3 +213,28 @@ def _resume(pid: int, kernel32: Any = None) -> None:
     if not resumed:
         raise OSError(_last_error(),
                       f"could not resume process {pid} ({failed} thread(s) refused)")
+
+
+def process_images() -> Iterator[tuple[int, str]]:
+    """(pid, full image path) of each running process this one may query (Windows); the
+    others (no access, gone meanwhile) are left out. No handle stays open across a yield."""
+    import ctypes
+    from ctypes import wintypes
+
+    import win32process
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined,unused-ignore]
+    kernel32.OpenProcess.restype = wintypes.HANDLE
+    for pid in win32process.EnumProcesses():
+        handle = kernel32.OpenProcess(_PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+        if not handle:
+            continue
+        try:
+            buffer = ctypes.create_unicode_buffer(1024)
+            size = wintypes.DWORD(len(buffer))
+            named = kernel32.QueryFullProcessImageNameW(handle, 0, buffer, ctypes.byref(size))
+            image = buffer.value if named else None
+        finally:
+            kernel32.CloseHandle(handle)
+        if image is not None:
+            yield int(pid), image

@@ -310,6 +310,21 @@ def test_killing_an_agent_that_ignores_stop_leaves_no_r4agent_process_under_wine
              "no process of the killed tree is left", 30)
 
 
+def test_the_hosts_launch_check_leaves_restore_and_take_ownership_disabled_under_wine(
+    wine_tools: None, tmp_path: Path
+) -> None:
+    """The host builds the tree security at every service start for its launch check, which
+    only reads owners; its agents inherit its token. Enabling SeRestore/SeTakeOwnership when it
+    was built left them enabled in the host, and so in every agent, for life. `lock` (what
+    `prepare` does) still enables them."""
+    folder = tmp_path / "R4Agent"
+    folder.mkdir()
+    as_seen = winehost.build_prefix().windows_path
+    out = _python_in_build_prefix("privileges.py", as_seen(REPO), as_seen(folder))
+    both = "['SeRestorePrivilege', 'SeTakeOwnershipPrivilege']"
+    assert out.strip().splitlines()[-1] == f"before []; checked []; locked {both}", out
+
+
 def test_a_hung_staged_build_fails_its_smoke_test_in_time_and_leaves_no_process_under_wine(
 ) -> None:
     """The staging smoke test (Windows Python under Wine) of a build that hangs with a child

@@ -10,18 +10,15 @@ is still alive — lists the processes whose image lies under EXE's folder (the 
 Python child, a versions\\ copy): "tree killed <exit code>; left [pids]".
 """
 
-import ctypes
 import os
 import sys
 import time
-from ctypes import wintypes
 from pathlib import Path
-
-import win32process
 
 sys.path.insert(0, sys.argv[1])
 
 from updater.host import SubprocessLauncher
+from updater.process_tree import process_images
 
 exe, data = Path(sys.argv[2]), Path(sys.argv[3])
 child = SubprocessLauncher(data.parent / "console.log").start(
@@ -38,21 +35,8 @@ code = child.wait(30)
 
 
 def images_under(folder: Path) -> list[int]:
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined,unused-ignore]
-    kernel32.OpenProcess.restype = wintypes.HANDLE
     wanted = os.path.normcase(str(folder)) + os.sep
-    found = []
-    for pid in win32process.EnumProcesses():
-        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-        if not handle:
-            continue
-        buffer = ctypes.create_unicode_buffer(1024)
-        size = wintypes.DWORD(len(buffer))
-        named = kernel32.QueryFullProcessImageNameW(handle, 0, buffer, ctypes.byref(size))
-        if named and os.path.normcase(buffer.value).startswith(wanted):
-            found.append(int(pid))
-        kernel32.CloseHandle(handle)
-    return found
+    return [pid for pid, image in process_images() if os.path.normcase(image).startswith(wanted)]
 
 
 print(f"tree killed {code}; left {images_under(exe.parent)}", flush=True)
