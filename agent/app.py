@@ -200,7 +200,6 @@ class Runtime:
     gate: VersionGate | None = None  # None: version_gate(config)
     life: LifeSettings | None = None  # None: from config (poll/life hours)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
-    wait_seconds: int | None = None  # None: from config (timing.long_poll_seconds, 20)
     sqs_max_attempts: int = 3  # botocore's own retries (real-time sleeps) per SQS call
     registry_factory: Callable[[], Registry] = default_registry
     sqs_client_factory: Callable[..., SQSClient] | None = None  # None: credentials.sqs_client
@@ -308,10 +307,6 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
         register_secret(credentials.secret_access_key, credentials.session_token)
         return credentials
 
-    wait_seconds = (
-        runtime.wait_seconds if runtime.wait_seconds is not None else config.long_poll_seconds
-    )
-
     def queue_for(scope: Scope) -> SqsQueue:
         nonlocal current_client
         hide(scope.credentials)
@@ -329,7 +324,7 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
         current_client = client
         queue = queues.get(scope.sqs_queue_url)
         if queue is None:
-            queue = SqsQueue(client, scope.sqs_queue_url, wait_seconds=wait_seconds)
+            queue = SqsQueue(client, scope.sqs_queue_url, wait_seconds=config.long_poll_seconds)
             queues[scope.sqs_queue_url] = queue
         return queue
 
