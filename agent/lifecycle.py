@@ -245,7 +245,6 @@ class Lifecycle:
                 # only the backend refusing the licence while refreshing credentials gets here
                 self._errors.report_exception(e, context={"phase": "poll"})
                 log.error("cannot go on polling: %s", e)
-                self._dispatcher.wind_down()
                 return ExitCode.CONFIG_ERROR
             except TransientError as e:
                 self._poll_failures += 1
