@@ -39,3 +39,9 @@ def exception_chain(error: BaseException | None) -> Iterator[BaseException]:
         seen.add(id(error))
         yield error
         error = error.__cause__ or error.__context__
+
+
+def worth_reporting(streak: int, every: int) -> bool:
+    """Whether the `streak`-th failure in a row is reported: the 1st and every `every`-th, so
+    a lasting outage shows now and then, not once per attempt."""
+    return streak == 1 or streak % every == 0

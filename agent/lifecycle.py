@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from agent.clock import Clock
 from agent.commands.context import RestartRequest
 from agent.commands.dispatcher import Dispatcher
-from agent.errors import PermanentError, TransientError
+from agent.errors import PermanentError, TransientError, worth_reporting
 from agent.exit_codes import ExitCode
 from agent.ports import Backend, ErrorSink, RecordSource, Scope
 from agent.sqs_queue import CredentialsRejectedError, SqsQueue
@@ -254,7 +254,7 @@ class Lifecycle:
             self._pause(self._settings.backoff.delay(self._poll_failures, self._rng))
 
     def _report_streak(self, error: Exception, failures: int) -> None:
-        if failures == 1 or failures % self._settings.report_every == 0:
+        if worth_reporting(failures, self._settings.report_every):
             self._errors.report_exception(error, context={"phase": "poll", "streak": failures})
 
     def _pause(self, seconds: float) -> bool:

@@ -48,7 +48,7 @@ from dataclasses import dataclass, replace
 from agent.commands.context import Delivery, HandlerContext, RestartRequest
 from agent.commands.envelope import Command, DecodeError, decode
 from agent.commands.registry import Registry
-from agent.errors import AgentError, PermanentError, TransientError
+from agent.errors import AgentError, PermanentError, TransientError, worth_reporting
 from agent.ports import Backend, ErrorSink, RecordSource
 from agent.sqs_queue import (
     MAX_MESSAGES_PER_BATCH,
@@ -422,7 +422,7 @@ class Dispatcher:
     def _report_heartbeat_failure(self, error: Exception) -> None:
         self._heartbeat_failures += 1
         streak = self._heartbeat_failures
-        if streak == 1 or streak % REPORT_EVERY == 0:
+        if worth_reporting(streak, REPORT_EVERY):
             self._errors.report_exception(
                 error, context={"phase": "visibility heartbeat", "streak": streak}
             )
