@@ -605,8 +605,8 @@ def _driver_error_messages(exc: BaseException) -> tuple[tuple[str, str], ...]:
     for e in itertools.islice(exception_chain(exc), MAX_CHAIN):
         if not _is_driver_error(e):
             continue
-        args = [str(a) for a in e.args]
-        redacted = redact_driver_args(e.args)
+        args = tuple(str(a) for a in e.args)
+        redacted = redact_driver_args(args)  # the same texts: each arg's str() is taken once
         try:
             text = str(e)
         except Exception:  # noqa: BLE001 - a broken __str__ leaves nothing to redact
