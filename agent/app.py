@@ -200,7 +200,6 @@ class Runtime:
     gate: VersionGate | None = None  # None: version_gate(config)
     life: LifeSettings | None = None  # None: from config (poll/life hours)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
-    wait_seconds: int | None = None  # None: from config (timing.long_poll_seconds, 20)
     sqs_max_attempts: int = 3  # botocore's own retries (real-time sleeps) per SQS call
     registry_factory: Callable[[], Registry] = default_registry
     sqs_client_factory: Callable[..., SQSClient] | None = None  # None: credentials.sqs_client
@@ -281,16 +280,15 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
     # credentials; each queue is then switched to the new client BEFORE the old one is closed
     # (its pooled connections would stay open otherwise), so a message received earlier and
     # still in flight is deleted and extended with the new credentials, not the refused ones.
-    clients: list[SQSClient] = []
+    current_client: SQSClient | None = None
     queues: dict[str, SqsQueue] = {}
     make_client = runtime.sqs_client_factory or sqs_client
 
-    def close_clients() -> None:
-        for client in clients:
-            client.close()
-        clients.clear()
+    def close_current_client() -> None:
+        if current_client is not None:
+            current_client.close()
 
-    stack.callback(close_clients)  # after the dispatcher's close (LIFO): it may still delete
+    stack.callback(close_current_client)  # after the dispatcher's close (LIFO): it may delete
 
     restart = RestartRequest()
     dispatcher = Dispatcher(
@@ -309,11 +307,8 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
         register_secret(credentials.secret_access_key, credentials.session_token)
         return credentials
 
-    wait_seconds = (
-        runtime.wait_seconds if runtime.wait_seconds is not None else config.long_poll_seconds
-    )
-
     def queue_for(scope: Scope) -> SqsQueue:
+        nonlocal current_client
         hide(scope.credentials)
         client = make_client(
             scope,
@@ -325,11 +320,11 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
         )
         for earlier in queues.values():  # the backend's one set of credentials for the practice
             earlier.use_client(client)
-        close_clients()
-        clients.append(client)
+        close_current_client()
+        current_client = client
         queue = queues.get(scope.sqs_queue_url)
         if queue is None:
-            queue = SqsQueue(client, scope.sqs_queue_url, wait_seconds=wait_seconds)
+            queue = SqsQueue(client, scope.sqs_queue_url, wait_seconds=config.long_poll_seconds)
             queues[scope.sqs_queue_url] = queue
         return queue
 

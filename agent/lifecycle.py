@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from agent.clock import Clock
 from agent.commands.context import RestartRequest
 from agent.commands.dispatcher import Dispatcher
-from agent.errors import PermanentError, TransientError
+from agent.errors import PermanentError, TransientError, worth_reporting
 from agent.exit_codes import ExitCode
 from agent.ports import Backend, ErrorSink, RecordSource, Scope
 from agent.sqs_queue import CredentialsRejectedError, SqsQueue
@@ -245,7 +245,6 @@ class Lifecycle:
                 # only the backend refusing the licence while refreshing credentials gets here
                 self._errors.report_exception(e, context={"phase": "poll"})
                 log.error("cannot go on polling: %s", e)
-                self._dispatcher.wind_down()
                 return ExitCode.CONFIG_ERROR
             except TransientError as e:
                 self._poll_failures += 1
@@ -255,7 +254,7 @@ class Lifecycle:
             self._pause(self._settings.backoff.delay(self._poll_failures, self._rng))
 
     def _report_streak(self, error: Exception, failures: int) -> None:
-        if failures == 1 or failures % self._settings.report_every == 0:
+        if worth_reporting(failures, self._settings.report_every):
             self._errors.report_exception(error, context={"phase": "poll", "streak": failures})
 
     def _pause(self, seconds: float) -> bool:

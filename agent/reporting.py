@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
 import json
 import logging
 import queue
@@ -38,6 +39,7 @@ from typing import Final, Literal
 import requests
 
 from agent._version import __version__
+from agent.errors import exception_chain
 from agent.logs import SECRETS, SecretRegistry, mask_credential_shapes
 from agent.r4 import driver_messages
 
@@ -173,6 +175,7 @@ _FRAME_KEEP: Final = frozenset({"filename", "lineno", "colno", "method", "code",
 REMOVED_RECORD: Final = "[removed: looked like a patient record]"
 MASK: Final = "***"
 MAX_DEPTH: Final = 40
+MAX_CHAIN: Final = 20  # exceptions of a cause/context chain searched for driver errors
 
 # `surname='X'`, `"surname": "X"`, `surname=X,` ... for every patient/secret field name.
 _FIELD_NAMES_RE: Final = "|".join(
@@ -590,15 +593,6 @@ def _retry_after(value: str | None) -> float:
         return 60.0
 
 
-def _exception_chain(exc: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain and len(chain) < 20:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
 def _is_driver_error(exc: BaseException) -> bool:
     return any(c.__module__.split(".")[0] in _DB_DRIVER_MODULES for c in type(exc).__mro__)
 
@@ -611,11 +605,11 @@ def _driver_error_messages(exc: BaseException) -> tuple[tuple[str, str], ...]:
     rebuilt from the redacted args.
     """
     out: list[tuple[str, str]] = []
-    for e in _exception_chain(exc):
+    for e in itertools.islice(exception_chain(exc), MAX_CHAIN):
         if not _is_driver_error(e):
             continue
-        args = [str(a) for a in e.args]
-        redacted = redact_driver_args(e.args)
+        args = tuple(str(a) for a in e.args)
+        redacted = redact_driver_args(args)  # the same texts: each arg's str() is taken once
         try:
             text = str(e)
         except Exception:  # noqa: BLE001 - a broken __str__ leaves nothing to redact

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -119,24 +118,17 @@ class SqsQueue:
         visibility_timeout: int | None = None,
     ) -> None:
         self._client = client
-        self._client_lock = threading.Lock()
         self.url = queue_url
         self._wait_seconds = wait_seconds
         self._visibility_timeout = visibility_timeout
         self._dlq_url: str | None = None
         self._dlq_looked_up = False
 
-    def use_client(self, client: SQSClient) -> SQSClient:
+    def use_client(self, client: SQSClient) -> None:
         """From now on every call (for any message, received before or after) goes through
-        `client`. Returns the client it replaces, for the caller to close."""
-        with self._client_lock:
-            old, self._client = self._client, client
-        return old
-
-    @property
-    def _sqs(self) -> SQSClient:
-        with self._client_lock:
-            return self._client
+        `client`. The caller closes the one it replaces. Each call reads `_client` once, so a
+        swap from another thread is seen whole, by the next call."""
+        self._client = client
 
     def receive(self, max_messages: int = MAX_MESSAGES_PER_RECEIVE) -> list[ReceivedMessage]:
         """Long-poll for up to `max_messages` (1..10); returns [] when the wait ends empty."""
@@ -148,7 +140,7 @@ class SqsQueue:
         }
         if self._visibility_timeout is not None:
             kwargs["VisibilityTimeout"] = self._visibility_timeout
-        response = _call("receive", lambda: self._sqs.receive_message(**kwargs))
+        response = _call("receive", lambda: self._client.receive_message(**kwargs))
         received = []
         for m in response.get("Messages", []):
             attributes = m.get("Attributes", {})
@@ -169,7 +161,7 @@ class SqsQueue:
     def delete(self, message: ReceivedMessage) -> None:
         _call(
             "delete",
-            lambda: self._sqs.delete_message(
+            lambda: self._client.delete_message(
                 QueueUrl=self.url, ReceiptHandle=message.receipt_handle
             ),
         )
@@ -190,7 +182,9 @@ class SqsQueue:
         ]
         response = _call(
             "change-visibility",
-            lambda: self._sqs.change_message_visibility_batch(QueueUrl=self.url, Entries=entries),
+            lambda: self._client.change_message_visibility_batch(
+                QueueUrl=self.url, Entries=entries
+            ),
         )
         return [
             (by_id[f["Id"]], str(f.get("Code", "unknown")))
@@ -206,7 +200,7 @@ class SqsQueue:
         if not self._dlq_looked_up:
             attributes = _call(
                 "get-attributes",
-                lambda: self._sqs.get_queue_attributes(
+                lambda: self._client.get_queue_attributes(
                     QueueUrl=self.url, AttributeNames=["RedrivePolicy"]
                 ),
             ).get("Attributes", {})
@@ -215,7 +209,7 @@ class SqsQueue:
                 name, account = _dead_letter_target(policy)
                 self._dlq_url = _call(
                     "get-queue-url",
-                    lambda: self._sqs.get_queue_url(
+                    lambda: self._client.get_queue_url(
                         QueueName=name, QueueOwnerAWSAccountId=account
                     ),
                 )["QueueUrl"]
@@ -233,7 +227,7 @@ class SqsQueue:
             raise PermanentError("the command queue has no RedrivePolicy / dead-letter queue")
         _call(
             "send-to-dead-letter",
-            lambda: self._sqs.send_message(
+            lambda: self._client.send_message(
                 QueueUrl=dlq_url,
                 MessageBody=message.body or "(empty)",
                 MessageAttributes={

@@ -48,7 +48,7 @@ from dataclasses import dataclass, replace
 from agent.commands.context import Delivery, HandlerContext, RestartRequest
 from agent.commands.envelope import Command, DecodeError, decode
 from agent.commands.registry import Registry
-from agent.errors import AgentError, PermanentError, TransientError
+from agent.errors import AgentError, PermanentError, TransientError, worth_reporting
 from agent.ports import Backend, ErrorSink, RecordSource
 from agent.sqs_queue import (
     MAX_MESSAGES_PER_BATCH,
@@ -239,11 +239,11 @@ class Dispatcher:
                 job.cancel()  # only one that has not started is cancelled
             # cancel() runs _finished, which takes the lock: not held here
             released = [item for future, item in waiting if future.cancel()]
-            for queue, chunk in _chunks(released):
+            for queue, messages in _batches(released):
                 try:
-                    refused = queue.change_visibility([i.message for i in chunk], 0)
+                    refused = queue.change_visibility(messages, 0)
                 except AgentError as e:  # they come back after their visibility timeout
-                    log.warning("could not release %d waiting messages: %s", len(chunk), e)
+                    log.warning("could not release %d waiting messages: %s", len(messages), e)
                     continue
                 for message, code in refused:
                     log.warning("could not release message %s: %s", message.message_id, code)
@@ -389,14 +389,14 @@ class Dispatcher:
         with self._visibility_lock:
             with self._lock:
                 items = list(self._inflight.values())
-            for queue, chunk in _chunks(items):
+            for queue, messages in _batches(items):
                 try:
-                    refused = queue.change_visibility([i.message for i in chunk], seconds)
+                    refused = queue.change_visibility(messages, seconds)
                 except AgentError as e:  # redrive is the backstop if extending fails
-                    log.warning("could not extend visibility of %d messages: %s", len(chunk), e)
+                    log.warning("could not extend visibility of %d messages: %s", len(messages), e)
                     continue
                 except Exception as e:  # untranslated: report it, extend the others all the same
-                    log.exception("extending visibility of %d messages failed", len(chunk))
+                    log.exception("extending visibility of %d messages failed", len(messages))
                     self._report_heartbeat_failure(e)
                     failed = True
                     continue
@@ -422,17 +422,17 @@ class Dispatcher:
     def _report_heartbeat_failure(self, error: Exception) -> None:
         self._heartbeat_failures += 1
         streak = self._heartbeat_failures
-        if streak == 1 or streak % REPORT_EVERY == 0:
+        if worth_reporting(streak, REPORT_EVERY):
             self._errors.report_exception(
                 error, context={"phase": "visibility heartbeat", "streak": streak}
             )
 
 
-def _chunks(items: list[_InFlight]) -> list[tuple[SqsQueue, list[_InFlight]]]:
-    """`items` grouped by queue, in batches SQS takes in one call."""
-    by_queue: dict[int, tuple[SqsQueue, list[_InFlight]]] = {}
+def _batches(items: list[_InFlight]) -> list[tuple[SqsQueue, list[ReceivedMessage]]]:
+    """The messages of `items` grouped by queue, in batches SQS takes in one call."""
+    by_queue: dict[int, tuple[SqsQueue, list[ReceivedMessage]]] = {}
     for item in items:
-        by_queue.setdefault(id(item.queue), (item.queue, []))[1].append(item)
+        by_queue.setdefault(id(item.queue), (item.queue, []))[1].append(item.message)
     return [
         (queue, group[i : i + MAX_MESSAGES_PER_BATCH])
         for queue, group in by_queue.values()

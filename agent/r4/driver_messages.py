@@ -213,7 +213,7 @@ def _safe_text(text: str, names: frozenset[str]) -> str | None:
             return None
         if "value" in template.groupindex:
             start, end = m.span("value")
-            return f"{text[:start]}'***'{text[end:]}"
+            return f"{text[:start]}{MASKED_VALUE}{text[end:]}"
         return text
     return None
 

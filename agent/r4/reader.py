@@ -58,7 +58,7 @@ class R4Reader:
 
     def get_patient(self, code: int) -> Patient | None:
         row = self._db.fetch_one(sql.patient_by_code(self._dialect), (code,))
-        return None if row is None else _patient(row)
+        return None if row is None else _patients([row])[0]
 
     def latest_questionnaire(self, patient_code: int) -> Questionnaire | None:
         head = self._db.fetch_one(sql.latest_questionnaire(self._dialect), (patient_code,))
@@ -173,7 +173,8 @@ def _dates(column: Sequence[object], name: str) -> Sequence[date | None]:
 
 
 def _patients(rows: Sequence[Row]) -> list[Patient]:
-    """A page of `sql.patients_page` rows (columns in Patient's field order) as Patients."""
+    """A page of `sql.patients_page` rows, or the one row of `sql.patient_by_code` (columns in
+    Patient's field order), as Patients."""
     if not rows:
         return []
     code, forename, surname, dob, *contact = zip(*rows, strict=True)
@@ -203,23 +204,6 @@ def _appointments(rows: Sequence[Row]) -> list[Appointment]:
             _ints(flags, "ApptFlag", optional=True),
             _texts(statuses),
         )
-    )
-
-
-def _patient(r: Row) -> Patient:
-    return Patient(
-        code=_int(r[0], "patientCode"),
-        forename=_text(r[1]),
-        surname=_text(r[2]),
-        dob=_date(r[3], "dob"),
-        mobile=_text(r[4]),
-        email=_text(r[5]),
-        address1=_text(r[6]),
-        address2=_text(r[7]),
-        address3=_text(r[8]),
-        address4=_text(r[9]),
-        address5=_text(r[10]),
-        postcode=_text(r[11]),
     )
 
 

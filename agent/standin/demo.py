@@ -29,7 +29,7 @@ from types import FrameType
 from typing import Self, TextIO
 
 from agent._version import __version__
-from agent.errors import AgentError
+from agent.errors import AgentError, exception_chain
 from agent.flynotes.client import FlynotesClient
 from agent.r4.connection import DbSettings, open_database
 from agent.r4.reader import R4Reader
@@ -251,13 +251,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def _interrupted(error: BaseException | None) -> bool:
     """Whether `error` came from Ctrl-C: a KeyboardInterrupt raised while a C call (pyodbc's
     connect, waiting on a locked database) was returning surfaces as its SystemError cause."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, KeyboardInterrupt):
-            return True
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return False
+    return any(isinstance(e, KeyboardInterrupt) for e in exception_chain(error))
 
 
 def command(args: argparse.Namespace) -> int:

@@ -91,6 +91,7 @@ def _run_commands(practice: DemoPractice, out: TextIO, data_dir: Path) -> None:
         rollbar=RollbarConfig(access_token=None),
         data_dir=data_dir,
         sqs_endpoint_url=sqs.endpoint_url,
+        long_poll_seconds=2,
     )
     stop = threading.Event()
     result: list[object] = []
@@ -104,7 +105,6 @@ def _run_commands(practice: DemoPractice, out: TextIO, data_dir: Path) -> None:
         errors=_ScreenSink(out),
         gate=ReportOnlyGate(practice.backend.library_version),
         life=LifeSettings(poll_hours=1, life_hours=24),
-        wait_seconds=2,
         on_lifecycle=lifecycles.append,
     )
     syncs_before = len(practice.backend.received_for("patient-sync"))

@@ -71,6 +71,8 @@ connection_string = "{r4_sample_db.connection_string}"
 access_token = "{ROLLBAR_TOKEN}"
 endpoint = "{rollbar_endpoint.url}"
 environment = "canary-e2e"
+[timing]
+long_poll_seconds = 1
 """,
         encoding="utf-8",
     )
@@ -91,7 +93,6 @@ environment = "canary-e2e"
         dispatch=DispatchSettings(
             workers=2, heartbeat_interval_seconds=0.3, visibility_extension_seconds=5
         ),
-        wait_seconds=1,
         sqs_max_attempts=1,
         on_lifecycle=lifecycles.append,
     )

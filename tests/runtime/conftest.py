@@ -137,6 +137,7 @@ def make_config(
         rollbar=RollbarConfig(access_token=None),
         data_dir=tmp_path,
         sqs_endpoint_url=sqs_endpoint_url,
+        long_poll_seconds=1,  # a stop or a life's end is not held up by a 20 s receive
     )
 
 
@@ -174,7 +175,6 @@ class AgentUnderTest:
             dispatch=DispatchSettings(
                 workers=4, heartbeat_interval_seconds=0.3, visibility_extension_seconds=5
             ),
-            wait_seconds=1,
             sqs_max_attempts=1,
             backend_timeouts=self.backend_timeouts,
             registry_factory=self.registry_factory,

@@ -4,15 +4,15 @@ refusing credentials, on moto with authentication switched on: tests/runtime/tes
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from botocore.stub import Stubber
 
-from agent.app import Runtime
 from agent.clock import FakeClock
-from agent.config import parse_config
+from agent.config import AgentConfig, parse_config
 from agent.credentials import ASSUMED_LIFETIME, refreshable_credentials, sqs_client
 from agent.errors import PermanentError, TransientError
 from agent.ports import Scope, SqsCredentials
@@ -186,10 +186,12 @@ def test_production_receive_is_a_20_second_long_poll_for_10_messages_within_the_
         assert queue.receive() == []
     stub.assert_no_pending_responses()
     assert (LONG_POLL_SECONDS, MAX_MESSAGES_PER_RECEIVE) == (20, 10)
-    # and a config without the dev/test [timing] key asks agent.app for that same wait
+    # and a config without the dev/test [timing] key, read from a file or built in code (as
+    # the demo does), asks agent.app for that same wait: agent.app takes it from the config
     config = parse_config(Path("config.toml"), 'licence_key = "k"\nbackend_url = "https://x/"\n')
     assert config.long_poll_seconds == LONG_POLL_SECONDS
-    assert Runtime().wait_seconds is None  # None: the config's value
+    built_in_code = {f.name: f.default for f in fields(AgentConfig)}["long_poll_seconds"]
+    assert built_in_code == LONG_POLL_SECONDS
     read_timeout = client.meta.config.read_timeout  # type: ignore[attr-defined]  # not in the stubs
     assert read_timeout > LONG_POLL_SECONDS  # a quiet queue is an empty answer, not a timeout
 
