@@ -390,13 +390,8 @@ class Repository:
             raise RepoError(f"version {version} must be above the latest {max(releases)}")
         archive_bytes = deterministic_tar_gz(bundle_dir, mtime)
         md = self._targets_for_update()
-        name = _archive_name(version)
-        _put_target(md, TargetFile.from_data(name, archive_bytes, ["sha256"]),
-                    {"user": policy.to_custom(), "tufup": {"required": False}})
-        check_client_view(md.signed)  # refuse before writing any file
-        archive_path = self.targets_dir / name
-        write_bytes_atomic(archive_path, archive_bytes)
-        added = [name]
+        archive_path = self._put_archive(md, version, archive_bytes, policy)
+        added = [archive_path.name]
         if releases and not skip_patch:
             previous = self.targets_dir / _archive_name(str(max(releases)))
             added.append(self._add_patch(md, previous, archive_path, _patch_name(version)))
@@ -422,13 +417,22 @@ class Repository:
         policy = _checked(policy or ReleasePolicy())
         data = archive.read_bytes()
         md = self._targets_for_update()
+        name = self._put_archive(md, version, data, policy).name
+        self._finish_targets(md)
+        return name
+
+    def _put_archive(
+        self, md: Metadata[Targets], version: str, data: bytes, policy: ReleasePolicy
+    ) -> Path:
+        """List archive `data` as `version` with its signed policy in `md`, refuse it as agents
+        would read it before writing any file, then write it into targets/; returns its path."""
         name = _archive_name(version)
         _put_target(md, TargetFile.from_data(name, data, ["sha256"]),
                     {"user": policy.to_custom(), "tufup": {"required": False}})
-        check_client_view(md.signed)
-        write_bytes_atomic(self.targets_dir / name, data)
-        self._finish_targets(md)
-        return name
+        check_client_view(md.signed)  # refuse before writing any file
+        path = self.targets_dir / name
+        write_bytes_atomic(path, data)
+        return path
 
     def _add_target(self, md: Metadata[Targets], path: Path, custom: dict[str, Any]) -> str:
         _put_target(md, TargetFile.from_file(path.name, str(path), ["sha256"]), custom)
