@@ -384,7 +384,7 @@ class Repository:
         Returns the target names added. Versions must increase (as in tufup). The policy is
         checked as agents will read it before anything is written."""
         new = _parse(version)
-        policy = _checked(policy or ReleasePolicy())
+        policy = policy or ReleasePolicy()
         releases = self.releases()
         if releases and new <= max(releases):
             raise RepoError(f"version {version} must be above the latest {max(releases)}")
@@ -414,7 +414,7 @@ class Repository:
     ) -> str:
         """Add an already built `.tar.gz` as `version` (no patch) and sign."""
         _parse(version)
-        policy = _checked(policy or ReleasePolicy())
+        policy = policy or ReleasePolicy()
         data = archive.read_bytes()
         md = self._targets_for_update()
         name = self._put_archive(md, version, data, policy).name
@@ -602,12 +602,6 @@ def _parse(version: str) -> Version:
         return parse_version(version)
     except BadVersionError as e:
         raise RepoError(str(e)) from e
-
-
-def _checked(policy: ReleasePolicy) -> ReleasePolicy:
-    if policy.floor is not None:
-        _parse(policy.floor)  # the client's rule: canonical X.Y.Z or the floor is ignored
-    return policy
 
 
 def _put_target(md: Metadata[Targets], info: TargetFile, custom: dict[str, Any]) -> None:
