@@ -39,9 +39,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "build"))
 sys.path.insert(0, str(REPO / "build" / "wine"))
 
 import winehost  # noqa: E402
+from builds import bundle_of, freeze  # noqa: E402
+from freeze import REQUIREMENTS, clean_build_python  # noqa: E402
 
 SIZE_GOAL_MB = 15.0
 COLD_START_GOAL_S = 0.6
@@ -90,7 +93,6 @@ def _wait(condition: Callable[[], bool], timeout_s: float = 120.0) -> float:
 def realistic_start(exe: Path, runs: int) -> tuple[float, float]:
     """(start -> first backend request, start -> first patient upload), medians."""
     from agent.standin.demo import DemoPractice
-    from agent.standin.r4_sample import sqlite_connection_string
 
     work = Path(tempfile.mkdtemp(prefix="bench-start-", dir=OUT))
     try:
@@ -105,7 +107,7 @@ def realistic_start(exe: Path, runs: int) -> tuple[float, float]:
                 f'backend_url = "{practice.backend.url}"\n'
                 f'sqs_endpoint_url = "{practice.sqs.endpoint_url}"\n'
                 "[database]\n"
-                f"connection_string = {json.dumps(sqlite_connection_string(practice.db_path))}\n"
+                f"connection_string = {json.dumps(practice.db_settings.connection_string)}\n"
             )
             env = dict(os.environ, R4AGENT_CONFIG=str(config), R4AGENT_INSTALL_BASE=str(base),
                        R4AGENT_UPDATE_URL="http://127.0.0.1:9")
@@ -131,52 +133,31 @@ def realistic_start(exe: Path, runs: int) -> tuple[float, float]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _freeze(version: str, out: Path, python: Path | None = None) -> Path:
-    command = [sys.executable, str(REPO / "build" / "freeze.py"), "--version", version,
-               "--out", str(out)]
-    if python is not None:
-        command += ["--python", str(python)]
-    subprocess.run(command, check=True, timeout=3600)
-    return out / "r4agent"
-
-
 def bumped_build_python() -> Path:
-    """A venv like the pinned clean one, with BUMP applied (made once under .work/bench/)."""
-    venv = OUT / "dep-bump-venv"
-    python = venv / "bin" / "python"
-    if (venv / ".complete").exists():
-        return python
-    requirements = (REPO / "build" / "requirements-freeze.txt").read_text()
+    """A clean build venv like the pinned one, with BUMP applied (build/freeze.py makes it once
+    per content of the bumped requirements)."""
+    requirements = REQUIREMENTS.read_text()
     if BUMP[0] not in requirements:
         raise SystemExit(f"bench: {BUMP[0]} is no longer pinned; update BUMP")
-    pinned = OUT / "requirements-dep-bump.txt"
-    pinned.write_text(requirements.replace(BUMP[0], BUMP[1]))
-    base = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
-    subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "-r", str(pinned)],
-                   check=True, timeout=1800)
-    (venv / ".complete").write_text("ok\n")
-    return python
+    bumped = OUT / "requirements-dep-bump.txt"
+    bumped.write_text(requirements.replace(BUMP[0], BUMP[1]))
+    return clean_build_python(bumped)
 
 
 def dep_bump_patch(baseline: Path) -> tuple[int, int]:
     """(patch bytes, full archive bytes) for BUMP, as the release repository publishes them."""
     from updater.repo.repository import Repository
 
-    bumped = _freeze("1.0.1", OUT / "linux-dep-bump", bumped_build_python())
+    bumped = freeze("1.0.1", OUT / "linux-dep-bump", python=bumped_build_python())
     work = Path(tempfile.mkdtemp(prefix="bench-patch-", dir=OUT))
     try:
         Repository.create_keys(work / "keys")
         repo = Repository(work / "repo", work / "keys")
         repo.initialize()
-        for version, exe in (("1.0.0", baseline), ("1.0.1", bumped)):
-            bundle = work / f"bundle-{version}"
-            bundle.mkdir()
-            shutil.copy2(exe, bundle / "r4agent")
-            repo.add_bundle(bundle, version)
-        patch = next(repo.targets_dir.glob("*1.0.1*.patch"))
-        archive = next(repo.targets_dir.glob("*1.0.1*.tar.gz"))
-        return patch.stat().st_size, archive.stat().st_size
+        repo.add_bundle(bundle_of(baseline, work / "bundle-1.0.0"), "1.0.0")
+        archive, patch = repo.add_bundle(bundle_of(bumped, work / "bundle-1.0.1"), "1.0.1")
+        targets = repo.targets_dir
+        return (targets / patch).stat().st_size, (targets / archive).stat().st_size
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -200,7 +181,7 @@ def main() -> int:
     parser.add_argument("--skip-dep-bump", action="store_true")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    linux_exe = args.linux_exe or _freeze("1.0.0", OUT / "linux")
+    linux_exe = args.linux_exe or freeze("1.0.0", OUT / "linux")
     report("Linux onefile", linux_exe, cold_start([str(linux_exe), "--version"], args.runs),
            COLD_START_GOAL_S)
     first, upload = realistic_start(linux_exe, args.runs)

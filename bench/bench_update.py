@@ -24,7 +24,6 @@ import argparse
 import gzip
 import hashlib
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -33,6 +32,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+
+from builds import bundle_of, freeze  # noqa: E402
 
 from tests.updater.support import serve  # noqa: E402
 from updater.agent_gate import InstalledGate  # noqa: E402
@@ -48,18 +49,6 @@ from updater.state import (  # noqa: E402
 
 PATCH_GOAL = 0.01
 APPLY_GOAL_S = 3.0
-
-
-def freeze(version: str, out: Path, root: Path) -> Path:
-    subprocess.run([sys.executable, str(REPO_ROOT / "build" / "freeze.py"), "--version", version,
-                    "--out", str(out), "--trusted-root", str(root)], check=True, timeout=3600)
-    return out / "r4agent"
-
-
-def bundle_of(exe: Path, dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    shutil.copy2(exe, dest / "r4agent")
-    return dest
 
 
 def install(repo: Repository, layout: Layout, version: str, with_tar: bool) -> None:
@@ -117,22 +106,23 @@ def main() -> int:
         repo.initialize()
         root = work / "root.json"
         root.write_bytes(repo.root_bytes())
+        versions = ("1.0.0", "1.0.1")
         if args.exe_a and args.exe_b:
             exe_a, exe_b = args.exe_a, args.exe_b
-            versions = ("1.0.0", "1.0.1")
             print("using given builds (their --version must print 1.0.0 and 1.0.1)")
         else:
             t0 = time.perf_counter()
-            exe_a = freeze("1.0.0", work / "build-a", root)
-            exe_b = freeze("1.0.1", work / "build-b", root)
-            versions = ("1.0.0", "1.0.1")
+            exe_a = freeze(versions[0], work / "build-a", trusted_root=root)
+            exe_b = freeze(versions[1], work / "build-b", trusted_root=root)
             print(f"froze two builds in {time.perf_counter() - t0:.0f} s")
         repo.add_bundle(bundle_of(exe_a, work / "bundle-a"), versions[0])
         t0 = time.perf_counter()
-        repo.add_bundle(bundle_of(exe_b, work / "bundle-b"), versions[1])
+        archive_name, patch_name = repo.add_bundle(bundle_of(exe_b, work / "bundle-b"),
+                                                   versions[1])
         diff_s = time.perf_counter() - t0
-        full = (repo.targets_dir / f"r4agent-{versions[1]}.tar.gz").stat().st_size
-        patch = (repo.targets_dir / f"r4agent-{versions[1]}.patch").stat().st_size
+        archive = (repo.targets_dir / archive_name).read_bytes()
+        patch_bytes = (repo.targets_dir / patch_name).read_bytes()
+        full, patch = len(archive), len(patch_bytes)
         ratio = patch / full
         print(f"exe size:          {exe_b.stat().st_size / 1e6:8.2f} MB")
         print(f"full archive:      {full / 1e6:8.2f} MB")
@@ -140,8 +130,6 @@ def main() -> int:
               f"goal <= {PATCH_GOAL:.0%}: {'met' if ratio <= PATCH_GOAL else 'MISSED'})")
         print(f"release-side diff: {diff_s:8.2f} s")
         layout = Layout(work / "pd")
-        archive = (repo.targets_dir / f"r4agent-{versions[1]}.tar.gz").read_bytes()
-        patch_bytes = (repo.targets_dir / f"r4agent-{versions[1]}.patch").read_bytes()
         tar = gzip.decompress(archive)
         hashed = {"patch": hashing_s(patch_bytes, tar), "full archive": hashing_s(archive)}
         for http in serve(repo.repo_dir):

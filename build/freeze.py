@@ -80,11 +80,12 @@ def _venv_python(venv_dir: Path) -> Path:
     return venv_dir / "bin" / "python"
 
 
-def clean_build_python() -> Path:
-    """The interpreter of a venv holding exactly build/requirements-freeze.txt (made once)."""
+def clean_build_python(requirements: Path = REQUIREMENTS) -> Path:
+    """The interpreter of a venv holding exactly `requirements` (made once per content of that
+    file, interpreter and platform; bench/bench_exe.py passes a copy with one pin moved)."""
     base_python = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
     key = hashlib.sha256(
-        REQUIREMENTS.read_bytes() + sys.version.encode() + base_python.encode()
+        requirements.read_bytes() + sys.version.encode() + base_python.encode()
     ).hexdigest()[:16]
     venv_dir = CACHE / "freeze-venv" / f"{sys.platform}-{key}"
     python = _venv_python(venv_dir)
@@ -97,7 +98,7 @@ def clean_build_python() -> Path:
         print(f"freeze: making the clean build venv {venv_dir} (once)", file=sys.stderr)
         subprocess.run([base_python, "-m", "venv", "--clear", str(venv_dir)], check=True)
         subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "--no-deps", "-r", str(REQUIREMENTS)],
+            [str(python), "-m", "pip", "install", "-q", "--no-deps", "-r", str(requirements)],
             check=True,
         )
         done.write_text("ok\n", encoding="utf-8")

@@ -41,22 +41,24 @@ def secure_properties(wxs: Path) -> list[str]:
     ]
 
 
-def _custom_action_types(msi: Path) -> dict[str, int]:
+def export_table(msi: Path, name: str) -> list[list[str]]:
+    """The rows of table `name` in `msi` (`msiinfo export`: three header lines, then one
+    tab-separated line per row), each as its column values."""
     out = subprocess.run(
-        ["msiinfo", "export", str(msi), "CustomAction"],
+        ["msiinfo", "export", str(msi), name],
         check=True, capture_output=True, text=True, timeout=60,
     ).stdout
-    rows = [line.split("\t") for line in out.splitlines()[3:] if line]
-    return {row[0]: int(row[1]) for row in rows}
+    return [line.split("\t") for line in out.splitlines()[3:] if line]
+
+
+def _custom_action_types(msi: Path) -> dict[str, int]:
+    return {row[0]: int(row[1]) for row in export_table(msi, "CustomAction")}
 
 
 def _secure_custom_properties_query(msi: Path, wxs: Path) -> str:
     """wixl writes SecureCustomProperties for MajorUpgrade's own properties only: add ours."""
-    out = subprocess.run(
-        ["msiinfo", "export", str(msi), "Property"],
-        check=True, capture_output=True, text=True, timeout=60,
-    ).stdout
-    rows = dict(line.split("\t", 1) for line in out.splitlines()[3:] if "\t" in line)
+    # Property has two columns; msiinfo does not escape a tab in a value, so join it back
+    rows = {row[0]: "\t".join(row[1:]) for row in export_table(msi, "Property") if len(row) > 1}
     existing = [p for p in rows.get("SecureCustomProperties", "").split(";") if p]
     merged = ";".join(dict.fromkeys([*existing, *secure_properties(wxs)]))
     if not all(name.isidentifier() for name in merged.split(";")):

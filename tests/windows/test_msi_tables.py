@@ -10,12 +10,11 @@ after the process exits, or leaves the exe behind because a service process stil
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from installer.build_msi import build_msi
+from installer.build_msi import build_msi, export_table
 
 # Runs with the fast tests where wixl/msitools are installed; otherwise it is deferred to the
 # `wine` stage, whose session fixture installs them (.ci/wine-setup.sh).
@@ -36,15 +35,8 @@ def msi(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     return build_msi(exe, "1.2.3", tmp / "r4agent.msi", message_dll)
 
 
-def table(msi: Path, name: str) -> list[list[str]]:
-    out = subprocess.run(
-        ["msiinfo", "export", str(msi), name], check=True, capture_output=True, text=True
-    ).stdout
-    return [line.split("\t") for line in out.splitlines()[3:] if line]
-
-
 def test_service_is_installed_auto_start_as_localsystem_running_the_host(msi: Path) -> None:
-    rows = table(msi, "ServiceInstall")
+    rows = export_table(msi, "ServiceInstall")
     assert len(rows) == 1
     _id, name, _display, svc_type, start, error, _group, _deps, account, _pw, args, comp = rows[0][
         :12
@@ -59,7 +51,7 @@ def test_service_is_installed_auto_start_as_localsystem_running_the_host(msi: Pa
 
 
 def test_service_is_started_on_install_stopped_always_removed_on_uninstall(msi: Path) -> None:
-    rows = table(msi, "ServiceControl")
+    rows = export_table(msi, "ServiceControl")
     assert len(rows) == 1
     _id, name, event, _args, wait, comp = rows[0][:6]
     # msidbServiceControlEvent: Start on install (1) + Stop on install (2) + Stop on
@@ -68,22 +60,22 @@ def test_service_is_started_on_install_stopped_always_removed_on_uninstall(msi: 
 
 
 def test_upgrade_code_is_stable_and_downgrades_are_refused(msi: Path) -> None:
-    assert ["UpgradeCode", UPGRADE_CODE] in table(msi, "Property")
-    upgrade = table(msi, "Upgrade")
+    assert ["UpgradeCode", UPGRADE_CODE] in export_table(msi, "Property")
+    upgrade = export_table(msi, "Upgrade")
     assert {row[0] for row in upgrade} == {UPGRADE_CODE}
     assert {row[-1] for row in upgrade} == {"WIX_UPGRADE_DETECTED", "WIX_DOWNGRADE_DETECTED"}
-    sequence = {row[0]: row for row in table(msi, "InstallExecuteSequence")}
+    sequence = {row[0]: row for row in export_table(msi, "InstallExecuteSequence")}
     assert "RemoveExistingProducts" in sequence
 
 
 def test_windows_older_than_8_1_is_refused_with_a_clear_message(msi: Path) -> None:
-    conditions = dict((row[0], row[1]) for row in table(msi, "LaunchCondition"))
+    conditions = dict((row[0], row[1]) for row in export_table(msi, "LaunchCondition"))
     assert "Installed OR VersionNT >= 603" in conditions
     assert "8.1" in conditions["Installed OR VersionNT >= 603"]
 
 
 def test_no_licence_key_or_secret_is_baked_into_the_package(msi: Path) -> None:
-    properties = dict((row[0], row[1]) for row in table(msi, "Property"))
+    properties = dict((row[0], row[1]) for row in export_table(msi, "Property"))
     assert "LICENCEKEY" not in properties
     assert "DBCONNECTION" not in properties
     hidden = properties["MsiHiddenProperties"].split(";")
@@ -93,7 +85,7 @@ def test_no_licence_key_or_secret_is_baked_into_the_package(msi: Path) -> None:
 
 
 def test_secrets_reach_the_exe_by_file_never_by_command_line(msi: Path) -> None:
-    actions = {row[0]: row for row in table(msi, "CustomAction")}
+    actions = {row[0]: row for row in export_table(msi, "CustomAction")}
     exe_commands = [row[3] for row in actions.values() if row[2] == "R4AgentExe"]
     assert sorted(exe_commands) == [
         "service configure", "service prepare", "service purge", "service stop"
@@ -102,7 +94,7 @@ def test_secrets_reach_the_exe_by_file_never_by_command_line(msi: Path) -> None:
     hand_over = actions["R4SetWriteSettings"]
     assert hand_over[2] == "R4WriteSettings" and "[LICENCEKEY]" in hand_over[3]
     assert int(actions["R4WriteSettings"][1]) & 0x2000  # HideTarget: not in the MSI log
-    sequence = {row[0]: int(row[2]) for row in table(msi, "InstallExecuteSequence")}
+    sequence = {row[0]: int(row[2]) for row in export_table(msi, "InstallExecuteSequence")}
     assert (
         sequence["InstallServices"]
         < sequence["R4PrepareData"]
@@ -113,13 +105,13 @@ def test_secrets_reach_the_exe_by_file_never_by_command_line(msi: Path) -> None:
 
 
 def test_uninstall_keeps_program_data_unless_removedata(msi: Path) -> None:
-    sequence = {row[0]: row[1] for row in table(msi, "InstallExecuteSequence")}
+    sequence = {row[0]: row[1] for row in export_table(msi, "InstallExecuteSequence")}
     assert 'REMOVEDATA="1"' in sequence["R4PurgeData"]
     assert "NOT UPGRADINGPRODUCTCODE" in sequence["R4PurgeData"]
 
 
 def test_every_install_property_is_secure(msi: Path) -> None:
-    properties = dict((row[0], row[1]) for row in table(msi, "Property"))
+    properties = dict((row[0], row[1]) for row in export_table(msi, "Property"))
     secure = set(properties["SecureCustomProperties"].split(";"))
     assert {"LICENCEKEY", "BACKENDURL", "UPDATEURL", "DBCONNECTION", "DBSERVER", "DBNAME",
             "SQSENDPOINTURL", "REMOVEDATA"} <= secure
@@ -128,44 +120,44 @@ def test_every_install_property_is_secure(msi: Path) -> None:
 def test_url_properties_carry_no_default_an_upgrade_would_write_over_a_configured_url(
     msi: Path,
 ) -> None:
-    properties = dict((row[0], row[1]) for row in table(msi, "Property"))
+    properties = dict((row[0], row[1]) for row in export_table(msi, "Property"))
     assert "BACKENDURL" not in properties and "UPDATEURL" not in properties
 
 
 def test_event_log_source_points_at_the_installed_message_dll(msi: Path) -> None:
-    files = {row[0]: row for row in table(msi, "File")}
+    files = {row[0]: row for row in export_table(msi, "File")}
     assert files["R4AgentMessages"][2] == "r4agent-messages.dll"
     component = files["R4AgentMessages"][1]
     key = "SYSTEM\\CurrentControlSet\\Services\\EventLog\\Application\\R4Agent"
     values = {
         row[3]: row[4]
-        for row in table(msi, "Registry")
+        for row in export_table(msi, "Registry")
         if row[1] == "2" and row[2].rstrip("\\") == key and row[5] == component
     }
     # removed with the component on uninstall; [#File] = the installed path, not a temp copy
     assert values == {"EventMessageFile": "[#R4AgentMessages]", "TypesSupported": "#7"}
-    directory = {row[0]: row for row in table(msi, "Component")}[component][2]
+    directory = {row[0]: row for row in export_table(msi, "Component")}[component][2]
     assert directory == "INSTALLDIR"  # next to the exe (servicemanager.message_dll)
 
 
 def test_uninstall_waits_for_the_service_processes_and_removes_the_runtime_folder(
     msi: Path,
 ) -> None:
-    sequence = {row[0]: row for row in table(msi, "InstallExecuteSequence")}
+    sequence = {row[0]: row for row in export_table(msi, "InstallExecuteSequence")}
     stop = sequence["R4StopAndWait"]
     assert stop[1] == 'REMOVE~="ALL"'
     assert int(stop[2]) < int(sequence["StopServices"][2])
-    actions = {row[0]: row for row in table(msi, "CustomAction")}
+    actions = {row[0]: row for row in export_table(msi, "CustomAction")}
     assert actions["R4StopAndWait"][3] == "service stop"
-    removals = {row[0]: row for row in table(msi, "RemoveFile")}
+    removals = {row[0]: row for row in export_table(msi, "RemoveFile")}
     runtime = removals["RemoveRuntimeFolder"]
-    directories = {row[0]: row for row in table(msi, "Directory")}
+    directories = {row[0]: row for row in export_table(msi, "Directory")}
     assert directories[runtime[3]][1:] == ["INSTALLDIR", "runtime"]
     assert runtime[4] == "2"  # msidbRemoveFileInstallModeOnRemove
 
 
 def test_every_deferred_action_runs_inside_the_install_transaction(msi: Path) -> None:
-    sequence = {row[0]: int(row[2]) for row in table(msi, "InstallExecuteSequence")}
+    sequence = {row[0]: int(row[2]) for row in export_table(msi, "InstallExecuteSequence")}
     ours = [name for name in sequence if name.startswith("R4")]
     assert len(ours) == 6
     assert all(sequence["InstallInitialize"] < sequence[name] < sequence["InstallFinalize"]

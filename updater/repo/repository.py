@@ -197,7 +197,7 @@ class Repository:
         return Metadata.from_file(str(path))
 
     def _write(self, md: Metadata[Any], name: str) -> None:
-        write_bytes_atomic(self.metadata_dir / name, md.to_bytes(JSONSerializer(compact=False)))
+        write_bytes_atomic(self.metadata_dir / name, _bytes(md))
 
     def _expires(self, role: str, days: float | None = None) -> datetime:
         span = timedelta(days=EXPIRY_DAYS[role] if days is None else days)
@@ -264,16 +264,36 @@ class Repository:
         self._write(targets_md, "targets.json")
         self._new_snapshot()
 
-    def _sign_role(self, md: Metadata[Any], role: str) -> None:
-        root = self.load("root").signed
-        signers = self._signers_for_keyids(set(root.roles[role].keyids))
-        self._sign(md, role, signers.values())
-        if len(md.signatures) < root.roles[role].threshold:
+    def _sign_role(
+        self,
+        md: Metadata[Any],
+        role: str,
+        root: Root | None = None,
+        retired_keyid: str | None = None,
+    ) -> None:
+        """Sign `md` for `role` under `root` (default: root.json on disk) to its threshold, and
+        also by `retired_keyid` when that key is still here (a key rotation: agents still on
+        the old root then accept it too)."""
+        if root is None:
+            root = self.load("root").signed
+        keyids = set(root.roles[role].keyids)
+        retired = {retired_keyid} if retired_keyid else set()
+        self._sign(md, role, self._signers_for_keyids(keyids | retired).values())
+        if len(keyids & set(md.signatures)) < root.roles[role].threshold:
             raise RepoError(f"no private key for the {role} role in {self.keys_dir}")
 
     def _meta(self, name: str, version: int) -> MetaFile:
-        data = (self.metadata_dir / name).read_bytes()
-        return MetaFile(version, len(data), {"sha256": hashlib.sha256(data).hexdigest()})
+        return _meta_of((self.metadata_dir / name).read_bytes(), version)
+
+    def _snapshot_md(self, version: int, targets_meta: MetaFile) -> Metadata[Snapshot]:
+        return Metadata(Snapshot(version=version, expires=self._expires("snapshot"),
+                                 meta={"targets.json": targets_meta}))
+
+    def _timestamp_md(
+        self, version: int, snapshot_meta: MetaFile, days: float | None = None
+    ) -> Metadata[Timestamp]:
+        return Metadata(Timestamp(version=version, expires=self._expires("timestamp", days),
+                                  snapshot_meta=snapshot_meta))
 
     def _new_snapshot(self, timestamp_days: float | None = None) -> int:
         targets_version = self.load("targets").signed.version
@@ -281,9 +301,7 @@ class Repository:
             version = self.load("snapshot").signed.version + 1
         except FileNotFoundError:
             version = 1
-        snapshot = Snapshot(version=version, expires=self._expires("snapshot"),
-                            meta={"targets.json": self._meta("targets.json", targets_version)})
-        snapshot_md = Metadata(snapshot)
+        snapshot_md = self._snapshot_md(version, self._meta("targets.json", targets_version))
         self._sign_role(snapshot_md, "snapshot")
         self._write(snapshot_md, "snapshot.json")
         self.resign_timestamp(timestamp_days)
@@ -296,9 +314,7 @@ class Repository:
             version = int(self.load("timestamp").signed.version) + 1
         except FileNotFoundError:
             version = 1
-        timestamp = Timestamp(version=version, expires=self._expires("timestamp", days),
-                              snapshot_meta=self._meta("snapshot.json", snapshot_version))
-        md = Metadata(timestamp)
+        md = self._timestamp_md(version, self._meta("snapshot.json", snapshot_version), days)
         self._sign_role(md, "timestamp")
         self._write(md, "timestamp.json")
         return version
@@ -368,19 +384,14 @@ class Repository:
         Returns the target names added. Versions must increase (as in tufup). The policy is
         checked as agents will read it before anything is written."""
         new = _parse(version)
-        policy = _checked(policy or ReleasePolicy())
+        policy = policy or ReleasePolicy()
         releases = self.releases()
         if releases and new <= max(releases):
             raise RepoError(f"version {version} must be above the latest {max(releases)}")
         archive_bytes = deterministic_tar_gz(bundle_dir, mtime)
         md = self._targets_for_update()
-        name = _archive_name(version)
-        _put_target(md, TargetFile.from_data(name, archive_bytes, ["sha256"]),
-                    {"user": policy.to_custom(), "tufup": {"required": False}})
-        check_client_view(md.signed)  # refuse before writing any file
-        archive_path = self.targets_dir / name
-        write_bytes_atomic(archive_path, archive_bytes)
-        added = [name]
+        archive_path = self._put_archive(md, version, archive_bytes, policy)
+        added = [archive_path.name]
         if releases and not skip_patch:
             previous = self.targets_dir / _archive_name(str(max(releases)))
             added.append(self._add_patch(md, previous, archive_path, _patch_name(version)))
@@ -403,16 +414,25 @@ class Repository:
     ) -> str:
         """Add an already built `.tar.gz` as `version` (no patch) and sign."""
         _parse(version)
-        policy = _checked(policy or ReleasePolicy())
+        policy = policy or ReleasePolicy()
         data = archive.read_bytes()
         md = self._targets_for_update()
+        name = self._put_archive(md, version, data, policy).name
+        self._finish_targets(md)
+        return name
+
+    def _put_archive(
+        self, md: Metadata[Targets], version: str, data: bytes, policy: ReleasePolicy
+    ) -> Path:
+        """List archive `data` as `version` with its signed policy in `md`, refuse it as agents
+        would read it before writing any file, then write it into targets/; returns its path."""
         name = _archive_name(version)
         _put_target(md, TargetFile.from_data(name, data, ["sha256"]),
                     {"user": policy.to_custom(), "tufup": {"required": False}})
-        check_client_view(md.signed)
-        write_bytes_atomic(self.targets_dir / name, data)
-        self._finish_targets(md)
-        return name
+        check_client_view(md.signed)  # refuse before writing any file
+        path = self.targets_dir / name
+        write_bytes_atomic(path, data)
+        return path
 
     def _add_target(self, md: Metadata[Targets], path: Path, custom: dict[str, Any]) -> str:
         _put_target(md, TargetFile.from_file(path.name, str(path), ["sha256"]), custom)
@@ -503,48 +523,33 @@ class Repository:
         self._sign_root(root_md, old_root)
         new_root = root_md.signed
 
-        def retired(role: str) -> str | None:
-            return old_key.keyid if role in roles else None
-
         files: list[tuple[str, bytes]] = []  # written in this order
-        targets_meta = self._meta("targets.json", self.load("targets").signed.version)
+
+        def sign_and_queue(md: Metadata[Any], role: str) -> MetaFile:
+            self._sign_role(md, role, new_root, old_key.keyid if role in roles else None)
+            data = _bytes(md)
+            files.append((f"{role}.json", data))
+            return _meta_of(data, md.signed.version)
+
         if "targets" in resign:
             targets_md = self._targets_for_update()
             check_client_view(targets_md.signed)
-            data = self._signed_bytes(targets_md, "targets", new_root, retired("targets"))
-            files.append(("targets.json", data))
-            targets_meta = _meta_of(data, targets_md.signed.version)
-        snapshot_meta = self._meta("snapshot.json", self.load("snapshot").signed.version)
+            targets_meta = sign_and_queue(targets_md, "targets")
+        else:
+            targets_meta = self._meta("targets.json", self.load("targets").signed.version)
+        snapshot_version = self.load("snapshot").signed.version
         if "snapshot" in resign:
-            snapshot_md = Metadata(Snapshot(
-                version=self.load("snapshot").signed.version + 1,
-                expires=self._expires("snapshot"), meta={"targets.json": targets_meta}))
-            data = self._signed_bytes(snapshot_md, "snapshot", new_root, retired("snapshot"))
-            files.append(("snapshot.json", data))
-            snapshot_meta = _meta_of(data, snapshot_md.signed.version)
+            snapshot_md = self._snapshot_md(snapshot_version + 1, targets_meta)
+            snapshot_meta = sign_and_queue(snapshot_md, "snapshot")
+        else:
+            snapshot_meta = self._meta("snapshot.json", snapshot_version)
         if "timestamp" in resign:
-            timestamp_md = Metadata(Timestamp(
-                version=int(self.load("timestamp").signed.version) + 1,
-                expires=self._expires("timestamp"), snapshot_meta=snapshot_meta))
-            files.append(("timestamp.json",
-                          self._signed_bytes(timestamp_md, "timestamp", new_root,
-                                            retired("timestamp"))))
-        root_bytes = root_md.to_bytes(JSONSerializer(compact=False))
+            timestamp_version = int(self.load("timestamp").signed.version) + 1
+            sign_and_queue(self._timestamp_md(timestamp_version, snapshot_meta), "timestamp")
+        root_bytes = _bytes(root_md)
         files += [(f"{new_root.version}.root.json", root_bytes), ("root.json", root_bytes)]
         for name, data in files:
             write_bytes_atomic(self.metadata_dir / name, data)
-
-    def _signed_bytes(
-        self, md: Metadata[Any], role: str, root: Root, retired_keyid: str | None
-    ) -> bytes:
-        """`md` signed for `role` under `root`, and by the key it retires from that role when
-        that key is still here (agents still on the old root then accept it too)."""
-        keyids = set(root.roles[role].keyids)
-        retired = {retired_keyid} if retired_keyid else set()
-        self._sign(md, role, self._signers_for_keyids(keyids | retired).values())
-        if len(keyids & set(md.signatures)) < root.roles[role].threshold:
-            raise RepoError(f"no private key for the {role} role in {self.keys_dir}")
-        return bytes(md.to_bytes(JSONSerializer(compact=False)))
 
     def root_bytes(self) -> bytes:
         return (self.metadata_dir / "root.json").read_bytes()
@@ -587,17 +592,16 @@ def _meta_of(data: bytes, version: int) -> MetaFile:
     return MetaFile(version, len(data), {"sha256": hashlib.sha256(data).hexdigest()})
 
 
+def _bytes(md: Metadata[Any]) -> bytes:
+    """The bytes every metadata file is written as (indented JSON)."""
+    return bytes(md.to_bytes(JSONSerializer(compact=False)))
+
+
 def _parse(version: str) -> Version:
     try:
         return parse_version(version)
     except BadVersionError as e:
         raise RepoError(str(e)) from e
-
-
-def _checked(policy: ReleasePolicy) -> ReleasePolicy:
-    if policy.floor is not None:
-        _parse(policy.floor)  # the client's rule: canonical X.Y.Z or the floor is ignored
-    return policy
 
 
 def _put_target(md: Metadata[Targets], info: TargetFile, custom: dict[str, Any]) -> None:
