@@ -50,6 +50,12 @@ class LicenceRejectedError(PermanentError):
     """The backend's `/data` endpoint did not accept this licence key."""
 
 
+class BackendForbiddenError(PermanentError):
+    """A call other than `/data` answered 401 or 403. Whether that is about the licence (every
+    call refused) or about this one request is decided by asking `/data` again, by the caller;
+    the client only names it."""
+
+
 # --- masking -------------------------------------------------------------------------------
 
 _KEY_IN_PATH: Final = re.compile(r"(/on-site-servers/)[^/?#\s'\"]+")
@@ -116,6 +122,7 @@ class ClientLimits:
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 # Statuses that say "not processed, come back later": safe to retry even a non-idempotent POST.
 _NOT_PROCESSED_STATUSES: Final = frozenset({429, 503})
+_FORBIDDEN_STATUSES: Final = frozenset({401, 403})
 
 
 class _BackendRetry(Retry):
@@ -445,6 +452,8 @@ class FlynotesClient:
             return
         if status in _RETRY_STATUSES or status >= 500:
             raise TransientError(self._status_message(endpoint, status))
+        if status in _FORBIDDEN_STATUSES:
+            raise BackendForbiddenError(self._status_message(endpoint, status))
         raise PermanentError(self._status_message(endpoint, status))
 
 

@@ -12,6 +12,7 @@ import pytest
 from agent.clock import FakeClock
 from agent.errors import PermanentError, TransientError
 from agent.flynotes.client import (
+    BackendForbiddenError,
     ClientLimits,
     FlynotesClient,
     LicenceRejectedError,
@@ -164,10 +165,10 @@ def test_patient_sync_is_resent_once_after_a_500_it_may_have_processed_with_the_
 def test_revoked_licence_fails_every_call_not_only_data(flynotes_standin: StandinBackend) -> None:
     flynotes_standin.reject_licence()
     with _client(flynotes_standin, FakeClock()) as client:
-        with pytest.raises(PermanentError) as err:
+        with pytest.raises(BackendForbiddenError) as err:
             client.sync_patient(CANARY, None, "patch-1")
         assert "HTTP 403" in str(err.value) and TEST_LICENCE_KEY not in str(err.value)
-        with pytest.raises(PermanentError):
+        with pytest.raises(BackendForbiddenError):
             client.upload_patients([CANARY])
     assert [r.status for r in flynotes_standin.received] == [403, 403]
 
