@@ -159,6 +159,20 @@ class DeadlineFetcher(FetcherInterface):
             response.close()
 
 
+class _LinklessUpdater(Updater):
+    """ngclient's Updater, with `root.json` a plain copy of the trusted root version instead of
+    the symbolic link into `root_history/` ngclient 7 makes. The data tree the service runs code
+    from may hold no links at all (installer/tree_security.py refuses to install over one: a
+    planted link could point anywhere), and agents on tuf 4 read the same folder after a
+    downgrade. Same content, the same atomic write as every other file of ours."""
+
+    def _update_root_symlink(self) -> None:
+        metadata_dir = Path(self._dir)
+        version = self._trusted_set.root.version
+        trusted = metadata_dir / "root_history" / f"{version}.root.json"
+        write_bytes_atomic(metadata_dir / "root.json", trusted.read_bytes())
+
+
 def seed_trusted_root(metadata_dir: Path, bundled_root: bytes | None) -> bool:
     """Put the exe's trusted root in place only when none (readable) exists; True if written.
 
@@ -245,7 +259,7 @@ class TufClient:
             # exe): starting again from the baked root would let the threshold of root keys
             # retired since then sign a different chain for an agent whose cached root
             # versions are gone (every agent updated from a tuf 4 build keeps root.json only).
-            updater = Updater(
+            updater = _LinklessUpdater(
                 metadata_dir=str(self._metadata_dir),
                 metadata_base_url=self._metadata_url,
                 target_dir=str(self._target_dir),
