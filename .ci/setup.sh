@@ -12,6 +12,8 @@ fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -e "$stamp" ]; then
     .venv/bin/pip install -q --upgrade pip
+    # tufup (before the move to tuf 7) pins tuf 4.0.x: a venv made before then still has it
+    .venv/bin/pip uninstall -q -y tufup pynacl 2>/dev/null || true
     .venv/bin/pip install -q -e '.[dev]'
     touch "$stamp"
 fi

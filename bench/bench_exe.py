@@ -15,8 +15,8 @@ without a trusted root) into .work/bench/. Times are medians of N runs after one
   pyodbc connect, requests) and until its first patient upload (also the TUF client's refresh
   attempt, boto3's SQS client, the first R4 read). Informational against the 0.6 s goal;
 - dependency bump: one pinned dependency moved to its neighbouring release (requests 2.34.2 ->
-  2.34.1, from the package index) in a venv of its own, frozen as 1.0.1, and the tufup/bsdiff
-  patch from the pinned 1.0.0 build measured against the full archive (goal <= 5 %; the
+  2.34.1, from the package index) in a venv of its own, frozen as 1.0.1, and the bsdiff patch
+  (tufup's format) from the pinned 1.0.0 build measured against the full archive (goal <= 5 %; the
   code-only goal, <= 1 %, is bench/bench_update.py's).
 Goals (issue 5): Windows onefile <= 15 MB; cold start <= 0.6 s on Linux. Under Wine the time is
 informational (Wine is not Windows).

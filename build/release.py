@@ -4,8 +4,8 @@ repository chores (revoke, raise the floor, the daily re-signing, rotate a key, 
     python build/release.py [--repo DIR] [--keys DIR] COMMAND [--publish DEST] [--dry-run]
 
     init [--create-keys]              new repository (root 2-of-3, targets, snapshot, timestamp)
-    release --version X.Y.Z           freeze (build/freeze.py, trusted root baked in), archive as
-            [--bundle DIR]            a tufup bundle, add with signed policy, sign
+    release --version X.Y.Z           freeze (build/freeze.py, trusted root baked in), archive
+            [--bundle DIR]            (tufup's format), add with signed policy + patch, sign
             [--floor X.Y.Z] [--channel NAME] [--revoked]
     revoke X.Y.Z                      mark a version revoked (agents refuse to install it)
     raise-floor X.Y.Z                 no agent installs anything below this any more

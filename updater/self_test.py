@@ -8,7 +8,10 @@ network or writes outside a temporary folder, this exercises the update path its
 
 - imports it: ngclient, the deadline fetcher (requests/urllib3 `read1`), bsdiff4 + bz2, gzip/tar;
 - parses the trusted root baked into the exe and verifies its own signatures (the same
-  securesystemslib verification ngclient uses; a release build always has a root baked in);
+  securesystemslib verification ngclient uses; a release build always has a root baked in), and
+  checks that the same signatures do NOT verify a changed copy: a build whose ed25519 verifier
+  is missing or broken (the exe carries no `cryptography`: securesystemslib's pure-Python
+  fallback does it) must not pass as one that can update;
 - round-trips a tiny bsdiff patch;
 - packs a tiny tar.gz, decompresses it with the TUF client's capped reader and extracts it with the
   staging code into a temporary folder.
@@ -64,6 +67,7 @@ def _check(root: bytes | None) -> None:
 
         import bsdiff4
         import urllib3.response
+        from tuf.api.exceptions import UnsignedMetadataError
         from tuf.api.metadata import Metadata
         from tuf.ngclient.updater import Updater  # noqa: F401
 
@@ -83,6 +87,15 @@ def _check(root: bytes | None) -> None:
         raise SelfTestError("the baked-in trusted root is not root metadata")
     # the threshold of its own keys, as ngclient checks a root
     md.signed.verify_delegate("root", md.signed_bytes, md.signatures)
+    changed = md.signed_bytes.replace(b'"_type":"root"', b'"_type":"rooT"', 1)
+    if changed == md.signed_bytes:
+        raise SelfTestError("the baked-in trusted root is not in canonical form")
+    try:
+        md.signed.verify_delegate("root", changed, md.signatures)
+    except UnsignedMetadataError:
+        pass
+    else:
+        raise SelfTestError("ed25519 verification accepted a changed root")
 
     old = b"r4agent self-test base " * 64
     new = old.replace(b"base", b"next", 3)

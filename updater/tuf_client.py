@@ -1,11 +1,11 @@
 """TUF edge: refresh trusted metadata and fetch EXACT targets with every check python-tuf makes.
 
-Built on `tuf.ngclient.Updater` (the verifier tufup's client subclasses) and tufup's repository
-format (target names, patch custom metadata), without importing tufup itself: the tufup package
-`__init__` pulls in its repository side (setuptools, cryptography), which must not be frozen into
-the agent exe. What this adds on top of ngclient:
+Built on `tuf.ngclient.Updater` (python-tuf 7, the maintained line) and tufup's repository format
+(target names, patch custom metadata), without tufup itself: tufup's newest release still pins
+tuf 4.0.x, and its package `__init__` pulls in its repository side. What this adds on top of
+ngclient:
 
-- exact pinning: the catalog is built from the TRUSTED targets metadata (as tufup's
+- exact pinning: the catalog is built from the TRUSTED top-level targets metadata (as tufup's
   `trusted_target_metas` does), every download goes through `get_targetinfo(<exact name>)`;
 - patch chains (bsdiff on the uncompressed tar, tufup's format) for forward moves, with the result
   verified against the size and sha256 signed in the last patch's metadata;
@@ -16,7 +16,12 @@ the agent exe. What this adds on top of ngclient:
   per-read timeout cannot hold the agent's main loop (and the install lock) for hours;
 - verified bytes, read once: a target is hashed against the trusted metadata as it is read into
   memory and only those bytes are used, so the cached file is not re-opened after its check;
-- seeding of the trusted root from the copy baked into the exe, only when none exists.
+- seeding of the trusted root from the copy baked into the exe, only when none exists: the root
+  on disk is the trust anchor (ngclient's `bootstrap=None`), see `seed_trusted_root`.
+
+Delegations are verified as the specification says (ngclient's pre-order search, each delegated
+role checked against its delegator's keys and threshold) wherever a lookup walks them; our own
+repository has none (docs/security-tuf.md).
 
 Raises only `updater.errors` types: `VerificationError` for anything TUF rejects,
 `DownloadFailedError` for transport trouble.
@@ -154,6 +159,20 @@ class DeadlineFetcher(FetcherInterface):
             response.close()
 
 
+class _LinklessUpdater(Updater):
+    """ngclient's Updater, with `root.json` a plain copy of the trusted root version instead of
+    the symbolic link into `root_history/` ngclient 7 makes. The data tree the service runs code
+    from may hold no links at all (installer/tree_security.py refuses to install over one: a
+    planted link could point anywhere), and agents on tuf 4 read the same folder after a
+    downgrade. Same content, the same atomic write as every other file of ours."""
+
+    def _update_root_symlink(self) -> None:
+        metadata_dir = Path(self._dir)
+        version = self._trusted_set.root.version
+        trusted = metadata_dir / "root_history" / f"{version}.root.json"
+        write_bytes_atomic(metadata_dir / "root.json", trusted.read_bytes())
+
+
 def seed_trusted_root(metadata_dir: Path, bundled_root: bytes | None) -> bool:
     """Put the exe's trusted root in place only when none (readable) exists; True if written.
 
@@ -189,10 +208,11 @@ def trusted_catalog(targets: Targets, app: str = APP_NAME) -> TrustedCatalog:
     """The catalog of a (verified) top-level targets role, as the agent sees it. The release side
     runs it too before signing, so it never publishes what agents would refuse or ignore.
 
-    Raises VerificationError if the role delegates: no delegations by design
-    (docs/security-tuf.md, GHSA-qp9x-wp8f-qgjj), so refuse rather than walk them."""
-    if targets.delegations is not None:
-        raise VerificationError("targets metadata delegates; this client refuses delegations")
+    Only the top-level role's own targets are releases (it is the role the offline targets key
+    signs, and the one that carries the signed policy); a delegation it may hold is not read
+    here. Every name in the catalog is then found by `get_targetinfo` in the top-level role
+    itself, the first one its pre-order search visits, so the agent's lookups never walk a
+    delegated role (docs/security-tuf.md)."""
     return build_catalog(
         [
             TargetInfo(path, t.length, dict(t.hashes), t.unrecognized_fields.get("custom"))
@@ -233,13 +253,20 @@ class TufClient:
         )
         self._target_dir.mkdir(parents=True, exist_ok=True)
         try:
-            updater = Updater(
+            # bootstrap=None: the trust anchor is the root on disk (seed_trusted_root put the
+            # exe's there only when none existed). It was reached through the signed chain, so
+            # it may be newer than the root baked into this exe (a downgrade runs an older
+            # exe): starting again from the baked root would let the threshold of root keys
+            # retired since then sign a different chain for an agent whose cached root
+            # versions are gone (every agent updated from a tuf 4 build keeps root.json only).
+            updater = _LinklessUpdater(
                 metadata_dir=str(self._metadata_dir),
                 metadata_base_url=self._metadata_url,
                 target_dir=str(self._target_dir),
                 target_base_url=self._targets_url,
                 fetcher=DeadlineFetcher(limits, targets_url=self._targets_url),
                 config=config,
+                bootstrap=None,
             )
             updater.refresh()
         except tuf_errors.RepositoryError as e:

@@ -1,7 +1,8 @@
 """The frozen Linux exe, built by build/freeze.py exactly as releases are, doing real work.
 
-The slimming (build/hooks, EXCLUDES in build/r4agent.spec) cuts botocore to sqs+sts, tufup to its
-client side and the stdlib to what is used. A cut too deep must fail here, so the frozen exe runs
+The slimming (build/hooks, EXCLUDES in build/r4agent.spec) cuts botocore to sqs+sts, leaves out
+`cryptography` and PyNaCl (securesystemslib verifies ed25519 in pure Python) and the stdlib to
+what is used. A cut too deep must fail here, so the frozen exe runs
 as the installed service would (`service debug` = the host, which installs the exe as version
 1.0.0 and starts it): it reads the R4 stand-in through the real ODBC stack, uploads patients to
 the backend stand-in, long-polls moto over real HTTP and handles a patient-sync command from the
@@ -109,6 +110,22 @@ def test_frozen_exe_reports_the_version_baked_in_at_build_time(frozen_exe: Path)
     assert "1.0.0" in (REPO / "agent" / "_version.py").read_text()  # the repo file untouched
 
 
+def test_frozen_self_test_verifies_the_real_root_without_cryptography_in_the_exe(
+    frozen_exe: Path, tuf_repository: Repository
+) -> None:
+    # self-test verifies the baked-in root of a real repository (and that its signatures do
+    # not verify a changed copy) with what is in the exe: securesystemslib's pure-Python ed25519
+    from PyInstaller.archive.readers import pkg_archive_contents
+
+    done = subprocess.run([str(frozen_exe), "self-test"], capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, f"r4agent {VERSION}"), done.stderr
+    modules = set(pkg_archive_contents(str(frozen_exe)))
+    assert "securesystemslib._vendor.ed25519.ed25519" in modules
+    assert "tuf.ngclient.updater" in modules
+    assert not {m for m in modules if m.split(".")[0] in {"cryptography", "nacl", "tufup"}}
+
+
 def test_same_commit_twice_gives_a_byte_identical_exe(
     trusted_root: Path, tmp_path: Path
 ) -> None:
@@ -188,7 +205,7 @@ def test_frozen_service_host_runs_agent_over_real_odbc_sqs_and_tuf(
         )
         wait_for(lambda: bool(flynotes_standin.received_for("patient-sync")),
                  "the patient-sync command received from SQS and sent on")
-        wait_for(lambda: (base / "metadata" / "timestamp.json").exists(),
+        wait_for(lambda: (base / "metadata" / "targets.json").exists(),
                  "TUF metadata verified and stored")
     finally:
         host.send_signal(signal.SIGTERM)

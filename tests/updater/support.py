@@ -11,14 +11,26 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tuf.api.metadata import (  # type: ignore[attr-defined]
+    DelegatedRole,
+    Delegations,
+    Metadata,
+    MetaFile,
+    Snapshot,
+    TargetFile,
+    Targets,
+)
+from tuf.api.serialization.json import JSONSerializer
+
 from updater.agent_gate import InstalledGate
 from updater.host import Host, OwnBuild
 from updater.layout import Layout
+from updater.repo import keys
 from updater.repo.repository import ReleasePolicy, Repository, utc_now
 from updater.state import CurrentPointer, PointerState, read_pointer, write_pointer
 from updater.tuf_client import Limits
@@ -108,6 +120,56 @@ class RepoSim:
     def restore_metadata(self, files: dict[str, bytes], names: list[str]) -> None:
         for name in names:
             (self.repo_dir / "metadata" / name).write_bytes(files[name])
+
+
+def sign_with(md: Metadata[Any], key_path: Path) -> None:
+    """Replace the signatures of `md` by one made with the private key file `key_path`."""
+    md.signatures.clear()
+    md.sign(keys.signer(key_path))
+
+
+def write_metadata(sim: RepoSim, md: Metadata[Any], name: str) -> None:
+    md.to_file(str(sim.repo_dir / "metadata" / name), JSONSerializer(compact=False))
+
+
+def add_delegation(
+    sim: RepoSim,
+    role: str,
+    paths: list[str],
+    files: dict[str, bytes],
+    *,
+    write_files: bool = True,
+    signed_by: Path | None = None,
+) -> Path:
+    """What only a holder of the offline targets key can do (the release side refuses it): the
+    top-level targets delegate `paths` to a new role `role` with a key of its own (made here),
+    which lists `files` (written under targets/ unless `write_files` is False); snapshot and
+    timestamp are re-signed pinning both roles. `signed_by`: sign the delegated role with this
+    key instead of the delegated one. Returns the delegated key's file."""
+    key_path = sim.root / f"delegate-{role}"
+    delegate = keys.generate_key_pair(key_path)
+    expires = (utc_now() + timedelta(days=7)).replace(microsecond=0)
+    top = sim.repo.load("targets")
+    top.signed.version += 1
+    top.signed.delegations = Delegations(
+        keys={delegate.keyid: delegate},
+        roles={role: DelegatedRole(role, [delegate.keyid], 1, False, paths=paths)})
+    sign_with(top, sim.root / "keys" / "targets")
+    write_metadata(sim, top, "targets.json")
+    delegated = Metadata(Targets(version=1, expires=expires))
+    for name, data in files.items():
+        if write_files:
+            (sim.repo_dir / "targets" / name).write_bytes(data)
+        delegated.signed.targets[name] = TargetFile.from_data(name, data, ["sha256"])
+    sign_with(delegated, signed_by or key_path)
+    write_metadata(sim, delegated, f"{role}.json")
+    snapshot = Metadata(Snapshot(
+        version=sim.repo.load("snapshot").signed.version + 1, expires=expires,
+        meta={"targets.json": MetaFile(top.signed.version), f"{role}.json": MetaFile(1)}))
+    sign_with(snapshot, sim.root / "keys" / "snapshot")
+    write_metadata(sim, snapshot, "snapshot.json")
+    sim.repo.resign_timestamp()
+    return key_path
 
 
 def make_repo(tmp: Path, start: datetime | None = None) -> RepoSim:

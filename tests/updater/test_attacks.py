@@ -14,19 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from securesystemslib.interface import (
-    generate_and_write_unencrypted_ed25519_keypair,
-    import_ed25519_privatekey_from_file,
-)
-from securesystemslib.signer import SSlibSigner
 from tuf.api.exceptions import SlowRetrievalError
 from tuf.api.metadata import Metadata
 from tuf.api.serialization.json import JSONSerializer
 
-from tests.updater.support import HttpRepo, RepoSim, gate, install_from_repo
+from tests.updater.support import (
+    HttpRepo,
+    RepoSim,
+    add_delegation,
+    gate,
+    install_from_repo,
+    make_bundle,
+    sign_with,
+)
 from updater.gate import GateAction, GateDecision
 from updater.layout import Layout
-from updater.repo.repository import ReleasePolicy
+from updater.repo import keys
+from updater.repo.repository import ReleasePolicy, deterministic_tar_gz
 from updater.state import read_pointer
 from updater.tuf_client import DeadlineFetcher, Limits
 
@@ -136,11 +140,6 @@ def test_below_floor_downgrade_is_refused(
     )
 
 
-def _sign_with(md: Metadata[Any], key_path: Path) -> None:
-    md.signatures.clear()
-    md.sign(SSlibSigner(import_ed25519_privatekey_from_file(str(key_path), prompt=False)))
-
-
 def test_new_root_signed_under_threshold_is_rejected(
     layout: Layout, sim: RepoSim, http_repo: HttpRepo
 ) -> None:
@@ -148,7 +147,7 @@ def test_new_root_signed_under_threshold_is_rejected(
     root = Metadata.from_file(str(meta / "root.json"))
     root.signed.version += 1
     root.signed.roles["targets"].keyids = list(root.signed.roles["timestamp"].keyids)
-    _sign_with(root, sim.root / "keys" / "root1")  # 1 of the 2 needed
+    sign_with(root, sim.root / "keys" / "root1")  # 1 of the 2 needed
     root.to_file(str(meta / "2.root.json"), JSONSerializer(compact=False))
     decision = _ensure(layout, sim, http_repo, "1.1.0")
     assert "UnsignedMetadataError" in decision.reason
@@ -160,10 +159,10 @@ def test_targets_signed_by_an_unknown_key_is_rejected_even_with_online_keys(
 ) -> None:
     # attacker holds the online snapshot/timestamp keys, not the offline targets key
     evil = sim.root / "evil"
-    generate_and_write_unencrypted_ed25519_keypair(filepath=str(evil))
+    keys.generate_key_pair(evil)
     sim.add("1.3.0")  # the "evil" build gets listed...
     md = sim.repo.load("targets")
-    _sign_with(md, evil)  # ...but signed with the attacker's key
+    sign_with(md, evil)  # ...but signed with the attacker's key
     md.to_file(str(sim.repo_dir / "metadata" / "targets.json"), JSONSerializer(compact=False))
     sim.repo.resign_snapshot()  # with the genuine (stolen) online keys
     decision = _ensure(layout, sim, http_repo, "1.3.0")
@@ -171,33 +170,40 @@ def test_targets_signed_by_an_unknown_key_is_rejected_even_with_online_keys(
     _assert_untouched(layout, decision)
 
 
-def test_targets_with_a_delegation_signed_by_the_real_targets_key_are_refused(
-    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+def test_a_delegated_role_cannot_list_a_release_the_top_level_targets_do_not(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo, tmp_path: Path
 ) -> None:
-    # GHSA-qp9x-wp8f-qgjj lives in ngclient's walk of delegated roles: even a genuinely signed
-    # targets role (stolen offline key) must not make the client walk a delegation
-    from tuf.api.metadata import DelegatedRole, Delegations, Targets  # type: ignore[attr-defined]
+    # a genuine delegation (made with the real offline targets key) to a role whose key signs
+    # a build 1.3.0: releases are what the top-level targets list (the signed policy lives
+    # there), so the agent refuses 1.3.0 without ever reading the delegated role
+    evil = deterministic_tar_gz(make_bundle(tmp_path, "1.3.0"))
+    add_delegation(sim, "builds", ["r4agent-*"], {"r4agent-1.3.0.tar.gz": evil})
 
-    keys = sim.root / "keys"
-    generate_and_write_unencrypted_ed25519_keypair(filepath=str(sim.root / "delegate"))
-    md = sim.repo.load("targets")
-    md.signed.version += 1
-    md.signed.delegations = Delegations(keys={}, roles={
-        "builds": DelegatedRole("builds", [], 1, False, paths=["r4agent-*"])})
-    _sign_with(md, keys / "targets")  # the real offline targets key
-    md.to_file(str(sim.repo_dir / "metadata" / "targets.json"), JSONSerializer(compact=False))
-    delegated = Metadata(Targets(version=1))
-    delegated.signed.targets = sim.repo.load("targets").signed.targets  # would list 1.3.0 & co
-    _sign_with(delegated, sim.root / "delegate")
-    delegated.to_file(str(sim.repo_dir / "metadata" / "builds.json"), JSONSerializer())
-    sim.repo.resign_snapshot()  # snapshot/timestamp genuinely pin the delegating targets
+    decision = _ensure(layout, sim, http_repo, "1.3.0")
 
-    decision = _ensure(layout, sim, http_repo, "1.1.0")
-
-    assert "refuses delegations" in decision.reason
+    assert "not listed" in decision.reason
     assert not http_repo.fetched("builds.json")
     assert not any("/targets/" in r for r in http_repo.requests)
     _assert_untouched(layout, decision)
+
+
+def test_a_delegated_role_cannot_replace_a_release_the_top_level_targets_list(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo, tmp_path: Path
+) -> None:
+    # the delegated role lists other bytes under the name of a real release: the lookup finds
+    # the top-level entry first (the specification's pre-order search), so the genuine build
+    # installs, its hash checked against the top-level targets; delegations are no longer
+    # refused outright
+    _full_route(layout)
+    other = deterministic_tar_gz(make_bundle(tmp_path, "1.1.0", run_exit=1))
+    add_delegation(sim, "builds", ["r4agent-*"], {"r4agent-1.1.0.tar.gz": other},
+                   write_files=False)
+
+    decision = _ensure(layout, sim, http_repo, "1.1.0")
+
+    assert decision.action is GateAction.RESTART_INTO_NEW_VERSION, decision.reason
+    assert not http_repo.fetched("builds.json")
+    assert '"run_exit": 1' not in layout.exe_path("1.1.0").read_text()  # the genuine build
 
 
 @pytest.mark.parametrize("role", ["timestamp", "snapshot", "targets", "root"])

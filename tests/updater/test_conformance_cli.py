@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.updater.support import HttpRepo, RepoSim
+from tests.updater.support import HttpRepo, RepoSim, add_delegation
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,3 +57,66 @@ def test_refresh_and_download_fail_with_exit_1_on_attacks(
     assert not (targets / "r4agent-1.1.0.tar.gz").exists()
     (sim.repo_dir / "metadata" / "timestamp.json").write_text("{}")
     assert _cli("--metadata-dir", str(meta), "--metadata-url", url, "refresh") == 1
+
+
+def _download(tmp_path: Path, http_repo: HttpRepo, *names: str) -> int:
+    args = ["--metadata-dir", str(tmp_path / "meta"), "--metadata-url",
+            f"{http_repo.url}/metadata", "--target-base-url", f"{http_repo.url}/targets",
+            "--target-dir", str(tmp_path / "targets")]
+    for name in names:
+        args += ["--target-name", name]
+    return _cli(*args, "download")
+
+
+def _init(tmp_path: Path, sim: RepoSim) -> None:
+    assert _cli("--metadata-dir", str(tmp_path / "meta"), "init",
+                str(sim.repo_dir / "metadata" / "root.json")) == 0
+
+
+def test_repeated_target_names_download_in_order_and_stop_at_the_first_failure(
+    tmp_path: Path, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    _init(tmp_path, sim)
+    assert _download(tmp_path, http_repo, "r4agent-1.2.0.tar.gz", "r4agent-1.1.0.tar.gz") == 0
+    fetched = [r for r in http_repo.requests if r.startswith("/targets/")]
+    assert fetched == ["/targets/r4agent-1.2.0.tar.gz", "/targets/r4agent-1.1.0.tar.gz"]
+
+    http_repo.requests.clear()
+    assert _download(tmp_path, http_repo, "r4agent-1.0.0.tar.gz", "not-listed.bin",
+                     "r4agent-1.1.0.patch") == 1
+    assert (tmp_path / "targets" / "r4agent-1.0.0.tar.gz").is_file()
+    assert not http_repo.fetched("r4agent-1.1.0.patch")  # stopped at the unlisted name
+
+
+def test_a_delegated_target_is_verified_through_its_delegation(
+    tmp_path: Path, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    # delegations are verified as the specification says (no longer refused): a target only a
+    # delegated role lists downloads when that role is signed by the key its delegator names
+    _init(tmp_path, sim)
+    add_delegation(sim, "tools", ["tool-*"], {"tool-1.bin": b"a delegated target\n"})
+    assert _download(tmp_path, http_repo, "tool-1.bin") == 0
+    assert (tmp_path / "targets" / "tool-1.bin").read_bytes() == b"a delegated target\n"
+    assert http_repo.fetched("/metadata/tools.json")
+    assert (tmp_path / "meta" / "tools.json").is_file()
+
+
+def test_a_delegated_role_signed_by_another_key_is_rejected(
+    tmp_path: Path, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    _init(tmp_path, sim)
+    add_delegation(sim, "tools", ["tool-*"], {"tool-1.bin": b"forged\n"},
+                   signed_by=sim.root / "keys" / "snapshot")
+    assert _download(tmp_path, http_repo, "tool-1.bin") == 1
+    assert not (tmp_path / "targets" / "tool-1.bin").exists()
+    assert not http_repo.fetched("/targets/tool-1.bin")
+
+
+def test_a_target_outside_the_delegated_paths_is_not_found_through_the_delegation(
+    tmp_path: Path, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    _init(tmp_path, sim)
+    add_delegation(sim, "tools", ["tool-*"], {"other-1.bin": b"not the role's to sign\n"})
+    assert _download(tmp_path, http_repo, "other-1.bin") == 1
+    assert not http_repo.fetched("/metadata/tools.json")
+    assert not http_repo.fetched("/targets/other-1.bin")

@@ -49,3 +49,19 @@ def test_newer_root_on_disk_is_kept_over_an_older_baked_root(
     g = gate(layout, "1.0.0", http_repo.url, sim, root_seed=baked_v1)
     assert g.ensure("1.1.0").action is GateAction.RESTART_INTO_NEW_VERSION
     assert _root_version(layout.metadata_dir / "root.json") == 2
+
+
+def test_the_metadata_folder_holds_no_link_the_installer_would_refuse(
+    layout: Layout, sim: RepoSim, http_repo: HttpRepo
+) -> None:
+    # ngclient 7 makes root.json a symbolic link into root_history/; the MSI's `service prepare`
+    # refuses to install over a data tree holding any link, so every later MSI upgrade would stop
+    from installer.tree_security import PosixTreeSecurity, is_link, secure_data_tree
+
+    sim.repo.rotate_key("root1", "root4")
+    assert gate(layout, "1.0.0", http_repo.url, sim).ensure("1.1.0").action is (
+        GateAction.RESTART_INTO_NEW_VERSION)
+    root = layout.metadata_dir / "root.json"
+    assert not is_link(root) and _root_version(root) == 2
+    assert root.read_bytes() == (layout.metadata_dir / "root_history" / "2.root.json").read_bytes()
+    secure_data_tree([layout.base], PosixTreeSecurity())  # what the MSI runs: no refusal

@@ -1,11 +1,14 @@
 """The TUF repository on the release side (never frozen into the agent exe).
 
 Same on-disk format as tufup's repository (`metadata/`, `targets/`, `<app>-<X.Y.Z>.tar.gz` and
-`.patch` targets, custom metadata `{"user": ..., "tufup": ...}`, keys as securesystemslib ed25519
-key files with `.pub` twins), and patches made with tufup's `Patcher`, so tufup's own client could
-read it too. Written directly on `tuf.api.metadata` rather than `tufup.repo.Repository` because
-that class prompts on stdin, writes a config file into the current directory and takes expiry from
-the wall clock; here the clock is injected (tests make expired metadata) and nothing prompts.
+`.patch` targets, custom metadata `{"user": ..., "tufup": ...}`, keys as securesystemslib 0.x
+ed25519 key files with `.pub` twins: `updater.repo.keys`), and patches in tufup's format (bsdiff4
+of the uncompressed tars, the result's size and sha256 in the patch's custom metadata: tested
+byte for byte against tufup's own `Patcher`), so tufup's client could read it too. Written on
+`tuf.api.metadata` (the same python-tuf as the agents, without tufup: its newest release still
+pins tuf 4.0.x) rather than `tufup.repo.Repository`, which prompts on stdin, writes a config file
+into the current directory and takes expiry from the wall clock; here the clock is injected
+(tests make expired metadata) and nothing prompts. See docs/security-tuf.md.
 
 Roles and keys (no delegations, see docs/security-tuf.md):
 
@@ -31,19 +34,14 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from securesystemslib.interface import (
-    generate_and_write_unencrypted_ed25519_keypair,
-    import_ed25519_privatekey_from_file,
-    import_ed25519_publickey_from_file,
-)
-from securesystemslib.signer import SSlibKey, SSlibSigner
+import bsdiff4
+from securesystemslib.signer import Signer, SSlibKey  # type: ignore[attr-defined]
 from tuf.api.metadata import (  # type: ignore[attr-defined]
     Metadata,
     MetaFile,
@@ -56,9 +54,10 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from updater.errors import VerificationError
 from updater.policy import APP_NAME, BadVersionError, Version, parse_version
-from updater.state import copy_file_atomic, write_bytes_atomic
+from updater.repo import keys
+from updater.repo.keys import KeyFileError
+from updater.state import write_bytes_atomic
 from updater.tuf_client import trusted_catalog
 
 ROOT_KEYS = ("root1", "root2", "root3")
@@ -177,15 +176,12 @@ class Repository:
         for names in ROLE_KEYS.values():
             for name in names:
                 if not (keys_dir / name).exists():
-                    generate_and_write_unencrypted_ed25519_keypair(filepath=str(keys_dir / name))
+                    keys.generate_key_pair(keys_dir / name)
 
     def _public(self, name: str) -> SSlibKey:
-        path = self.keys_dir / f"{name}.pub"
         try:
-            return SSlibKey.from_securesystemslib_key(
-                import_ed25519_publickey_from_file(filepath=str(path))
-            )
-        except Exception as e:
+            return keys.public_key(self.keys_dir / f"{name}.pub")
+        except KeyFileError as e:
             raise RepoError(f"public key {name}.pub not readable in the keys folder") from e
 
     # ---- metadata I/O --------------------------------------------------------------------------
@@ -203,7 +199,7 @@ class Repository:
         span = timedelta(days=EXPIRY_DAYS[role] if days is None else days)
         return (self._now() + span).replace(microsecond=0)
 
-    def _sign(self, md: Metadata[Any], role: str, signers: Iterable[SSlibSigner]) -> int:
+    def _sign(self, md: Metadata[Any], role: str, signers: Iterable[Signer]) -> int:
         md.signatures.clear()
         count = 0
         for signer in signers:
@@ -244,17 +240,17 @@ class Repository:
             if len(old) < old_root.roles["root"].threshold:
                 raise RepoError("the new root must also be signed by the old root's threshold")
 
-    def _signers_for_keyids(self, keyids: set[str]) -> dict[str, SSlibSigner]:
-        found: dict[str, SSlibSigner] = {}
+    def _signers_for_keyids(self, keyids: set[str]) -> dict[str, Signer]:
+        found: dict[str, Signer] = {}
         for path in sorted(self.keys_dir.iterdir()) if self.keys_dir.is_dir() else []:
             if path.suffix or not path.is_file():
                 continue
             try:
-                key = import_ed25519_privatekey_from_file(filepath=str(path), prompt=False)
-            except Exception:  # noqa: BLE001, S112 - not a key file; skip it
+                key_signer = keys.signer(path)
+            except KeyFileError:  # not a key file; skip it
                 continue
-            if key["keyid"] in keyids:
-                found[key["keyid"]] = SSlibSigner(key)
+            if key_signer.public_key.keyid in keyids:
+                found[key_signer.public_key.keyid] = key_signer
         return found
 
     def _finish_targets(self, targets_md: Metadata[Targets]) -> None:
@@ -399,14 +395,8 @@ class Repository:
         return added
 
     def _add_patch(self, md: Metadata[Targets], previous: Path, archive: Path, name: str) -> str:
-        # tufup's Patcher: bsdiff of the uncompressed tars; records the result's size/hash.
-        # It writes the patch itself, so into a private folder first, then one atomic copy.
-        from tufup.common import Patcher
-
-        with tempfile.TemporaryDirectory(dir=self.targets_dir, prefix=".patch-") as scratch:
-            made = Path(scratch) / name
-            result = Patcher.diff_and_hash(src_path=previous, dst_path=archive, patch_path=made)
-            copy_file_atomic(made, self.targets_dir / name)
+        patch, result = tufup_patch(previous.read_bytes(), archive.read_bytes())
+        write_bytes_atomic(self.targets_dir / name, patch)
         return self._add_target(md, self.targets_dir / name, {"user": None, "tufup": result})
 
     def add_archive(
@@ -513,7 +503,7 @@ class Repository:
                     raise RepoError(f"rotating {old_name} needs {threshold} of {what}; "
                                     f"{have} private key(s) found in {self.keys_dir}")
         if not new_path.exists():
-            generate_and_write_unencrypted_ed25519_keypair(filepath=str(new_path))
+            keys.generate_key_pair(new_path)
         new_key = self._public(new_name)
         for role in roles:
             root_md.signed.revoke_key(old_key.keyid, role)
@@ -575,17 +565,28 @@ def check_client_view(targets: Targets) -> None:
     """Refuse to sign targets agents would not read as meant: delegations, an archive whose
     name or signed policy they would ignore (e.g. a non-canonical floor: its floor would silently
     not count), or a policy that leaves no release installable (all revoked or below the floor).
-    Uses the agent's own reading (`updater.tuf_client.trusted_catalog`)."""
-    try:
-        catalog = trusted_catalog(targets)
-    except VerificationError as e:
-        raise RepoError("delegations are not allowed in this repository") from e
+    Uses the agent's own reading (`updater.tuf_client.trusted_catalog`). Agents verify
+    delegations, but read releases from the top-level role only: this repository has none
+    (docs/security-tuf.md), so a delegation here can only be a mistake."""
+    if targets.delegations is not None:
+        raise RepoError("delegations are not allowed in this repository")
+    catalog = trusted_catalog(targets)
     if catalog.problems:
         raise RepoError("agents would ignore: " + "; ".join(catalog.problems))
     if catalog.releases and not catalog.installable():
         floor = catalog.effective_floor
         where = f" at or above the floor {floor}" if floor is not None else ""
         raise RepoError(f"no unrevoked release{where} would be left; agents could not move")
+
+
+def tufup_patch(previous_archive: bytes, archive: bytes) -> tuple[bytes, dict[str, Any]]:
+    """A patch as tufup's `Patcher.diff_and_hash` makes it: bsdiff4 from the uncompressed tar of
+    the previous archive to that of the new one, and the new tar's size and sha256 (what agents
+    check the patched result against)."""
+    tar = gzip.decompress(archive)
+    patch = bsdiff4.diff(gzip.decompress(previous_archive), tar)
+    return patch, {"tar_size": len(tar), "tar_hash": hashlib.sha256(tar).hexdigest(),
+                   "tar_hash_algorithm": "sha256"}
 
 
 def _meta_of(data: bytes, version: int) -> MetaFile:
