@@ -486,12 +486,15 @@ def message_dll() -> Path:
 def _setup_host_logging(base: Path, foreground: bool) -> None:
     logs = base / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    from agent.logs import LocalTimeFormatter
+
     handlers: list[logging.Handler] = [logging.FileHandler(logs / "service.log", encoding="utf-8")]
     if foreground:
         handlers.append(logging.StreamHandler())
+    for handler in handlers:  # basicConfig keeps a handler's own formatter
+        handler.setFormatter(LocalTimeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
         level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         handlers=handlers,
         force=True,
     )
