@@ -36,6 +36,7 @@ import sys
 import threading
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -391,6 +392,55 @@ def _service(name: str, scm_access: int, access: int) -> Iterator[Any]:
             win32service.CloseServiceHandle(handle)
     finally:
         win32service.CloseServiceHandle(scm)
+
+
+# SERVICE_STATUS.dwCurrentState values (winsvc.h), as words.
+SERVICE_STATES: Mapping[int, str] = {
+    1: "stopped",
+    2: "starting",
+    3: "stopping",
+    4: "running",
+    5: "resuming",
+    6: "pausing",
+    7: "paused",
+}
+ERROR_SERVICE_DOES_NOT_EXIST = 1060
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """What the SCM says about the agent's service, for `status` and `doctor`."""
+
+    installed: bool | None  # None: cannot tell (not Windows, or the SCM refused to say)
+    state: str  # "running", "stopped", ... or why it cannot tell
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+def service_state(name: str = SERVICE_NAME) -> ServiceState:
+    """Query the service (read-only access). Elsewhere than Windows there is no SCM: the
+    agent runs as `r4agent run` under whatever supervisor started it."""
+    if sys.platform == "win32":
+        return _query_service_state(name)
+    return ServiceState(None, f"not a Windows service host ({sys.platform})")
+
+
+def _query_service_state(name: str) -> ServiceState:
+    import pywintypes
+    import win32service
+
+    try:
+        with _service(
+            name, win32service.SC_MANAGER_CONNECT, win32service.SERVICE_QUERY_STATUS
+        ) as handle:
+            code = int(win32service.QueryServiceStatus(handle)[1])
+    except pywintypes.error as e:
+        if e.winerror == ERROR_SERVICE_DOES_NOT_EXIST:
+            return ServiceState(False, "not installed")
+        return ServiceState(None, f"the service manager would not say ({e.strerror})")
+    return ServiceState(True, SERVICE_STATES.get(code, f"in state {code}"))
 
 
 def set_recovery_actions(name: str = SERVICE_NAME) -> None:
