@@ -653,6 +653,43 @@ def _event_log_writer() -> Any:
     return write
 
 
+EVENT_LOG_SCAN_LIMIT = 20_000  # records of the Application log looked through, newest first
+
+
+def recent_event_log_entries(limit: int = 200, source: str = SERVICE_NAME) -> list[str]:
+    """The newest `limit` Application Event Log entries of `source`, newest first, one line
+    each (`time  TYPE  text`). Windows only; raises pywintypes.error if the log is unreadable."""
+    import win32evtlog
+    import win32evtlogutil
+
+    kinds = {
+        win32evtlog.EVENTLOG_ERROR_TYPE: "ERROR",
+        win32evtlog.EVENTLOG_WARNING_TYPE: "WARNING",
+        win32evtlog.EVENTLOG_INFORMATION_TYPE: "INFO",
+    }
+    flags = win32evtlog.EVENTLOG_BACKWARDS_READ | win32evtlog.EVENTLOG_SEQUENTIAL_READ
+    handle = win32evtlog.OpenEventLog(None, "Application")
+    found: list[str] = []
+    scanned = 0
+    try:
+        while len(found) < limit and scanned < EVENT_LOG_SCAN_LIMIT:
+            records = win32evtlog.ReadEventLog(handle, flags, 0)
+            if not records:
+                break
+            for record in records:
+                scanned += 1
+                if record.SourceName != source:
+                    continue
+                text = win32evtlogutil.SafeFormatMessage(record, "Application").strip()
+                kind = kinds.get(record.EventType, str(record.EventType))
+                found.append(f"{record.TimeGenerated.Format('%Y-%m-%d %H:%M:%S')}  {kind}  {text}")
+                if len(found) >= limit:
+                    break
+    finally:
+        win32evtlog.CloseEventLog(handle)
+    return found
+
+
 def _service_class() -> type:
     import servicemanager
     import win32event
