@@ -272,7 +272,7 @@ def freeze(
             command,
             env=env,
             cwd=REPO,
-            what=f"freeze {name} {version}",
+            what=f"{name} {version}",
             expected=previous_line_count(),
             pass_on_everything=chosen_level is not None,
         )

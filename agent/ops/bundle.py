@@ -48,15 +48,6 @@ LOG_BUDGET_BYTES: Final = 4 * 1024 * 1024  # "the last few MB of logs"
 MSI_LOG_BUDGET_BYTES: Final = 2 * 1024 * 1024
 MSI_LOG_MAX_AGE_S: Final = 90 * 86400
 EVENT_LOG_ENTRIES: Final = 300
-UPDATER_FILES: Final = (
-    "current",
-    "install-state.json",
-    "quarantine.json",
-    "last-confirmed.json",
-    "reported-rollbacks.json",
-    "update-url",
-    "status.json",
-)
 
 
 @dataclass
@@ -115,9 +106,25 @@ def add_logs(bundle: Bundle, logs_dir: Path, budget: int = LOG_BUDGET_BYTES) -> 
         bundle.note(f"logs/{path.name}: {size:,} bytes{shown}")
 
 
+def updater_files(layout: Layout) -> list[Path]:
+    """The state files the updater, the host and the agent keep in the data directory."""
+    from agent.ops.status_file import status_path
+    from installer.service import UPDATE_URL_FILE
+
+    return [
+        layout.current_file,
+        layout.install_state_file,
+        layout.quarantine_file,
+        layout.last_confirmed_file,
+        layout.reported_rollbacks_file,
+        layout.base / UPDATE_URL_FILE,
+        status_path(layout.base),
+    ]
+
+
 def add_updater_files(bundle: Bundle, layout: Layout) -> None:
-    for name in UPDATER_FILES:
-        path = layout.base / name
+    for path in updater_files(layout):
+        name = path.name
         try:
             bundle.add(f"updater/{name}", path.read_text(encoding="utf-8", errors="replace"))
         except FileNotFoundError:
