@@ -4,8 +4,8 @@
 
 Builds config -> logging -> status file -> error sink (Rollbar, noting each error in the status)
 -> R4 reader -> Flynotes client -> version gate -> SQS client (refreshing credentials) -> handler
-registry -> dispatcher -> lifecycle, runs the
-lifecycle, and turns the outcome into an exit code (docs/exit-codes.md); while it runs, an
+registry -> dispatcher -> lifecycle, runs the lifecycle, and turns the outcome into an exit code
+(docs/exit-codes.md); while it runs, an
 exception that ends any thread is logged (masked) and reported too (`report_thread_crashes`).
 Tests call `run_agent` with a FakeClock and short intervals; the service runs `command`.
 """
