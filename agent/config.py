@@ -14,6 +14,7 @@ Every key is documented in docs/config.md.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import os
 import re
@@ -106,6 +107,16 @@ def default_data_dir(env: Mapping[str, str], *, platform: str = sys.platform) ->
         program_data = env.get("ProgramData") or env.get("PROGRAMDATA") or r"C:\ProgramData"
         return Path(program_data) / "Flynotes" / "R4Agent"
     return Path("/var/lib/r4agent")
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """The `--config PATH` option of the commands that read the config."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config file (default: R4AGENT_CONFIG or the data directory's config.toml)",
+    )
 
 
 def config_path(path: Path | None, env: Mapping[str, str]) -> Path:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from agent._version import __version__
 from agent.clock import Clock, SystemClock
-from agent.config import AgentConfig, config_path, load_config
+from agent.config import AgentConfig, add_config_argument, config_path, load_config
 from agent.errors import ConfigError, PermanentError, TransientError
 from agent.ops.console import reader_safe
 from agent.ops.reachability import what_happened
@@ -588,12 +588,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON document when all checks are done"
     )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="config file (default: R4AGENT_CONFIG or the data directory's config.toml)",
-    )
+    add_config_argument(parser)
 
 
 def command(args: argparse.Namespace, *, stream: TextIO | None = None) -> int:

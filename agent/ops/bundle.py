@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO, Final
 
 from agent._version import __version__
-from agent.config import config_path, load_config
+from agent.config import add_config_argument, config_path, load_config
 from agent.errors import ConfigError
 from agent.reporting import scrub_text
 from updater.layout import Layout
@@ -273,12 +273,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         default=None,
         help="the zip to write (default: <data_dir>/support/r4agent-support-<time>.zip)",
     )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="config file (default: R4AGENT_CONFIG or the data directory's config.toml)",
-    )
+    add_config_argument(parser)
 
 
 def command(args: argparse.Namespace) -> int:

@@ -20,10 +20,10 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final, TextIO, TypeVar
 
 from agent._version import __version__
-from agent.config import config_path, load_config
+from agent.config import add_config_argument, config_path, load_config
 from agent.errors import ConfigError
 from agent.logs import local_time
 from agent.ops.console import reader_safe
@@ -39,6 +39,7 @@ from updater.state import (
 )
 
 SCHEMA_VERSION: Final = 1
+T = TypeVar("T")
 # Outcomes of handled messages (agent.commands.dispatcher) as the three numbers people ask for.
 HANDLED: Final = ("done", "done-undeleted", "coalesced", "coalesced-undeleted")
 FAILED: Final = ("retry", "error", "dropped")
@@ -264,31 +265,27 @@ def _update_state(layout: Layout) -> tuple[dict[str, Any], str | None, str | Non
         "quarantine": [],
         "problems": problems,
     }
+    def read(reader: Callable[[Path], T], path: Path) -> T | None:
+        try:
+            return reader(path)
+        except CorruptStateError as e:  # named in the output, the rest is still shown
+            problems.append(str(e))
+            return None
+
     service_runs = None
-    try:
-        pointer = read_pointer(layout.current_file)
-    except CorruptStateError as e:
-        pointer = None
-        problems.append(str(e))
+    pointer = read(read_pointer, layout.current_file)
     if pointer is not None:
         service_runs = pointer.version
         update["pointer_state"] = pointer.state.value
         update["pointer_reason"] = pointer.reason
-    try:
-        record = read_record(layout.install_state_file)
-    except CorruptStateError as e:
-        record = None
-        problems.append(str(e))
+    record = read(read_record, layout.install_state_file)
     if record is not None:
         attempt = record.to_json()
         attempt.pop("attempt", None)
         attempt.pop("archive_sha256", None)
         update["last_attempt"] = attempt
-    try:
-        quarantine = read_quarantine(layout.quarantine_file)
-    except CorruptStateError as e:
-        problems.append(str(e))
-    else:
+    quarantine = read(read_quarantine, layout.quarantine_file)
+    if quarantine is not None:
         update["quarantine"] = [
             {"version": version, **{k: v for k, v in entry.to_json().items() if k != "sha256"}}
             for version, entry in sorted(quarantine.entries.items())
@@ -427,12 +424,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument(
         "--schema", action="store_true", help="print the JSON Schema of --json and exit"
     )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="config file (default: R4AGENT_CONFIG or the data directory's config.toml)",
-    )
+    add_config_argument(parser)
 
 
 def command(args: argparse.Namespace, *, stream: TextIO | None = None) -> int:

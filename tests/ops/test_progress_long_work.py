@@ -4,19 +4,18 @@ machine, the lines' counts show how much time passed between them."""
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import logging
 import re
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from agent.clock import FakeClock
 from agent.progress import Progress
 from agent.standin.r4_sample import generate
+from tests.fixtures.build_scripts import load_build_script
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,14 +57,6 @@ def test_generating_the_demo_database_logs_progress_at_least_every_10_s(
     ), first
 
 
-def _freeze_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("freeze_under_test", REPO / "build" / "freeze.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 CHATTY_BUILD = """
 import sys
 for i in range(60):
@@ -78,7 +69,7 @@ sys.exit(int(sys.argv[1]))
 def test_the_freeze_logs_progress_passes_on_warnings_and_shows_the_tail_when_it_fails(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    freeze = _freeze_module()
+    freeze = load_build_script("freeze", "freeze_under_test")
     caplog.set_level(logging.INFO, logger="test.freeze")
     step = 1.0  # each PyInstaller line read a simulated second after the previous
     code, lines = freeze.run_with_progress(

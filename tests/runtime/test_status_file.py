@@ -71,6 +71,20 @@ def _status_json(config: Path) -> tuple[int, dict[str, Any]]:
     return done.returncode, json.loads(done.stdout)
 
 
+def compressed_day_config(
+    tmp_path: Path,
+    backend: StandinBackend,
+    sqs: SqsEndpoint,
+    db: PracticeDb,
+    rollbar: FakeRollbar,
+    *,
+    life_hours: float,
+) -> Path:
+    """config.toml for an `r4agent run` whose "hour" is 3 s, data in tmp_path/data."""
+    return _write_config(tmp_path / "config.toml", backend=backend, sqs=sqs, db=db,
+                         rollbar=rollbar, life_hours=life_hours, poll_minutes=0.05)  # fmt: skip
+
+
 def test_r4agent_run_rewrites_its_status_file_atomically_and_status_reads_it_meanwhile(
     tmp_path: Path,
     practice_db: PracticeDb,
@@ -78,14 +92,8 @@ def test_r4agent_run_rewrites_its_status_file_atomically_and_status_reads_it_mea
     sqs_server: SqsEndpoint,
     rollbar_endpoint: FakeRollbar,
 ) -> None:
-    config = _write_config(
-        tmp_path / "config.toml",
-        backend=flynotes_standin,
-        sqs=sqs_server,
-        db=practice_db,
-        rollbar=rollbar_endpoint,
-        life_hours=0.003,  # 10.8 s
-        poll_minutes=0.05,  # a cycle every 3 s
+    config = compressed_day_config(  # 10.8 s, a cycle every 3 s
+        tmp_path, flynotes_standin, sqs_server, practice_db, rollbar_endpoint, life_hours=0.003
     )
     status_file = status_path(tmp_path / "data")
     child = _r4agent_run(config)

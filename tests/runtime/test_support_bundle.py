@@ -20,7 +20,8 @@ from tests.fixtures.canary import CANARY_SURNAME, canaries_in_bytes
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 from tests.fixtures.rollbar_endpoint import FakeRollbar
 from tests.runtime.conftest import PracticeDb, eventually
-from tests.runtime.test_agent_life import ROLLBAR_TOKEN, _finished, _r4agent_run, _write_config
+from tests.runtime.test_agent_life import ROLLBAR_TOKEN, _finished, _r4agent_run
+from tests.runtime.test_status_file import compressed_day_config
 from updater.state import (
     CurrentPointer,
     PointerState,
@@ -41,14 +42,8 @@ def test_the_bundle_holds_what_support_needs_and_no_patient_data_or_secret(
     sqs_server: SqsEndpoint,
     rollbar_endpoint: FakeRollbar,
 ) -> None:
-    config = _write_config(
-        tmp_path / "config.toml",
-        backend=flynotes_standin,
-        sqs=sqs_server,
-        db=practice_db,
-        rollbar=rollbar_endpoint,
-        life_hours=0.002,
-        poll_minutes=0.05,
+    config = compressed_day_config(
+        tmp_path, flynotes_standin, sqs_server, practice_db, rollbar_endpoint, life_hours=0.002
     )
     data = tmp_path / "data"
     child = _r4agent_run(config)
