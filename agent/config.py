@@ -6,10 +6,13 @@ Where the file is (first that applies):
 3. the platform default: `%ProgramData%\\Flynotes\\R4Agent\\config.toml` on Windows,
    `/var/lib/r4agent/config.toml` elsewhere.
 
-Every mistake becomes one `ConfigError` whose message names the file, the key and what is
-expected, e.g. ``config.toml: key 'backend_url' must be an https:// URL (got a value without a
-scheme)``. Secret values are never echoed: a wrong licence key is described, not quoted.
-Every key is documented in docs/config.md.
+Every mistake of one read is collected into one `ConfigProblems` (a `ConfigError`) whose lines
+each name the file and line, the key and what is expected, e.g. ``config.toml:3: key
+'backend_url' must be an https:// URL (got a value without a scheme)``, so a practice sees every
+fix in one run; known mistakes get a hint (a backslash in a double-quoted string: use single
+quotes). Secret values are never echoed: a wrong licence key is described, not quoted.
+Every key is documented in docs/config.md. New keys follow the schema table (`_TOP_KEYS`,
+`_TABLE_KEYS`) and the `_Reader` accessors, which report and read a bad value as absent.
 """
 
 from __future__ import annotations

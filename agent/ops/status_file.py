@@ -168,7 +168,7 @@ class FileStatus:
         self._doc["written_at"] = _iso(self._clock.now())
         try:
             write_json_atomic(self._path, self._doc)
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - the status is for people: the work goes on
             if not self._write_failed:
                 self._write_failed = True
                 log.warning("could not write the status file %s: %s", self._path, e)
