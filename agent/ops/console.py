@@ -1,4 +1,5 @@
-"""Command output that survives its reader going away (`r4agent doctor | head -1`).
+"""Command output that survives its reader going away (`r4agent doctor | head -1`), and a
+console code page that cannot show every character.
 
 When the pipe's reader has exited, a write raises BrokenPipeError (EINVAL on Windows): the
 command would die with a traceback instead of finishing its work and returning its own exit
@@ -32,7 +33,10 @@ class ReaderSafeOutput(io.TextIOBase):
     def write(self, text: str) -> int:
         if not self.reader_gone:
             try:
-                self._stream.write(text)
+                try:
+                    self._stream.write(text)
+                except UnicodeEncodeError:  # a console code page without '·' or '✓'
+                    self._stream.write(text.encode(self.encoding, "replace").decode(self.encoding))
                 if "\n" in text:  # line by line, so a watcher sees each check as it ends
                     self._stream.flush()
             except OSError as e:

@@ -265,6 +265,7 @@ def _update_state(layout: Layout) -> tuple[dict[str, Any], str | None, str | Non
         "quarantine": [],
         "problems": problems,
     }
+
     def read(reader: Callable[[Path], T], path: Path) -> T | None:
         try:
             return reader(path)

@@ -200,3 +200,13 @@ def test_the_schema_is_printed_and_versioned(capsys: pytest.CaptureFixture[str])
 def test_off_windows_the_service_is_said_to_be_no_service_host() -> None:
     state = service_state()
     assert state.installed is None and state.state.startswith("not a Windows service host")
+
+
+def test_a_console_that_cannot_show_a_character_gets_a_question_mark_not_a_traceback() -> None:
+    from agent.ops.console import reader_safe
+
+    raw = io.BytesIO()
+    console = io.TextIOWrapper(raw, encoding="ascii")
+    out = reader_safe(console)
+    out.write("agent 1.0.0 · wanted 1.1.0\n")
+    assert raw.getvalue() == b"agent 1.0.0 ? wanted 1.1.0\n"
