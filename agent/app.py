@@ -2,9 +2,10 @@
 
     r4agent run [--foreground] [--config PATH]
 
-Builds config -> logging -> error sink (Rollbar) -> R4 reader -> Flynotes client -> version gate
--> SQS client (refreshing credentials) -> handler registry -> dispatcher -> lifecycle, runs the
-lifecycle, and turns the outcome into an exit code (docs/exit-codes.md); while it runs, an
+Builds config -> logging -> status file -> error sink (Rollbar, noting each error in the status)
+-> R4 reader -> Flynotes client -> version gate -> SQS client (refreshing credentials) -> handler
+registry -> dispatcher -> lifecycle, runs the lifecycle, and turns the outcome into an exit code
+(docs/exit-codes.md); while it runs, an
 exception that ends any thread is logged (masked) and reported too (`report_thread_crashes`).
 Tests call `run_agent` with a FakeClock and short intervals; the service runs `command`.
 """
@@ -33,7 +34,8 @@ from agent.commands.registry import Registry, default_registry
 from agent.errors import ConfigError, TransientError
 from agent.exit_codes import ExitCode
 from agent.lifecycle import Lifecycle, LifeSettings
-from agent.ports import ErrorSink, Scope, SqsCredentials
+from agent.ops.status_file import FileStatus, StatusNotingErrors, status_path
+from agent.ports import ErrorSink, Scope, SqsCredentials, StatusRecorder
 from agent.records import (
     Appointment,
     AppointmentFlag,
@@ -205,6 +207,7 @@ class Runtime:
     sqs_client_factory: Callable[..., SQSClient] | None = None  # None: credentials.sqs_client
     backend_timeouts: Timeouts | None = None  # None: the client's defaults
     on_lifecycle: Callable[[Lifecycle], None] | None = None  # tests: observe stats
+    status: StatusRecorder | None = None  # None: the status file in the data directory
 
 
 @contextlib.contextmanager
@@ -237,19 +240,31 @@ def run_agent(config: AgentConfig, runtime: Runtime | None = None) -> ExitCode:
     """Run one life of the agent with `config`; never raises (an uncaught error is reported,
     flushed and becomes ExitCode.CRASH; one that ends a background thread is reported)."""
     runtime = runtime or Runtime()
-    errors = runtime.errors or _error_sink_or_local(config)
+    status = runtime.status or FileStatus(
+        status_path(config.data_dir), clock=runtime.clock, version=__version__
+    )
+    errors = StatusNotingErrors(runtime.errors or _error_sink_or_local(config), status)
+    code = ExitCode.CRASH
     try:
         with report_thread_crashes(errors), ExitStack() as stack:
-            return _run(config, runtime, errors, stack)
+            code = _run(config, runtime, errors, status, stack)
+            return code
     except Exception as e:
         log.critical("crashed: %s", type(e).__name__, exc_info=True)
         errors.report_exception(e, context={"phase": "run", "fatal": True})
         return ExitCode.CRASH
     finally:
+        status.stopped(code.name)
         errors.flush(FLUSH_SECONDS)
 
 
-def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitStack) -> ExitCode:
+def _run(
+    config: AgentConfig,
+    runtime: Runtime,
+    errors: ErrorSink,
+    status: StatusRecorder,
+    stack: ExitStack,
+) -> ExitCode:
     from agent.credentials import sqs_client
     from agent.logs import register_secret
 
@@ -299,6 +314,7 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
         restart=restart,
         agent_version=__version__,
         settings=runtime.dispatch,
+        status=status,
     )
     stack.callback(dispatcher.close)
 
@@ -340,10 +356,12 @@ def _run(config: AgentConfig, runtime: Runtime, errors: ErrorSink, stack: ExitSt
         restart=restart,
         queue_for=queue_for,
         settings=life,
+        status=status,
     )
     if runtime.on_lifecycle is not None:
         runtime.on_lifecycle(lifecycle)
     log.info("r4agent %s starting (pid %d)", __version__, os.getpid())
+    status.started()
     code = lifecycle.run()
     log.info("r4agent exiting with %s (%d)", code.name, code.value)
     return code

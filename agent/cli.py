@@ -22,7 +22,16 @@ class Subcommand:
 
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("run", "agent.app", "run the agent as the service does (24 h life)"),
-    Subcommand("doctor", "agent.doctor", "check config, database, backend, SQS, clock, Rollbar"),
+    Subcommand(
+        "doctor", "agent.doctor", "check config, database, backend, SQS, updates, the service"
+    ),
+    Subcommand(
+        "status", "agent.ops.status", "what the agent is doing: service, versions, cycle, queue"
+    ),
+    Subcommand(
+        "support-bundle", "agent.ops.bundle", "one zip for Flynotes support (no patient data)"
+    ),
+    Subcommand("config", "agent.ops.config_init", "config init: write a commented starter config"),
     Subcommand("sync-patient", "agent.support", "send one patient to Flynotes now"),
     Subcommand("bulk-upload", "agent.support", "upload all patients to Flynotes now"),
     Subcommand("messages", "agent.commands.schema", "print the SQS message JSON Schemas"),

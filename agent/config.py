@@ -6,18 +6,24 @@ Where the file is (first that applies):
 3. the platform default: `%ProgramData%\\Flynotes\\R4Agent\\config.toml` on Windows,
    `/var/lib/r4agent/config.toml` elsewhere.
 
-Every mistake becomes one `ConfigError` whose message names the file, the key and what is
-expected, e.g. ``config.toml: key 'backend_url' must be an https:// URL (got a value without a
-scheme)``. Secret values are never echoed: a wrong licence key is described, not quoted.
-Every key is documented in docs/config.md.
+Every mistake of one read is collected into one `ConfigProblems` (a `ConfigError`) whose lines
+each name the file and line, the key and what is expected, e.g. ``config.toml:3: key
+'backend_url' must be an https:// URL (got a value without a scheme)``, so a practice sees every
+fix in one run; known mistakes get a hint (a backslash in a double-quoted string: use single
+quotes). Secret values are never echoed: a wrong licence key is described, not quoted.
+Every key is documented in docs/config.md. New keys follow the schema table (`_TOP_KEYS`,
+`_TABLE_KEYS`) and the `_Reader` accessors, which report and read a bad value as absent.
 """
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import os
+import re
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -106,6 +112,16 @@ def default_data_dir(env: Mapping[str, str], *, platform: str = sys.platform) ->
     return Path("/var/lib/r4agent")
 
 
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """The `--config PATH` option of the commands that read the config."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="config file (default: R4AGENT_CONFIG or the data directory's config.toml)",
+    )
+
+
 def config_path(path: Path | None, env: Mapping[str, str]) -> Path:
     """Which file `load_config` reads (see the module docstring for the order)."""
     if path is not None:
@@ -140,20 +156,73 @@ _TABLE_KEYS: Final[Mapping[str, frozenset[str]]] = {
 }
 
 
-class _Reader:
-    """Typed access to one parsed file; each failure names the file and the dotted key."""
+class ConfigProblems(ConfigError):
+    """Every mistake one read of the file found, each `<file>:<line>: key 'x' <expected>` (no
+    line where the key is missing). `str()` lists them all, so one run shows every fix."""
 
-    def __init__(self, path: Path, data: Mapping[str, object]) -> None:
+    def __init__(self, path: Path, problems: Sequence[str]) -> None:
+        self.path = path
+        self.problems = tuple(problems)
+        if len(self.problems) == 1:
+            text = self.problems[0]
+        else:
+            text = f"{path}: {len(self.problems)} problems:\n" + "\n".join(
+                f"  {p}" for p in self.problems
+            )
+        super().__init__(text)
+
+
+_TABLE_HEADER: Final = re.compile(r"^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]\s*(?:#.*)?$")
+_KEY_AT_LINE_START: Final = re.compile(
+    r"""^\s*(?:"(?P<dq>[^"]+)"|'(?P<sq>[^']+)'|(?P<bare>[A-Za-z0-9_.-]+))\s*="""
+)
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """Dotted key (and table name) -> the line (1-based) that sets it first, for messages.
+    A line scan, not a TOML parser: enough for this flat file (top-level keys + one-level
+    tables); a key it cannot place is reported without a line."""
+    lines: dict[str, int] = {}
+    table = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _TABLE_HEADER.match(line)
+        if header:
+            table = header.group(1)
+            lines.setdefault(table, number)
+            continue
+        key = _KEY_AT_LINE_START.match(line)
+        if key:
+            name = key.group("dq") or key.group("sq") or key.group("bare")
+            lines.setdefault(f"{table}.{name}" if table else name, number)
+    return lines
+
+
+class _Reader:
+    """Typed access to one parsed file. A bad value is REPORTED (with its file:line, key and
+    what is expected) and read as absent, so one run lists every mistake; `fail` builds the
+    same message as an exception, for a check that cannot go on."""
+
+    def __init__(self, path: Path, data: Mapping[str, object], text: str = "") -> None:
         self.path = path
         self.data = data
+        self.lines = key_lines(text)
+        self.problems: list[str] = []
+
+    def where(self, key: str) -> str:
+        line = self.lines.get(key)
+        return f"{self.path}:{line}" if line is not None else str(self.path)
 
     def fail(self, key: str, expectation: str) -> ConfigError:
-        return ConfigError(f"{self.path}: key '{key}' {expectation}")
+        return ConfigError(f"{self.where(key)}: key '{key}' {expectation}")
+
+    def report(self, key: str, expectation: str) -> None:
+        self.problems.append(str(self.fail(key, expectation)))
 
     def table(self, name: str) -> Mapping[str, object]:
         value = self.data.get(name, {})
         if not isinstance(value, dict):
-            raise self.fail(name, f"must be a table ([{name}]) (got {_kind(value)})")
+            self.report(name, f"must be a table ([{name}]) (got {_kind(value)})")
+            return {}
         return value
 
     def string(
@@ -163,20 +232,31 @@ class _Reader:
         if value is None:
             return None
         if not isinstance(value, str):
-            raise self.fail(dotted, f"must be a string (got {_kind(value)})")
+            self.report(dotted, f"must be a string (got {_kind(value)})")
+            return None
         stripped = value.strip()
         if not stripped:
-            raise self.fail(dotted, "must not be empty")
+            self.report(dotted, "must not be empty")
+            return None
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+            # "C:\temp\new" is valid TOML: \t and \n became a tab and a line break
+            self.report(
+                dotted, f"holds a tab, line break or other control character; {_BACKSLASH_HINT}"
+            )
+            return None
         if secret and stripped != value:
-            raise self.fail(dotted, "must not start or end with spaces")
+            self.report(dotted, "must not start or end with spaces")
+            return None
         return stripped
 
     def number(self, table: Mapping[str, object], key: str, dotted: str, default: float) -> float:
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(dotted, f"must be a number (got {_kind(value)})")
+            self.report(dotted, f"must be a number (got {_kind(value)})")
+            return default
         if value <= 0:
-            raise self.fail(dotted, f"must be greater than 0 (got {value})")
+            self.report(dotted, f"must be greater than 0 (got {value})")
+            return default
         return float(value)
 
     def whole_number(
@@ -184,10 +264,19 @@ class _Reader:
     ) -> int:
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(dotted, f"must be a whole number (got {_kind(value)})")
+            self.report(dotted, f"must be a whole number (got {_kind(value)})")
+            return default
         if not 1 <= value <= at_most:
-            raise self.fail(dotted, f"must be from 1 to {at_most} (got {value})")
+            self.report(dotted, f"must be from 1 to {at_most} (got {value})")
+            return default
         return value
+
+
+_BACKSLASH_HINT: Final = (
+    "in a double-quoted TOML string a backslash starts an escape (\\t, \\n, ...): write "
+    "Windows paths and server names in single quotes, e.g. 'C:\\ProgramData\\R4' or "
+    "'R4SERVER\\R4', or double each backslash"
+)
 
 
 def _kind(value: object) -> str:
@@ -224,35 +313,41 @@ def _url(reader: _Reader, table: Mapping[str, object], key: str, dotted: str) ->
         return None
     problem = _describe_url_problem(value, loopback_http=True)
     if problem is not None:
-        raise reader.fail(
+        reader.report(
             dotted,
             "must be an https:// URL (http:// is accepted only for 127.0.0.1/localhost "
             f"stand-ins) ({problem})",
         )
+        return None
     return value
 
 
-def _read_secret_file(reader: _Reader, key: str, raw: str) -> Secret:
+def _read_secret_file(reader: _Reader, key: str, raw: str) -> Secret | None:
     path = Path(raw)
     if not path.is_absolute():
         path = reader.path.parent / path
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise reader.fail(key, f"names a file that does not exist ({path})") from None
+        reader.report(key, f"names a file that does not exist ({path})")
+        return None
     except PermissionError:
-        raise reader.fail(
+        reader.report(
             key, f"names a file this account may not read ({path}); check its permissions"
-        ) from None
+        )
+        return None
     except (OSError, UnicodeDecodeError) as e:
-        raise reader.fail(
+        reader.report(
             key, f"names a file that cannot be read as UTF-8 text ({path}: {type(e).__name__})"
-        ) from None
+        )
+        return None
     value = text.strip()
     if not value:
-        raise reader.fail(key, f"names an empty file ({path})")
+        reader.report(key, f"names an empty file ({path})")
+        return None
     if any(ch.isspace() for ch in value):
-        raise reader.fail(key, f"names a file that must hold one line with no spaces ({path})")
+        reader.report(key, f"names a file that must hold one line with no spaces ({path})")
+        return None
     return Secret(value)
 
 
@@ -269,52 +364,93 @@ def _one_secret(
     inline = reader.string(table, key, dotted, secret=True)
     from_file = reader.string(table, file_key, dotted_file)
     if inline is not None and from_file is not None:
-        raise reader.fail(dotted, f"and '{dotted_file}' are both set; set exactly one of them")
+        reader.report(dotted, f"and '{dotted_file}' are both set; set exactly one of them")
+        return None
     if inline is not None:
         if any(ch.isspace() for ch in inline):
-            raise reader.fail(dotted, "must not contain spaces")
+            reader.report(dotted, "must not contain spaces")
+            return None
         return Secret(inline)
     if from_file is not None:
         return _read_secret_file(reader, dotted_file, from_file)
-    if required:
-        raise reader.fail(
+    if required and key not in table and file_key not in table:
+        reader.report(
             dotted, f"is missing; set '{dotted}' or '{dotted_file}' (a file holding it)"
         )
     return None
 
 
 def _check_unknown_keys(reader: _Reader) -> None:
-    unknown = sorted(set(reader.data) - _TOP_KEYS)
+    unknown = [(k, k, _TOP_KEYS) for k in sorted(set(reader.data) - _TOP_KEYS)]
     for name, allowed in _TABLE_KEYS.items():
         sub = reader.data.get(name)
         if isinstance(sub, dict):
-            unknown.extend(sorted(f"{name}.{k}" for k in set(sub) - allowed))
-    if unknown:
-        names = ", ".join(f"'{k}'" for k in unknown)
-        raise ConfigError(
-            f"{reader.path}: unknown key(s) {names}; see docs/config.md for the valid keys"
-        )
+            unknown += [(f"{name}.{k}", k, allowed) for k in sorted(set(sub) - allowed)]
+    for dotted, key, allowed in unknown:
+        close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.75)
+        guess = f" (did you mean '{dotted[: -len(key)]}{close[0]}'?)" if close else ""
+        reader.report(dotted, f"is not a known key{guess}; see docs/config.md for the valid keys")
+
+
+_TOML_POSITION: Final = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def toml_syntax_message(path: Path, text: str, error: tomllib.TOMLDecodeError) -> str:
+    """`<file>:<line>: not valid TOML: <tomllib's words> (at line L, column C)` plus a hint for
+    the mistakes people make (tomllib never quotes a value, so neither does this)."""
+    message = str(error)
+    position = _TOML_POSITION.search(message)
+    line = int(position.group(1)) if position else None
+    where = f"{path}:{line}" if line is not None else str(path)
+    lines = text.splitlines()
+    source = lines[line - 1] if line is not None and 0 < line <= len(lines) else ""
+    hint = ""
+    if "\\" in message or ("\\" in source and '"' in source):
+        hint = f"; {_BACKSLASH_HINT}"
+    elif message.startswith("Invalid value") and re.match(r"^[^=]*=\s*[A-Za-z]", source):
+        hint = "; text values need quotes, e.g. key = 'value' (numbers and true/false do not)"
+    elif message.startswith("Unterminated string"):
+        hint = "; a string is missing its closing quote"
+    elif message.startswith(("Cannot overwrite", "Cannot declare")):
+        hint = "; a key or [table] appears twice"
+    return f"{where}: not valid TOML: {message}{hint}"
 
 
 def parse_config(path: Path, text: str) -> AgentConfig:
-    """Validate the text of a config file (no I/O except reading a named key file)."""
+    """Validate the text of a config file (no I/O except reading a named key file).
+
+    Raises ConfigProblems (a ConfigError) listing EVERY mistake found, or a ConfigError for a
+    syntax error (tomllib stops at the first one)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        # tomllib's message says where ("... (at line 3, column 12)") but never quotes values.
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    reader = _Reader(path, data)
+        raise ConfigError(toml_syntax_message(path, text, e)) from None
+    reader = _Reader(path, data, text)
+    try:
+        config = _read(reader)
+    except ConfigError as e:  # a check that stopped at its first problem (`raise reader.fail`)
+        reader.problems.append(str(e))
+        config = None
+    if reader.problems or config is None:
+        raise ConfigProblems(path, reader.problems or [f"{path}: invalid configuration"])
+    return config
+
+
+def _read(reader: _Reader) -> AgentConfig | None:
+    """The keys of the schema, in file order; None when a required value could not be read
+    (its problem is reported)."""
+    path, data = reader.path, reader.data
     _check_unknown_keys(reader)
 
     licence = _one_secret(reader, data, "licence_key", "licence_key_file", "", required=True)
-    assert licence is not None  # required=True
-    if "/" in licence.reveal():  # it becomes a URL path segment of every backend call
+    if licence is not None and "/" in licence.reveal():  # it becomes a URL path segment
         where = "licence_key_file" if "licence_key_file" in data else "licence_key"
-        raise reader.fail(where, "must hold a licence key without '/' characters")
+        reader.report(where, "must hold a licence key without '/' characters")
+        licence = None
 
     backend_url = _url(reader, data, "backend_url", "backend_url")
-    if backend_url is None:
-        raise reader.fail(
+    if backend_url is None and "backend_url" not in data:
+        reader.report(
             "backend_url",
             "is missing; set it to the Flynotes backend's https:// URL given with your licence",
         )
@@ -326,7 +462,7 @@ def parse_config(path: Path, text: str) -> AgentConfig:
     server = reader.string(db_table, "server", "database.server")
     database = reader.string(db_table, "database", "database.database")
     if connection_string is not None and (server is not None or database is not None):
-        raise reader.fail(
+        reader.report(
             "database.connection_string",
             "replaces 'database.server' and 'database.database'; set one or the other",
         )
@@ -355,20 +491,32 @@ def parse_config(path: Path, text: str) -> AgentConfig:
     if proxy_raw is not None:
         parts = urlsplit(proxy_raw)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise reader.fail(
+            reader.report(
                 "proxy", "must be a URL like http://proxy.example:3128 (with a scheme and host)"
             )
-        proxy = Secret(proxy_raw)
+        else:
+            proxy = Secret(proxy_raw)
 
     data_dir_raw = reader.string(data, "data_dir", "data_dir")
-    if data_dir_raw is None:
-        data_dir = path.parent
-    else:
-        data_dir = Path(data_dir_raw)
-        if not data_dir.is_absolute():
-            raise reader.fail("data_dir", f"must be an absolute path (got '{data_dir_raw}')")
+    data_dir = path.parent
+    if data_dir_raw is not None:
+        if Path(data_dir_raw).is_absolute():
+            data_dir = Path(data_dir_raw)
+        else:
+            reader.report("data_dir", f"must be an absolute path (got '{data_dir_raw}')")
 
     timing = reader.table("timing")
+    poll_minutes = reader.number(timing, "poll_minutes", "timing.poll_minutes", 60.0)
+    life_hours = reader.number(timing, "life_hours", "timing.life_hours", 24.0)
+    long_poll_seconds = reader.whole_number(
+        timing,
+        "long_poll_seconds",
+        "timing.long_poll_seconds",
+        DEFAULT_LONG_POLL_SECONDS,
+        at_most=DEFAULT_LONG_POLL_SECONDS,  # SQS refuses a longer wait
+    )
+    if licence is None or backend_url is None:
+        return None
     return AgentConfig(
         config_path=path,
         licence_key=licence,
@@ -379,15 +527,9 @@ def parse_config(path: Path, text: str) -> AgentConfig:
         sqs_endpoint_url=sqs_endpoint_url,
         update_url=update_url,
         proxy=proxy,
-        poll_minutes=reader.number(timing, "poll_minutes", "timing.poll_minutes", 60.0),
-        life_hours=reader.number(timing, "life_hours", "timing.life_hours", 24.0),
-        long_poll_seconds=reader.whole_number(
-            timing,
-            "long_poll_seconds",
-            "timing.long_poll_seconds",
-            DEFAULT_LONG_POLL_SECONDS,
-            at_most=DEFAULT_LONG_POLL_SECONDS,  # SQS refuses a longer wait
-        ),
+        poll_minutes=poll_minutes,
+        life_hours=life_hours,
+        long_poll_seconds=long_poll_seconds,
     )
 
 

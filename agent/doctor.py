@@ -1,20 +1,28 @@
-"""`r4agent doctor [--config PATH]`: check everything the agent needs, one line per check.
+"""`r4agent doctor [--json] [--config PATH]`: check everything the agent needs, one line per
+check, each printed as soon as it is done.
 
 Each check prints ✓ (ok), ! (warning), ✗ (failed, with a `fix:` hint) or - (skipped because
 a check it depends on failed, with the reason). The exit code is 0 when nothing failed
-(warnings allowed), 1 otherwise. Nothing here changes anything except one temporary file in
-the data directory; no error report is posted to Rollbar (its ping endpoint is used instead,
-so the token itself is not verified). No secret is ever printed.
+(warnings allowed), 1 otherwise — also when the reader of the output went away
+(`doctor | head -1`): the checks still run to the end. Nothing here changes anything except
+one temporary file in the data directory (and a throwaway folder for the update metadata);
+no error report is posted to Rollbar (its ping endpoint is used instead, so the token itself
+is not verified). No secret is ever printed. A service that cannot be reached is described
+as what happened: the name does not exist, the connection was refused, or no answer came in
+time (agent.ops.reachability).
 
 Checks, in order (→ what each needs):
   config valid; ODBC drivers; R4 database reachable (→ config, drivers); R4 schema
   (→ database); backend + licence (→ config); SQS queue (→ backend); clock skew (→ backend);
-  data directory writable (→ config); Rollbar reachable (→ config, a token).
+  update repository reachable and verified against the trusted root (→ config); data
+  directory writable (→ config); Rollbar reachable (→ config, a token); the Windows service
+  installed and running.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -22,13 +30,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from agent._version import __version__
 from agent.clock import Clock, SystemClock
-from agent.config import AgentConfig, config_path, load_config
+from agent.config import AgentConfig, add_config_argument, config_path, load_config
 from agent.errors import ConfigError, PermanentError, TransientError
+from agent.ops.console import reader_safe
+from agent.ops.reachability import what_happened
 from agent.ports import Scope
+
+if TYPE_CHECKING:
+    from installer.service import ServiceState
 
 SKEW_WARN_S = 120.0  # the agent's own timestamps and logs start to mislead
 SKEW_FAIL_S = 15 * 60.0  # AWS rejects SigV4-signed SQS requests beyond 15 minutes
@@ -73,15 +86,21 @@ class Doctor:
         clock: Clock | None = None,
         list_drivers: Callable[[], list[str]] | None = None,
         timeout_s: float = NETWORK_TIMEOUT_S,
+        query_service: Callable[[], ServiceState] | None = None,
     ) -> None:
         self._config_file = config_file
         self._env = env
         self._clock = clock or SystemClock()
         self._list_drivers = list_drivers or _pyodbc_drivers
         self._timeout = timeout_s
+        self._query_service = query_service
         self._state = _State()
 
-    def run(self) -> list[CheckResult]:
+    def check_names(self) -> list[str]:
+        return [name for name, _, _ in self._checks()]
+
+    def run(self, on_result: Callable[[CheckResult], None] | None = None) -> list[CheckResult]:
+        """Run every check in order; `on_result` sees each result as soon as it is known."""
         results: list[CheckResult] = []
         done: dict[str, Status] = {}
         try:
@@ -102,6 +121,8 @@ class Doctor:
                 result = self._masked(result)
                 done[name] = result.status
                 results.append(result)
+                if on_result is not None:
+                    on_result(result)
         finally:
             if self._state.database is not None:
                 self._state.database.close()
@@ -116,8 +137,10 @@ class Doctor:
             ("backend + licence", ("config",), self.check_backend),
             ("SQS queue", ("backend + licence",), self.check_sqs),
             ("clock skew", ("backend + licence",), self.check_clock),
+            ("update repository", ("config",), self.check_update_repository),
             ("data directory", ("config",), self.check_data_dir),
             ("Rollbar", ("config",), self.check_rollbar),
+            ("Windows service", (), self.check_service),
         ]
 
     def _masked(self, result: CheckResult) -> CheckResult:
@@ -138,7 +161,7 @@ class Doctor:
         try:
             cfg = load_config(self._config_file, self._env)
         except ConfigError as e:
-            return CheckResult("config", Status.FAIL, str(e), "fix the key named above")
+            return CheckResult("config", Status.FAIL, str(e), "fix each key named above")
         self._state.config = cfg
         self._state.secrets = [s for s in cfg.secret_values() if len(s) >= 4]
         return CheckResult("config", Status.OK, f"{cfg.config_path} is valid")
@@ -270,7 +293,7 @@ class Doctor:
             return CheckResult(
                 "backend + licence",
                 Status.FAIL,
-                str(e),
+                self._what_happened(cfg.backend_url, e, proxied=True),
                 "check the internet connection, backend_url and, behind a proxy, the proxy key",
             )
         except PermanentError as e:
@@ -315,10 +338,11 @@ class Doctor:
             code = str(e.response.get("Error", {}).get("Code", "unknown"))
             return CheckResult("SQS queue", Status.FAIL, f"SQS refused: {code}", _sqs_hint(code))
         except BotoCoreError as e:
+            endpoint = cfg.sqs_endpoint_url or f"https://sqs.{scope.sqs_region}.amazonaws.com/"
             return CheckResult(
                 "SQS queue",
                 Status.FAIL,
-                f"SQS unreachable ({type(e).__name__})",
+                f"SQS unreachable: {self._what_happened(endpoint, e, proxied=True)}",
                 "allow outbound HTTPS to sqs.<region>.amazonaws.com (and the proxy, if any)",
             )
         finally:
@@ -389,7 +413,10 @@ class Doctor:
             response = session.get(url, timeout=(min(5.0, self._timeout), self._timeout))
         except requests.RequestException as e:
             return CheckResult(
-                "Rollbar", Status.FAIL, f"{rb.endpoint} unreachable ({type(e).__name__})", hint
+                "Rollbar",
+                Status.FAIL,
+                f"{rb.endpoint} unreachable: {self._what_happened(url, e, proxied=True)}",
+                hint,
             )
         finally:
             session.close()
@@ -405,6 +432,85 @@ class Doctor:
             Status.OK,
             f"{rb.endpoint} reachable (ping only: the token is not verified)",
         )
+
+
+    def check_update_repository(self) -> CheckResult:
+        from agent.ops.update_check import trusted_root, update_url, verify_repository
+        from updater.errors import DownloadFailedError, VerificationError
+
+        name = "update repository"
+        url = update_url(self.config, self._env)
+        if url is None:
+            return CheckResult(name, Status.SKIP, "no update URL: this agent does not update")
+        root = trusted_root(self.config)
+        if root.content is None:
+            return CheckResult(
+                name,
+                Status.FAIL,
+                "no trusted root: none in the data directory's metadata folder and none baked "
+                "into this build, so no update could be verified",
+                "install a release build of the agent (the MSI)",
+            )
+        try:
+            catalog = verify_repository(url, root.content, timeout_s=self._timeout)
+        except DownloadFailedError as e:
+            return CheckResult(
+                name,
+                Status.FAIL,
+                f"{url} unreachable: {self._what_happened(url.rstrip('/') + '/metadata/', e)}",
+                "allow outbound HTTPS to the update server; check the MSI's UPDATEURL "
+                "(<data_dir>/update-url) or update_url",
+            )
+        except VerificationError as e:
+            return CheckResult(
+                name,
+                Status.FAIL,
+                f"{url}: the metadata does not verify against {root.source} ({e})",
+                "this is not the repository this agent trusts (check UPDATEURL), or its "
+                "metadata expired: contact Flynotes support",
+            )
+        versions = sorted(catalog.releases)
+        newest = f", newest {versions[-1]}" if versions else ""
+        return CheckResult(
+            name,
+            Status.OK,
+            f"{url} reachable; its metadata verifies against {root.source} "
+            f"({len(versions)} release(s) listed{newest})",
+        )
+
+    def check_service(self) -> CheckResult:
+        from installer.service import SERVICE_NAME, service_state
+
+        name = "Windows service"
+        state = (self._query_service or service_state)()
+        if state.installed is None:
+            on_windows = sys.platform == "win32"
+            return CheckResult(
+                name,
+                Status.WARN if on_windows else Status.SKIP,
+                state.state if on_windows else f"{state.state}: nothing to check",
+                "run this from an elevated prompt (Run as administrator)",
+            )
+        if not state.installed:
+            return CheckResult(
+                name,
+                Status.FAIL,
+                f"the {SERVICE_NAME} service is not installed",
+                "install the agent's MSI (docs/install.md)",
+            )
+        if not state.running:
+            return CheckResult(
+                name,
+                Status.FAIL,
+                f"{SERVICE_NAME} is installed but {state.state}",
+                f"start it (net start {SERVICE_NAME}, elevated); if it stops again, see the "
+                "Event Log (source R4Agent) and logs\\service.log",
+            )
+        return CheckResult(name, Status.OK, f"{SERVICE_NAME} is installed and running")
+
+    def _what_happened(self, url: str, error: BaseException, *, proxied: bool = False) -> str:
+        proxy = self.config.proxy.reveal() if proxied and self.config.proxy is not None else None
+        return what_happened(url, error, timeout_s=min(5.0, self._timeout), proxy=proxy)
 
 
 def _sqs_hint(code: str) -> str:
@@ -435,15 +541,43 @@ def _symbols(stream: TextIO) -> dict[Status, str]:
     return fancy
 
 
-def render(results: list[CheckResult], stream: TextIO) -> None:
+def render_line(result: CheckResult, stream: TextIO, width: int) -> None:
+    """One check: its symbol, name and detail (continuation lines indented), then its hint."""
     symbols = _symbols(stream)
-    width = max(len(r.name) for r in results)
-    for r in results:
-        stream.write(f"{symbols[r.status]} {r.name.ljust(width)}  {r.detail}\n")
-        if r.hint and r.status in (Status.FAIL, Status.WARN):
-            stream.write(f"  {' ' * width}  fix: {r.hint}\n")
+    pad = " " * (width + 4)
+    first, *more = result.detail.split("\n")
+    stream.write(f"{symbols[result.status]} {result.name.ljust(width)}  {first}\n")
+    for line in more:
+        stream.write(f"{pad}{line.strip()}\n")
+    if result.hint and result.status in (Status.FAIL, Status.WARN):
+        stream.write(f"{pad}fix: {result.hint}\n")
+
+
+def render_summary(results: list[CheckResult], stream: TextIO) -> None:
     failed = sum(r.status is Status.FAIL for r in results)
     stream.write("all checks passed\n" if not failed else f"{failed} check(s) failed\n")
+
+
+def render(results: list[CheckResult], stream: TextIO) -> None:
+    width = max(len(r.name) for r in results)
+    for r in results:
+        render_line(r, stream, width)
+    render_summary(results, stream)
+
+
+def as_json(results: list[CheckResult], config_file: Path) -> dict[str, Any]:
+    """The `--json` document (schema version 1, docs/config.md)."""
+    return {
+        "schema_version": 1,
+        "version": __version__,
+        "config": str(config_file),
+        "ok": exit_code(results) == 0,
+        "failed": sum(r.status is Status.FAIL for r in results),
+        "checks": [
+            {"name": r.name, "status": r.status.value, "detail": r.detail, "hint": r.hint}
+            for r in results
+        ],
+    }
 
 
 def exit_code(results: list[CheckResult]) -> int:
@@ -452,17 +586,23 @@ def exit_code(results: list[CheckResult]) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="config file (default: R4AGENT_CONFIG or the data directory's config.toml)",
+        "--json", action="store_true", help="print one JSON document when all checks are done"
     )
+    add_config_argument(parser)
 
 
 def command(args: argparse.Namespace, *, stream: TextIO | None = None) -> int:
-    out = stream or sys.stdout
+    out = reader_safe(stream)  # `doctor | head -1`: the checks still finish, no traceback
     env = os.environ
-    out.write(f"r4agent {__version__} doctor: {config_path(args.config, env)}\n")
-    results = Doctor(args.config, env).run()
-    render(results, out)
+    chosen = config_path(args.config, env)
+    doctor = Doctor(args.config, env)
+    if args.json:
+        results = doctor.run()
+        out.write(json.dumps(as_json(results, chosen), indent=2) + "\n")
+    else:
+        out.write(f"r4agent {__version__} doctor: {chosen}\n")
+        width = max(len(name) for name in doctor.check_names())
+        results = doctor.run(on_result=lambda r: render_line(r, out, width))
+        render_summary(results, out)
+    out.flush()
     return exit_code(results)

@@ -33,7 +33,8 @@ from agent.commands.context import RestartRequest
 from agent.commands.dispatcher import Dispatcher
 from agent.errors import PermanentError, TransientError, worth_reporting
 from agent.exit_codes import ExitCode
-from agent.ports import Backend, ErrorSink, RecordSource, Scope
+from agent.ops.status_file import NO_STATUS
+from agent.ports import Backend, ErrorSink, RecordSource, Scope, StatusRecorder, TablePass
 from agent.sqs_queue import CredentialsRejectedError, SqsQueue
 from updater.gate import GateAction, VersionGate
 
@@ -81,6 +82,7 @@ class Lifecycle:
         queue_for: Callable[[Scope], SqsQueue],
         settings: LifeSettings = LifeSettings(),
         rng: random.Random | None = None,
+        status: StatusRecorder = NO_STATUS,
     ) -> None:
         self._clock = clock
         self._stop = stop
@@ -93,6 +95,7 @@ class Lifecycle:
         self._queue_for = queue_for
         self._settings = settings
         self._rng = rng or random.Random()
+        self._status = status
         self.stats: Counter[str] = Counter()  # observable by tests: cycles, pauses, failures
         self._poll_failures = 0  # a streak outlives a cycle: SQS being down is not per hour
         self._uploads: Future[None] | None = None
@@ -127,6 +130,13 @@ class Lifecycle:
                 return ExitCode.UPDATED
             self._upload_all()
             poll_end = min(self._clock.monotonic() + self._settings.poll_hours * HOUR, life_end)
+            self._status.version_checked(
+                decision.wanted,
+                decision.action.value,
+                decision.reason,
+                next_check_in_s=poll_end - self._clock.monotonic(),
+                life_left_s=life_end - self._clock.monotonic(),
+            )
             ended = self._poll(scope, poll_end)
             if isinstance(ended, ExitCode):
                 return ended
@@ -191,6 +201,8 @@ class Lifecycle:
                 lambda: backend.upload_appointment_flags(records.iter_appointment_flags()),
             ),
         )
+        started = self._clock.monotonic()
+        tables: dict[str, TablePass] = {}
         for what, upload in uploads:
             if self._stop.is_set():
                 return
@@ -198,10 +210,13 @@ class Lifecycle:
                 sent = upload()
             except (TransientError, PermanentError) as e:
                 self.stats["upload-failures"] += 1
+                tables[what] = TablePass(error=type(e).__name__)
                 self._errors.report_exception(e, context={"phase": f"upload {what}"})
                 log.warning("upload of %s failed (next cycle retries): %s", what, e)
                 continue
+            tables[what] = TablePass({"sent": sent})
             log.info("uploaded %d %s", sent, what)
+        self._status.uploads_done(tables, seconds=self._clock.monotonic() - started)
         self.stats["uploads-done"] += 1
 
     def _poll(self, scope: Scope, until: float) -> Scope | ExitCode:

@@ -1,4 +1,5 @@
 """Local logging: a rotating file under <data_dir>/logs, plus the console with --foreground.
+Times are local with the UTC offset (`local_time`).
 
 Patient data is kept out of logs by the code never logging it (log the patient CODE only);
 the canary tests prove that. As defence in depth, every handler installed here carries a
@@ -14,8 +15,8 @@ import logging.handlers
 import re
 import sys
 import threading
-import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -105,12 +106,21 @@ class SecretMaskingFilter(logging.Filter):
         return True
 
 
-class _UtcFormatter(logging.Formatter):
-    def converter(self, timestamp: float | None) -> time.struct_time:  # log in UTC
-        return time.gmtime(timestamp)
+def local_time(moment: float | datetime) -> str:
+    """A time as practice IT reads it: this machine's local time WITH its UTC offset, e.g.
+    `2026-06-01T10:30:00.125+01:00`. Local, to match the wall clock, R4 and the Event Log; the
+    offset, so the hour repeated when the clocks go back stays unambiguous and a support
+    engineer elsewhere can convert it."""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, tz=UTC)
+    return moment.astimezone().isoformat(timespec="milliseconds")
+
+
+class LocalTimeFormatter(logging.Formatter):
+    """Stamps records with `local_time` (the agent's log and the service host's)."""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return super().formatTime(record, datefmt or "%Y-%m-%dT%H:%M:%S") + "Z"
+        return local_time(record.created)
 
 
 def log_file(data_dir: Path) -> Path:
@@ -143,11 +153,11 @@ def setup_logging(
     file_handler = logging.handlers.RotatingFileHandler(
         log_file(data_dir), maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
     )
-    file_handler.setFormatter(_UtcFormatter(FILE_FORMAT))
+    file_handler.setFormatter(LocalTimeFormatter(FILE_FORMAT))
     handlers: list[logging.Handler] = [file_handler]
     if foreground:
         console = logging.StreamHandler(sys.stderr)
-        console.setFormatter(_UtcFormatter(CONSOLE_FORMAT))
+        console.setFormatter(LocalTimeFormatter(CONSOLE_FORMAT))
         handlers.append(console)
     for handler in handlers:
         handler.addFilter(masking)

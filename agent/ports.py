@@ -6,8 +6,8 @@ agent.reporting); the composition root (agent.app) wires them. Tests plug in sim
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -91,3 +91,42 @@ class Backend(Protocol):
     def upload_appointments(self, appointments: Iterable[Appointment]) -> int: ...
 
     def upload_appointment_flags(self, flags: Iterable[AppointmentFlag]) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TablePass:
+    """One table's upload in a cycle, as `r4agent status` shows it: counts by kind (today
+    `sent`; a pass summary adds `changed` / `skipped` / `refused`), or the error type that
+    ended it. Counts only: never a record."""
+
+    counts: Mapping[str, int] = field(default_factory=dict)
+    error: str | None = None  # the exception's type name
+
+
+class StatusRecorder(Protocol):
+    """Where the agent notes what it is doing, for `r4agent status` (real default: the status
+    file in the data directory, agent.ops.status_file). Never raises; values are counts,
+    versions, times and type names, never patient data."""
+
+    def started(self) -> None: ...
+
+    def version_checked(
+        self, wanted: str, action: str, reason: str, *, next_check_in_s: float, life_left_s: float
+    ) -> None:
+        """A cycle began with a version check; the next one (and the scope refresh) is due in
+        `next_check_in_s`."""
+        ...
+
+    def uploads_done(self, tables: Mapping[str, TablePass], *, seconds: float) -> None: ...
+
+    def received(self, count: int) -> None:
+        """One SQS receive returned `count` messages."""
+        ...
+
+    def outcome(self, outcome: str) -> None:
+        """A message ended: done / retry / dead-lettered / dropped / coalesced / ..."""
+        ...
+
+    def error(self, error: BaseException, *, phase: str) -> None: ...
+
+    def stopped(self, exit_code: str) -> None: ...

@@ -623,6 +623,17 @@ def _driver_error_messages(exc: BaseException) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(set(out), key=lambda pair: len(pair[0]), reverse=True))
 
 
+def scrub_text(text: str, secret_values: Iterable[str] = ()) -> str:
+    """A text that leaves the machine other than as a report (a support bundle's files), with
+    a payload's string scrubbing: the secrets registered with agent.logs.SECRETS and
+    `secret_values`, credential shapes and sensitive `field=value` pairs masked. Line by
+    line, so a masked value never swallows the line after it."""
+    secrets = SecretRegistry()  # its rules: longest first, too-short values ignored
+    secrets.add(*SECRETS.values(), *secret_values)
+    rules = ScrubRules(secret_values=secrets.values())
+    return "".join(_scrub_string(line, rules) for line in text.splitlines(keepends=True))
+
+
 def describe_exception(exc: BaseException) -> str:
     """`Type: message` with the same string scrubbing as a Rollbar payload (for local logs)."""
     rules = ScrubRules(driver_messages=_driver_error_messages(exc))

@@ -19,23 +19,36 @@
   re-join the first build's pieces and a reproducibility check of it could never fail. Only
   PyInstaller's binary cache (.cache/pyinstaller/config-*) is shared. The output is
   DIR/r4agent (DIR/r4agent.exe on Windows).
+- A build takes a minute or more: a progress line goes to stderr at least every 10 s (agent.
+  progress: PyInstaller's log lines so far, and an ETA from the previous build's count). Its
+  warnings and errors are passed on; after a failure, its last lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import hashlib
+import logging
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from agent.clock import Clock, SystemClock  # noqa: E402 (after the repo is on sys.path)
+from agent.progress import Progress  # noqa: E402
+
 SPEC = REPO / "build" / "r4agent.spec"
 REQUIREMENTS = REPO / "build" / "requirements-freeze.txt"
 # Caches (clean venv, PyInstaller workpath and cache); R4AGENT_BUILD_CACHE points a copy of the
@@ -43,6 +56,10 @@ REQUIREMENTS = REPO / "build" / "requirements-freeze.txt"
 CACHE = Path(os.environ.get("R4AGENT_BUILD_CACHE") or REPO / ".cache")
 VERSION_RE = re.compile(r"\d+\.\d+\.\d+")
 FALLBACK_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip entry can hold
+PASSED_ON = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback|Error:")
+TAIL_ON_FAILURE = 60  # PyInstaller lines shown when a build fails
+
+log = logging.getLogger("build.freeze")
 
 
 @contextlib.contextmanager
@@ -122,6 +139,81 @@ def source_date_epoch() -> str:
     return out if out.isdigit() else FALLBACK_EPOCH
 
 
+def _progress_log() -> logging.Logger:
+    """`freeze: ...` lines on stderr, beside PyInstaller's own."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("freeze: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    return log
+
+
+def _lines_file() -> Path:
+    return CACHE / "pyinstaller" / f"log-lines-{sys.platform}.txt"
+
+
+def previous_line_count() -> int | None:
+    """How many log lines the last build here wrote: the next one's ETA."""
+    try:
+        return int(_lines_file().read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return None
+
+
+def run_with_progress(
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str] | None,
+    cwd: Path,
+    what: str,
+    expected: int | None,
+    pass_on_everything: bool = False,
+    clock: Clock | None = None,
+    logger: logging.Logger | None = None,
+) -> tuple[int, int]:
+    """Run `command` (its stdout + stderr read line by line), logging progress at least every
+    10 s of `clock` while it runs, passing on its warnings and errors (everything with
+    `pass_on_everything`), and its last lines if it fails. Returns (exit code, lines)."""
+    progress = Progress(what, clock=clock or SystemClock(), log=logger or _progress_log(),
+                        expected=expected, unit="PyInstaller log lines")  # fmt: skip
+    child = subprocess.Popen(
+        list(command), env=None if env is None else dict(env), cwd=str(cwd),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+    )  # fmt: skip
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    reader = threading.Thread(target=read, name="freeze-output", daemon=True)
+    reader.start()
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_ON_FAILURE)
+    while True:
+        try:
+            line = lines.get(timeout=1.0)  # a silent PyInstaller still gets its progress line
+        except queue.Empty:
+            progress.advance(0)
+            continue
+        if line is None:
+            break
+        tail.append(line)
+        if pass_on_everything or PASSED_ON.search(line):
+            sys.stderr.write(line)
+        progress.advance()
+    code = child.wait()
+    reader.join()
+    progress.finish()
+    if code:
+        sys.stderr.write(f"freeze: PyInstaller's last {len(tail)} lines:\n")
+        sys.stderr.writelines(tail)
+    return code, progress.done
+
+
 def exe_name(name: str) -> str:
     return f"{name}.exe" if sys.platform == "win32" else name
 
@@ -161,13 +253,14 @@ def freeze(
         }
     )
     env.pop("PYTHONPATH", None)
+    chosen_level = os.environ.get("R4AGENT_PYINSTALLER_LOG_LEVEL")
     command = [
         str(build_python),
         "-m",
         "PyInstaller",
         "--noconfirm",
         "--log-level",
-        os.environ.get("R4AGENT_PYINSTALLER_LOG_LEVEL", "WARN"),
+        chosen_level or "INFO",  # INFO: lines to count for the progress; only warnings shown
         "--distpath",
         str(out_dir),
         "--workpath",
@@ -175,7 +268,18 @@ def freeze(
         str(SPEC),
     ]
     try:
-        subprocess.run(command, check=True, env=env, cwd=str(REPO))
+        code, lines = run_with_progress(
+            command,
+            env=env,
+            cwd=REPO,
+            what=f"{name} {version}",
+            expected=previous_line_count(),
+            pass_on_everything=chosen_level is not None,
+        )
+        if code:
+            raise subprocess.CalledProcessError(code, command)
+        with contextlib.suppress(OSError):
+            _lines_file().write_text(f"{lines}\n", encoding="utf-8")
     finally:
         shutil.rmtree(workpath, ignore_errors=True)
     exe = out_dir / exe_name(name)

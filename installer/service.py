@@ -36,6 +36,7 @@ import sys
 import threading
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -393,6 +394,55 @@ def _service(name: str, scm_access: int, access: int) -> Iterator[Any]:
         win32service.CloseServiceHandle(scm)
 
 
+# SERVICE_STATUS.dwCurrentState values (winsvc.h), as words.
+SERVICE_STATES: Mapping[int, str] = {
+    1: "stopped",
+    2: "starting",
+    3: "stopping",
+    4: "running",
+    5: "resuming",
+    6: "pausing",
+    7: "paused",
+}
+ERROR_SERVICE_DOES_NOT_EXIST = 1060
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """What the SCM says about the agent's service, for `status` and `doctor`."""
+
+    installed: bool | None  # None: cannot tell (not Windows, or the SCM refused to say)
+    state: str  # "running", "stopped", ... or why it cannot tell
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+def service_state(name: str = SERVICE_NAME) -> ServiceState:
+    """Query the service (read-only access). Elsewhere than Windows there is no SCM: the
+    agent runs as `r4agent run` under whatever supervisor started it."""
+    if sys.platform == "win32":
+        return _query_service_state(name)
+    return ServiceState(None, f"not a Windows service host ({sys.platform})")
+
+
+def _query_service_state(name: str) -> ServiceState:
+    import pywintypes
+    import win32service
+
+    try:
+        with _service(
+            name, win32service.SC_MANAGER_CONNECT, win32service.SERVICE_QUERY_STATUS
+        ) as handle:
+            code = int(win32service.QueryServiceStatus(handle)[1])
+    except pywintypes.error as e:
+        if e.winerror == ERROR_SERVICE_DOES_NOT_EXIST:
+            return ServiceState(False, "not installed")
+        return ServiceState(None, f"the service manager would not say ({e.strerror})")
+    return ServiceState(True, SERVICE_STATES.get(code, f"in state {code}"))
+
+
 def set_recovery_actions(name: str = SERVICE_NAME) -> None:
     """SCM recovery (restart on failure), the second safety net behind the host's own policy."""
     import win32service
@@ -486,12 +536,15 @@ def message_dll() -> Path:
 def _setup_host_logging(base: Path, foreground: bool) -> None:
     logs = base / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    from agent.logs import LocalTimeFormatter
+
     handlers: list[logging.Handler] = [logging.FileHandler(logs / "service.log", encoding="utf-8")]
     if foreground:
         handlers.append(logging.StreamHandler())
+    for handler in handlers:  # basicConfig keeps a handler's own formatter
+        handler.setFormatter(LocalTimeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(
         level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         handlers=handlers,
         force=True,
     )
@@ -598,6 +651,43 @@ def _event_log_writer() -> Any:
         writers[severity](message)
 
     return write
+
+
+EVENT_LOG_SCAN_LIMIT = 20_000  # records of the Application log looked through, newest first
+
+
+def recent_event_log_entries(limit: int = 200, source: str = SERVICE_NAME) -> list[str]:
+    """The newest `limit` Application Event Log entries of `source`, newest first, one line
+    each (`time  TYPE  text`). Windows only; raises pywintypes.error if the log is unreadable."""
+    import win32evtlog
+    import win32evtlogutil
+
+    kinds = {
+        win32evtlog.EVENTLOG_ERROR_TYPE: "ERROR",
+        win32evtlog.EVENTLOG_WARNING_TYPE: "WARNING",
+        win32evtlog.EVENTLOG_INFORMATION_TYPE: "INFO",
+    }
+    flags = win32evtlog.EVENTLOG_BACKWARDS_READ | win32evtlog.EVENTLOG_SEQUENTIAL_READ
+    handle = win32evtlog.OpenEventLog(None, "Application")
+    found: list[str] = []
+    scanned = 0
+    try:
+        while len(found) < limit and scanned < EVENT_LOG_SCAN_LIMIT:
+            records = win32evtlog.ReadEventLog(handle, flags, 0)
+            if not records:
+                break
+            for record in records:
+                scanned += 1
+                if record.SourceName != source:
+                    continue
+                text = win32evtlogutil.SafeFormatMessage(record, "Application").strip()
+                kind = kinds.get(record.EventType, str(record.EventType))
+                found.append(f"{record.TimeGenerated.Format('%Y-%m-%d %H:%M:%S')}  {kind}  {text}")
+                if len(found) >= limit:
+                    break
+    finally:
+        win32evtlog.CloseEventLog(handle)
+    return found
 
 
 def _service_class() -> type:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -49,7 +50,8 @@ from agent.commands.context import Delivery, HandlerContext, RestartRequest
 from agent.commands.envelope import Command, DecodeError, decode
 from agent.commands.registry import Registry
 from agent.errors import AgentError, PermanentError, TransientError, worth_reporting
-from agent.ports import Backend, ErrorSink, RecordSource
+from agent.ops.status_file import NO_STATUS
+from agent.ports import Backend, ErrorSink, RecordSource, StatusRecorder
 from agent.sqs_queue import (
     MAX_MESSAGES_PER_BATCH,
     MAX_MESSAGES_PER_RECEIVE,
@@ -93,8 +95,10 @@ class Dispatcher:
         restart: RestartRequest,
         agent_version: str,
         settings: DispatchSettings = DispatchSettings(),
+        status: StatusRecorder = NO_STATUS,
     ) -> None:
         self._registry = registry
+        self._status = status
         self._records_factory = records_factory
         self._backend = backend
         self._errors = errors
@@ -136,6 +140,7 @@ class Dispatcher:
             self.wait_for_any(timeout=1.0)
             return 0
         messages = queue.receive(min(free, MAX_MESSAGES_PER_RECEIVE))
+        self._status.received(len(messages))
         for message in messages:
             self.submit(queue, message)
         return len(messages)
@@ -282,6 +287,7 @@ class Dispatcher:
     def _count(self, outcome: str) -> None:
         with self._lock:
             self.outcomes[outcome] += 1
+        self._status.outcome(outcome)
 
     def _coalesce(self, item: _InFlight, twin_id: str) -> None:
         with self._lock:
@@ -315,6 +321,9 @@ class Dispatcher:
             self._dead_letter(queue, message, f"{command.reason}: {command.detail}", command, where)
             return
         where["message_type"] = command.TYPE
+        # one line when it starts, one when it ends (done / failed / retried)
+        log.info("message %s (%s) started", message.message_id, command.TYPE)
+        started = time.monotonic()
         try:
             registration = self._registry.registration_for(command)
             registration.handler(command, self._context(message))
@@ -345,6 +354,12 @@ class Dispatcher:
             log.warning("message %s handled but not deleted: %s", message.message_id, e)
             self._count("done-undeleted")
             return
+        log.info(
+            "message %s (%s) done in %.1f s",
+            message.message_id,
+            command.TYPE,
+            time.monotonic() - started,
+        )
         self._count("done")
 
     def _dead_letter(

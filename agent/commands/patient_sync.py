@@ -22,7 +22,7 @@ def handle(command: PatientSync, ctx: HandlerContext) -> None:
         raise UnknownPatientError(f"patient-sync: no patient with code {code} in R4")
     questionnaire = ctx.records.latest_questionnaire(code)
     ctx.backend.sync_patient(patient, questionnaire, command.patient_patch_id)
-    log.info(
+    log.debug(  # the dispatcher logs the start and the end of the message
         "patient-sync: sent patient %d (%s questionnaire)",
         code,
         "with" if questionnaire is not None else "no",

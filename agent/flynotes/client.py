@@ -343,7 +343,7 @@ class FlynotesClient:
         self._expect_success(
             _PATIENT_SYNC, self._send(_PATIENT_SYNC, data, contract.JSON_CONTENT_TYPE)
         )
-        log.info("patient-sync sent for patient %s", patient.code)
+        log.debug("patient-sync sent for patient %s", patient.code)  # the dispatcher says done
 
     def upload_appointments(self, appointments: Iterable[Appointment]) -> int:
         return self._upload_csv(

@@ -29,8 +29,10 @@ from types import FrameType
 from typing import Self, TextIO
 
 from agent._version import __version__
+from agent.clock import SystemClock
 from agent.errors import AgentError, exception_chain
 from agent.flynotes.client import FlynotesClient
+from agent.progress import Progress
 from agent.r4.connection import DbSettings, open_database
 from agent.r4.reader import R4Reader
 from agent.standin import r4_sample
@@ -104,7 +106,14 @@ class DemoPractice:
     def _start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self.timed("sample R4 database"):
-            r4_sample.generate(self.db_path, self.patients, seed=self.seed)
+            progress = Progress(
+                "sample R4 database",
+                clock=SystemClock(),
+                log=_screen_log(self._out),
+                expected=self.patients,
+                unit="patients",
+            )
+            r4_sample.generate(self.db_path, self.patients, seed=self.seed, progress=progress)
         self._say(
             f"R4 stand-in: {self.patients:,} patients in {self.db_path} "
             f"({self.timings['sample R4 database']:.1f} s)"
@@ -147,6 +156,20 @@ class DemoPractice:
 
     def _say(self, line: str) -> None:
         print(line, file=self._out, flush=True)
+
+
+def _screen_log(out: TextIO) -> logging.Logger:
+    """A logger whose lines go to the demo's screen, indented like its own lines: the progress
+    of its long steps (counts only)."""
+    screen = logging.getLogger("agent.standin.demo.screen")
+    screen.propagate = False  # not into a log file the agent may have set up
+    screen.setLevel(logging.INFO)
+    for old in list(screen.handlers):
+        screen.removeHandler(old)
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    screen.addHandler(handler)
+    return screen
 
 
 def upload_phase(practice: DemoPractice, out: TextIO) -> None:

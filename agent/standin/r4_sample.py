@@ -22,7 +22,10 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from agent.progress import Progress
 
 CANARY_CODE = 900001
 CANARY_DOB = date(1971, 7, 17)
@@ -286,8 +289,16 @@ def _answer_body(dice: _Dice, question_index: int) -> tuple[object, ...]:
     return (None, notes, None, None, None, money)
 
 
-def generate(path: Path, patients: int, *, seed: int = 1, canary: bool = False) -> None:
+def generate(
+    path: Path,
+    patients: int,
+    *,
+    seed: int = 1,
+    canary: bool = False,
+    progress: Progress | None = None,
+) -> None:
     """Write an R4-shaped SQLite database with `patients` patients (plus the canary) to `path`.
+    `progress` counts the patients written (a line at least every 10 s of long work).
 
     Replaces any existing file at `path`. Written to a temporary file in the same folder, then
     moved into place, so a reader never sees a half-written database; the temporary file is
@@ -300,14 +311,16 @@ def generate(path: Path, patients: int, *, seed: int = 1, canary: bool = False) 
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     partial.unlink(missing_ok=True)
     try:
-        _write(partial, patients, seed=seed, canary=canary)
+        _write(partial, patients, seed=seed, canary=canary, progress=progress)
         os.replace(partial, path)
     except BaseException:  # KeyboardInterrupt included: leave no half-written file behind
         partial.unlink(missing_ok=True)
         raise
 
 
-def _write(partial: Path, patients: int, *, seed: int, canary: bool) -> None:
+def _write(
+    partial: Path, patients: int, *, seed: int, canary: bool, progress: Progress | None
+) -> None:
     con = sqlite3.connect(partial)
     try:
         con.execute("PRAGMA journal_mode = OFF")
@@ -324,7 +337,7 @@ def _write(partial: Path, patients: int, *, seed: int, canary: bool) -> None:
             [(i + 1, text) for i, text in enumerate(PRESETS)],
         )
         con.executemany("INSERT INTO ApptFlags VALUES (?, ?, ?, ?)", FLAGS)
-        _fill(con, _Dice(seed), patients, canary=canary)
+        _fill(con, _Dice(seed), patients, canary=canary, progress=progress)
         for statement in INDEXES:
             con.execute(statement)
         con.commit()
@@ -332,7 +345,14 @@ def _write(partial: Path, patients: int, *, seed: int, canary: bool) -> None:
         con.close()
 
 
-def _fill(con: sqlite3.Connection, dice: _Dice, patients: int, *, canary: bool) -> None:
+def _fill(
+    con: sqlite3.Connection,
+    dice: _Dice,
+    patients: int,
+    *,
+    canary: bool,
+    progress: Progress | None,
+) -> None:
     patient_rows = _Rows(con, "patients", 9)
     address_rows = _Rows(con, "addresses", 7)
     qaire_rows = _Rows(con, "CompletedQuestionnaire", 5)
@@ -421,6 +441,8 @@ def _fill(con: sqlite3.Connection, dice: _Dice, patients: int, *, canary: bool) 
         if done % _FLUSH_EVERY == _FLUSH_EVERY - 1:
             for table in tables:
                 table.flush()
+        if progress is not None:
+            progress.advance()
 
     if canary:
         c = CANARY

@@ -18,6 +18,7 @@ from agent.config import (
     DEFAULT_ROLLBAR_ENDPOINT,
     ENV_VAR,
     AgentConfig,
+    ConfigProblems,
     Secret,
     config_path,
     default_data_dir,
@@ -158,8 +159,82 @@ def test_table_given_as_a_value(tmp_path: Path) -> None:
 
 def test_unknown_keys_are_named_typos_matter(tmp_path: Path) -> None:
     message = error_for(tmp_path, 'licence_kee = "x"\n' + GOOD + 'enviroment = "prod"\n')
-    assert "unknown key(s)" in message
-    assert "'licence_kee'" in message and "'rollbar.enviroment'" in message
+    path = tmp_path / "config.toml"
+    assert f"{path}:1: key 'licence_kee' is not a known key (did you mean 'licence_key'?)" in (
+        message
+    )
+    assert f"{path}:9: key 'rollbar.enviroment' is not a known key (did you mean " in message
+    assert "'rollbar.environment'?)" in message
+
+
+def test_every_mistake_is_listed_in_one_run_with_its_line(tmp_path: Path) -> None:
+    """A practice fixing its config one error per run would restart the service five times."""
+    text = f"""licence_key = "{LICENCE}"
+backend_url = "flynotes.example"
+data_dir = "relative"
+proxy_pasword = "x"
+
+[timing]
+poll_minutes = "soon"
+long_poll_seconds = 0
+"""
+    path = tmp_path / "config.toml"
+    with pytest.raises(ConfigProblems) as caught:
+        load_config(write(tmp_path, text), {})
+    problems = caught.value.problems
+    assert [p.split(": key ")[0] for p in problems] == [
+        f"{path}:4",  # unknown keys first
+        f"{path}:2",
+        f"{path}:3",
+        f"{path}:7",
+        f"{path}:8",
+    ], problems
+    assert "'proxy_pasword' is not a known key" in problems[0]
+    assert "'backend_url' must be an https:// URL" in problems[1]
+    assert "'data_dir' must be an absolute path" in problems[2]
+    assert "'timing.poll_minutes' must be a number (got a string)" in problems[3]
+    assert "'timing.long_poll_seconds' must be from 1 to 20 (got 0)" in problems[4]
+    message = str(caught.value)
+    assert message.startswith(f"{path}: 5 problems:\n  {path}:4: key 'proxy_pasword'")
+    assert LICENCE not in message
+
+
+def test_a_missing_key_is_listed_beside_the_bad_ones_without_a_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigProblems) as caught:
+        load_config(write(tmp_path, "[timing]\nlife_hours = -1\n"), {})
+    path = tmp_path / "config.toml"
+    assert caught.value.problems == (
+        f"{path}: key 'licence_key' is missing; set 'licence_key' or 'licence_key_file' "
+        "(a file holding it)",
+        f"{path}: key 'backend_url' is missing; set it to the Flynotes backend's https:// URL "
+        "given with your licence",
+        f"{path}:2: key 'timing.life_hours' must be greater than 0 (got -1)",
+    )
+
+
+def test_a_windows_path_in_double_quotes_gets_the_single_quote_hint(tmp_path: Path) -> None:
+    """The commonest Windows mistake: a backslash path in a "..." string."""
+    line = 'data_dir = "C:\\Program Files\\x"\n'
+    message = error_for(tmp_path, GOOD.replace("[rollbar]", line + "[rollbar]"))
+    assert f"{tmp_path / 'config.toml'}:5: not valid TOML: Unescaped '\\' in a string" in message
+    assert "write Windows paths and server names in single quotes" in message
+    assert "'C:\\ProgramData\\R4'" in message
+    message = error_for(tmp_path, GOOD + '[database]\nserver = "R4SERVER\\R4"\n')
+    assert ":9: not valid TOML" in message and "single quotes" in message
+
+
+def test_a_path_whose_backslashes_became_escapes_is_caught_too(tmp_path: Path) -> None:
+    """ "C:\\temp\\new" is valid TOML: a tab and a line break, and no error from tomllib."""
+    message = error_for(tmp_path, 'data_dir = "C:\\temp\\new"\n' + GOOD)
+    assert f"{tmp_path / 'config.toml'}:1: key 'data_dir' holds a tab, line break" in message
+    assert "single quotes" in message
+    cfg = load_config(write(tmp_path, "data_dir = '/srv/r4'\n" + GOOD), {})
+    assert cfg.data_dir == Path("/srv/r4")
+
+
+def test_unquoted_text_gets_the_quotes_hint(tmp_path: Path) -> None:
+    message = error_for(tmp_path, GOOD + "environment = staging\n")
+    assert ":8: not valid TOML: Invalid value" in message and "need quotes" in message
 
 
 def test_both_licence_key_and_key_file_is_ambiguous(tmp_path: Path) -> None:

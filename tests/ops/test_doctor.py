@@ -1,13 +1,19 @@
 """`r4agent doctor` against the real stand-ins: the Flynotes backend stand-in, moto's SQS
-server, the R4 sample database through pyodbc + SQLite3, and the fake Rollbar endpoint.
-One all-green run, then one test per broken thing, each checking the ✗, the hint and that
-later checks that depend on it are skipped with the reason."""
+server, the R4 sample database through pyodbc + SQLite3, the fake Rollbar endpoint and a real
+TUF repository on disk served over loopback HTTP (the Windows service's state is the one thing
+injected: Linux has no service manager). One all-green run, then one test per broken thing,
+each checking the ✗, the words for what happened, the hint and that later checks that depend
+on it are skipped with the reason."""
 
 from __future__ import annotations
 
 import io
+import json
 import socket
-from dataclasses import dataclass
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,9 +23,11 @@ from agent.clock import FakeClock
 from agent.doctor import CheckResult, Doctor, Status, exit_code, render
 from agent.standin.backend import StandinBackend
 from agent.standin.sqs_local import SqsEndpoint
+from installer.service import ServiceState
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 from tests.fixtures.r4_database import MakeR4Db, R4SampleDb
 from tests.fixtures.rollbar_endpoint import FakeRollbar
+from tests.updater.support import RepoSim, make_repo, serve
 
 ROLLBAR_TOKEN = "doctor-rollbar-token-77aa"
 
@@ -36,17 +44,26 @@ class Practice:
     extra: str = ""
     rollbar_token: bool = True
     data_dir: Path | None = None
+    update_url: str = ""
+    trusted_root: bytes | None = None  # the installed agent's metadata/root.json
+    service: ServiceState = field(default_factory=lambda: ServiceState(True, "running"))
+    timeout_s: float = 5
 
     def write_config(self) -> Path:
         path = self.tmp / "config.toml"
         data_dir = self.data_dir or self.tmp / "data"
         token = f'access_token = "{ROLLBAR_TOKEN}"\n' if self.rollbar_token else ""
+        update = f'update_url = "{self.update_url}"' if self.update_url else ""
+        if self.trusted_root is not None:
+            (data_dir / "metadata").mkdir(parents=True, exist_ok=True)
+            (data_dir / "metadata" / "root.json").write_bytes(self.trusted_root)
         path.write_text(
             f"""
 licence_key = "{TEST_LICENCE_KEY}"
 backend_url = "{self.backend_url or self.backend.url}"
 sqs_endpoint_url = "{self.sqs.endpoint_url}"
 data_dir = "{data_dir}"
+{update}
 {self.extra}
 [database]
 connection_string = "{self.connection_string}"
@@ -60,11 +77,26 @@ environment = "doctor-test"
         return path
 
     def doctor(self) -> tuple[dict[str, CheckResult], str, int]:
-        doctor = Doctor(self.write_config(), {}, clock=FakeClock(datetime.now(UTC)), timeout_s=5)
+        doctor = Doctor(
+            self.write_config(),
+            {},
+            clock=FakeClock(datetime.now(UTC)),
+            timeout_s=self.timeout_s,
+            query_service=lambda: self.service,
+        )
         results = doctor.run()
         out = io.StringIO()
         render(results, out)
         return {r.name: r for r in results}, out.getvalue(), exit_code(results)
+
+
+@pytest.fixture(scope="module")
+def update_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RepoSim, str]]:
+    """A signed update repository with 1.0.0 (throwaway keys), served over loopback HTTP."""
+    sim = make_repo(tmp_path_factory.mktemp("doctor-updates"))
+    sim.add("1.0.0")
+    for served in serve(sim.repo_dir):
+        yield sim, served.url
 
 
 @pytest.fixture
@@ -74,6 +106,7 @@ def practice(
     sqs_server: SqsEndpoint,
     rollbar_endpoint: FakeRollbar,
     r4_sample_db: R4SampleDb,
+    update_repo: tuple[RepoSim, str],
 ) -> Practice:
     flynotes_standin.sqs_queue_url = sqs_server.queue_url
     flynotes_standin.sqs_region = sqs_server.region
@@ -86,6 +119,8 @@ def practice(
         sqs=sqs_server,
         rollbar=rollbar_endpoint,
         connection_string=r4_sample_db.connection_string,
+        update_url=update_repo[1],
+        trusted_root=update_repo[0].repo.root_bytes(),
     )
 
 
@@ -111,10 +146,15 @@ def test_all_green_on_a_healthy_practice(practice: Practice) -> None:
         "backend + licence": Status.OK,
         "SQS queue": Status.OK,
         "clock skew": Status.OK,
+        "update repository": Status.OK,
         "data directory": Status.OK,
         "Rollbar": Status.OK,
+        "Windows service": Status.OK,
     }, text
-    assert text.count("✓") == 9 and "all checks passed" in text
+    assert text.count("✓") == 11 and "all checks passed" in text
+    update = results["update repository"].detail
+    assert "its metadata verifies against the trusted root in" in update
+    assert "(1 release(s) listed, newest 1.0.0)" in update
     assert "with a dead-letter queue" in results["SQS queue"].detail
     assert practice.rollbar.pings == 1 and practice.rollbar.items == []  # no item posted
     assert [r.path.split("/")[-1] for r in practice.backend.received] == ["data"]
@@ -211,12 +251,28 @@ def test_licence_rejected_says_check_the_key_and_skips_sqs_and_clock(practice: P
     assert results["R4 database"].status is Status.OK
 
 
-def test_backend_unreachable(practice: Practice) -> None:
+def test_backend_refusing_connections_is_called_refused(practice: Practice) -> None:
     practice.backend_url = _closed_port_url()
     results, _, code = practice.doctor()
     assert code == 1
     backend = results["backend + licence"]
     assert backend.status is Status.FAIL and "proxy" in backend.hint
+    assert "refused the connection (nothing listens there" in backend.detail
+
+
+def test_a_backend_name_that_does_not_exist_is_called_so(practice: Practice) -> None:
+    practice.backend_url = "https://r4agent-doctor-test.invalid/"
+    results, _, _ = practice.doctor()
+    detail = results["backend + licence"].detail
+    assert detail.startswith("r4agent-doctor-test.invalid does not exist (DNS knows no such name)")
+    assert TEST_LICENCE_KEY not in detail
+
+
+def test_a_proxy_that_refuses_is_named_as_the_proxy(practice: Practice) -> None:
+    practice.extra = f'proxy = "{_closed_port_url()}"'
+    results, _, _ = practice.doctor()
+    assert results["backend + licence"].detail.startswith("the proxy 127.0.0.1:")
+    assert "refused the connection" in results["backend + licence"].detail
 
 
 def test_backend_5xx(practice: Practice) -> None:
@@ -249,6 +305,7 @@ def test_sqs_unreachable(practice: Practice) -> None:
     assert code == 1
     sqs = results["SQS queue"]
     assert sqs.status is Status.FAIL and "unreachable" in sqs.detail and "HTTPS" in sqs.hint
+    assert "refused the connection" in sqs.detail
 
 
 def test_clock_skew_over_two_minutes_warns_but_passes(practice: Practice) -> None:
@@ -272,6 +329,7 @@ def test_data_directory_not_writable(practice: Practice, tmp_path: Path) -> None
     blocker = tmp_path / "a-file"
     blocker.write_text("", encoding="utf-8")
     practice.data_dir = blocker / "data"
+    practice.trusted_root = None  # (it would live in that data directory)
     results, _, code = practice.doctor()
     assert code == 1
     data = results["data directory"]
@@ -284,6 +342,7 @@ def test_rollbar_unreachable(practice: Practice) -> None:
     assert code == 1
     rb = results["Rollbar"]
     assert rb.status is Status.FAIL and "unreachable" in rb.detail and rb.hint
+    assert "refused the connection" in rb.detail
 
 
 def test_rollbar_answering_errors(practice: Practice) -> None:
@@ -319,3 +378,139 @@ def test_ascii_console_gets_words_instead_of_symbols() -> None:
     stream.seek(0)
     text = stream.read()
     assert "OK   config" in text and "FAIL x" in text and "fix: do y" in text
+
+
+# -- the update repository ------------------------------------------------------------------
+def test_a_dead_update_url_fails_instead_of_all_checks_passed(practice: Practice) -> None:
+    practice.update_url = _closed_port_url("/r4agent")
+    results, text, code = practice.doctor()
+    update = results["update repository"]
+    assert code == 1 and update.status is Status.FAIL and "all checks passed" not in text
+    assert "unreachable: 127.0.0.1:" in update.detail and "refused the connection" in update.detail
+    assert "UPDATEURL" in update.hint
+
+
+def test_an_update_url_with_no_repository_there_says_it_does_not_exist(
+    practice: Practice, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty-site"
+    empty.mkdir()
+    for served in serve(empty):
+        practice.update_url = served.url + "/r4agent"
+        results, _, _ = practice.doctor()
+    assert "answered HTTP 404 (nothing at that URL)" in results["update repository"].detail
+
+
+def test_an_update_server_that_never_answers_is_called_so(practice: Practice) -> None:
+    with socket.socket() as silent:  # accepts (the kernel does) and never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        practice.update_url = f"http://127.0.0.1:{silent.getsockname()[1]}/r4agent"
+        practice.timeout_s = 1
+        results, _, _ = practice.doctor()
+    detail = results["update repository"].detail
+    assert "accepted the connection but sent no answer in time" in detail, detail
+
+
+def test_metadata_signed_by_keys_this_agent_does_not_trust_fails_verification(
+    practice: Practice, tmp_path: Path
+) -> None:
+    practice.trusted_root = make_repo(tmp_path / "another").repo.root_bytes()
+    results, _, code = practice.doctor()
+    update = results["update repository"]
+    assert code == 1 and update.status is Status.FAIL
+    assert "the metadata does not verify against the trusted root in" in update.detail
+    assert "contact Flynotes support" in update.hint
+
+
+def test_the_installed_update_url_file_wins_like_the_service_host_hands_it_over(
+    practice: Practice, tmp_path: Path
+) -> None:
+    """The MSI's UPDATEURL lives in <data_dir>/update-url; the config's update_url is older."""
+    good = practice.update_url
+    practice.update_url = _closed_port_url("/stale")
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / "update-url").write_text(good + "\n", encoding="utf-8")
+    results, _, _ = practice.doctor()
+    assert results["update repository"].status is Status.OK
+    assert results["update repository"].detail.startswith(good)
+
+
+def test_no_update_url_is_a_skip(practice: Practice) -> None:
+    practice.update_url = ""
+    results, _, code = practice.doctor()
+    assert results["update repository"].status is Status.SKIP and code == 0
+
+
+# -- the Windows service --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("state", "status", "words"),
+    [
+        (ServiceState(False, "not installed"), Status.FAIL, "the R4Agent service is not installed"),
+        (ServiceState(True, "stopped"), Status.FAIL, "R4Agent is installed but stopped"),
+        (ServiceState(True, "running"), Status.OK, "R4Agent is installed and running"),
+    ],
+)
+def test_the_windows_service_is_installed_and_running(
+    practice: Practice, state: ServiceState, status: Status, words: str
+) -> None:
+    practice.service = state
+    results, text, _ = practice.doctor()
+    service = results["Windows service"]
+    assert service.status is status and service.detail == words
+    if status is Status.FAIL:
+        assert "fix: " in text and ("MSI" in service.hint or "net start R4Agent" in service.hint)
+
+
+def test_off_windows_the_service_check_is_skipped() -> None:
+    doctor = Doctor(Path("/nonexistent/config.toml"), {})
+    result = doctor.check_service()
+    assert result.status is Status.SKIP and "not a Windows service host" in result.detail
+
+
+# -- output --------------------------------------------------------------------------------
+def test_json_output_lists_every_check(
+    practice: Practice, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.cli import main
+
+    practice.backend_url = _closed_port_url()
+    code = main(["doctor", "--json", "--config", str(practice.write_config())])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 1 and doc["schema_version"] == 1 and doc["ok"] is False
+    assert [c["name"] for c in doc["checks"]][:5] == [
+        "config", "ODBC drivers", "R4 database", "R4 schema", "backend + licence"
+    ]
+    backend = next(c for c in doc["checks"] if c["name"] == "backend + licence")
+    assert backend["status"] == "fail" and "refused" in backend["detail"] and backend["hint"]
+
+
+def test_several_config_mistakes_are_each_on_a_line_of_their_own(practice: Practice) -> None:
+    practice.extra = "[timing]\npoll_minutes = 'soon'\nlife_hours = 0"
+    _, text, _ = practice.doctor()
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("✗ config"))
+    assert lines[start].endswith("2 problems:")
+    assert "key 'timing.poll_minutes' must be a number" in lines[start + 1]
+    assert "key 'timing.life_hours' must be greater than 0" in lines[start + 2]
+    assert lines[start + 3].strip().startswith("fix: ")
+
+
+def test_doctor_piped_into_head_ends_without_a_traceback_and_with_its_own_exit_code(
+    practice: Practice,
+) -> None:
+    """`r4agent doctor | head -1`: the reader goes away after one line; the checks still run
+    to the end and the exit code says what they found."""
+    practice.backend_url = _closed_port_url()  # one failure: exit code 1
+    child = subprocess.Popen(
+        [sys.executable, "-m", "agent", "doctor", "--config", str(practice.write_config())],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    first = child.stdout.readline()
+    child.stdout.close()  # what head does after its line
+    stderr = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 1, stderr
+    assert first.startswith(b"r4agent ") and b"doctor:" in first
+    assert stderr == "", stderr  # no traceback, no "Exception ignored ... BrokenPipeError"

@@ -4,12 +4,22 @@ no secret in any line even when code passes one by mistake."""
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from agent.logs import log_file, register_secret, setup_logging, teardown_logging
+from agent.logs import (
+    LocalTimeFormatter,
+    local_time,
+    log_file,
+    register_secret,
+    setup_logging,
+    teardown_logging,
+)
 
 LICENCE = "licence-9f8e7d6c5b"
 SQS_SECRET = "sqs-secret-A1b2C3d4E5f6"
@@ -37,7 +47,30 @@ def test_log_file_is_created_under_data_dir_logs(tmp_path: Path, restore_root: N
     text = _read(tmp_path)
     assert log_file(tmp_path) == tmp_path / "logs" / "agent.log"
     assert "INFO" in text and "agent.test: started, patient 900001 synced" in text
-    assert "Z " in text  # UTC timestamps, stated
+    # local time with its offset: 2026-06-01T10:30:00.125+01:00
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d INFO", text), text
+
+
+def test_log_times_are_the_practices_wall_clock_with_the_offset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """R4 and the practice's staff think in UK wall-clock time; the offset keeps the hour
+    repeated in October unambiguous for a support engineer reading the log elsewhere."""
+    monkeypatch.setenv("TZ", "Europe/London")
+    time.tzset()
+    try:
+        summer = datetime(2026, 6, 1, 9, 30, 0, 125000, tzinfo=UTC).timestamp()
+        winter = datetime(2026, 1, 5, 9, 30, tzinfo=UTC).timestamp()
+        assert local_time(summer) == "2026-06-01T10:30:00.125+01:00"
+        assert local_time(winter) == "2026-01-05T09:30:00.000+00:00"
+        record = logging.LogRecord("agent.x", logging.INFO, __file__, 1, "m", None, None)
+        record.created = summer
+        assert LocalTimeFormatter("%(asctime)s %(message)s").format(record) == (
+            "2026-06-01T10:30:00.125+01:00 m"
+        )
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_foreground_also_streams_to_the_console(

@@ -3,16 +3,15 @@ throwaway keys, published to a folder and to S3 (moto server over loopback)."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
 
+from tests.fixtures.build_scripts import load_build_script
 from tests.updater.support import install_from_repository, make_bundle, serve
 from updater.agent_gate import InstalledGate
 from updater.gate import GateAction
@@ -23,15 +22,7 @@ from updater.repo.repository import Repository
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_release() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("release_cli", REPO_ROOT / "build" / "release.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-release = _load_release()
+release = load_build_script("release", "release_cli")
 
 
 @pytest.fixture

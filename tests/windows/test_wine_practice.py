@@ -7,7 +7,8 @@ database path in the connection string is a host path).
 
 Journey: signatures verify -> silent MSI install (licence key as an MSI property, never in an exe
 command line; the practice's existing config.toml shortens the agent's poll window to seconds)
--> the service bootstraps 1.0.0 and the agent uploads the patients -> while it runs, 1.1.0 is
+-> the service bootstraps 1.0.0 and the agent uploads the patients -> practice IT runs the
+installed exe's `status` and `support-bundle` against the running service -> while it runs, 1.1.0 is
 published and the backend asks for it -> at its next version check the agent updates through
 TUF, exits, and the service brings up 1.1.0 -> the backend asks for 1.0.0 -> downgrade -> stop +
 uninstall: service and binaries gone, ProgramData kept -> install again over the kept data ->
@@ -22,6 +23,7 @@ import hashlib
 import json
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +34,7 @@ import pytest
 
 from agent.standin.backend import StandinBackend
 from agent.standin.sqs_local import SqsEndpoint
+from tests.fixtures.canary import canaries_in_bytes
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 from tests.fixtures.r4_database import R4SampleDb
 from tests.windows.conftest import REPO, WindowsRelease, timed, verify
@@ -201,6 +204,7 @@ def test_practice_install_update_downgrade_uninstall(
     assert all(r.headers["user-agent"].startswith("r4agent/1.0.0") for r in uploads)
     assert (data / "versions" / "1.0.0" / "r4agent.exe").is_file()
     assert not (data / "runtime").exists()  # the onefile unpacks under Program Files
+    _status_and_support_bundle_of_the_running_service(prefix, data)
 
     # 1.1.0 is released while the practice's agent runs; the backend then asks for it
     started = time.monotonic()
@@ -281,6 +285,46 @@ def test_practice_install_update_downgrade_uninstall(
     assert not install_dir.exists(), sorted(str(p) for p in install_dir.rglob("*"))
     assert prefix.run([SYSTEM32 + r"\sc.exe", "query", "R4Agent"], check=False).returncode != 0
     assert prefix.processes("r4agent.exe") == []
+
+
+def _status_and_support_bundle_of_the_running_service(prefix: Any, data: Path) -> None:
+    """What practice IT runs from an elevated prompt, with the installed exe, while the
+    service runs: `status` reads the agent's status file and asks the service manager;
+    `support-bundle` packs doctor, status, logs, the redacted config and the updater's files."""
+    exe = r"C:\Program Files\Flynotes\R4 Agent\r4agent.exe"
+    wait_for(lambda: (data / "status.json").is_file()
+             and json.loads((data / "status.json").read_text())["cycle"] is not None,
+             "the agent's status file records its first cycle", 60)
+    started = time.monotonic()
+    shown = prefix.run([exe, "status", "--json"], check=False, timeout=300)
+    timed("r4agent status --json (installed exe)", started)
+    assert shown.returncode == 0, shown.stdout[-3000:]
+    doc = json.loads(shown.stdout[shown.stdout.index("{"):])
+    assert doc["service"] == {"name": "R4Agent", "installed": True, "state": "running"}, doc
+    assert doc["versions"]["service_runs"] == "1.0.0" and doc["versions"]["agent"] == "1.0.0"
+    tables = {t["table"]: t for t in doc["agent"]["cycle"]["tables"]}
+    assert tables["patients"]["counts"]["sent"] > 0 and tables["patients"]["error"] is None
+    screen = prefix.run([exe, "status"], check=False, timeout=300).stdout
+    assert "R4Agent: running" in screen and "last cycle" in screen, screen
+
+    started = time.monotonic()
+    made = prefix.run([exe, "support-bundle", "--out", r"C:\support.zip"], check=False,
+                      timeout=600)
+    timed("r4agent support-bundle (installed exe)", started)
+    assert made.returncode == 0, made.stdout[-3000:]
+    with zipfile.ZipFile(prefix.drive_c / "support.zip") as archive:
+        contents = {name: archive.read(name) for name in archive.namelist()}
+    assert {"MANIFEST.txt", "doctor.txt", "status.json", "config.toml", "logs/agent.log",
+            "logs/service.log", "updater/current", "updater/update-url", "versions.txt",
+            "odbc-drivers.txt"} <= set(contents), sorted(contents)
+    manifest = contents["MANIFEST.txt"].decode()
+    assert "event-log.txt" in manifest and "msi/" in manifest  # packed, or said why not
+    doctor = contents["doctor.txt"].decode()
+    assert "Windows service    R4Agent is installed and running" in doctor, doctor
+    assert "licence_key = ***" in contents["config.toml"].decode()
+    for name, content in contents.items():
+        assert TEST_LICENCE_KEY.encode() not in content, name
+        assert canaries_in_bytes(content) == [], name
 
 
 def test_killing_an_agent_that_ignores_stop_leaves_no_r4agent_process_under_wine(
