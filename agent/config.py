@@ -100,7 +100,9 @@ class AgentConfig:
         if self.db.connection_string is not None:
             values.extend(_connection_string_passwords(self.db.connection_string.reveal()))
         if self.db.password is not None:
-            values.append(self.db.password.reveal())
+            password = self.db.password.reveal()
+            # as the connection string holds it, too: braced, '}' doubled
+            values += [password, password.replace("}", "}}")]
         return values
 
 

@@ -372,7 +372,8 @@ def test_a_sql_login_is_read_and_its_password_registered_as_a_secret(tmp_path: P
     )
     assert cfg.db.user == "r4reader" and cfg.db.password == Secret(SQL_PASSWORD)
     assert cfg.db.encrypt is None  # the driver's default, with the local TLS fallback
-    assert SQL_PASSWORD in cfg.secret_values()  # masked in logs and Rollbar payloads
+    # masked in logs and Rollbar payloads, also in its connection-string form ('}' doubled)
+    assert {SQL_PASSWORD, SQL_PASSWORD.replace("}", "}}")} <= set(cfg.secret_values())
     for text in (repr(cfg), str(cfg), repr(cfg.db)):
         assert SQL_PASSWORD not in text
 
