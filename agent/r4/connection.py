@@ -28,33 +28,19 @@ from agent.r4 import cp1252 as r4_cp1252
 from agent.r4 import driver_messages
 from agent.r4 import sql as r4sql
 from agent.r4.connect_failures import is_tls_handshake_failure
-from agent.r4.connection_plan import (
-    DRIVER_PREFERENCE,
-    Attempt,
-    DbSettings,
-    connection_attributes,
-    connection_plan,
-    default_connection_string,
-    describe_target,
-    mask_secrets,
-    pick_driver,
-)
+from agent.r4.connection_plan import DRIVER_PREFERENCE as DRIVER_PREFERENCE
+from agent.r4.connection_plan import Attempt, connection_plan
+from agent.r4.connection_plan import DbSettings as DbSettings
+from agent.r4.connection_plan import connection_attributes as connection_attributes
+from agent.r4.connection_plan import default_connection_string as default_connection_string
+from agent.r4.connection_plan import describe_target as describe_target
+from agent.r4.connection_plan import mask_secrets as mask_secrets
+from agent.r4.connection_plan import pick_driver as pick_driver
 from agent.r4.guard import check_select_only
 from agent.r4.sql import Dialect, Statement
 
-__all__ = [  # settings and connection strings live in agent.r4.connection_plan
-    "DRIVER_PREFERENCE",
-    "DbSettings",
-    "R4Database",
-    "connection_attributes",
-    "default_connection_string",
-    "describe_target",
-    "mask_secrets",
-    "odbc_call",
-    "open_database",
-    "pick_driver",
-    "translate_error",
-]
+# (settings and connection strings live in agent.r4.connection_plan; the names imported `as`
+# themselves stay importable from here)
 
 log = logging.getLogger(__name__)
 
