@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from agent.r4 import driver_messages
+
 # Phrases of the drivers' TLS handshake failures (Microsoft's ODBC drivers, Native Client, the
 # old `SQL Server` driver's DBNETLIB); the tests pin the real texts each one comes from.
 _TLS_PHRASES = (
@@ -34,11 +36,6 @@ LOGIN_FAILED = 18456  # "Login failed for user '...'."
 UNTRUSTED_LOGIN = 18452  # "Login failed. The login is from an untrusted domain ..."
 CANNOT_OPEN_DATABASE = 4060  # 'Cannot open database "..." requested by the login.'
 
-_RECORD = re.compile(
-    r"\[(?P<state>[0-9A-Z]{5})\] (?P<text>.*?) \((?P<native>-?\d{1,10})\)"
-    r"(?: \(SQL[A-Za-z]{1,40}\))?(?=; \[[0-9A-Z]{5}\] |\s*$)",
-    re.DOTALL,
-)
 _ENGLISH_LOGIN = re.compile(r"Login failed for user '(?P<name>.*?)'\.")
 _SINGLE_QUOTED = re.compile(r"'(?P<name>[^']*)'")
 _DOUBLE_QUOTED = re.compile(r'"(?P<name>[^"]*)"')
@@ -62,7 +59,7 @@ def is_tls_handshake_failure(message: str) -> bool:
 
 def connect_refusal(message: str) -> ConnectRefusal | None:
     """The login or database refusal in a driver message, or None if it holds none."""
-    records = [(int(m.group("native")), m.group("text")) for m in _RECORD.finditer(message)]
+    records = [(r.native, r.text) for r in driver_messages.records(message)]
     account = next(
         (_account(text) for native, text in records if native == LOGIN_FAILED), None
     )
