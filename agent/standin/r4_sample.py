@@ -220,7 +220,12 @@ class Profile:
     canary_flag: int  # the canary patient's appointment's flag
 
 
-_MINUTES = tuple(f"1900-01-01 {m // 60:02d}:{m % 60:02d}:00" for m in (10, 15, 20, 30, 45, 60))
+def _span(minutes: int) -> str:
+    """A Duration as R4 holds it: a datetime on SQL Server's day zero (our assumption of the
+    base: REALITY.md §2 found a datetime span, not minutes)."""
+    return f"1900-01-01 {minutes // 60:02d}:{minutes % 60:02d}:00"
+
+
 PROFILES: dict[str, Profile] = {
     "nasty": Profile(
         name="nasty",
@@ -280,8 +285,7 @@ PROFILES: dict[str, Profile] = {
         flag_counts=R4_FLAG_COUNTS,
         appointment_years=(2001, 2027),
         future_appointment_share=0.0006,
-        durations=_MINUTES[:1] + _MINUTES[1:2] * 4 + _MINUTES[2:3] + _MINUTES[3:4] * 3
-        + _MINUTES[4:],
+        durations=tuple(_span(m) for m in (10, 15, 15, 15, 15, 20, 30, 30, 30, 45, 60)),
         duration_type="DATETIME",
         canary_flag=1,
     ),
@@ -521,7 +525,11 @@ def _fill(
     appt_pool = [
         _fmt(day + timedelta(minutes=15 * slot)) for day in appt_days for slot in range(37)
     ]
-    visits = _Visits(p.appointment_years, dice) if p.appointment_years else None
+    visits = (
+        _Visits(p.appointment_years, p.future_appointment_share, dice)
+        if p.appointment_years
+        else None
+    )
     no_address = p.no_address_share
     dangling = no_address + p.dangling_address_share
     no_qaire = p.no_questionnaire_share
@@ -561,9 +569,12 @@ def _fill(
             (code, forename, surname, dob, mobile, email, address_id, title, pick(sexes))
         )
         roll = rnd()
-        count = 0 if roll < no_qaire else 1 if roll < one_qaire else between(
-            2, p.most_questionnaires
-        )
+        if roll < no_qaire:
+            count = 0
+        elif roll < one_qaire:
+            count = 1
+        else:
+            count = between(2, p.most_questionnaires)
         if special == _FORCE_MANY_QUESTIONNAIRES:
             count = 5
         when = p.first_questionnaire + timedelta(minutes=between(0, 2_000_000))
@@ -583,7 +594,7 @@ def _fill(
             unknown = rnd() < p.unknown_flag_share or (special == _FORCE_UNKNOWN_FLAG and k == 0)
             flag = pick(UNKNOWN_FLAGS) if unknown else pick(flag_pool)
             patient = None if p.null_patient_share and rnd() < p.null_patient_share else code
-            moment = pick(appt_pool) if visits is None else visits.moment(age, p)
+            moment = pick(appt_pool) if visits is None else visits.moment(age)
             appts_out((next_appt, patient, moment, flag, pick(p.durations)))
             next_appt += 1
         if done % _FLUSH_EVERY == _FLUSH_EVERY - 1:
@@ -627,8 +638,9 @@ class _Visits:
     older the record, the earlier: `age` 0 is the first day) to the base day, a few booked
     after it, up to the last year's end; 37 quarter-hour slots a day from 08:15."""
 
-    def __init__(self, years: tuple[int, int], dice: _Dice) -> None:
+    def __init__(self, years: tuple[int, int], future_share: float, dice: _Dice) -> None:
         first, last = date(years[0], 1, 1), date(years[1], 12, 31)
+        self.future_share = future_share
         self.days = [f"{first + timedelta(days=d)} " for d in range((last - first).days + 1)]
         self.past = (_BASE_DAY - first).days
         self.slots = [
@@ -639,9 +651,9 @@ class _Visits:
         ]
         self.dice = dice
 
-    def moment(self, age: float, profile: Profile) -> str:
+    def moment(self, age: float) -> str:
         rnd = self.dice.random
-        if rnd() < profile.future_appointment_share:
+        if rnd() < self.future_share:
             day = self.past + int(rnd() * (len(self.days) - self.past))
         else:
             since = int(age * (self.past - 1))
