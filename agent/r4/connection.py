@@ -305,12 +305,9 @@ def connect_first(
     raise AssertionError("connection_plan returned no attempt")
 
 
-def open_database(
-    settings: DbSettings, *, machine_names: frozenset[str] | None = None
-) -> R4Database:
+def open_database(settings: DbSettings) -> R4Database:
     """Connect to R4 read-only (autocommit, read-only access mode, login + query timeouts),
     through the attempts of `connection_plan` (the TLS fallback for a local server).
-    `machine_names`: this machine's names (default: `local_machine_names()`).
 
     Raises TransientError when the server/file cannot be reached, PermanentError when no driver
     is installed, the driver cannot load, or the login is refused.
@@ -322,11 +319,7 @@ def open_database(
             lambda: list(pyodbc.drivers()), target="ODBC driver manager", action="list drivers"
         )
     )
-    attempts = connection_plan(
-        settings,
-        installed,
-        machine_names=local_machine_names() if machine_names is None else machine_names,
-    )
+    attempts = connection_plan(settings, installed, machine_names=local_machine_names())
     connection, attempt = connect_first(
         attempts, partial(_connect, login_timeout_s=settings.login_timeout_s)
     )

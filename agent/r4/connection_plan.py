@@ -154,10 +154,14 @@ def connection_attributes(connection_string: str) -> dict[str, str]:
 def describe_target(connection_string: str) -> str:
     """'driver=..., server=..., database=...' for messages. No secrets, no other keys."""
     attrs = connection_attributes(connection_string)
-    driver = attrs.get("driver") or (f"DSN {attrs['dsn']}" if "dsn" in attrs else "?")
+    driver = _driver_named(attrs)
     server = attrs.get("server") or attrs.get("address") or attrs.get("addr") or "-"
     database = attrs.get("database") or attrs.get("initial catalog") or "-"
     return f"driver={driver}, server={server}, database={database}"
+
+
+def _driver_named(attrs: dict[str, str]) -> str:
+    return attrs.get("driver") or (f"DSN {attrs['dsn']}" if "dsn" in attrs else "?")
 
 
 def is_local_server(server: str, machine_names: Collection[str]) -> bool:
@@ -193,8 +197,7 @@ def connection_plan(
     """
     if settings.connection_string:
         cs = with_login(settings.connection_string, settings.user, settings.password)
-        driver = connection_attributes(cs).get("driver") or describe_target(cs).split(",")[0]
-        return [Attempt(driver, "as configured", cs)]
+        return [Attempt(_driver_named(connection_attributes(cs)), "as configured", cs)]
     drivers = installed_in_preference(installed)
     if not drivers:
         raise PermanentError(
