@@ -129,11 +129,16 @@ class ReconnectingRecords:
 def db_settings(config: AgentConfig) -> DbSettings:
     from agent.r4.connection import DbSettings
 
-    cs = config.db.connection_string
+    db = config.db
     return DbSettings(
-        connection_string=cs.reveal() if cs is not None else None,
-        server=config.db.server,
-        database=config.db.database,
+        connection_string=(
+            db.connection_string.reveal() if db.connection_string is not None else None
+        ),
+        server=db.server,
+        database=db.database,
+        user=db.user,
+        password=db.password.reveal() if db.password is not None else None,
+        encrypt=db.encrypt,
     )
 
 

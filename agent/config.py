@@ -63,6 +63,9 @@ class DatabaseConfig:
     connection_string: Secret | None = None  # may hold a SQL password
     server: str = "."
     database: str = "sys2000"
+    user: str | None = None  # a SQL Server login; None = Windows authentication
+    password: Secret | None = None  # the SQL login's password (with `user` only)
+    encrypt: bool | None = None  # None: the driver's default, falling back for a local server
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,10 @@ class AgentConfig:
                 values.append(password)
         if self.db.connection_string is not None:
             values.extend(_connection_string_passwords(self.db.connection_string.reveal()))
+        if self.db.password is not None:
+            password = self.db.password.reveal()
+            # as the connection string holds it, too: braced, '}' doubled
+            values += [password, password.replace("}", "}}")]
         return values
 
 
@@ -150,7 +157,9 @@ _TOP_KEYS: Final = frozenset(
     }
 )
 _TABLE_KEYS: Final[Mapping[str, frozenset[str]]] = {
-    "database": frozenset({"connection_string", "server", "database"}),
+    "database": frozenset(
+        {"connection_string", "server", "database", "user", "password", "password_file", "encrypt"}
+    ),
     "rollbar": frozenset({"access_token", "access_token_file", "environment", "endpoint"}),
     "timing": frozenset({"poll_minutes", "life_hours", "long_poll_seconds"}),
 }
@@ -249,6 +258,13 @@ class _Reader:
             return None
         return stripped
 
+    def boolean(self, table: Mapping[str, object], key: str, dotted: str) -> bool | None:
+        value = table.get(key)
+        if value is not None and not isinstance(value, bool):
+            self.report(dotted, f"must be true or false (got {_kind(value)})")
+            return None
+        return value
+
     def number(self, table: Mapping[str, object], key: str, dotted: str, default: float) -> float:
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -322,7 +338,9 @@ def _url(reader: _Reader, table: Mapping[str, object], key: str, dotted: str) ->
     return value
 
 
-def _read_secret_file(reader: _Reader, key: str, raw: str) -> Secret | None:
+def _read_secret_file(
+    reader: _Reader, key: str, raw: str, *, spaces: bool = False
+) -> Secret | None:
     path = Path(raw)
     if not path.is_absolute():
         path = reader.path.parent / path
@@ -345,7 +363,10 @@ def _read_secret_file(reader: _Reader, key: str, raw: str) -> Secret | None:
     if not value:
         reader.report(key, f"names an empty file ({path})")
         return None
-    if any(ch.isspace() for ch in value):
+    if spaces and ("\n" in value or "\r" in value):
+        reader.report(key, f"names a file that must hold one line ({path})")
+        return None
+    if not spaces and any(ch.isspace() for ch in value):
         reader.report(key, f"names a file that must hold one line with no spaces ({path})")
         return None
     return Secret(value)
@@ -359,6 +380,7 @@ def _one_secret(
     prefix: str,
     *,
     required: bool,
+    spaces: bool = False,  # a SQL password may hold spaces (not at its ends)
 ) -> Secret | None:
     dotted, dotted_file = prefix + key, prefix + file_key
     inline = reader.string(table, key, dotted, secret=True)
@@ -367,17 +389,51 @@ def _one_secret(
         reader.report(dotted, f"and '{dotted_file}' are both set; set exactly one of them")
         return None
     if inline is not None:
-        if any(ch.isspace() for ch in inline):
-            reader.report(dotted, "must not contain spaces")
+        if any(ch.isspace() and not (spaces and ch == " ") for ch in inline):
+            reader.report(dotted, "must be one line" if spaces else "must not contain spaces")
             return None
         return Secret(inline)
     if from_file is not None:
-        return _read_secret_file(reader, dotted_file, from_file)
+        return _read_secret_file(reader, dotted_file, from_file, spaces=spaces)
     if required and key not in table and file_key not in table:
         reader.report(
             dotted, f"is missing; set '{dotted}' or '{dotted_file}' (a file holding it)"
         )
     return None
+
+
+def _database_login(
+    reader: _Reader, table: Mapping[str, object], connection_string: str | None
+) -> tuple[str | None, Secret | None, bool | None]:
+    """[database] user + password (or password_file), and encrypt."""
+    user = reader.string(table, "user", "database.user")
+    password = _one_secret(
+        reader, table, "password", "password_file", "database.", required=False, spaces=True
+    )
+    password_set = any(k in table for k in ("password", "password_file"))
+    if user is not None and not password_set:
+        reader.report(
+            "database.user",
+            "needs 'database.password' or 'database.password_file' (a file holding it)",
+        )
+    if password_set and user is None and "user" not in table:
+        reader.report("database.user", "is missing; a SQL password needs its login name")
+    if user is not None and connection_string is not None:
+        names = {key for key, _value in _connection_string_pairs(connection_string)}
+        if names & {"uid", "user id", "pwd", "password", "trusted_connection"}:
+            reader.report(
+                "database.user",
+                "is set, but 'database.connection_string' names its own login "
+                "(UID/PWD/Trusted_Connection); set one or the other",
+            )
+    encrypt = reader.boolean(table, "encrypt", "database.encrypt")
+    if encrypt is not None and connection_string is not None:
+        reader.report(
+            "database.encrypt",
+            "applies to 'database.server' only; put Encrypt=yes/no in "
+            "'database.connection_string' instead",
+        )
+    return user, password, encrypt
 
 
 def _check_unknown_keys(reader: _Reader) -> None:
@@ -466,10 +522,14 @@ def _read(reader: _Reader) -> AgentConfig | None:
             "database.connection_string",
             "replaces 'database.server' and 'database.database'; set one or the other",
         )
+    user, password, encrypt = _database_login(reader, db_table, connection_string)
     db = DatabaseConfig(
         connection_string=Secret(connection_string) if connection_string else None,
         server=server or ".",
         database=database or "sys2000",
+        user=user,
+        password=password,
+        encrypt=encrypt,
     )
 
     rb_table = reader.table("rollbar")
@@ -570,11 +630,20 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Agen
     return parse_config(chosen, text)
 
 
-def _connection_string_passwords(connection_string: str) -> list[str]:
-    """The PWD=/Password= values of an ODBC connection string (to mask them in logs)."""
-    found = []
+def _connection_string_pairs(connection_string: str) -> list[tuple[str, str]]:
+    """(key in lower case, value) of each `key=value` of an ODBC connection string."""
+    pairs = []
     for part in connection_string.split(";"):
         key, sep, value = part.partition("=")
-        if sep and key.strip().lower() in ("pwd", "password") and value.strip():
-            found.append(value.strip().strip("{}"))
-    return found
+        if sep:
+            pairs.append((key.strip().lower(), value.strip()))
+    return pairs
+
+
+def _connection_string_passwords(connection_string: str) -> list[str]:
+    """The PWD=/Password= values of an ODBC connection string (to mask them in logs)."""
+    return [
+        value.strip("{}")
+        for key, value in _connection_string_pairs(connection_string)
+        if key in ("pwd", "password") and value
+    ]

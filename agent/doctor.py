@@ -27,7 +27,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -41,6 +41,8 @@ from agent.ops.reachability import what_happened
 from agent.ports import Scope
 
 if TYPE_CHECKING:
+    from agent.r4.connection import R4Database
+    from agent.r4.connection_plan import DbSettings
     from installer.service import ServiceState
 
 SKEW_WARN_S = 120.0  # the agent's own timestamps and logs start to mislead
@@ -76,7 +78,8 @@ class _State:
 
 class Doctor:
     """Runs the checks. Side effects come in through the constructor, so tests point it at the
-    stand-ins (backend, moto, the sample database, the fake Rollbar)."""
+    stand-ins (backend, moto, the sample database, the fake Rollbar); `open_r4` also lets a
+    test hand in a SQL Server's answer no stand-in gives (a refused login)."""
 
     def __init__(
         self,
@@ -85,6 +88,7 @@ class Doctor:
         *,
         clock: Clock | None = None,
         list_drivers: Callable[[], list[str]] | None = None,
+        open_r4: Callable[[DbSettings], R4Database] | None = None,
         timeout_s: float = NETWORK_TIMEOUT_S,
         query_service: Callable[[], ServiceState] | None = None,
     ) -> None:
@@ -92,6 +96,7 @@ class Doctor:
         self._env = env
         self._clock = clock or SystemClock()
         self._list_drivers = list_drivers or _pyodbc_drivers
+        self._open_r4 = open_r4 or _open_database
         self._timeout = timeout_s
         self._query_service = query_service
         self._state = _State()
@@ -213,19 +218,32 @@ class Doctor:
         return CheckResult("ODBC drivers", Status.OK, f"will use '{driver}'")
 
     def check_database(self) -> CheckResult:
-        from agent.r4.connection import DbSettings, open_database
-
-        db = self.config.db
-        cs = db.connection_string
-        settings = DbSettings(
-            connection_string=cs.reveal() if cs is not None else None,
-            server=db.server,
-            database=db.database,
-            login_timeout_s=int(self._timeout),
-        )
+        settings = replace(self._db_settings(), login_timeout_s=int(self._timeout))
         try:
-            database = open_database(settings)
-        except TransientError as e:
+            database = self._open_r4(settings)
+        except (TransientError, PermanentError) as e:
+            return self._database_failed(e)
+        self._state.database = database
+        return CheckResult(
+            "R4 database",
+            Status.OK,
+            f"connected to {database.target} (encryption {database.encryption})",
+        )
+
+    def _db_settings(self) -> DbSettings:
+        from agent.app import db_settings
+
+        return db_settings(self.config)
+
+    def _database_failed(self, e: TransientError | PermanentError) -> CheckResult:
+        """A refused login or database, or a TLS failure, named with its fix; else by kind."""
+        from agent.r4 import advice
+        from agent.r4.connection import local_machine_names
+
+        found = advice.connect_failure(str(e), self._db_settings(), local_machine_names())
+        if found is not None:
+            return CheckResult("R4 database", Status.FAIL, f"{found.summary}: {e}", found.hint)
+        if isinstance(e, TransientError):
             return CheckResult(
                 "R4 database",
                 Status.FAIL,
@@ -233,17 +251,15 @@ class Doctor:
                 "check the SQL Server service is running and [database] server/database "
                 "(or connection_string) point at it",
             )
-        except PermanentError as e:
-            return CheckResult(
-                "R4 database",
-                Status.FAIL,
-                str(e),
-                "check the login (the service account needs read access to R4) and the driver",
-            )
-        self._state.database = database
-        return CheckResult("R4 database", Status.OK, f"connected to {database.target}")
+        return CheckResult(
+            "R4 database",
+            Status.FAIL,
+            str(e),
+            "check the login (the service account needs read access to R4) and the driver",
+        )
 
     def check_schema(self) -> CheckResult:
+        from agent.r4 import advice
         from agent.r4.schema_check import check_schema
 
         try:
@@ -252,15 +268,18 @@ class Doctor:
             return CheckResult(
                 "R4 schema", Status.FAIL, str(e), "check the login may read R4's tables"
             )
+        name = advice.database_name(self._db_settings())
         if problems:
-            shown = "; ".join(problems[:5]) + (
-                f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
-            )
+            # every one: a practice whose R4 differs is diagnosed in one run
+            hint = advice.schema_problems(name, problems)
+            return CheckResult("R4 schema", Status.FAIL, "; ".join(problems), hint)
+        other = advice.other_r4_database(name)
+        if other is not None:
             return CheckResult(
                 "R4 schema",
-                Status.FAIL,
-                shown,
-                "is this the R4 database (sys2000)? check [database] database",
+                Status.WARN,
+                f"every table and column the agent reads, but {other}",
+                advice.USE_R4_DATABASE,
             )
         return CheckResult("R4 schema", Status.OK, "every table and column the agent reads")
 
@@ -523,6 +542,12 @@ def _sqs_hint(code: str) -> str:
     if "NonExistentQueue" in code or code == "QueueDoesNotExist":
         return "the queue the backend named does not exist: contact Flynotes support"
     return "contact Flynotes support with this code"
+
+
+def _open_database(settings: DbSettings) -> R4Database:
+    from agent.r4.connection import open_database
+
+    return open_database(settings)
 
 
 def _pyodbc_drivers() -> list[str]:

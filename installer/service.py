@@ -17,9 +17,9 @@ service host installed by the MSI in Program Files. The host logic is pure Pytho
                        wrote into that private folder into config.toml (validated by
                        agent.config), delete them, and set the SCM recovery actions
 
-Secrets never travel in argv: the MSI hands LICENCEKEY & co. to a deferred JScript action
-(CustomActionData), which writes them into the already-private data folder; `configure` reads
-and deletes that file. See docs/windows.md.
+Secrets never travel in argv: the MSI hands LICENCEKEY, SQLPASSWORD & co. to a deferred JScript
+action (CustomActionData), which writes them into the already-private data folder; `configure`
+reads and deletes that file. See docs/windows.md.
 
 Windows-only imports (pywin32) are inside the functions that need them, so this module imports
 and its pure parts are tested on Linux; the Windows parts are tested under Wine.
@@ -76,6 +76,8 @@ SETTING_KEYS: Mapping[str, str] = {
     "DBCONNECTION": "database.connection_string",
     "DBSERVER": "database.server",
     "DBNAME": "database.database",
+    "SQLUSER": "database.user",  # a SQL login instead of Windows authentication
+    "SQLPASSWORD": "database.password",
     "SQSENDPOINTURL": "sqs_endpoint_url",
 }
 # Not agent config: where the service host points the updater (R4AGENT_UPDATE_URL for the agent).
@@ -129,8 +131,8 @@ def merge_settings(existing: Mapping[str, Any], settings: Mapping[str, str]) -> 
             target.pop("database", None)
         if table == "database" and key in ("server", "database"):
             target.pop("connection_string", None)
-        if key == "licence_key":
-            target.pop("licence_key_file", None)
+        if key in ("licence_key", "password"):  # the new value replaces a file holding one
+            target.pop(f"{key}_file", None)
         target[key] = value
     merged.setdefault("backend_url", DEFAULT_BACKEND_URL)
     return merged

@@ -1,4 +1,6 @@
-// Deferred MSI custom action (runs as LocalSystem, after `r4agent.exe service prepare` made the
+// The MSI's JScript custom actions (installer/r4agent.wxs).
+//
+// writeSettings: deferred (runs as LocalSystem, after `r4agent.exe service prepare` made the
 // data folder private to SYSTEM + Administrators). It writes the install settings handed over in
 // CustomActionData into that folder; `r4agent.exe service configure` merges them into
 // config.toml and deletes the file. Secrets never appear on a command line.
@@ -15,5 +17,17 @@ function writeSettings() {
     var file = fso.CreateTextFile(dir + "install-settings.txt", true, true);
     file.Write(data.substring(at + separator.length));
     file.Close();
+    return 1; // IDOK
+}
+
+// Immediate MSI custom action, sequenced after R4WriteSettings was scheduled (its
+// CustomActionData is fixed then): empties the properties that held secrets, so the property
+// dump at the end of a verbose log holds none of them, whether or not the installer honours
+// MsiHiddenProperties.
+function forgetSecrets() {
+    var names = ["LICENCEKEY", "DBCONNECTION", "SQLUSER", "SQLPASSWORD", "R4WriteSettings"];
+    for (var i = 0; i < names.length; i++) {
+        Session.Property(names[i]) = "";
+    }
     return 1; // IDOK
 }

@@ -41,6 +41,13 @@ backend_url = '{backend_url}'
 # is 'SERVER\\INSTANCE'.
 server = '.'
 database = 'sys2000'
+# A SQL Server login instead of Windows authentication (where the service account has no
+# login of its own; the MSI's SQLUSER / SQLPASSWORD write these):
+# user = 'r4reader'
+# password_file = 'sql.password'
+# A local server that speaks only TLS 1.0/1.1 is retried without encryption by itself; for a
+# remote one, only this turns encryption off:
+# encrypt = false
 # Or, instead of server and database, a full ODBC connection string:
 # connection_string = '{connection_example}'
 

@@ -1,8 +1,9 @@
-"""The one door to R4: connection settings, driver choice, and a SELECT-only database wrapper.
+"""The one door to R4: connecting, and a SELECT-only database wrapper.
 
-`open_database(settings)` connects through pyodbc (unixODBC / Windows ODBC) and returns an
-`R4Database` that knows its SQL dialect and will only execute statements that pass the
-SELECT-only guard. pyodbc errors are translated here, once:
+`open_database(settings)` connects through pyodbc (unixODBC / Windows ODBC), trying the
+attempts `agent.r4.connection_plan` lists (settings, driver choice, the login and the TLS
+fallback live there, pure), and returns an `R4Database` that knows its SQL dialect and will
+only execute statements that pass the SELECT-only guard. pyodbc errors are translated here, once:
 connection/communication failures -> TransientError, everything else -> PermanentError. Error
 messages name the statement, driver, server and database — never a password (masked in any
 connection string) and never row contents (driver messages keep only known-safe parts, see
@@ -12,9 +13,12 @@ agent.r4.driver_messages).
 from __future__ import annotations
 
 import contextlib
-import re
+import logging
+import os
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import pyodbc
@@ -23,106 +27,25 @@ from agent.errors import AgentError, PermanentError, TransientError, UnsafeState
 from agent.r4 import cp1252 as r4_cp1252
 from agent.r4 import driver_messages
 from agent.r4 import sql as r4sql
+from agent.r4.connect_failures import is_tls_handshake_failure
+from agent.r4.connection_plan import DRIVER_PREFERENCE as DRIVER_PREFERENCE
+from agent.r4.connection_plan import Attempt, connection_plan
+from agent.r4.connection_plan import DbSettings as DbSettings
+from agent.r4.connection_plan import connection_attributes as connection_attributes
+from agent.r4.connection_plan import default_connection_string as default_connection_string
+from agent.r4.connection_plan import describe_target as describe_target
+from agent.r4.connection_plan import mask_secrets as mask_secrets
+from agent.r4.connection_plan import pick_driver as pick_driver
 from agent.r4.guard import check_select_only
 from agent.r4.sql import Dialect, Statement
 
-# Most preferred first. Driver 18 encrypts by default (needs TrustServerCertificate for a
-# local self-signed server); the last one ships with every Windows.
-DRIVER_PREFERENCE: tuple[str, ...] = (
-    "ODBC Driver 18 for SQL Server",
-    "ODBC Driver 17 for SQL Server",
-    "SQL Server Native Client 11.0",
-    "SQL Server Native Client 10.0",
-    "SQL Native Client",
-    "SQL Server",
-)
-# Drivers that understand ApplicationIntent (ignored by a standalone server: harmless there).
-_READ_INTENT_DRIVERS = frozenset(DRIVER_PREFERENCE[:3])
+# (settings and connection strings live in agent.r4.connection_plan; the names imported `as`
+# themselves stay importable from here)
+
+log = logging.getLogger(__name__)
 
 Row = Sequence[Any]  # a pyodbc Row: indexable and unpackable like a tuple
 StatementObserver = Callable[[Statement], None]
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class DbSettings:
-    """Where R4 is. `connection_string` (from config) overrides the built-in default, which is
-    Windows authentication to `server`, database `database`, with the best installed driver."""
-
-    connection_string: str | None = None
-    server: str = "."
-    database: str = "sys2000"
-    login_timeout_s: int = 15
-    query_timeout_s: int = 300
-
-    def __repr__(self) -> str:  # a connection string may carry a password
-        cs = mask_secrets(self.connection_string) if self.connection_string else None
-        return (
-            f"DbSettings(connection_string={cs!r}, server={self.server!r}, "
-            f"database={self.database!r})"
-        )
-
-
-_SECRET_KEYS = re.compile(r"(?i)\b(PWD|Password)\s*=\s*(\{(?:[^}]|\}\})*\}|[^;]*)")
-
-
-def mask_secrets(connection_string: str) -> str:
-    """The connection string with every PWD=/Password= value replaced by ***."""
-    return _SECRET_KEYS.sub(lambda m: f"{m.group(1)}=***", connection_string)
-
-
-def pick_driver(installed: Sequence[str]) -> str | None:
-    """The most preferred SQL Server driver among `installed` (pyodbc.drivers()), or None."""
-    names = set(installed)
-    return next((d for d in DRIVER_PREFERENCE if d in names), None)
-
-
-def default_connection_string(driver: str, server: str, database: str) -> str:
-    parts = [
-        f"Driver={{{driver}}}",
-        f"Server={server}",
-        f"Database={database}",
-        "Trusted_Connection=yes",
-    ]
-    if driver == "ODBC Driver 18 for SQL Server":
-        parts.append("TrustServerCertificate=yes")
-    if driver in _READ_INTENT_DRIVERS:
-        parts.append("ApplicationIntent=ReadOnly")
-    return ";".join(parts) + ";"
-
-
-def connection_attributes(connection_string: str) -> dict[str, str]:
-    """key (lower case) -> value of a connection string; braces around a value are removed."""
-    attrs: dict[str, str] = {}
-    for m in re.finditer(r"\s*([^=;]+?)\s*=\s*(\{(?:[^}]|\}\})*\}|[^;]*);?", connection_string):
-        value = m.group(2).strip()
-        if value.startswith("{") and value.endswith("}"):
-            value = value[1:-1].replace("}}", "}")
-        attrs[m.group(1).strip().lower()] = value
-    return attrs
-
-
-def resolve_connection_string(settings: DbSettings, installed: Sequence[str]) -> str:
-    """The connection string to use. Raises PermanentError if no SQL Server driver is there."""
-    if settings.connection_string:
-        return settings.connection_string
-    driver = pick_driver(installed)
-    if driver is None:
-        raise PermanentError(
-            "no SQL Server ODBC driver installed; looked for: "
-            + ", ".join(DRIVER_PREFERENCE)
-            + f"; installed: {', '.join(installed) or 'none'}"
-        )
-    return default_connection_string(driver, settings.server, settings.database)
-
-
-def describe_target(connection_string: str) -> str:
-    """'driver=..., server=..., database=...' for messages. No secrets, no other keys."""
-    attrs = connection_attributes(connection_string)
-    driver = attrs.get("driver") or (f"DSN {attrs['dsn']}" if "dsn" in attrs else "?")
-    server = attrs.get("server") or attrs.get("address") or attrs.get("addr") or "-"
-    database = attrs.get("database") or attrs.get("initial catalog") or "-"
-    return f"driver={driver}, server={server}, database={database}"
-
 
 # --- error translation -----------------------------------------------------------------------
 
@@ -246,6 +169,7 @@ class R4Database:
     dialect: Dialect
     target: str  # "driver=..., server=..., database=..." (no secrets)
     observers: list[StatementObserver] = field(default_factory=list)
+    encryption: str = "as configured"  # how the connection that worked encrypts (Attempt)
 
     def _execute(self, st: Statement, params: Sequence[object]) -> Any:
         if not isinstance(st, Statement):  # a raw string has no name and no builder
@@ -344,8 +268,46 @@ def _connect(connection_string: str, login_timeout_s: int) -> Any:
     return pyodbc.connect(connection_string, autocommit=True, timeout=login_timeout_s)
 
 
+def local_machine_names() -> frozenset[str]:
+    """This machine's names (lower case), for telling a local SQL Server from a remote one."""
+    names = {socket.gethostname(), os.environ.get("COMPUTERNAME", "")}
+    names |= {n.split(".", 1)[0] for n in names}
+    return frozenset(n.strip().lower() for n in names if n.strip())
+
+
+def connect_first(
+    attempts: Sequence[Attempt], connect: Callable[[str], Any]
+) -> tuple[Any, Attempt]:
+    """The first attempt that `connect` (pyodbc.connect's edge, given a connection string)
+    opens. After a TLS handshake failure the next one is tried (the plan holds more only for a
+    local server or an explicit `encrypt`); any other failure, or the last attempt's, is raised
+    as TransientError/PermanentError. Logs which driver and encryption connected."""
+    for n, attempt in enumerate(attempts):
+        try:
+            connection = odbc_call(
+                partial(connect, attempt.connection_string),
+                target=describe_target(attempt.connection_string),
+                action="connect",
+                connecting=True,
+            )
+        except AgentError as e:
+            if n + 1 == len(attempts) or not is_tls_handshake_failure(str(e)):
+                raise
+            log.warning(
+                "R4: the TLS handshake failed with %s; trying %s",
+                attempt.describe(),
+                attempts[n + 1].describe(),
+            )
+            continue
+        after = " (after a TLS handshake failure with the drivers before it)" if n else ""
+        (log.warning if n else log.info)("R4: connected with %s%s", attempt.describe(), after)
+        return connection, attempt
+    raise AssertionError("connection_plan returned no attempt")
+
+
 def open_database(settings: DbSettings) -> R4Database:
-    """Connect to R4 read-only (autocommit, read-only access mode, login + query timeouts).
+    """Connect to R4 read-only (autocommit, read-only access mode, login + query timeouts),
+    through the attempts of `connection_plan` (the TLS fallback for a local server).
 
     Raises TransientError when the server/file cannot be reached, PermanentError when no driver
     is installed, the driver cannot load, or the login is refused.
@@ -357,18 +319,15 @@ def open_database(settings: DbSettings) -> R4Database:
             lambda: list(pyodbc.drivers()), target="ODBC driver manager", action="list drivers"
         )
     )
-    connection_string = resolve_connection_string(settings, installed)
-    target = describe_target(connection_string)
-    connection = odbc_call(
-        lambda: _connect(connection_string, settings.login_timeout_s),
-        target=target,
-        action="connect",
-        connecting=True,
+    attempts = connection_plan(settings, installed, machine_names=local_machine_names())
+    connection, attempt = connect_first(
+        attempts, partial(_connect, login_timeout_s=settings.login_timeout_s)
     )
+    target = describe_target(attempt.connection_string)
 
     def configure() -> Dialect:
         connection.timeout = settings.query_timeout_s
-        dialect = _detect_dialect(connection, connection_string)
+        dialect = _detect_dialect(connection, attempt.connection_string)
         set_text_decoding(connection, dialect)
         return dialect
 
@@ -377,4 +336,4 @@ def open_database(settings: DbSettings) -> R4Database:
     except BaseException:
         _close_quietly(connection)
         raise
-    return R4Database(connection, dialect, target)
+    return R4Database(connection, dialect, target, encryption=attempt.encryption)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 WITHHELD = "message withheld: it may quote row values"
 
@@ -189,6 +190,30 @@ _RECORD = re.compile(
 )
 _RECORD_SEPARATOR = re.compile(r"; (?=\[[0-9A-Z]{5}\] )")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_FIRST_STATE = re.compile(r"\[[0-9A-Z]{5}\] ")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One diagnostic record of a pyodbc message: `[state] [components]text (native)`."""
+
+    state: str
+    text: str  # after the components
+    native: int
+
+
+def records(message: str) -> list[Record]:
+    """The diagnostic records of a message, from its first `[SQLSTATE] ` on (text before it,
+    such as an agent error's own words, is skipped) up to the first piece that is no record.
+    Raw: nothing masked (for messages that read no row, such as a failed connect)."""
+    first = _FIRST_STATE.search(message)
+    found: list[Record] = []
+    for piece in _RECORD_SEPARATOR.split(message[first.start() :] if first else ""):
+        m = _RECORD.fullmatch(piece)
+        if m is None:
+            break
+        found.append(Record(m.group("state"), m.group("text"), int(m.group("native"))))
+    return found
 
 
 def known_names(*texts: str) -> frozenset[str]:

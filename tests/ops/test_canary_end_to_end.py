@@ -30,6 +30,8 @@ from tests.fixtures.rollbar_endpoint import FakeRollbar
 from updater.gate import ReportOnlyGate
 
 ROLLBAR_TOKEN = "e2e-rollbar-token-31337"
+# the agent logs in with it (the SQLite3 driver ignores UID/PWD): in no payload, no log line
+SQL_PASSWORD = "e2e-sql-pass}word-4242"
 
 
 def eventually(condition: Callable[[], object], timeout: float = 30.0) -> None:
@@ -67,6 +69,8 @@ sqs_endpoint_url = "{sqs_server.endpoint_url}"
 data_dir = "{tmp_path / "data"}"
 [database]
 connection_string = "{r4_sample_db.connection_string}"
+user = "r4reader"
+password = "{SQL_PASSWORD}"
 [rollbar]
 access_token = "{ROLLBAR_TOKEN}"
 endpoint = "{rollbar_endpoint.url}"
@@ -128,6 +132,7 @@ long_poll_seconds = 1
     for text in texts:
         assert canaries_in(text) == [], text
         assert ROLLBAR_TOKEN not in text and TEST_LICENCE_KEY not in text
+        assert SQL_PASSWORD not in text and SQL_PASSWORD.replace("}", "}}") not in text
     everything = "\n".join(texts)
     assert "r4agent test message" in everything
     assert "questionnaire questions" in everything and "pre-set answers" in everything
@@ -142,3 +147,5 @@ long_poll_seconds = 1
     assert "patient-sync" in log_text
     assert canaries_in(log_text) == []
     assert TEST_LICENCE_KEY not in log_text and ROLLBAR_TOKEN not in log_text
+    assert "R4: connected with driver 'SQLite3'" in log_text  # with the SQL login added
+    assert SQL_PASSWORD not in log_text and SQL_PASSWORD.replace("}", "}}") not in log_text

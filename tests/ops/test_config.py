@@ -428,3 +428,82 @@ def test_compressed_timing_for_tests_and_demos_is_read(tmp_path: Path) -> None:
     text = GOOD + "[timing]\npoll_minutes = 0.05\nlife_hours = 0.003\nlong_poll_seconds = 1\n"
     cfg = load_config(write(tmp_path, text), {})
     assert (cfg.poll_minutes, cfg.life_hours, cfg.long_poll_seconds) == (0.05, 0.003, 1)
+
+
+SQL_PASSWORD = "Sql pass;w0rd}"  # a space, a ';' and a '}': all legal in a SQL login's password
+
+
+def test_a_sql_login_is_read_and_its_password_registered_as_a_secret(tmp_path: Path) -> None:
+    cfg = load_config(
+        write(
+            tmp_path,
+            GOOD.replace(
+                "[rollbar]",
+                f'[database]\nserver = ".\\\\R4"\nuser = "r4reader"\n'
+                f'password = "{SQL_PASSWORD}"\n\n[rollbar]',
+            ),
+        ),
+        {},
+    )
+    assert cfg.db.user == "r4reader" and cfg.db.password == Secret(SQL_PASSWORD)
+    assert cfg.db.encrypt is None  # the driver's default, with the local TLS fallback
+    # masked in logs and Rollbar payloads, also in its connection-string form ('}' doubled)
+    assert {SQL_PASSWORD, SQL_PASSWORD.replace("}", "}}")} <= set(cfg.secret_values())
+    for text in (repr(cfg), str(cfg), repr(cfg.db)):
+        assert SQL_PASSWORD not in text
+
+
+def test_windows_authentication_stays_the_default(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD), {})
+    assert cfg.db.user is None and cfg.db.password is None
+
+
+def test_the_sql_password_may_come_from_a_file_readable_only_by_the_service(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "sql.password").write_text(SQL_PASSWORD + "\r\n", encoding="utf-8")
+    cfg = load_config(
+        write(
+            tmp_path,
+            GOOD + '\n[database]\nuser = "r4reader"\npassword_file = "sql.password"\n',
+        ),
+        {},
+    )
+    assert cfg.db.password == Secret(SQL_PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("database", "expected"),
+    [
+        ('user = "r4reader"\n', "'database.user' needs 'database.password'"),
+        (f'password = "{SQL_PASSWORD}"\n', "'database.user' is missing"),
+        (
+            f'user = "r"\npassword = "{SQL_PASSWORD}"\npassword_file = "p"\n',
+            "'database.password' and 'database.password_file' are both set",
+        ),
+        (
+            f'user = "r"\npassword = "{SQL_PASSWORD}"\n'
+            'connection_string = "Driver={x};Server=.;Trusted_Connection=yes"\n',
+            "names its own login",
+        ),
+        ('encrypt = "no"\n', "'database.encrypt' must be true or false (got a string)"),
+        (
+            'encrypt = false\nconnection_string = "Driver={x};Server=."\n',
+            "put Encrypt=yes/no in 'database.connection_string'",
+        ),
+        ('user = "r"\npassword = "two\\nlines"\n', "'database.password' holds a tab, line break"),
+    ],
+)
+def test_sql_login_mistakes_name_the_key_and_never_the_password(
+    tmp_path: Path, database: str, expected: str
+) -> None:
+    message = error_for(tmp_path, GOOD + "\n[database]\n" + database)
+    assert expected in message
+    assert SQL_PASSWORD not in message and "two" not in message
+
+
+def test_encrypt_false_is_read_for_a_remote_server(tmp_path: Path) -> None:
+    cfg = load_config(
+        write(tmp_path, GOOD + '\n[database]\nserver = "r4host"\nencrypt = false\n'), {}
+    )
+    assert cfg.db.encrypt is False

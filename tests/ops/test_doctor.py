@@ -10,20 +10,27 @@ from __future__ import annotations
 import io
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyodbc
 import pytest
 
 from agent.clock import FakeClock
 from agent.doctor import CheckResult, Doctor, Status, exit_code, render
+from agent.r4.connection import R4Database, describe_target, translate_error
+from agent.r4.connection_plan import DbSettings, connection_plan
+from agent.r4.sql import REQUIRED_COLUMNS
 from agent.standin.backend import StandinBackend
+from agent.standin.r4_sample import sqlite_connection_string
 from agent.standin.sqs_local import SqsEndpoint
 from installer.service import ServiceState
+from tests.fixtures.driver_errors import SQL_LOGIN_REFUSED, SYSTEM_REFUSED
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 from tests.fixtures.r4_database import MakeR4Db, R4SampleDb
 from tests.fixtures.rollbar_endpoint import FakeRollbar
@@ -220,8 +227,6 @@ def test_no_sql_server_driver_when_using_the_default_connection(practice: Practi
 
 
 def test_database_unreachable(practice: Practice, tmp_path: Path) -> None:
-    from agent.standin.r4_sample import sqlite_connection_string
-
     practice.connection_string = sqlite_connection_string(tmp_path / "no" / "such" / "dir.db")
     results, _, code = practice.doctor()
     assert code == 1
@@ -514,3 +519,104 @@ def test_doctor_piped_into_head_ends_without_a_traceback_and_with_its_own_exit_c
     assert child.wait(timeout=120) == 1, stderr
     assert first.startswith(b"r4agent ") and b"doctor:" in first
     assert stderr == "", stderr  # no traceback, no "Exception ignored ... BrokenPipeError"
+
+
+# -- R4 as practices really have it: refused logins, the wrong database ---------------------------
+
+D17 = "ODBC Driver 17 for SQL Server"
+
+
+def _sql_server_config(practice: Practice, database_lines: str) -> Path:
+    """The practice's config pointed at a SQL Server (no connection string)."""
+    path = practice.write_config()
+    text = path.read_text(encoding="utf-8")
+    path.write_text(
+        text.replace(f'connection_string = "{practice.connection_string}"\n', database_lines),
+        encoding="utf-8",
+    )
+    return path
+
+
+def _refusing(driver_error: tuple[str, str]) -> Callable[[DbSettings], R4Database]:
+    """SQL Server's answer to the login, as open_database raises it (no stand-in can give it)."""
+
+    def open_r4(settings: DbSettings) -> R4Database:
+        attempt = connection_plan(settings, [D17], machine_names=())[0]
+        target = describe_target(attempt.connection_string)
+        raise translate_error(
+            pyodbc.InterfaceError(*driver_error), target=target, action="connect", connecting=True
+        )
+
+    return open_r4
+
+
+def _doctor_text(results: list[CheckResult]) -> str:
+    out = io.StringIO()
+    render(results, out)
+    return out.getvalue()
+
+
+def test_refused_windows_login_names_system_and_both_fixes(practice: Practice) -> None:
+    path = _sql_server_config(practice, 'server = "."\n')
+    results = Doctor(
+        path, {}, list_drivers=lambda: [D17], open_r4=_refusing(SYSTEM_REFUSED), timeout_s=5
+    ).run()
+    database = {r.name: r for r in results}["R4 database"]
+    assert database.status is Status.FAIL
+    assert database.detail.startswith("SQL Server refused the login of NT AUTHORITY\\SYSTEM")
+    assert "(18456)" in database.detail  # the driver's own words follow
+    text = _doctor_text(results)
+    assert "fix: either give NT AUTHORITY\\SYSTEM read access to sys2000" in text
+    assert "SQLUSER=<login> SQLPASSWORD=<password>" in text
+    assert _skipped_because({r.name: r for r in results}["R4 schema"], "R4 database")
+
+
+def test_refused_sql_login_is_named_and_its_password_never_printed(practice: Practice) -> None:
+    password = "Sekrit-Doctor-4471"
+    path = _sql_server_config(
+        practice, f'server = "."\nuser = "admin"\npassword = "{password}"\n'
+    )
+    seen: list[DbSettings] = []
+
+    def open_r4(settings: DbSettings) -> R4Database:
+        seen.append(settings)
+        return _refusing(SQL_LOGIN_REFUSED)(settings)
+
+    results = Doctor(path, {}, list_drivers=lambda: [D17], open_r4=open_r4, timeout_s=5).run()
+    database = {r.name: r for r in results}["R4 database"]
+    assert seen[0].user == "admin" and seen[0].password == password  # the login is used
+    assert "refused the SQL login 'admin'" in database.detail
+    assert "[database] user and password" in database.hint
+    assert password not in _doctor_text(results)
+
+
+def test_r4s_newer_schema_database_names_every_missing_table_and_suggests_sys2000(
+    practice: Practice, tmp_path: Path
+) -> None:
+    # a database of another shape (GUID keys, other table names) where sys2000 should be
+    path = tmp_path / "NG_R4_Sys2000.db"
+    con = sqlite3.connect(path)
+    con.executescript(
+        "CREATE TABLE Patient (PatientId VARCHAR(36) PRIMARY KEY, Forename VARCHAR(50));"
+        "CREATE TABLE Appointment (AppointmentId VARCHAR(36) PRIMARY KEY, PatientId VARCHAR(36));"
+    )
+    con.close()
+    practice.connection_string = sqlite_connection_string(path)
+    results, text, code = practice.doctor()
+    schema = results["R4 schema"]
+    assert code == 1 and schema.status is Status.FAIL
+    for table in REQUIRED_COLUMNS:
+        assert f"missing table {table}" in schema.detail, text  # all of them, in one run
+    assert "'NG_R4_Sys2000' is R4's newer schema" in schema.hint
+    assert 'set [database] database = "sys2000"' in schema.hint
+
+
+def test_the_training_database_is_a_warning_even_with_every_table(
+    practice: Practice, make_r4_db: MakeR4Db
+) -> None:
+    practice.connection_string = make_r4_db(name="Tutor").connection_string
+    results, text, code = practice.doctor()
+    schema = results["R4 schema"]
+    assert schema.status is Status.WARN and code == 0, text
+    assert "'Tutor' is R4's training database" in schema.detail
+    assert 'database = "sys2000"' in schema.hint and "fix:" in text

@@ -18,9 +18,9 @@ from agent.r4.connection import (
     odbc_call,
     open_database,
     pick_driver,
-    resolve_connection_string,
     translate_error,
 )
+from agent.r4.connection_plan import connection_plan
 from agent.standin.r4_sample import sqlite_connection_string
 from tests.fixtures.canary import (
     CANARY_EMAIL,
@@ -55,8 +55,12 @@ def test_driver_preference_is_newest_sql_server_driver_first() -> None:
     assert pick_driver([]) is None
 
 
+def _first_connection_string(settings: DbSettings, installed: list[str]) -> str:
+    return connection_plan(settings, installed, machine_names=())[0].connection_string
+
+
 def test_default_is_windows_auth_to_local_sys2000_trusting_driver18_self_signed_cert() -> None:
-    cs = resolve_connection_string(DbSettings(), ["SQL Server", "ODBC Driver 18 for SQL Server"])
+    cs = _first_connection_string(DbSettings(), ["SQL Server", "ODBC Driver 18 for SQL Server"])
     assert cs == (
         "Driver={ODBC Driver 18 for SQL Server};Server=.;Database=sys2000;"
         "Trusted_Connection=yes;TrustServerCertificate=yes;ApplicationIntent=ReadOnly;"
@@ -68,12 +72,12 @@ def test_default_is_windows_auth_to_local_sys2000_trusting_driver18_self_signed_
 
 def test_configured_connection_string_overrides_driver_choice() -> None:
     configured = "Driver={SQL Server};Server=r4host;Database=sys2000;UID=r4;PWD=pw;"
-    assert resolve_connection_string(DbSettings(connection_string=configured), []) == configured
+    assert _first_connection_string(DbSettings(connection_string=configured), []) == configured
 
 
 def test_no_sql_server_driver_installed_is_a_permanent_error_naming_what_was_looked_for() -> None:
     with pytest.raises(PermanentError) as missing:
-        resolve_connection_string(DbSettings(), ["SQLite3"])
+        connection_plan(DbSettings(), ["SQLite3"], machine_names=())
     assert "ODBC Driver 18 for SQL Server" in str(missing.value)
     assert "SQLite3" in str(missing.value)
 

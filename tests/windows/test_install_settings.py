@@ -237,3 +237,40 @@ def test_a_slow_stop_keeps_reporting_stop_pending_until_the_host_is_done() -> No
 
 def test_preshutdown_timeout_covers_the_hosts_worst_case_stop_so_a_reboot_cannot_cut_it() -> None:
     assert service.preshutdown_timeout_ms() >= service.host_policy().stop_worst_case_s * 1000
+
+
+SQL_PASSWORD = "Sql pass;w0rd}=x"
+
+
+def test_sql_login_from_the_msi_goes_into_the_private_config(tmp_path: Path) -> None:
+    (tmp_path / service.SETTINGS_FILE).write_bytes(
+        _settings(LICENCEKEY=KEY, BACKENDURL="https://a.example.test", DBSERVER=r".\R4",
+                  SQLUSER="r4reader", SQLPASSWORD=SQL_PASSWORD).encode("utf-16")
+    )
+    service.configure(tmp_path)
+    config = tmp_path / "config.toml"
+    assert tomllib.loads(config.read_text())["database"] == {
+        "server": r".\R4", "user": "r4reader", "password": SQL_PASSWORD
+    }
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600  # on Windows: the tree's DACL
+    assert not (tmp_path / service.SETTINGS_FILE).exists()
+
+
+def test_a_new_sql_password_replaces_a_password_file_and_an_upgrade_keeps_the_login() -> None:
+    existing = (
+        f'licence_key = "{KEY}"\nbackend_url = "https://a.example.test"\n\n'
+        '[database]\nuser = "r4reader"\npassword_file = "sql.password"\n'
+    )
+    text = service.configured_text(Path("c.toml"), existing, _settings(SQLPASSWORD=SQL_PASSWORD))
+    assert tomllib.loads(text)["database"] == {"user": "r4reader", "password": SQL_PASSWORD}
+    kept = service.configured_text(Path("c.toml"), text, _settings(SQLUSER="", SQLPASSWORD=""))
+    assert tomllib.loads(kept)["database"] == {"user": "r4reader", "password": SQL_PASSWORD}
+
+
+def test_a_sql_user_without_a_password_fails_the_install_without_echoing_secrets() -> None:
+    with pytest.raises(ConfigError) as caught:
+        service.configured_text(
+            Path("c.toml"), None,
+            _settings(LICENCEKEY=KEY, BACKENDURL="https://a.example.test", SQLUSER="r4reader"),
+        )
+    assert "database.user" in str(caught.value) and KEY not in str(caught.value)

@@ -5,8 +5,9 @@ repository (HTTP) and the R4 stand-in database run on the host; Wine processes s
 loopback, and Wine's odbc32 hands ODBC calls to the host's unixODBC + SQLite3 driver (so the
 database path in the connection string is a host path).
 
-Journey: signatures verify -> silent MSI install (licence key as an MSI property, never in an exe
-command line; the practice's existing config.toml shortens the agent's poll window to seconds)
+Journey: signatures verify -> silent MSI install (licence key and a SQL login as MSI properties,
+never in an exe command line nor in the verbose MSI log; the practice's existing config.toml
+shortens the agent's poll window to seconds)
 -> the service bootstraps 1.0.0 and the agent uploads the patients -> practice IT runs the
 installed exe's `status` and `support-bundle` against the running service -> while it runs, 1.1.0 is
 published and the backend asks for it -> at its next version check the agent updates through
@@ -44,6 +45,7 @@ pytestmark = pytest.mark.wine
 
 SYSTEM32 = r"C:\windows\system32"
 POLL_MINUTES = 0.2  # the agent re-checks the wanted version every 12 s (60 min in production)
+SQL_USER, SQL_PASSWORD = "r4reader", "Sql-Canary;Pass}9137"  # the SQLite driver ignores UID/PWD
 EVENT_SOURCE_KEY = r"HKLM\SYSTEM\CurrentControlSet\Services\EventLog\Application\R4Agent"
 
 
@@ -82,6 +84,13 @@ def agent_versions_seen(backend: StandinBackend) -> list[str]:
             if not seen or seen[-1] != version:
                 seen.append(version)
     return seen
+
+
+def _secrets_in(raw: bytes, *secrets: str) -> list[str]:
+    """Which of `secrets` the bytes of a log hold, as UTF-8 or UTF-16 (msiexec writes either)."""
+    return [
+        s for s in secrets if s.encode("utf-8") in raw or s.encode("utf-16-le") in raw
+    ]
 
 
 def send(sqs: SqsEndpoint, body: dict[str, Any]) -> None:
@@ -162,10 +171,12 @@ def test_practice_install_update_downgrade_uninstall(
     # a short poll window, so the agent re-checks the wanted version within seconds.
     data.mkdir(parents=True)
     (data / "config.toml").write_text(f"[timing]\npoll_minutes = {POLL_MINUTES}\n")
+    msi_log = prefix.drive_c / "msi-install.log"
     install_args = [
-        SYSTEM32 + r"\msiexec.exe", "/i", r"C:\r4agent.msi", "/qn",
+        SYSTEM32 + r"\msiexec.exe", "/i", r"C:\r4agent.msi", "/qn", "/l*v", r"C:\msi-install.log",
         f"LICENCEKEY={TEST_LICENCE_KEY}", f"BACKENDURL={flynotes_standin.url}",
         f"DBCONNECTION=Driver=SQLite3;Database={r4_sample_db.path}",
+        f"SQLUSER={SQL_USER}", f"SQLPASSWORD={SQL_PASSWORD}",
         f"SQSENDPOINTURL={sqs_server.endpoint_url}", f"UPDATEURL={update_repo_url}",
     ]
 
@@ -180,6 +191,12 @@ def test_practice_install_update_downgrade_uninstall(
     config = (data / "config.toml").read_text()
     assert TEST_LICENCE_KEY in config and not (data / "install-settings.txt").exists()
     assert "poll_minutes" in config  # the existing config was merged into, not replaced
+    assert f'user = "{SQL_USER}"' in config and f'password = "{SQL_PASSWORD}"' in config
+    # Wine's msi ignores MsiHiddenProperties; R4ForgetSecrets empties the secret properties
+    # before the property dump that ends a verbose log, so neither secret is in it
+    logged = msi_log.read_bytes()
+    assert b"Property(S): ProductName" in logged  # the dump is there ...
+    assert _secrets_in(logged, TEST_LICENCE_KEY, SQL_PASSWORD) == []  # ... without the secrets
     assert "service prepare 1.0.0: exit 0" in install_log.read_text()
     query = prefix.run([SYSTEM32 + r"\sc.exe", "query", "R4Agent"], check=False)
     assert "RUNNING" in query.stdout, query.stdout
@@ -192,7 +209,7 @@ def test_practice_install_update_downgrade_uninstall(
     # check, as SYSTEM/Administrators are on Windows (real ACLs: .github/workflows/windows.yml).
     as_seen = winehost.build_prefix().windows_path
     owners = json.loads(_python_in_build_prefix(
-        "read_owners.py", as_seen(vendor), as_seen(data)
+        "read_owners.py", as_seen(vendor), as_seen(data), as_seen(data / "config.toml")
     ).strip().splitlines()[-1])
     assert all(o["owner_trusted"] for o in owners), owners
 
@@ -259,7 +276,9 @@ def test_practice_install_update_downgrade_uninstall(
     assert "r4agent-messages.dll" not in _reg_query(prefix, EVENT_SOURCE_KEY)
     assert (data / "config.toml").is_file()  # ProgramData kept without REMOVEDATA=1
     logs = list((data / "logs").glob("*.log"))
-    secrets_in_logs = [p for p in logs if TEST_LICENCE_KEY in p.read_text(errors="replace")]
+    secrets_in_logs = [
+        p for p in logs if _secrets_in(p.read_bytes(), TEST_LICENCE_KEY, SQL_PASSWORD)
+    ]
     assert secrets_in_logs == []
 
     # Install again over the kept data, then uninstall the RUNNING service with REMOVEDATA=1
