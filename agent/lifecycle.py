@@ -12,10 +12,13 @@
              messages not started yet are released to the queue for the next run (the host
              kills a process that overstays its grace period, so no backlog is worked off).
 
-Every wait goes through the injected Clock, so tests compress 24 hours. A failure inside the
-poll loop backs off exponentially (capped) and is reported on the first of a streak: the loop
-never spins hot. Uncaught errors propagate to the composition root, which reports and exits
-with CRASH.
+While R4 or the backend is known to be down (a handler opened its breaker, see
+agent.resilience.breaker) the poll loop receives nothing: it probes the failed part, at least
+once a minute, and receives again once it answers; a 403 that `/data` confirmed ends the run
+with CONFIG_ERROR. Every wait goes through the injected Clock, so tests compress 24 hours. A
+failure inside the poll loop backs off exponentially (capped) and is reported on the first of
+a streak: the loop never spins hot. Uncaught errors propagate to the composition root, which
+reports and exits with CRASH.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from agent.errors import PermanentError, TransientError, worth_reporting
 from agent.exit_codes import ExitCode
 from agent.ops.status_file import NO_STATUS
 from agent.ports import Backend, ErrorSink, RecordSource, Scope, StatusRecorder, TablePass
+from agent.resilience.faults import Part
 from agent.sqs_queue import CredentialsRejectedError, SqsQueue
 from updater.gate import GateAction, VersionGate
 
@@ -239,6 +243,15 @@ class Lifecycle:
                 return ExitCode.END_OF_LIFE
             if self._clock.monotonic() >= until:
                 return scope
+            if self._dispatcher.breakers.is_licence_refused:  # a 403 that /data confirmed
+                self._dispatcher.wind_down()
+                log.error("the backend refuses this licence: exiting, nothing dead-lettered")
+                return ExitCode.CONFIG_ERROR
+            if self._dispatcher.breakers.any_open():
+                probed = self._probe_breakers()
+                if probed is not None:
+                    return probed
+                continue
             try:
                 self.stats["receives"] += 1
                 self._dispatcher.poll_once(queue)
@@ -267,6 +280,43 @@ class Lifecycle:
                 self._report_streak(e, self._poll_failures)
                 log.warning("polling SQS failed (%d in a row): %s", self._poll_failures, e)
             self._pause(self._settings.backoff.delay(self._poll_failures, self._rng))
+
+    def _probe_breakers(self) -> ExitCode | None:
+        """Receiving has stopped because R4 or the backend is down: probe each part whose probe
+        is due, close its breaker if it answers, then wait (on the clock) for the next probe.
+        Returns CONFIG_ERROR if the backend's probe finds the licence refused."""
+        breakers = self._dispatcher.breakers
+        for part in breakers.due():
+            self.stats["probes"] += 1
+            try:
+                if part is Part.R4:
+                    self._records.ping()
+                    self._records.get_patient(0)  # reads a table: a lock shows, a ping may not
+                else:
+                    self._backend.fetch_scope()
+            except PermanentError as e:
+                if part is Part.BACKEND:  # /data refuses the licence
+                    self._errors.report_exception(e, context={"phase": "probe"})
+                    log.error("the backend now refuses this licence: %s", e)
+                    return ExitCode.CONFIG_ERROR
+                self._probe_failed(part, e)
+            except TransientError as e:
+                self._probe_failed(part, e)
+            else:
+                down_for = breakers.close(part) or 0.0
+                log.info("%s is back after %.0f s: receiving again", part.value, down_for)
+        if breakers.any_open():
+            self._pause(max(breakers.seconds_to_next_probe(), 0.1))
+        return None
+
+    def _probe_failed(self, part: Part, error: Exception) -> None:
+        failed = self._dispatcher.breakers.probe_failed(part, f"{type(error).__name__}: {error}")
+        self.stats["probe-failures"] += 1
+        log.warning("%s still down (probe %d): %s", part.value, failed, error)
+        if failed % self._settings.report_every == 0:  # the opening was reported already
+            self._errors.report_exception(
+                error, context={"phase": "probe", "part": part.value, "streak": failed}
+            )
 
     def _report_streak(self, error: Exception, failures: int) -> None:
         if worth_reporting(failures, self._settings.report_every):

@@ -22,13 +22,13 @@ import re
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Final, TypeAlias
 
-from agent.errors import PermanentError
+from agent.errors import MessageFault
 
 _SAFE_TYPE_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _DIGITS: Final = re.compile(r"^[0-9]{1,18}$")
 
 
-class DecodeError(PermanentError):
+class DecodeError(MessageFault):
     """A message body that is not a valid command. `reason` is a short machine-readable code
     (`not-json`, `not-an-object`, `missing-type`, `unknown-type`, `missing-field`, `bad-field`)
     used as the dead-letter `failure-reason`; the message adds which field, never its value."""

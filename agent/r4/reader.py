@@ -14,7 +14,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from agent.errors import PermanentError
+from agent.errors import R4DataError
 from agent.r4 import sql
 from agent.r4.connection import R4Database, Row
 from agent.r4.sql import Statement
@@ -35,7 +35,7 @@ class R4Reader:
     """Read-only view of R4 over an open `R4Database` (implements agent.ports.RecordSource).
 
     Every method raises TransientError / PermanentError as translated by the connection, and
-    PermanentError naming the column (and the value's type, never the value) when R4 returns
+    R4DataError naming the column (and the value's type, never the value) when R4 returns
     a value of an unexpected type or form (a code that is text but no integer).
     """
 
@@ -269,8 +269,8 @@ def _money_text(value: object, column: str) -> str:
     return f"{whole}.{fraction.ljust(2, '0')}"
 
 
-def _bad(column: str, value: object) -> PermanentError:
-    return PermanentError(
+def _bad(column: str, value: object) -> R4DataError:
+    return R4DataError(
         f"R4 column {column} holds a value of an unexpected type or form ({type(value).__name__})"
     )
 
@@ -279,7 +279,7 @@ _INT_TEXT = re.compile(r"\s*-?[0-9]{1,19}\s*", re.ASCII)  # SQLite may hand back
 
 
 def _int(value: object, column: str) -> int:
-    """Every failure is a PermanentError naming the column and the type, never the value
+    """Every failure is an R4DataError naming the column and the type, never the value
     (int() and float conversions put the value in their own error text)."""
     if isinstance(value, bool):
         return int(value)
