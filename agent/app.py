@@ -358,6 +358,14 @@ def _run(
             queues[scope.sqs_queue_url] = queue
         return queue
 
+    def probe_r4() -> None:
+        fresh = ReconnectingRecords(settings)  # not one opened before a swap of the file
+        try:
+            fresh.ping()
+            fresh.get_patient(0)  # reads a table: a lock shows there, a ping may not see it
+        finally:
+            fresh.close()
+
     life = runtime.life or LifeSettings(poll_hours=config.poll_hours, life_hours=config.life_hours)
     lifecycle = Lifecycle(
         clock=clock,
@@ -371,6 +379,7 @@ def _run(
         queue_for=queue_for,
         settings=life,
         status=status,
+        r4_probe=probe_r4,
     )
     if runtime.on_lifecycle is not None:
         runtime.on_lifecycle(lifecycle)

@@ -87,6 +87,7 @@ class Lifecycle:
         settings: LifeSettings = LifeSettings(),
         rng: random.Random | None = None,
         status: StatusRecorder = NO_STATUS,
+        r4_probe: Callable[[], None] | None = None,
     ) -> None:
         self._clock = clock
         self._stop = stop
@@ -100,6 +101,9 @@ class Lifecycle:
         self._settings = settings
         self._rng = rng or random.Random()
         self._status = status
+        # R4's breaker probe: on a NEW connection (an open one may still read a file that was
+        # swapped since); the default reads through `records`
+        self._r4_probe = r4_probe or self._probe_records
         self.stats: Counter[str] = Counter()  # observable by tests: cycles, pauses, failures
         self._poll_failures = 0  # a streak outlives a cycle: SQS being down is not per hour
         self._uploads: Future[None] | None = None
@@ -290,8 +294,7 @@ class Lifecycle:
             self.stats["probes"] += 1
             try:
                 if part is Part.R4:
-                    self._records.ping()
-                    self._records.get_patient(0)  # reads a table: a lock shows, a ping may not
+                    self._r4_probe()
                 else:
                     self._backend.fetch_scope()
             except PermanentError as e:
@@ -308,6 +311,10 @@ class Lifecycle:
         if breakers.any_open():
             self._pause(max(breakers.seconds_to_next_probe(), 0.1))
         return None
+
+    def _probe_records(self) -> None:
+        self._records.ping()
+        self._records.get_patient(0)  # reads a table: a lock shows there, a ping may not see it
 
     def _probe_failed(self, part: Part, error: Exception) -> None:
         failed = self._dispatcher.breakers.probe_failed(part, f"{type(error).__name__}: {error}")
