@@ -35,10 +35,10 @@ class OutageClock(CountingClock):
         super().__init__()
         self._lock_ends = threading.Lock()
         self._end_at: float | None = None
-        self._end: Callable[[], None] | None = None
+        self._end: Callable[[], object] | None = None
         self.ended = threading.Event()
 
-    def outage(self, seconds: float, end: Callable[[], None]) -> None:
+    def outage(self, seconds: float, end: Callable[[], object]) -> None:
         with self._lock_ends:
             self._end_at = self.monotonic() + seconds
             self._end = end
@@ -207,7 +207,12 @@ def test_other_4xx_with_data_accepting_dead_letters_the_message_with_its_status(
     practice.backend.fail_next(1, status=status, endpoint="patient-sync")
     practice.send(envelope.encode(envelope.PatientSync(CANARY_CODE, "refused")))
     dead: list[dict[str, object]] = []
-    eventually(lambda: dead.extend(practice.dead_letters()) or len(dead) >= 1, 60)
+
+    def collect() -> int:
+        dead.extend(practice.dead_letters())
+        return len(dead)
+
+    eventually(collect, 60)
     reason = dead[0]["MessageAttributes"][FAILURE_REASON_ATTRIBUTE]["StringValue"]  # type: ignore[index]
     assert str(reason).startswith(f"backend-refused: HTTP {status}")
     agent.clock.advance(24 * HOUR)
