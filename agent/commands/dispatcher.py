@@ -70,6 +70,7 @@ from agent.resilience.report_throttle import ThrottledReports
 from agent.sqs_queue import (
     MAX_MESSAGES_PER_BATCH,
     MAX_MESSAGES_PER_RECEIVE,
+    ActionDeniedError,
     ReceivedMessage,
     SqsQueue,
 )
@@ -267,6 +268,9 @@ class Dispatcher:
             for queue, messages in _batches(released):
                 try:
                     refused = queue.change_visibility(messages, 0)
+                except ActionDeniedError as e:
+                    self._note_denied(e)
+                    continue
                 except AgentError as e:  # they come back after their visibility timeout
                     log.warning("could not release %d waiting messages: %s", len(messages), e)
                     continue
@@ -470,6 +474,8 @@ class Dispatcher:
         seconds = int(self.breakers.seconds_to_next_probe() + 0.999)
         try:
             queue.change_visibility([message], seconds)
+        except ActionDeniedError as e:
+            self._note_denied(e)
         except AgentError as e:  # it comes back after its visibility timeout instead
             log.debug("message %s: visibility not changed: %s", message.message_id, e)
 
@@ -490,13 +496,23 @@ class Dispatcher:
             self._count("retry")
             return
         except PermanentError as e:
-            # no DLQ configured: retrying cannot help either, so drop it (it was reported)
+            # no DLQ configured, or no right to use it: retrying cannot help either, so drop it
+            # (it was reported, without its body), as the original agent did with every message
+            if isinstance(e, ActionDeniedError):
+                self._note_denied(e)
             log.error("message %s dropped: %s", message.message_id, e)
             with contextlib.suppress(TransientError):
                 queue.delete(message)
             self._count("dropped")
             return
         self._count("dead-lettered")
+
+    def _note_denied(self, error: ActionDeniedError) -> None:
+        """An optional SQS action the credentials do not allow: one report for the process."""
+        if error.first:
+            self._errors.report_exception(
+                error, context={"phase": "least privilege", "action": error.action}
+            )
 
     # -- heartbeat -------------------------------------------------------------------------
     def _beat(self) -> None:
@@ -519,6 +535,9 @@ class Dispatcher:
             for queue, messages in _batches(items):
                 try:
                     refused = queue.change_visibility(messages, seconds)
+                except ActionDeniedError as e:  # no heartbeat: a long handler may run twice
+                    self._note_denied(e)
+                    continue
                 except AgentError as e:  # redrive is the backstop if extending fails
                     log.warning("could not extend visibility of %d messages: %s", len(messages), e)
                     continue

@@ -217,3 +217,46 @@ def test_other_4xx_with_data_accepting_dead_letters_the_message_with_its_status(
     assert str(reason).startswith(f"backend-refused: HTTP {status}")
     agent.clock.advance(24 * HOUR)
     assert agent.wait() is ExitCode.END_OF_LIFE
+
+
+# -- poison: rate-limited reports, bodies near SQS's size limit --------------------------------
+def test_a_burst_of_poison_sends_one_report_not_one_per_message(practice: Practice) -> None:
+    agent = practice.agent().start().polling()
+    for i in range(25):
+        practice.send(f'{{"type": "patient-sync", "r4PatientId": {i}')  # not JSON
+    dead: list[dict[str, object]] = []
+
+    def collect() -> int:
+        dead.extend(practice.dead_letters())
+        return len(dead)
+
+    eventually(lambda: collect() >= 25, 60)
+    reports = [c for _, c in agent.sink.exceptions if c.get("outcome") == "dead-lettered"]
+    assert len(reports) == 1  # the first; the rest are counted (agent clock: one window)
+    agent.clock.advance(24 * HOUR)
+    assert agent.wait() is ExitCode.END_OF_LIFE
+    summaries = [e for m, _, e in agent.sink.messages if "same fault" in m]
+    assert summaries and summaries[-1]["count"] == 24  # the summary sent on the way out
+
+
+def test_poison_body_near_the_256kb_limit_still_reaches_the_dead_letter_queue_whole(
+    practice: Practice,
+) -> None:
+    agent = practice.agent().start().polling()
+    head = '{"type": "no-such-type", "pad": "'
+    body = head + "x" * (262_144 - len(head) - 2 - 60) + '"}'  # 60 bytes under SQS's limit
+    practice.send(body)
+    dead: list[dict[str, object]] = []
+
+    def collect() -> int:
+        dead.extend(practice.dead_letters())
+        return len(dead)
+
+    eventually(collect, 60)
+    assert dead[0]["Body"] == body  # never dropped, never cut
+    attributes = dead[0]["MessageAttributes"]
+    assert isinstance(attributes, dict)
+    reason = str(attributes[FAILURE_REASON_ATTRIBUTE]["StringValue"])
+    assert reason.startswith("unknown-type") and len(reason) < 60  # the reason shortened
+    agent.clock.advance(24 * HOUR)
+    assert agent.wait() is ExitCode.END_OF_LIFE

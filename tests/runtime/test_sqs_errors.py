@@ -19,6 +19,7 @@ from agent.ports import Scope, SqsCredentials
 from agent.sqs_queue import (
     LONG_POLL_SECONDS,
     MAX_MESSAGES_PER_RECEIVE,
+    ActionDeniedError,
     CredentialsRejectedError,
     ReceivedMessage,
     SqsQueue,
@@ -165,8 +166,9 @@ def test_malformed_redrive_policy_is_a_permanent_error_naming_the_policy(policy:
     assert "not json" not in str(caught.value)  # the policy text is not echoed
 
 
-def test_production_receive_is_a_20_second_long_poll_for_10_messages_within_the_read_timeout(
-) -> None:
+def test_production_receive_is_a_20_second_long_poll_for_10_messages_within_the_read_timeout() -> (
+    None
+):
     # the defaults the service runs with: SqsQueue and the client exactly as agent.app builds
     # them (only wait_seconds is ever changed, by tests and dev configs)
     client = sqs_client(_scope(), lambda: _scope().credentials, clock=FakeClock())
@@ -196,8 +198,9 @@ def test_production_receive_is_a_20_second_long_poll_for_10_messages_within_the_
     assert read_timeout > LONG_POLL_SECONDS  # a quiet queue is an empty answer, not a timeout
 
 
-def test_visibility_is_changed_ten_per_call_and_entries_sqs_refuses_are_returned_not_raised(
-) -> None:
+def test_visibility_is_changed_ten_per_call_and_entries_sqs_refuses_are_returned_not_raised() -> (
+    None
+):
     # the heartbeat extends every message in flight: one call per ten, and one message deleted
     # meanwhile must not hide that the others were extended
     queue, stub = _queue()
@@ -214,12 +217,22 @@ def test_visibility_is_changed_ten_per_call_and_entries_sqs_refuses_are_returned
         {"QueueUrl": QUEUE, "Entries": entries},
     )
     stub.add_client_error(
+        "change_message_visibility_batch", service_error_code="ExpiredToken", http_status_code=403
+    )
+    stub.add_client_error(
         "change_message_visibility_batch", service_error_code="AccessDenied", http_status_code=403
     )
     with stub:
         assert queue.change_visibility(messages, 60) == [(messages[1], "ReceiptHandleIsInvalid")]
         with pytest.raises(CredentialsRejectedError, match="change-visibility"):
             queue.change_visibility(messages, 60)
+        # least privilege: a policy without the action turns it off, once, for the process
+        with pytest.raises(ActionDeniedError) as denied:
+            queue.change_visibility(messages, 60)
+        assert denied.value.first
+        with pytest.raises(ActionDeniedError) as again:  # no request: nothing is stubbed
+            queue.change_visibility(messages, 60)
+        assert not again.value.first
     stub.assert_no_pending_responses()
     for wrong in ([], messages * 4):
         with pytest.raises(ValueError, match="1 to 10"):
