@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -40,11 +41,12 @@ from agent.ops.status_file import NO_STATUS
 from agent.ports import Backend, ErrorSink, RecordSource, Scope, StatusRecorder, TablePass
 from agent.resilience.faults import Part
 from agent.sqs_queue import CredentialsRejectedError, SqsQueue
-from updater.gate import GateAction, VersionGate
+from updater.gate import GateAction, GateDecision, VersionGate
 
 log = logging.getLogger(__name__)
 
 HOUR = 3600.0
+_SAFE_VERSION = re.compile(r"[0-9A-Za-z.+-]{0,40}")  # shown in a report; anything else is not
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,7 @@ class Lifecycle:
         self.stats: Counter[str] = Counter()  # observable by tests: cycles, pauses, failures
         self._poll_failures = 0  # a streak outlives a cycle: SQS being down is not per hour
         self._uploads: Future[None] | None = None
+        self._version_reports: dict[str, float] = {}  # wanted version -> when last reported
 
     # -- the life ------------------------------------------------------------------------
     def run(self) -> ExitCode:
@@ -136,6 +139,7 @@ class Lifecycle:
             )
             if decision.action is GateAction.RESTART_INTO_NEW_VERSION:
                 return ExitCode.UPDATED
+            self._report_unusable_version(decision)
             self._upload_all()
             poll_end = min(self._clock.monotonic() + self._settings.poll_hours * HOUR, life_end)
             self._status.version_checked(
@@ -156,6 +160,25 @@ class Lifecycle:
             if isinstance(refreshed, ExitCode):
                 return refreshed
             scope = refreshed
+
+    def _report_unusable_version(self, decision: GateDecision) -> None:
+        """A version the backend wants that the updater cannot use (the original's npm version
+        0.0.12, garbage, empty, not listed, revoked, below the floor): the agent carries on
+        with the current one and reports it at most once a day per wanted value."""
+        if decision.wanted == decision.running:
+            return
+        now = self._clock.monotonic()
+        last = self._version_reports.get(decision.wanted)
+        if last is not None and now - last < 24 * HOUR:
+            return
+        self._version_reports[decision.wanted] = now
+        shown = decision.wanted if _SAFE_VERSION.fullmatch(decision.wanted) else "(not shown)"
+        self._errors.report_message(
+            f"the backend wants version {shown or '(empty)'}, which cannot be used: "
+            f"carrying on with {decision.running} ({decision.reason})",
+            level="warning",
+            extra={"phase": "version check"},
+        )
 
     def _start(self) -> Scope | ExitCode:
         attempt = 0

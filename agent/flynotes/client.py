@@ -490,6 +490,10 @@ def _require_str(obj: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
+def _version_hint(value: object) -> str:
+    return value.strip()[:100] if isinstance(value, str) else ""
+
+
 def _parse_scope(body: object, server_date: datetime | None) -> Scope:
     if not isinstance(body, dict):
         raise PermanentError("the backend's /data answer is not a JSON object")
@@ -499,7 +503,9 @@ def _parse_scope(body: object, server_date: datetime | None) -> Scope:
     return Scope(
         sqs_queue_url=_require_str(body, "sqsQueueUrl", ""),
         sqs_region=_require_str(body, "sqsRegion", ""),
-        library_version=_require_str(body, "libraryVersion", ""),
+        # the original's npm version (0.0.12), garbage or nothing: the version gate refuses what
+        # it cannot use and the agent carries on (never a reason to stop)
+        library_version=_version_hint(body.get("libraryVersion")),
         credentials=SqsCredentials(
             access_key_id=_require_str(creds, "AccessKeyId", "sqsCredentials."),
             secret_access_key=_require_str(creds, "SecretAccessKey", "sqsCredentials."),
