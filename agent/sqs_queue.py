@@ -282,10 +282,13 @@ class SqsQueue:
 
 
 def _access_denied(cause: BaseException | None) -> bool:
+    """A policy's refusal, not credentials gone bad. AWS names it in the code; moto's server
+    (JSON protocol) puts the XML error in the message, so the policy's words are read too."""
     if not isinstance(cause, ClientError):
         return False
-    code = str(cause.response.get("Error", {}).get("Code", ""))
-    return code in _DENIED_CODES
+    error = cause.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    return code in _DENIED_CODES or "is not authorized to perform" in str(error.get("Message", ""))
 
 
 def _fitting_attributes(body_bytes: int, wanted: tuple[tuple[str, str], ...]) -> dict[str, Any]:
