@@ -454,4 +454,5 @@ def main(
 
     watch(stop)  # Windows: the service host's named stop event (no console for CTRL_BREAK)
     with stop_on_signals(stop):
-        return run_agent(config, Runtime(stop=stop))
+        probes = ProbeSettings(probe_max_seconds=config.probe_max_seconds)
+        return run_agent(config, Runtime(stop=stop, probes=probes))
