@@ -32,6 +32,12 @@ MIN_ID: Final = 1
 MAX_ID: Final = 2**31 - 1
 
 
+# Every `DecodeError.reason` (the dead-letter `failure-reason` code).
+DECODE_REASONS: Final = frozenset(
+    {"not-json", "not-an-object", "missing-type", "unknown-type", "missing-field", "bad-field"}
+)
+
+
 class DecodeError(MessageFault):
     """A message body that is not a valid command. `reason` is a short machine-readable code
     (`not-json`, `not-an-object`, `missing-type`, `unknown-type`, `missing-field`, `bad-field`)

@@ -8,6 +8,7 @@ not minutes. Marker `outage` (its own stage in .ci/test.sh)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -179,68 +180,76 @@ def _no_hot_loop(text: str, part: str, outage_seconds: float) -> None:
     assert f"{part} is back after" in text
 
 
-def test_r4_locked_by_another_process_for_20_s_as_nobody(
-    site: Site, flynotes_standin: StandinBackend, sqs_server: SqsEndpoint
-) -> None:
-    agent = _started(site, flynotes_standin)
+@dataclass
+class Outage:
+    agent: AgentProcess
+    sqs: SqsEndpoint
+    part: str
+    seconds: float
+    patches: set[str]
+
+    def send_and_wait(self) -> None:
+        """Once the outage began: send the commands, see them left in the queue, wait out
+        `seconds` (many redrive windows) and check nothing was dead-lettered meanwhile."""
+        self.patches |= _send(self.sqs)
+        eventually(lambda: f"left in the queue until {self.part} is back" in self.agent.log(), 60)
+        time.sleep(self.seconds)
+        assert _dead_letters(self.sqs) == []
+
+
+@contextlib.contextmanager
+def _through_an_outage(
+    site: Site, backend: StandinBackend, sqs: SqsEndpoint, part: str, seconds: float
+) -> Iterator[Outage]:
+    """The agent through an outage the test starts and ends; then: all delivered, none
+    dead-lettered, the part probed without a hot loop, and a clean stop."""
+    agent = _started(site, backend)
     try:
-        holder = sqlite3.connect(site.db, isolation_level=None)
-        holder.execute("BEGIN EXCLUSIVE")  # R4's own writer, a backup tool
-        patches = _send(sqs_server)
-        eventually(lambda: "left in the queue until R4 is back" in agent.log(), 60)
-        time.sleep(20)  # ~7 redrive windows
-        assert _dead_letters(sqs_server) == []
-        holder.execute("ROLLBACK")
-        holder.close()
-        _recovered(agent, flynotes_standin, sqs_server, patches)
-        _no_hot_loop(agent.log(), "R4", 20)
+        outage = Outage(agent, sqs, part, seconds, set())
+        yield outage
+        _recovered(agent, backend, sqs, outage.patches)
+        _no_hot_loop(agent.log(), part, seconds)
     finally:
         code = agent.stop()
     assert code == ExitCode.END_OF_LIFE
+
+
+def test_r4_locked_by_another_process_for_20_s_as_nobody(
+    site: Site, flynotes_standin: StandinBackend, sqs_server: SqsEndpoint
+) -> None:
+    with _through_an_outage(site, flynotes_standin, sqs_server, "R4", 20) as outage:
+        holder = sqlite3.connect(site.db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # R4's own writer, a backup tool
+        outage.send_and_wait()
+        holder.execute("ROLLBACK")
+        holder.close()
 
 
 def test_r4_file_replaced_then_restored_unreadable_then_readable_as_nobody(
     site: Site, flynotes_standin: StandinBackend, sqs_server: SqsEndpoint
 ) -> None:
-    agent = _started(site, flynotes_standin)
     kept = site.root / "kept.sqlite"
-    try:
-        shutil.copy(site.db, kept)
+    shutil.copy(site.db, kept)
+    with _through_an_outage(site, flynotes_standin, sqs_server, "R4", 10) as outage:
         empty = site.root / "empty.sqlite"
         sqlite3.connect(empty).close()
         empty.chmod(0o644)
         empty.replace(site.db)  # a restore gone wrong: not R4's database
-        patches = _send(sqs_server)
-        eventually(lambda: "left in the queue until R4 is back" in agent.log(), 60)
-        time.sleep(10)
+        outage.send_and_wait()
         kept.chmod(0o600)  # restored by root, not yet readable by the service's account
         kept.replace(site.db)
         time.sleep(10)
         assert _dead_letters(sqs_server) == []
         site.db.chmod(0o644)
-        _recovered(agent, flynotes_standin, sqs_server, patches)
-        _no_hot_loop(agent.log(), "R4", 20)
-    finally:
-        code = agent.stop()
-    assert code == ExitCode.END_OF_LIFE
 
 
 def test_backend_answering_500_for_30_s(
     site: Site, flynotes_standin: StandinBackend, sqs_server: SqsEndpoint
 ) -> None:
-    agent = _started(site, flynotes_standin)
-    try:
+    with _through_an_outage(site, flynotes_standin, sqs_server, "backend", 30) as outage:
         flynotes_standin.fail_next(100_000, status=500)  # every endpoint, /data too
-        patches = _send(sqs_server)
-        eventually(lambda: "left in the queue until backend is back" in agent.log(), 60)
-        time.sleep(30)  # 10 redrive windows
-        assert _dead_letters(sqs_server) == []
+        outage.send_and_wait()
         flynotes_standin.clear_faults()
-        _recovered(agent, flynotes_standin, sqs_server, patches)
-        _no_hot_loop(agent.log(), "backend", 30)
-    finally:
-        code = agent.stop()
-    assert code == ExitCode.END_OF_LIFE
 
 
 def test_403_on_every_call_exits_78_at_once_then_everything_is_delivered(

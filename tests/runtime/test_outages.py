@@ -75,6 +75,18 @@ def _send_syncs(practice: Practice) -> set[str]:
     return patches
 
 
+def _dead_lettered(practice: Practice, at_least: int) -> list[dict[str, object]]:
+    """Receive from the dead-letter queue until `at_least` messages came (bounded wait)."""
+    dead: list[dict[str, object]] = []
+
+    def collect() -> int:
+        dead.extend(practice.dead_letters())
+        return len(dead)
+
+    eventually(lambda: collect() >= at_least, 60)
+    return dead
+
+
 def _delivered(practice: Practice) -> set[str]:
     return {str(r.json["patientPatchId"]) for r in practice.backend.received_for("patient-sync")}
 
@@ -177,13 +189,7 @@ def test_403_on_patient_sync_only_with_data_accepting_dead_letters_those_with_th
     practice.backend.fail_next(3, status=403, endpoint="patient-sync")
     patches = _send_syncs(practice)
 
-    dead: list[dict[str, object]] = []
-
-    def collect() -> int:
-        dead.extend(practice.dead_letters())
-        return len(dead)
-
-    eventually(lambda: collect() >= 3, 60)
+    dead = _dead_lettered(practice, 3)
     eventually(lambda: len(_delivered(practice)) == MESSAGES - 3, 60)
     reasons = [
         str(m["MessageAttributes"][FAILURE_REASON_ATTRIBUTE]["StringValue"])  # type: ignore[index]
@@ -206,13 +212,7 @@ def test_other_4xx_with_data_accepting_dead_letters_the_message_with_its_status(
     agent = practice.agent().start().polling()
     practice.backend.fail_next(1, status=status, endpoint="patient-sync")
     practice.send(envelope.encode(envelope.PatientSync(CANARY_CODE, "refused")))
-    dead: list[dict[str, object]] = []
-
-    def collect() -> int:
-        dead.extend(practice.dead_letters())
-        return len(dead)
-
-    eventually(collect, 60)
+    dead = _dead_lettered(practice, 1)
     reason = dead[0]["MessageAttributes"][FAILURE_REASON_ATTRIBUTE]["StringValue"]  # type: ignore[index]
     assert str(reason).startswith(f"backend-refused: HTTP {status}")
     agent.clock.advance(24 * HOUR)
@@ -224,13 +224,7 @@ def test_a_burst_of_poison_sends_one_report_not_one_per_message(practice: Practi
     agent = practice.agent().start().polling()
     for i in range(25):
         practice.send(f'{{"type": "patient-sync", "r4PatientId": {i}')  # not JSON
-    dead: list[dict[str, object]] = []
-
-    def collect() -> int:
-        dead.extend(practice.dead_letters())
-        return len(dead)
-
-    eventually(lambda: collect() >= 25, 60)
+    _dead_lettered(practice, 25)
     reports = [c for _, c in agent.sink.exceptions if c.get("outcome") == "dead-lettered"]
     assert len(reports) == 1  # the first; the rest are counted (agent clock: one window)
     agent.clock.advance(24 * HOUR)
@@ -246,13 +240,7 @@ def test_poison_body_near_the_256kb_limit_still_reaches_the_dead_letter_queue_wh
     head = '{"type": "no-such-type", "pad": "'
     body = head + "x" * (262_144 - len(head) - 2 - 60) + '"}'  # 60 bytes under SQS's limit
     practice.send(body)
-    dead: list[dict[str, object]] = []
-
-    def collect() -> int:
-        dead.extend(practice.dead_letters())
-        return len(dead)
-
-    eventually(collect, 60)
+    dead = _dead_lettered(practice, 1)
     assert dead[0]["Body"] == body  # never dropped, never cut
     attributes = dead[0]["MessageAttributes"]
     assert isinstance(attributes, dict)
