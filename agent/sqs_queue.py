@@ -192,7 +192,9 @@ class SqsQueue:
                     receipt_handle=m["ReceiptHandle"],
                     body=m.get("Body", ""),
                     receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
-                    sent_at=(datetime.fromtimestamp(int(sent_ms) / 1000, UTC) if sent_ms else None),
+                    sent_at=(
+                        datetime.fromtimestamp(int(sent_ms) / 1000, UTC) if sent_ms else None
+                    ),
                 )
             )
         return received

@@ -86,7 +86,8 @@ def _login_refused(account: str | None, settings: DbSettings) -> Advice:
     if settings.user is None:
         who = account or SERVICE_ACCOUNT
         return Advice(
-            f"SQL Server refused the login of {who} (Windows authentication: the service account)",
+            f"SQL Server refused the login of {who} (Windows authentication: the service "
+            "account)",
             f"either give {who} read access to {database} (SQL Server Management Studio: "
             f"Security > Logins > New Login '{who}', User Mapping: {database}, role "
             f"db_datareader), or reinstall with a SQL login that has it: "
@@ -122,7 +123,8 @@ def _tls_failed(settings: DbSettings, machine_names: Collection[str]) -> Advice:
     update = "install SQL Server's TLS 1.2 update (Microsoft KB3135244)"
     if settings.connection_string:
         return Advice(
-            "the TLS handshake with SQL Server failed (SQL Server 2008 R2 speaks only TLS 1.0/1.1)",
+            "the TLS handshake with SQL Server failed (SQL Server 2008 R2 speaks only TLS "
+            "1.0/1.1)",
             f"{update}; or, for a local or trusted network, put Encrypt=no in [database] "
             "connection_string (or drop the connection string: the agent then tries every "
             "installed driver, and for a local server without encryption)",

@@ -60,7 +60,9 @@ def is_tls_handshake_failure(message: str) -> bool:
 def connect_refusal(message: str) -> ConnectRefusal | None:
     """The login or database refusal in a driver message, or None if it holds none."""
     records = [(r.native, r.text) for r in driver_messages.records(message)]
-    account = next((_account(text) for native, text in records if native == LOGIN_FAILED), None)
+    account = next(
+        (_account(text) for native, text in records if native == LOGIN_FAILED), None
+    )
     for native, text in records:
         if native == CANNOT_OPEN_DATABASE:
             quoted = _DOUBLE_QUOTED.search(text)

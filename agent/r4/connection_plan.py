@@ -230,8 +230,6 @@ def connection_plan(
 def _encryption(driver: str, encrypt: bool | None) -> str:
     if encrypt is not None:
         return "on" if encrypt else "off"
-    return (
-        "on (the driver's default)"
-        if driver in ENCRYPTING_BY_DEFAULT
-        else ("the driver's default (off unless the server requires it)")
+    return "on (the driver's default)" if driver in ENCRYPTING_BY_DEFAULT else (
+        "the driver's default (off unless the server requires it)"
     )

@@ -86,7 +86,8 @@ _TEMPLATE_TEXTS: tuple[str, ...] = (
     'The multi-part identifier "{name}" could not be bound.',
     "Incorrect syntax near '{name}'.",
     "Incorrect syntax near the keyword '{name}'.",
-    "The SELECT permission was denied on the object '{name}', database '{name}', schema '{name}'.",
+    "The SELECT permission was denied on the object '{name}', database '{name}', "
+    "schema '{name}'.",
     "Conversion failed when converting the {type} value {value} to data type {type}.",
     "Conversion failed when converting date and/or time from character string.",
     "Error converting data type {type} to {type}.",

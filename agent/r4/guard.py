@@ -35,7 +35,6 @@ ALLOWED_KEYWORDS = frozenset(
 # Functions the statements call (and REPLACE, a pure string function); only before "(".
 ALLOWED_FUNCTIONS = frozenset({"COUNT", "COALESCE", "REPLACE", "PRAGMA_TABLE_INFO"})
 
-
 # Reserved keywords of Transact-SQL (learn.microsoft.com, "Reserved Keywords (Transact-SQL)",
 # SQL Server 2008 to now).
 def _keywords(listing: str) -> frozenset[str]:
@@ -93,7 +92,9 @@ LOCK_HINTS = frozenset(
      "REPEATABLEREAD"}
 )  # fmt: skip
 
-REFUSED_WORDS = (TSQL_RESERVED | SQLITE_KEYWORDS | STATEMENT_VERBS | LOCK_HINTS) - ALLOWED_KEYWORDS
+REFUSED_WORDS = (
+    TSQL_RESERVED | SQLITE_KEYWORDS | STATEMENT_VERBS | LOCK_HINTS
+) - ALLOWED_KEYWORDS
 
 _QUOTES = {"'": "'", '"': '"', "`": "`", "[": "]"}
 # What may stand outside literals and names: words, numbers, operators, (), commas, ?, ;

@@ -41,18 +41,9 @@ VERSION = "1.0.0"
 
 def freeze(out: Path, trusted_root: Path, version: str = VERSION) -> Path:
     subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "build" / "freeze.py"),
-            "--version",
-            version,
-            "--out",
-            str(out),
-            "--trusted-root",
-            str(trusted_root),
-        ],
-        check=True,
-        timeout=1800,
+        [sys.executable, str(REPO / "build" / "freeze.py"), "--version", version,
+         "--out", str(out), "--trusted-root", str(trusted_root)],
+        check=True, timeout=1800,
     )
     return out / "r4agent"
 
@@ -113,9 +104,8 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 180.0)
 
 
 def test_frozen_exe_reports_the_version_baked_in_at_build_time(frozen_exe: Path) -> None:
-    out = subprocess.run(
-        [str(frozen_exe), "--version"], capture_output=True, text=True, timeout=60, check=True
-    ).stdout
+    out = subprocess.run([str(frozen_exe), "--version"], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
     assert out.strip() == f"r4agent {VERSION}"
     assert "1.0.0" in (REPO / "agent" / "_version.py").read_text()  # the repo file untouched
 
@@ -127,9 +117,8 @@ def test_frozen_self_test_verifies_the_real_root_without_cryptography_in_the_exe
     # not verify a changed copy) with what is in the exe: securesystemslib's pure-Python ed25519
     from PyInstaller.archive.readers import pkg_archive_contents
 
-    done = subprocess.run(
-        [str(frozen_exe), "self-test"], capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([str(frozen_exe), "self-test"], capture_output=True, text=True,
+                          timeout=120)
     assert (done.returncode, done.stdout.strip()) == (0, f"r4agent {VERSION}"), done.stderr
     modules = set(pkg_archive_contents(str(frozen_exe)))
     assert "securesystemslib._vendor.ed25519.ed25519" in modules
@@ -137,7 +126,9 @@ def test_frozen_self_test_verifies_the_real_root_without_cryptography_in_the_exe
     assert not {m for m in modules if m.split(".")[0] in {"cryptography", "nacl", "tufup"}}
 
 
-def test_same_commit_twice_gives_a_byte_identical_exe(trusted_root: Path, tmp_path: Path) -> None:
+def test_same_commit_twice_gives_a_byte_identical_exe(
+    trusted_root: Path, tmp_path: Path
+) -> None:
     """Two builds of one committed tree give the same bytes: what keeps update patches tiny.
 
     Why this can fail: each build runs from its OWN copy of the tree (a git snapshot at its own
@@ -148,43 +139,27 @@ def test_same_commit_twice_gives_a_byte_identical_exe(trusted_root: Path, tmp_pa
     absolute source path baked into the bundle then shows up as differing bytes. (With one
     shared workpath, as before, PyInstaller reused the cached pieces and the two exes were
     equal whatever the build did.)"""
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "HEAD"], check=True, capture_output=True, timeout=120
-    ).stdout
-    epoch = subprocess.run(
-        ["git", "-C", str(REPO), "log", "-1", "--format=%ct"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout.strip()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD"], check=True,
+                             capture_output=True, timeout=120).stdout
+    epoch = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%ct"], check=True,
+                           capture_output=True, text=True, timeout=60).stdout.strip()
     env = dict(os.environ, R4AGENT_BUILD_CACHE=str(REPO / ".cache"), SOURCE_DATE_EPOCH=epoch)
     exes = []
     for name in ("one", "two"):
         snapshot = tmp_path / f"src-{name}"
         snapshot.mkdir()
-        subprocess.run(["tar", "-x", "-C", str(snapshot)], input=archive, check=True, timeout=120)
+        subprocess.run(["tar", "-x", "-C", str(snapshot)], input=archive, check=True,
+                       timeout=120)
         out = tmp_path / f"dist-{name}"
         subprocess.run(
-            [
-                sys.executable,
-                str(snapshot / "build" / "freeze.py"),
-                "--version",
-                "1.0.1",
-                "--out",
-                str(out),
-                "--trusted-root",
-                str(trusted_root),
-            ],
-            check=True,
-            timeout=1800,
-            env=env,
+            [sys.executable, str(snapshot / "build" / "freeze.py"), "--version", "1.0.1",
+             "--out", str(out), "--trusted-root", str(trusted_root)],
+            check=True, timeout=1800, env=env,
         )
         exes.append(out / "r4agent")
-    assert (
-        hashlib.sha256(exes[0].read_bytes()).digest()
-        == hashlib.sha256(exes[1].read_bytes()).digest()
-    )
+    assert hashlib.sha256(exes[0].read_bytes()).digest() == hashlib.sha256(
+        exes[1].read_bytes()
+    ).digest()
     assert not list((REPO / ".cache" / "pyinstaller" / "work").glob("*-r4agent-1.0.1-*"))
 
 
@@ -217,30 +192,21 @@ def test_frozen_service_host_runs_agent_over_real_odbc_sqs_and_tuf(
     env = dict(os.environ, R4AGENT_CONFIG=str(config), R4AGENT_UPDATE_URL=update_url)
     host = subprocess.Popen(
         [str(frozen_exe), "service", "debug", "--data-dir", str(base)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:
-        wait_for(
-            lambda: bool(flynotes_standin.received_for("patient-upload")),
-            "patients uploaded by the frozen agent",
-        )
+        wait_for(lambda: bool(flynotes_standin.received_for("patient-upload")),
+                 "patients uploaded by the frozen agent")
         sqs_server.client().send_message(
             QueueUrl=sqs_server.queue_url,
             MessageBody=json.dumps(
                 {"type": "patient-sync", "r4PatientId": 900001, "patientPatchId": "p-1"}
             ),
         )
-        wait_for(
-            lambda: bool(flynotes_standin.received_for("patient-sync")),
-            "the patient-sync command received from SQS and sent on",
-        )
-        wait_for(
-            lambda: (base / "metadata" / "targets.json").exists(),
-            "TUF metadata verified and stored",
-        )
+        wait_for(lambda: bool(flynotes_standin.received_for("patient-sync")),
+                 "the patient-sync command received from SQS and sent on")
+        wait_for(lambda: (base / "metadata" / "targets.json").exists(),
+                 "TUF metadata verified and stored")
     finally:
         host.send_signal(signal.SIGTERM)
         try:

@@ -257,9 +257,7 @@ def test_missing_key_file_names_key_and_path(tmp_path: Path) -> None:
     assert str(tmp_path / "nowhere.key") in message
 
 
-UNREADABLE_KEY_CONFIG = (
-    'licence_key_file = "licence.key"\nbackend_url = "https://flynotes.example/"\n'
-)
+UNREADABLE_KEY_CONFIG = 'licence_key_file = "licence.key"\nbackend_url = "https://flynotes.example/"\n'
 AS_NOBODY = ("--reuid=nobody", "--regid=nogroup", "--clear-groups")
 LOAD_AND_PRINT = """
 import sys
@@ -325,7 +323,6 @@ def _load_as_nobody_with_a_key_file_only_root_may_read() -> str:
     assert result.returncode == 78, result.stdout + result.stderr
     assert str(config) in result.stdout  # names the config file
     return result.stdout
-
 
 def test_key_file_that_is_a_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "licence.key").mkdir()

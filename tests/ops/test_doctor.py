@@ -484,11 +484,7 @@ def test_json_output_lists_every_check(
     doc = json.loads(capsys.readouterr().out)
     assert code == 1 and doc["schema_version"] == 1 and doc["ok"] is False
     assert [c["name"] for c in doc["checks"]][:5] == [
-        "config",
-        "ODBC drivers",
-        "R4 database",
-        "R4 schema",
-        "backend + licence",
+        "config", "ODBC drivers", "R4 database", "R4 schema", "backend + licence"
     ]
     backend = next(c for c in doc["checks"] if c["name"] == "backend + licence")
     assert backend["status"] == "fail" and "refused" in backend["detail"] and backend["hint"]
@@ -577,7 +573,9 @@ def test_refused_windows_login_names_system_and_both_fixes(practice: Practice) -
 
 def test_refused_sql_login_is_named_and_its_password_never_printed(practice: Practice) -> None:
     password = "Sekrit-Doctor-4471"
-    path = _sql_server_config(practice, f'server = "."\nuser = "admin"\npassword = "{password}"\n')
+    path = _sql_server_config(
+        practice, f'server = "."\nuser = "admin"\npassword = "{password}"\n'
+    )
     seen: list[DbSettings] = []
 
     def open_r4(settings: DbSettings) -> R4Database:

@@ -43,13 +43,8 @@ def test_generating_the_demo_database_logs_progress_at_least_every_10_s(
 ) -> None:
     step = 1 / 16  # one reading per patient: 2,000 patients take 125 simulated seconds
     caplog.set_level(logging.INFO, logger="test.demo")
-    progress = Progress(
-        "sample R4 database",
-        clock=SlowMachineClock(step),
-        log=logging.getLogger("test.demo"),
-        expected=2000,
-        unit="patients",
-    )
+    progress = Progress("sample R4 database", clock=SlowMachineClock(step),
+                        log=logging.getLogger("test.demo"), expected=2000, unit="patients")
     generate(tmp_path / "sys2000.db", 2000, seed=3, progress=progress)
     counts = _counts(caplog, "test.demo")
     assert len(counts) >= 9 and progress.done == 2000

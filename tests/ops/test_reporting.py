@@ -445,13 +445,8 @@ def test_short_db_password_is_masked_in_reports_though_too_short_for_the_log_reg
 ) -> None:
     registry = SecretRegistry()
     short = "Pw9!"  # a weak practice SQL password: below MIN_SECRET_LENGTH
-    sink = RollbarSink(
-        TOKEN,
-        environment="test",
-        endpoint=rollbar_endpoint.url,
-        secret_values=[short],
-        secrets=registry,
-    )
+    sink = RollbarSink(TOKEN, environment="test", endpoint=rollbar_endpoint.url,
+                       secret_values=[short], secrets=registry)
     try:
         raise RuntimeError(f"login failed with {short} for user r4")
     except RuntimeError as e:

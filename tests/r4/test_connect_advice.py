@@ -31,7 +31,6 @@ TARGET = "driver=ODBC Driver 17 for SQL Server, server=., database=sys2000"
 MACHINE = frozenset({"r4server"})
 TLS_FAILED = TLS_FAILURES["driver 18, OpenSSL 3"]
 
-
 def as_raised(state_and_message: tuple[str, str]) -> str:
     """The text of the agent error open_database raises for this driver error."""
     error = pyodbc.InterfaceError(*state_and_message)
@@ -100,11 +99,8 @@ def test_tls_failure_advice_differs_for_a_local_and_a_remote_server() -> None:
 
 
 def test_other_failures_get_no_special_advice() -> None:
-    timeout = (
-        "HYT00",
-        "[HYT00] [Microsoft][ODBC Driver 17 for SQL Server]Login timeout "
-        "expired (0) (SQLDriverConnect)",
-    )  # ESSolutions/django-mssql-backend#110
+    timeout = ("HYT00", "[HYT00] [Microsoft][ODBC Driver 17 for SQL Server]Login timeout "
+               "expired (0) (SQLDriverConnect)")  # ESSolutions/django-mssql-backend#110
     assert advice.connect_failure(as_raised(timeout), DbSettings(), MACHINE) is None
 
 
@@ -113,10 +109,8 @@ def test_other_failures_get_no_special_advice() -> None:
     [
         (DbSettings(), "sys2000"),
         (DbSettings(database="Tutor"), "Tutor"),
-        (
-            DbSettings(connection_string="Driver={SQL Server};Server=.;Database=NG_R4_Sys2000"),
-            "NG_R4_Sys2000",
-        ),
+        (DbSettings(connection_string="Driver={SQL Server};Server=.;Database=NG_R4_Sys2000"),
+         "NG_R4_Sys2000"),
         (DbSettings(connection_string="Driver=X;Initial Catalog=Tutor;"), "Tutor"),
         (DbSettings(connection_string="Driver=SQLite3;Database=/tmp/a/Tutor.db;"), "Tutor"),
     ],

@@ -114,7 +114,9 @@ def test_remote_server_with_encrypt_false_tries_every_driver_unencrypted() -> No
 def test_encrypt_true_keeps_encryption_on_for_every_driver_even_locally() -> None:
     attempts = plan(local(encrypt=True))
     assert tried(attempts) == [(D18, "on"), (D17, "on"), (NC11, "on"), (SQLSRV, "on")]
-    assert all("Encrypt=yes;TrustServerCertificate=yes;" in a.connection_string for a in attempts)
+    assert all(
+        "Encrypt=yes;TrustServerCertificate=yes;" in a.connection_string for a in attempts
+    )
 
 
 def test_sql_login_replaces_windows_authentication_with_braced_values() -> None:

@@ -404,6 +404,7 @@ def test_bulk_read_checks_every_value_when_a_column_comes_back_as_another_type(
     assert "dob" in str(failed.value) and CANARY["surname"] not in str(failed.value)
 
 
+
 @pytest.mark.parametrize(
     "stored",
     ["²", "--5", "٣", "1" * 5000, "1_000", 9e999, 1.5],

@@ -95,7 +95,7 @@ REFUSED = [
     "SELECT load_extension('/tmp/evil.so')",
     "SELECT LOAD_EXTENSION ('/tmp/evil.so', 'init')",
     "SELECT [load_extension]('/tmp/evil.so')",
-    "SELECT \"load_extension\"('/tmp/evil.so')",
+    'SELECT "load_extension"(\'/tmp/evil.so\')',
     "SELECT readfile('/etc/passwd')",
     "SELECT * FROM fn_dblog(NULL, NULL)",
     "SELECT {fn user()}",

@@ -146,17 +146,16 @@ def _finished(child: subprocess.Popen[str], timeout: float) -> tuple[int, str]:
 
 
 def _dead_letter_reasons(sqs: SqsEndpoint) -> list[str]:
-    messages = (
-        sqs.client()
-        .receive_message(
-            QueueUrl=sqs.dead_letter_queue_url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=0,
-            MessageAttributeNames=["All"],
-        )
-        .get("Messages", [])
+    messages = sqs.client().receive_message(
+        QueueUrl=sqs.dead_letter_queue_url,
+        MaxNumberOfMessages=10,
+        WaitTimeSeconds=0,
+        MessageAttributeNames=["All"],
+    ).get("Messages", [])
+    return sorted(
+        m["MessageAttributes"][FAILURE_REASON_ATTRIBUTE]["StringValue"]
+        for m in messages
     )
-    return sorted(m["MessageAttributes"][FAILURE_REASON_ATTRIBUTE]["StringValue"] for m in messages)
 
 
 def test_r4agent_run_lives_its_compressed_day_handling_commands_then_exits_end_of_life(

@@ -151,7 +151,9 @@ def test_wind_down_releases_what_has_not_started_and_lets_running_work_finish(
     # appointments upload waits. Winding down must not work through the waiting two (the host
     # kills the process after its grace period): they go back to the queue at once.
     lanes, _ = make_dispatcher(
-        DispatchSettings(workers=1, heartbeat_interval_seconds=0.2, visibility_extension_seconds=30)
+        DispatchSettings(
+            workers=1, heartbeat_interval_seconds=0.2, visibility_extension_seconds=30
+        )
     )
     queue = SqsQueue(
         practice.sqs.client(), practice.sqs.queue_url, wait_seconds=1, visibility_timeout=30

@@ -470,10 +470,8 @@ def test_credentials_sqs_refuses_are_replaced_by_a_fresh_scope_with_back_off(
     practice: Practice, sqs_enforcing_credentials: Callable[[], Credentials], refused: str
 ) -> None:
     good = sqs_enforcing_credentials()
-    bad = (
-        ("ASIAUNKNOWNKEY000000", "x" * 40, "bad-token")
-        if refused == "unknown key"
-        else (good[0], "y" * 40, good[2])
+    bad = ("ASIAUNKNOWNKEY000000", "x" * 40, "bad-token") if refused == "unknown key" else (
+        good[0], "y" * 40, good[2]
     )
     later = CountingClock().now() + timedelta(hours=36)
     practice.backend.set_credentials(*bad, later)

@@ -19,9 +19,8 @@ from updater.state import (
     write_quarantine,
 )
 
-REASON = (
-    "version 1.1.0 failed 3 starts before confirming (last: exit 1 (CRASH)); rolled back to 1.0.0"
-)
+REASON = ("version 1.1.0 failed 3 starts before confirming (last: exit 1 (CRASH)); "
+          "rolled back to 1.0.0")
 
 
 def _life(practice: Practice, layout: Layout) -> list[tuple[str, str, dict[str, object]]]:
@@ -36,14 +35,10 @@ def test_a_host_rollback_is_reported_to_the_error_service_once(
 ) -> None:
     layout = Layout(tmp_path / "ProgramData")
     layout.ensure_dirs()
-    write_pointer(
-        layout.current_file,
-        CurrentPointer("1.0.0", "1.1.0", PointerState.ROLLED_BACK, 0, REASON, {"1.1.0": "ab" * 32}),
-    )
-    write_quarantine(
-        layout.quarantine_file,
-        Quarantine({"1.1.0": QuarantineEntry("ab" * 32, REASON, datetime.now(UTC))}),
-    )
+    write_pointer(layout.current_file, CurrentPointer(
+        "1.0.0", "1.1.0", PointerState.ROLLED_BACK, 0, REASON, {"1.1.0": "ab" * 32}))
+    write_quarantine(layout.quarantine_file, Quarantine(
+        {"1.1.0": QuarantineEntry("ab" * 32, REASON, datetime.now(UTC))}))
 
     first = _life(practice, layout)
     assert len(first) == 1

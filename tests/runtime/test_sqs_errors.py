@@ -166,9 +166,8 @@ def test_malformed_redrive_policy_is_a_permanent_error_naming_the_policy(policy:
     assert "not json" not in str(caught.value)  # the policy text is not echoed
 
 
-def test_production_receive_is_a_20_second_long_poll_for_10_messages_within_the_read_timeout() -> (
-    None
-):
+def test_production_receive_is_a_20_second_long_poll_for_10_messages_within_the_read_timeout(
+) -> None:
     # the defaults the service runs with: SqsQueue and the client exactly as agent.app builds
     # them (only wait_seconds is ever changed, by tests and dev configs)
     client = sqs_client(_scope(), lambda: _scope().credentials, clock=FakeClock())
@@ -198,9 +197,8 @@ def test_production_receive_is_a_20_second_long_poll_for_10_messages_within_the_
     assert read_timeout > LONG_POLL_SECONDS  # a quiet queue is an empty answer, not a timeout
 
 
-def test_visibility_is_changed_ten_per_call_and_entries_sqs_refuses_are_returned_not_raised() -> (
-    None
-):
+def test_visibility_is_changed_ten_per_call_and_entries_sqs_refuses_are_returned_not_raised(
+) -> None:
     # the heartbeat extends every message in flight: one call per ten, and one message deleted
     # meanwhile must not hide that the others were extended
     queue, stub = _queue()

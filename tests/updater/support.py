@@ -82,9 +82,8 @@ def make_bundle(root: Path, version: str, **behaviour: Any) -> Path:
     bundle = root / f"bundle-{version}-{len(list(root.glob('bundle-*')))}"
     bundle.mkdir(parents=True)
     exe = bundle / "r4agent"
-    exe.write_text(
-        AGENT_SCRIPT.format(python=sys.executable, version=version, behaviour=json.dumps(behaviour))
-    )
+    exe.write_text(AGENT_SCRIPT.format(python=sys.executable, version=version,
+                                       behaviour=json.dumps(behaviour)))
     exe.chmod(0o755)
     # padding so archives are big enough for a patch to be worth it (like a real exe)
     (bundle / "payload.bin").write_bytes(bytes(range(256)) * 4096 + version.encode())
@@ -154,8 +153,7 @@ def add_delegation(
     top.signed.version += 1
     top.signed.delegations = Delegations(
         keys={delegate.keyid: delegate},
-        roles={role: DelegatedRole(role, [delegate.keyid], 1, False, paths=paths)},
-    )
+        roles={role: DelegatedRole(role, [delegate.keyid], 1, False, paths=paths)})
     sign_with(top, sim.root / "keys" / "targets")
     write_metadata(sim, top, "targets.json")
     delegated = Metadata(Targets(version=1, expires=expires))
@@ -165,13 +163,9 @@ def add_delegation(
         delegated.signed.targets[name] = TargetFile.from_data(name, data, ["sha256"])
     sign_with(delegated, signed_by or key_path)
     write_metadata(sim, delegated, f"{role}.json")
-    snapshot = Metadata(
-        Snapshot(
-            version=sim.repo.load("snapshot").signed.version + 1,
-            expires=expires,
-            meta={"targets.json": MetaFile(top.signed.version), f"{role}.json": MetaFile(1)},
-        )
-    )
+    snapshot = Metadata(Snapshot(
+        version=sim.repo.load("snapshot").signed.version + 1, expires=expires,
+        meta={"targets.json": MetaFile(top.signed.version), f"{role}.json": MetaFile(1)}))
     sign_with(snapshot, sim.root / "keys" / "snapshot")
     write_metadata(sim, snapshot, "snapshot.json")
     sim.repo.resign_timestamp()
@@ -239,9 +233,8 @@ def serve(directory: Path) -> Iterator[HttpRepo]:
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
-        yield HttpRepo(
-            f"http://127.0.0.1:{server.server_address[1]}", server.requests, server.overrides
-        )
+        yield HttpRepo(f"http://127.0.0.1:{server.server_address[1]}", server.requests,
+                       server.overrides)
     finally:
         server.shutdown()
         server.server_close()
@@ -264,20 +257,12 @@ def install_from_repository(repo: Repository, layout: Layout, version: str) -> N
     with tarfile.open(archive) as tar:
         tar.extractall(dest, filter="data")
     (layout.metadata_dir / "root.json").write_bytes(repo.root_bytes())
-    write_pointer(
-        layout.current_file,
-        CurrentPointer(version, None, PointerState.INSTALLED, 0, "test install"),
-    )
+    write_pointer(layout.current_file,
+                  CurrentPointer(version, None, PointerState.INSTALLED, 0, "test install"))
 
 
-def gate(
-    layout: Layout,
-    running: str,
-    url: str,
-    sim: RepoSim,
-    limits: Limits | None = None,
-    root_seed: bytes | None = None,
-) -> InstalledGate:
+def gate(layout: Layout, running: str, url: str, sim: RepoSim,
+         limits: Limits | None = None, root_seed: bytes | None = None) -> InstalledGate:
     seed = root_seed if root_seed is not None else sim.repo.root_bytes()
     return InstalledGate(layout, running, url, root_seed=seed, limits=limits)
 

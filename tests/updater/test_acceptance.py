@@ -20,11 +20,8 @@ def test_upgrade_1_0_to_1_1_uses_the_patch(
     assert not http_repo.fetched("/targets/r4agent-1.1.0.tar.gz")
     pointer = read_pointer(layout.current_file)
     assert pointer is not None
-    assert (pointer.version, pointer.previous, pointer.state) == (
-        "1.1.0",
-        "1.0.0",
-        PointerState.SWITCHED,
-    )
+    assert (pointer.version, pointer.previous, pointer.state) == ("1.1.0", "1.0.0",
+                                                                  PointerState.SWITCHED)
     smoke_test(layout.exe_path("1.1.0"), "1.1.0", 30)
     record = read_record(layout.install_state_file)
     assert record is not None and record.state is InstallState.SWITCHED

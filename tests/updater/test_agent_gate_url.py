@@ -12,9 +12,7 @@ def test_host_environment_overrides_the_config_url() -> None:
 
 
 def test_config_url_is_used_when_the_host_sets_none() -> None:
-    assert (
-        configured_update_url({}, "https://from-config.example/") == "https://from-config.example/"
-    )
+    assert configured_update_url({}, "https://from-config.example/") == "https://from-config.example/"
 
 
 def test_no_url_anywhere_means_no_update_source() -> None:

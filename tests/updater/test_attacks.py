@@ -55,9 +55,8 @@ def _tamper(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def _ensure(
-    layout: Layout, sim: RepoSim, http_repo: HttpRepo, wanted: str, limits: Limits | None = None
-) -> GateDecision:
+def _ensure(layout: Layout, sim: RepoSim, http_repo: HttpRepo, wanted: str,
+            limits: Limits | None = None) -> GateDecision:
     return gate(layout, "1.0.0", http_repo.url, sim, limits).ensure(wanted)
 
 
@@ -197,7 +196,8 @@ def test_a_delegated_role_cannot_replace_a_release_the_top_level_targets_list(
     # refused outright
     _full_route(layout)
     other = deterministic_tar_gz(make_bundle(tmp_path, "1.1.0", run_exit=1))
-    add_delegation(sim, "builds", ["r4agent-*"], {"r4agent-1.1.0.tar.gz": other}, write_files=False)
+    add_delegation(sim, "builds", ["r4agent-*"], {"r4agent-1.1.0.tar.gz": other},
+                   write_files=False)
 
     decision = _ensure(layout, sim, http_repo, "1.1.0")
 
@@ -316,12 +316,8 @@ def test_trickled_download_is_cut_at_its_total_deadline(
     length = served.stat().st_size if path.startswith("/targets/") else None
     stop = threading.Event()
     http_repo.overrides[path] = _trickle(length, stop)
-    limits = Limits(
-        socket_timeout=5,
-        download_base_s=1.0,
-        min_download_bytes_per_s=10**12,
-        min_target_bytes_per_s=10**12,
-    )
+    limits = Limits(socket_timeout=5, download_base_s=1.0, min_download_bytes_per_s=10**12,
+                    min_target_bytes_per_s=10**12)
     result: list[GateDecision] = []
     worker = threading.Thread(
         target=lambda: result.append(_ensure(layout, sim, http_repo, "1.1.0", limits)),
@@ -367,13 +363,10 @@ class SimulatedLine:
         return serve
 
 
-@pytest.mark.parametrize(
-    ("path", "length", "gets_through"),
-    [
-        ("/targets/r4agent-9.9.9.tar.gz", 12_000_000, True),  # a full archive, as a downgrade needs
-        ("/metadata/targets.json", 5_000_000, False),  # metadata at its cap stays tight
-    ],
-)
+@pytest.mark.parametrize(("path", "length", "gets_through"), [
+    ("/targets/r4agent-9.9.9.tar.gz", 12_000_000, True),  # a full archive, as a downgrade needs
+    ("/metadata/targets.json", 5_000_000, False),  # metadata at its cap stays tight
+])
 def test_a_slow_line_still_downloads_a_full_archive_while_metadata_stays_tight(
     http_repo: HttpRepo, path: str, length: int, gets_through: bool
 ) -> None:
@@ -417,13 +410,8 @@ def _evil_archive(tmp: Path, kind: str) -> Path:
         info = tarfile.TarInfo("r4agent")
         info.size, info.mode = len(exe), 0o755
         tar.addfile(info, io.BytesIO(exe))
-        evil = tarfile.TarInfo(
-            {
-                "dotdot": "../../escaped",
-                "absolute": "/tmp/r4-escaped",
-                "nested-dotdot": "sub/../../escaped",
-            }.get(kind, "evil")
-        )
+        evil = tarfile.TarInfo({"dotdot": "../../escaped", "absolute": "/tmp/r4-escaped",
+                                "nested-dotdot": "sub/../../escaped"}.get(kind, "evil"))
         if kind == "symlink":
             evil.type, evil.linkname = tarfile.SYMTYPE, "/etc/passwd"
         elif kind == "hardlink":
@@ -440,9 +428,8 @@ def _evil_archive(tmp: Path, kind: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    "kind", ["dotdot", "absolute", "nested-dotdot", "symlink", "hardlink", "device"]
-)
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "nested-dotdot", "symlink", "hardlink",
+                                  "device"])
 def test_signed_archive_with_traversal_or_links_is_refused(
     tmp_path: Path, layout: Layout, sim: RepoSim, http_repo: HttpRepo, kind: str
 ) -> None:

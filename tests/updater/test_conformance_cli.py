@@ -12,12 +12,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args: str) -> int:
-    return subprocess.run(
-        [sys.executable, "-m", "updater.conformance_cli", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        timeout=120,
-    ).returncode
+    return subprocess.run([sys.executable, "-m", "updater.conformance_cli", *args],
+                          cwd=REPO_ROOT, capture_output=True, timeout=120).returncode
 
 
 def test_init_refresh_download_succeed_and_cache(
@@ -32,19 +28,10 @@ def test_init_refresh_download_succeed_and_cache(
     assert {"root.json", "timestamp.json", "snapshot.json", "targets.json"} <= {
         p.name for p in meta.iterdir()
     }
-    download = [
-        "--metadata-dir",
-        str(meta),
-        "--metadata-url",
-        url,
-        "--target-name",
-        "r4agent-1.1.0.tar.gz",
-        "--target-base-url",
-        f"{http_repo.url}/targets",
-        "--target-dir",
-        str(targets),
-        "download",
-    ]
+    download = ["--metadata-dir", str(meta), "--metadata-url", url,
+                "--target-name", "r4agent-1.1.0.tar.gz",
+                "--target-base-url", f"{http_repo.url}/targets", "--target-dir", str(targets),
+                "download"]
     assert _cli(*download) == 0
     assert (targets / "r4agent-1.1.0.tar.gz").read_bytes() == (
         sim.repo_dir / "targets" / "r4agent-1.1.0.tar.gz"
@@ -58,22 +45,13 @@ def test_refresh_and_download_fail_with_exit_1_on_attacks(
     tmp_path: Path, sim: RepoSim, http_repo: HttpRepo
 ) -> None:
     meta, targets = tmp_path / "meta", tmp_path / "targets"
-    assert (
-        _cli("--metadata-dir", str(meta), "init", str(sim.repo_dir / "metadata" / "root.json")) == 0
-    )
+    assert _cli("--metadata-dir", str(meta), "init",
+                str(sim.repo_dir / "metadata" / "root.json")) == 0
     url = f"{http_repo.url}/metadata"
     archive = sim.repo_dir / "targets" / "r4agent-1.1.0.tar.gz"
     archive.write_bytes(archive.read_bytes()[:-1] + b"x")
-    common = [
-        "--metadata-dir",
-        str(meta),
-        "--metadata-url",
-        url,
-        "--target-base-url",
-        f"{http_repo.url}/targets",
-        "--target-dir",
-        str(targets),
-    ]
+    common = ["--metadata-dir", str(meta), "--metadata-url", url,
+              "--target-base-url", f"{http_repo.url}/targets", "--target-dir", str(targets)]
     assert _cli(*common, "--target-name", "r4agent-1.1.0.tar.gz", "download") == 1
     assert _cli(*common, "--target-name", "not-listed.bin", "download") == 1
     assert not (targets / "r4agent-1.1.0.tar.gz").exists()
@@ -82,31 +60,17 @@ def test_refresh_and_download_fail_with_exit_1_on_attacks(
 
 
 def _download(tmp_path: Path, http_repo: HttpRepo, *names: str) -> int:
-    args = [
-        "--metadata-dir",
-        str(tmp_path / "meta"),
-        "--metadata-url",
-        f"{http_repo.url}/metadata",
-        "--target-base-url",
-        f"{http_repo.url}/targets",
-        "--target-dir",
-        str(tmp_path / "targets"),
-    ]
+    args = ["--metadata-dir", str(tmp_path / "meta"), "--metadata-url",
+            f"{http_repo.url}/metadata", "--target-base-url", f"{http_repo.url}/targets",
+            "--target-dir", str(tmp_path / "targets")]
     for name in names:
         args += ["--target-name", name]
     return _cli(*args, "download")
 
 
 def _init(tmp_path: Path, sim: RepoSim) -> None:
-    assert (
-        _cli(
-            "--metadata-dir",
-            str(tmp_path / "meta"),
-            "init",
-            str(sim.repo_dir / "metadata" / "root.json"),
-        )
-        == 0
-    )
+    assert _cli("--metadata-dir", str(tmp_path / "meta"), "init",
+                str(sim.repo_dir / "metadata" / "root.json")) == 0
 
 
 def test_repeated_target_names_download_in_order_and_stop_at_the_first_failure(
@@ -118,12 +82,8 @@ def test_repeated_target_names_download_in_order_and_stop_at_the_first_failure(
     assert fetched == ["/targets/r4agent-1.2.0.tar.gz", "/targets/r4agent-1.1.0.tar.gz"]
 
     http_repo.requests.clear()
-    assert (
-        _download(
-            tmp_path, http_repo, "r4agent-1.0.0.tar.gz", "not-listed.bin", "r4agent-1.1.0.patch"
-        )
-        == 1
-    )
+    assert _download(tmp_path, http_repo, "r4agent-1.0.0.tar.gz", "not-listed.bin",
+                     "r4agent-1.1.0.patch") == 1
     assert (tmp_path / "targets" / "r4agent-1.0.0.tar.gz").is_file()
     assert not http_repo.fetched("r4agent-1.1.0.patch")  # stopped at the unlisted name
 
@@ -145,13 +105,8 @@ def test_a_delegated_role_signed_by_another_key_is_rejected(
     tmp_path: Path, sim: RepoSim, http_repo: HttpRepo
 ) -> None:
     _init(tmp_path, sim)
-    add_delegation(
-        sim,
-        "tools",
-        ["tool-*"],
-        {"tool-1.bin": b"forged\n"},
-        signed_by=sim.root / "keys" / "snapshot",
-    )
+    add_delegation(sim, "tools", ["tool-*"], {"tool-1.bin": b"forged\n"},
+                   signed_by=sim.root / "keys" / "snapshot")
     assert _download(tmp_path, http_repo, "tool-1.bin") == 1
     assert not (tmp_path / "targets" / "tool-1.bin").exists()
     assert not http_repo.fetched("/targets/tool-1.bin")

@@ -33,19 +33,9 @@ LICENCE = "e2e-licence-7c1d0b"
 
 def freeze(version: str, out: Path, trusted_root: Path) -> Path:
     subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "build" / "freeze.py"),
-            "--version",
-            version,
-            "--out",
-            str(out),
-            "--trusted-root",
-            str(trusted_root),
-        ],
-        check=True,
-        cwd=REPO_ROOT,
-        timeout=1800,
+        [sys.executable, str(REPO_ROOT / "build" / "freeze.py"), "--version", version,
+         "--out", str(out), "--trusted-root", str(trusted_root)],
+        check=True, cwd=REPO_ROOT, timeout=1800,
     )
     exe = out / "r4agent"
     assert exe.is_file()
@@ -86,12 +76,9 @@ def test_host_and_frozen_agent_follow_library_version_up_and_down(tmp_path: Path
     stop = threading.Event()
 
     for http in serve(sim.repo_dir):
-        with (
-            LocalSqs(visibility_timeout=5) as sqs,
-            StandinBackend(
-                [LICENCE], library_version="1.1.0", sqs_queue_url=sqs.endpoint.queue_url
-            ) as backend,
-        ):
+        with LocalSqs(visibility_timeout=5) as sqs, StandinBackend(
+            [LICENCE], library_version="1.1.0", sqs_queue_url=sqs.endpoint.queue_url
+        ) as backend:
             config = layout.config_file
             config.write_text(
                 f"licence_key = {json.dumps(LICENCE)}\n"
@@ -103,27 +90,17 @@ def test_host_and_frozen_agent_follow_library_version_up_and_down(tmp_path: Path
                 "[timing]\npoll_minutes = 0.02\n"
             )
             env = dict(os.environ, R4AGENT_CONFIG=str(config), **{ENV_UPDATE_URL: http.url})
-            host = Host(
-                layout,
-                SubprocessLauncher(layout.logs_dir / "agent-console.log"),
-                SystemClock(),
-                EventWaiter(),
-                HostPolicy(poll_s=0.2, stop_grace_s=30),
-                events.append,
-                env=env,
-            )
+            host = Host(layout, SubprocessLauncher(layout.logs_dir / "agent-console.log"),
+                        SystemClock(), EventWaiter(), HostPolicy(poll_s=0.2, stop_grace_s=30),
+                        events.append, env=env)
             thread = threading.Thread(target=host.run, args=(stop,), daemon=True)
             thread.start()
             try:
-
                 def on(version: str) -> bool:
                     pointer = read_pointer(layout.current_file)
-                    return (
-                        pointer is not None
-                        and pointer.version == version
-                        and pointer.state is PointerState.CONFIRMED
-                        and version in agents_seen(backend)
-                    )
+                    return (pointer is not None and pointer.version == version
+                            and pointer.state is PointerState.CONFIRMED
+                            and version in agents_seen(backend))
 
                 wait_for(lambda: on("1.1.0"), "the agent to move up to 1.1.0")
                 backend.clear_received()
@@ -142,7 +119,7 @@ def test_host_and_frozen_agent_follow_library_version_up_and_down(tmp_path: Path
             finally:
                 stop.set()
                 thread.join(120)
-    console = layout.logs_dir / "agent-console.log"
+    console = (layout.logs_dir / "agent-console.log")
     assert not thread.is_alive(), console.read_text()[-3000:] if console.exists() else ""
 
     starts = [e.version for e in events if e.kind == "start"]

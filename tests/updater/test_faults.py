@@ -40,17 +40,8 @@ def test_sigkill_at_every_state_leaves_a_runnable_version_and_a_retry_finishes(
 ) -> None:
     marker = tmp_path / "paused"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.updater.kill_harness",
-            str(layout.base),
-            http_repo.url,
-            "1.0.0",
-            "1.1.0",
-            state,
-            str(marker),
-        ],
+        [sys.executable, "-m", "tests.updater.kill_harness", str(layout.base), http_repo.url,
+         "1.0.0", "1.1.0", state, str(marker)],
         cwd=REPO_ROOT,
     )
     try:
@@ -114,14 +105,11 @@ def test_disk_full_while_staging_fails_cleanly_and_a_retry_succeeds(
     _assert_runnable(layout, {"1.1.0"})
 
 
-@pytest.mark.parametrize(
-    "behaviour",
-    [
-        {"version_output": "r4agent 9.9.9"},  # a mislabelled build
-        {"version_exit": 3},
-        {"version_hang": True},
-    ],
-)
+@pytest.mark.parametrize("behaviour", [
+    {"version_output": "r4agent 9.9.9"},  # a mislabelled build
+    {"version_exit": 3},
+    {"version_hang": True},
+])
 def test_staged_exe_failing_its_smoke_test_is_never_switched_to(
     layout: Layout, sim: RepoSim, http_repo: HttpRepo, behaviour: dict[str, Any]
 ) -> None:
@@ -165,17 +153,8 @@ def test_a_second_install_while_one_runs_is_refused_and_a_killed_holder_frees_th
 ) -> None:
     marker = tmp_path / "paused"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.updater.kill_harness",
-            str(layout.base),
-            http_repo.url,
-            "1.0.0",
-            "1.1.0",
-            "staged",
-            str(marker),
-        ],
+        [sys.executable, "-m", "tests.updater.kill_harness", str(layout.base), http_repo.url,
+         "1.0.0", "1.1.0", "staged", str(marker)],
         cwd=REPO_ROOT,
     )
     try:

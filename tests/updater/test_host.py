@@ -46,9 +46,8 @@ CONFIRMED = CurrentPointer("1.0.0", None, PointerState.CONFIRMED)
 SWITCHED = CurrentPointer("1.0.0", None, PointerState.CONFIRMED).switched_to("1.1.0", "test")
 
 
-@pytest.mark.parametrize(
-    "code", [ExitCode.UPDATED, ExitCode.RESTART_REQUESTED, ExitCode.END_OF_LIFE]
-)
+@pytest.mark.parametrize("code", [ExitCode.UPDATED, ExitCode.RESTART_REQUESTED,
+                                  ExitCode.END_OF_LIFE])
 def test_updated_restart_and_end_of_life_restart_at_once(code: int) -> None:
     plan = plan_restart(code, 3600, CONFIRMED, RunHistory(), POLICY)
     assert plan.delay_s == 0 and plan.pointer is None
@@ -67,7 +66,8 @@ def test_crash_backs_off_exponentially_up_to_the_cap() -> None:
 def test_transient_failure_backs_off_and_a_healthy_run_resets_it() -> None:
     plan = plan_restart(ExitCode.TRANSIENT_FAILURE, 1, CONFIRMED, RunHistory(failures=3), POLICY)
     assert plan.delay_s == 40
-    plan = plan_restart(ExitCode.TRANSIENT_FAILURE, 3600, CONFIRMED, RunHistory(failures=3), POLICY)
+    plan = plan_restart(ExitCode.TRANSIENT_FAILURE, 3600, CONFIRMED, RunHistory(failures=3),
+                        POLICY)
     assert plan.delay_s == 5
 
 
@@ -94,9 +94,8 @@ def test_unknown_exit_codes_and_signals_count_as_crashes() -> None:
         assert plan.pointer is not None and plan.pointer.crashes_before_confirm == 1
 
 
-def test_transient_failures_of_a_new_version_roll_it_back_softly_after_six_unconfirmed_runs() -> (
-    None
-):
+def test_transient_failures_of_a_new_version_roll_it_back_softly_after_six_unconfirmed_runs(
+) -> None:
     # a build with broken TLS/proxy exits 75 forever: it must not stay, but an outage must not
     # count like a crash either: a larger budget, and only a soft (expiring) quarantine
     pointer, history = SWITCHED, RunHistory()
@@ -110,9 +109,8 @@ def test_transient_failures_of_a_new_version_roll_it_back_softly_after_six_uncon
     assert "did not confirm in 6 runs" in plan.reason
 
 
-@pytest.mark.parametrize(
-    "code", [ExitCode.END_OF_LIFE, ExitCode.RESTART_REQUESTED, ExitCode.UPDATED]
-)
+@pytest.mark.parametrize("code", [ExitCode.END_OF_LIFE, ExitCode.RESTART_REQUESTED,
+                                  ExitCode.UPDATED])
 def test_at_once_exits_without_confirming_count_towards_the_soft_budget(code: int) -> None:
     pointer = SWITCHED
     for _ in range(POLICY.max_unconfirmed_starts - 1):
@@ -162,57 +160,32 @@ def test_config_errors_before_confirming_count_towards_the_soft_budget_not_the_h
 def test_a_soft_rollback_for_hangs_does_not_watch_the_old_version_for_an_outage() -> None:
     pointer = SWITCHED
     for _ in range(POLICY.max_unconfirmed_starts):
-        plan = plan_restart(
-            None, POLICY.confirm_deadline_s, pointer, RunHistory(), POLICY, unconfirmed_timeout=True
-        )
+        plan = plan_restart(None, POLICY.confirm_deadline_s, pointer, RunHistory(), POLICY,
+                            unconfirmed_timeout=True)
         assert plan.pointer is not None
         pointer = plan.pointer
     assert plan.rollback and plan.soft and not plan.recheck
 
 
-@pytest.mark.parametrize(
-    ("case", "expected"),
-    [
-        # only a crash looper left, own build not barred and confirmed here: the own build
-        (
-            dict(runnable=["1.1.0"], confirmed=["1.0.0"], hard={"1.1.0"}, soft=set(), own="1.0.0"),
-            ("1.0.0", None, PointerState.CONFIRMED),
-        ),
-        # own build never confirmed here: on probation, a softly barred build as its fallback
-        (
-            dict(
-                runnable=["1.2.0", "1.1.0"],
-                confirmed=[],
-                hard={"1.1.0"},
-                soft={"1.2.0"},
-                own="1.0.0",
-            ),
-            ("1.0.0", "1.2.0", PointerState.SWITCHED),
-        ),
-        # the own build's version is barred too: the least barred build, with the own as fallback
-        (
-            dict(
-                runnable=["1.2.0", "1.3.0"],
-                confirmed=[],
-                hard={"1.1.0", "1.3.0"},
-                soft={"1.2.0"},
-                own="1.1.0",
-            ),
-            ("1.2.0", "1.1.0", PointerState.SWITCHED),
-        ),
-        # no own build (not frozen): a barred build is never trusted
-        (
-            dict(runnable=["1.1.0"], confirmed=["1.1.0"], hard={"1.1.0"}, soft=set(), own=None),
-            ("1.1.0", None, PointerState.SWITCHED),
-        ),
-    ],
-)
+@pytest.mark.parametrize(("case", "expected"), [
+    # only a crash looper left, own build not barred and confirmed here: the own build
+    (dict(runnable=["1.1.0"], confirmed=["1.0.0"], hard={"1.1.0"}, soft=set(), own="1.0.0"),
+     ("1.0.0", None, PointerState.CONFIRMED)),
+    # own build never confirmed here: on probation, a softly barred build as its fallback
+    (dict(runnable=["1.2.0", "1.1.0"], confirmed=[], hard={"1.1.0"}, soft={"1.2.0"},
+          own="1.0.0"), ("1.0.0", "1.2.0", PointerState.SWITCHED)),
+    # the own build's version is barred too: the least barred build, with the own as fallback
+    (dict(runnable=["1.2.0", "1.3.0"], confirmed=[], hard={"1.1.0", "1.3.0"}, soft={"1.2.0"},
+          own="1.1.0"), ("1.2.0", "1.1.0", PointerState.SWITCHED)),
+    # no own build (not frozen): a barred build is never trusted
+    (dict(runnable=["1.1.0"], confirmed=["1.1.0"], hard={"1.1.0"}, soft=set(), own=None),
+     ("1.1.0", None, PointerState.SWITCHED)),
+])
 def test_recovery_never_trusts_a_quarantined_build_and_falls_back_on_the_hosts_own(
     case: dict[str, Any], expected: tuple[str, str | None, PointerState]
 ) -> None:
-    choice = choose_recovery(
-        case["runnable"], case["confirmed"], case["hard"], case["soft"], case["own"]
-    )
+    choice = choose_recovery(case["runnable"], case["confirmed"], case["hard"], case["soft"],
+                             case["own"])
     assert choice is not None and (choice.version, choice.previous, choice.state) == expected
 
 
@@ -299,22 +272,14 @@ def _installed(tmp_path: Path, versions: list[str], pointer: CurrentPointer) -> 
     write_pointer(layout.current_file, pointer)
     if pointer.awaiting_confirmation and pointer.previous:
         # as the updater leaves it: the switch's record names the new build's archive
-        write_record(
-            layout.install_state_file,
-            InstallRecord(
-                "a1",
-                pointer.previous,
-                pointer.version,
-                InstallState.SWITCHED,
-                archive_sha256=f"sha-of-{pointer.version}",
-            ),
-        )
+        write_record(layout.install_state_file, InstallRecord(
+            "a1", pointer.previous, pointer.version, InstallState.SWITCHED,
+            archive_sha256=f"sha-of-{pointer.version}"))
     return layout
 
 
-def _host(
-    layout: Layout, launcher: FakeLauncher, clock: FakeClock, events: list[HostEvent]
-) -> tuple[Host, FakeWaiter]:
+def _host(layout: Layout, launcher: FakeLauncher, clock: FakeClock,
+          events: list[HostEvent]) -> tuple[Host, FakeWaiter]:
     waiter = FakeWaiter(clock)
     return Host(layout, launcher, clock, waiter, HostPolicy(), events.append, env={}), waiter
 
@@ -332,11 +297,8 @@ def test_crash_looping_new_version_is_rolled_back_within_three_starts(tmp_path: 
     assert launcher.started == ["1.1.0", "1.1.0", "1.1.0", "1.0.0"]
     pointer = read_pointer(layout.current_file)
     assert pointer is not None
-    assert (pointer.version, pointer.previous, pointer.state) == (
-        "1.0.0",
-        "1.1.0",
-        PointerState.ROLLED_BACK,
-    )
+    assert (pointer.version, pointer.previous, pointer.state) == ("1.0.0", "1.1.0",
+                                                                  PointerState.ROLLED_BACK)
     rollbacks = [e for e in events if e.kind == "rollback"]
     assert len(rollbacks) == 1 and "failed 3 starts before confirming" in rollbacks[0].detail
     entry = read_quarantine(layout.quarantine_file).entries["1.1.0"]
@@ -358,9 +320,7 @@ def test_new_version_failing_transiently_is_rolled_back_and_quarantined_for_a_da
     assert launcher.started == ["1.1.0"] * 6 + ["1.0.0"]
     pointer = read_pointer(layout.current_file)
     assert pointer is not None and (pointer.version, pointer.state) == (
-        "1.0.0",
-        PointerState.ROLLED_BACK,
-    )
+        "1.0.0", PointerState.ROLLED_BACK)
     entry = read_quarantine(layout.quarantine_file).entries["1.1.0"]
     assert entry.until is not None
     assert entry.until - clock.now() > timedelta(hours=23)
@@ -558,15 +518,11 @@ def test_service_start_with_the_confirmed_versions_exe_gone_runs_the_version_it_
     tmp_path: Path,
 ) -> None:
     # 1.4.0 installed 1.5.0, which confirmed itself; then 1.5.0's exe was deleted
-    confirmed_15 = (
-        CurrentPointer("1.4.0", None, PointerState.CONFIRMED)
-        .switched_to("1.5.0", "test")
-        .confirmed()
-    )
+    confirmed_15 = CurrentPointer("1.4.0", None, PointerState.CONFIRMED).switched_to(
+        "1.5.0", "test").confirmed()
     layout = _installed(tmp_path, ["1.3.0", "1.4.0", "1.5.0"], confirmed_15)
-    write_record(
-        layout.install_state_file, InstallRecord("a1", "1.4.0", "1.5.0", InstallState.CONFIRMED)
-    )
+    write_record(layout.install_state_file,
+                 InstallRecord("a1", "1.4.0", "1.5.0", InstallState.CONFIRMED))
     write_last_confirmed(layout.last_confirmed_file, "1.5.0")
     layout.exe_path("1.5.0").unlink()
     own = _own_build(tmp_path, "1.0.0")
@@ -590,10 +546,7 @@ def test_service_start_with_nothing_known_good_left_runs_the_newest_on_probation
     pointer = service_start(layout, own.exe, own.version)
 
     assert (pointer.version, pointer.previous, pointer.state) == (
-        "1.4.0",
-        "1.3.0",
-        PointerState.SWITCHED,
-    )  # must confirm itself, 1.3.0 to roll back to
+        "1.4.0", "1.3.0", PointerState.SWITCHED)  # must confirm itself, 1.3.0 to roll back to
     assert "1.0.0" not in layout.installed_versions()
 
 
@@ -628,9 +581,7 @@ def test_rollback_target_deleted_with_only_a_crash_looper_left_reinstalls_the_ho
     assert layout.exe_path("1.0.0").read_text() == own.exe.read_text()
     pointer = read_pointer(layout.current_file)
     assert pointer is not None and (pointer.version, pointer.state) == (
-        "1.0.0",
-        PointerState.CONFIRMED,
-    )
+        "1.0.0", PointerState.CONFIRMED)
     assert pointer.quarantined == {"1.1.0": "sha-of-1.1.0"}  # the gate still refuses it
 
 
@@ -654,7 +605,8 @@ def test_only_a_crash_looper_left_and_no_own_build_runs_it_on_probation_never_tr
 def test_with_no_runnable_version_the_host_runs_its_own_build_instead_of_waiting(
     tmp_path: Path,
 ) -> None:
-    layout = _installed(tmp_path, ["1.2.0"], CurrentPointer("1.2.0", None, PointerState.CONFIRMED))
+    layout = _installed(tmp_path, ["1.2.0"], CurrentPointer("1.2.0", None,
+                                                            PointerState.CONFIRMED))
     layout.exe_path("1.2.0").unlink()
     clock = FakeClock()
     launcher = FakeLauncher(clock, [_step(ExitCode.END_OF_LIFE)])
@@ -735,15 +687,8 @@ class NoWait:
 
 def _real_host(layout: Layout, url: str, events: list[HostEvent]) -> Host:
     env = dict(os.environ, **{ENV_UPDATE_URL: url})
-    return Host(
-        layout,
-        SubprocessLauncher(layout.logs_dir / "console.log"),
-        SystemClock(),
-        NoWait(),
-        HostPolicy(poll_s=0.05),
-        events.append,
-        env=env,
-    )
+    return Host(layout, SubprocessLauncher(layout.logs_dir / "console.log"), SystemClock(),
+                NoWait(), HostPolicy(poll_s=0.05), events.append, env=env)
 
 
 def _runs(layout: Layout) -> list[str]:
@@ -763,19 +708,12 @@ def test_real_host_moves_up_and_down_with_the_wanted_version(
     host.run(threading.Event(), max_runs=2)  # 1.1.0 downgrades (exit 4), 1.0.0 runs
     assert _runs(layout) == ["1.0.0", "1.1.0", "1.1.0", "1.0.0"]
     exits = [(e.version, e.detail.split(" after")[0]) for e in events if e.kind == "exit"]
-    assert exits == [
-        ("1.0.0", "exit 4 (UPDATED)"),
-        ("1.1.0", "exit 0 (END_OF_LIFE)"),
-        ("1.1.0", "exit 4 (UPDATED)"),
-        ("1.0.0", "exit 0 (END_OF_LIFE)"),
-    ]
+    assert exits == [("1.0.0", "exit 4 (UPDATED)"), ("1.1.0", "exit 0 (END_OF_LIFE)"),
+                     ("1.1.0", "exit 4 (UPDATED)"), ("1.0.0", "exit 0 (END_OF_LIFE)")]
     pointer = read_pointer(layout.current_file)
     assert pointer is not None
-    assert (pointer.version, pointer.previous, pointer.state) == (
-        "1.0.0",
-        "1.1.0",
-        PointerState.CONFIRMED,
-    )
+    assert (pointer.version, pointer.previous, pointer.state) == ("1.0.0", "1.1.0",
+                                                                  PointerState.CONFIRMED)
 
 
 def test_real_crash_looping_version_is_rolled_back_and_not_reinstalled(

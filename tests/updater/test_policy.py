@@ -22,55 +22,25 @@ from updater.policy import (
 
 def _archive(version: str, length: int = 1000, **user: Any) -> TargetInfo:
     user.setdefault("revoked", False)
-    return TargetInfo(
-        f"r4agent-{version}.tar.gz",
-        length,
-        {"sha256": f"a{version}"},
-        {"user": user, "tufup": {"required": False}},
-    )
+    return TargetInfo(f"r4agent-{version}.tar.gz", length, {"sha256": f"a{version}"},
+                      {"user": user, "tufup": {"required": False}})
 
 
 def _patch(version: str, length: int = 10) -> TargetInfo:
-    return TargetInfo(
-        f"r4agent-{version}.patch",
-        length,
-        {"sha256": f"p{version}"},
-        {"user": None, "tufup": {"tar_size": 5, "tar_hash": "h", "tar_hash_algorithm": "sha256"}},
-    )
+    return TargetInfo(f"r4agent-{version}.patch", length, {"sha256": f"p{version}"},
+                      {"user": None, "tufup": {"tar_size": 5, "tar_hash": "h",
+                                               "tar_hash_algorithm": "sha256"}})
 
 
-CATALOG = build_catalog(
-    [
-        _archive("1.0.0"),
-        _archive("1.1.0"),
-        _patch("1.1.0"),
-        _archive("1.2.0"),
-        _patch("1.2.0"),
-    ]
-)
+CATALOG = build_catalog([
+    _archive("1.0.0"), _archive("1.1.0"), _patch("1.1.0"), _archive("1.2.0"), _patch("1.2.0"),
+])
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "../1.0",
-        "1.0/../x",
-        "1.0",
-        "1.0.0.0",
-        "01.0.0",
-        "1.0.0a1",
-        " 1.0.0",
-        "1.0.0\n",
-        "",
-        "v1.0.0",
-        "1..0",
-        "1.0.-1",
-        "1.0.0/",
-        "..",
-        "1.0.0\x00",
-        "９.0.0",
-    ],
-)
+@pytest.mark.parametrize("text", [
+    "../1.0", "1.0/../x", "1.0", "1.0.0.0", "01.0.0", "1.0.0a1", " 1.0.0", "1.0.0\n", "", "v1.0.0",
+    "1..0", "1.0.-1", "1.0.0/", "..", "1.0.0\x00", "９.0.0",
+])
 def test_bad_version_strings_are_refused(text: str) -> None:
     with pytest.raises(BadVersionError):
         parse_version(text)
@@ -103,13 +73,9 @@ def test_revoked_target_is_refused() -> None:
 
 
 def test_effective_floor_is_the_highest_floor_over_all_targets() -> None:
-    catalog = build_catalog(
-        [
-            _archive("1.0.0", floor="1.0.0"),
-            _archive("1.1.0", floor="1.1.0"),
-            _archive("1.2.0"),
-        ]
-    )
+    catalog = build_catalog([
+        _archive("1.0.0", floor="1.0.0"), _archive("1.1.0", floor="1.1.0"), _archive("1.2.0"),
+    ])
     assert str(catalog.effective_floor) == "1.1.0"
     refused = decide("1.2.0", "1.0.0", catalog)
     assert isinstance(refused, Refuse) and "below the signed minimum" in refused.reason
@@ -118,7 +84,8 @@ def test_effective_floor_is_the_highest_floor_over_all_targets() -> None:
 
 def test_archive_without_signed_policy_is_refused_fail_closed() -> None:
     bare = TargetInfo("r4agent-1.1.0.tar.gz", 10, {"sha256": "x"}, None)
-    garbled = TargetInfo("r4agent-1.2.0.tar.gz", 10, {"sha256": "y"}, {"user": {"revoked": "no"}})
+    garbled = TargetInfo("r4agent-1.2.0.tar.gz", 10, {"sha256": "y"},
+                         {"user": {"revoked": "no"}})
     catalog = build_catalog([_archive("1.0.0"), bare, garbled])
     assert isinstance(decide("1.0.0", "1.1.0", catalog), Refuse)
     assert isinstance(decide("1.0.0", "1.2.0", catalog), Refuse)
@@ -126,9 +93,8 @@ def test_archive_without_signed_policy_is_refused_fail_closed() -> None:
 
 
 def test_target_names_with_traversal_never_become_releases() -> None:
-    catalog = build_catalog(
-        [TargetInfo("r4agent-../1.0.0.tar.gz", 1, {"sha256": "x"}, {"user": {"revoked": False}})]
-    )
+    catalog = build_catalog([TargetInfo("r4agent-../1.0.0.tar.gz", 1, {"sha256": "x"},
+                                        {"user": {"revoked": False}})])
     assert catalog.releases == {}
 
 
@@ -150,9 +116,8 @@ def test_patch_chain_bigger_than_the_archive_ratio_uses_the_full_archive() -> No
 
 
 def test_chain_with_a_missing_patch_uses_the_full_archive() -> None:
-    catalog = build_catalog(
-        [_archive("1.0.0"), _archive("1.1.0"), _archive("1.2.0"), _patch("1.2.0")]
-    )
+    catalog = build_catalog([_archive("1.0.0"), _archive("1.1.0"), _archive("1.2.0"),
+                             _patch("1.2.0")])
     decision = decide("1.0.0", "1.2.0", catalog, running_tar_cached=True)
     assert isinstance(decision, Install) and isinstance(decision.route, FullRoute)
 
@@ -171,10 +136,10 @@ def test_quarantined_build_is_not_reinstalled_but_a_rebuilt_one_is() -> None:
 
 def test_unreadable_archive_policy_refuses_downgrades_but_not_upgrades() -> None:
     # the unreadable archive may carry a higher floor than the readable ones: fail closed
-    hidden_floor = TargetInfo(
-        "r4agent-1.3.0.tar.gz", 10, {"sha256": "z"}, {"user": {"revoked": False, "floor": "1.2"}}
-    )
-    catalog = build_catalog([_archive("1.0.0"), _archive("1.1.0"), _archive("1.2.0"), hidden_floor])
+    hidden_floor = TargetInfo("r4agent-1.3.0.tar.gz", 10, {"sha256": "z"},
+                              {"user": {"revoked": False, "floor": "1.2"}})
+    catalog = build_catalog([_archive("1.0.0"), _archive("1.1.0"), _archive("1.2.0"),
+                             hidden_floor])
     assert catalog.archive_problems and catalog.effective_floor is None
     down = decide("1.2.0", "1.0.0", catalog)
     assert isinstance(down, Refuse) and "floor is unknown" in down.reason

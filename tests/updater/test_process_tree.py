@@ -55,10 +55,8 @@ def test_killing_an_agent_that_ignores_stop_leaves_no_process_of_its_tree(
     child = SubprocessLauncher(console).start([sys.executable, str(script)], dict(os.environ))
     grandchild_pid = 0
     try:
-        wait_for(
-            lambda: console.exists() and "pids" in console.read_text(),
-            "the agent started its grandchild",
-        )
+        wait_for(lambda: console.exists() and "pids" in console.read_text(),
+                 "the agent started its grandchild")
         leader_pid, grandchild_pid = (
             int(pid) for pid in console.read_text().split("pids", 1)[1].split()[:2]
         )

@@ -25,26 +25,17 @@ def _sha(sim: RepoSim, version: str) -> str:
     return str(target.hashes["sha256"])
 
 
-def _rolled_back(
-    layout: Layout,
-    sim: RepoSim,
-    until: datetime | None,
-    *,
-    file: bool = True,
-    reason: str = "version 1.1.0 did not confirm in 6 runs (last: exit 75 "
-    "(TRANSIENT_FAILURE)); rolled back to 1.0.0",
-) -> None:
+def _rolled_back(layout: Layout, sim: RepoSim, until: datetime | None, *, file: bool = True,
+                 reason: str = "version 1.1.0 did not confirm in 6 runs (last: exit 75 "
+                               "(TRANSIENT_FAILURE)); rolled back to 1.0.0") -> None:
     """Leave the layout as the host does after rolling 1.1.0 back to 1.0.0."""
     sha = _sha(sim, "1.1.0")
-    write_pointer(
-        layout.current_file,
-        CurrentPointer("1.0.0", "1.1.0", PointerState.ROLLED_BACK, 0, reason, {"1.1.0": sha}),
-    )
+    write_pointer(layout.current_file, CurrentPointer(
+        "1.0.0", "1.1.0", PointerState.ROLLED_BACK, 0, reason, {"1.1.0": sha}))
     if file:
         at = datetime.now(UTC) - timedelta(hours=1)
-        write_quarantine(
-            layout.quarantine_file, Quarantine({"1.1.0": QuarantineEntry(sha, reason, at, until)})
-        )
+        write_quarantine(layout.quarantine_file,
+                         Quarantine({"1.1.0": QuarantineEntry(sha, reason, at, until)}))
 
 
 def test_soft_quarantine_in_force_is_refused(
@@ -96,14 +87,9 @@ def test_a_rollback_is_reported_once_by_the_version_the_service_runs(
 def test_a_rollback_by_an_older_host_recorded_only_in_the_pointer_is_reported_once(
     layout: Layout, sim: RepoSim, http_repo: HttpRepo
 ) -> None:
-    _rolled_back(
-        layout,
-        sim,
-        until=None,
-        file=False,
-        reason="version 1.1.0 failed 3 starts before confirming (last: exit 1 (CRASH)); "
-        "rolled back to 1.0.0",
-    )
+    _rolled_back(layout, sim, until=None, file=False,
+                 reason="version 1.1.0 failed 3 starts before confirming (last: exit 1 (CRASH)); "
+                        "rolled back to 1.0.0")
     notice = gate(layout, "1.0.0", http_repo.url, sim).confirm_running()
     assert notice is not None and "failed 3 starts" in notice
     assert gate(layout, "1.0.0", http_repo.url, sim).confirm_running() is None

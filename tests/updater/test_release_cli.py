@@ -84,16 +84,8 @@ def test_dry_run_shows_changes_and_writes_nothing(
     assert cli("--publish", str(dest), "publish") == 0
     before = {p: p.read_bytes() for p in cli.repo.rglob("*") if p.is_file()}
     capsys.readouterr()
-    code = cli(
-        "release",
-        "--version",
-        "1.0.0",
-        "--bundle",
-        str(make_bundle(tmp_path / "b2", "1.0.0")),
-        "--dry-run",
-        "--publish",
-        str(dest),
-    )
+    code = cli("release", "--version", "1.0.0", "--bundle",
+               str(make_bundle(tmp_path / "b2", "1.0.0")), "--dry-run", "--publish", str(dest))
     out = capsys.readouterr().out
     assert code == 0
     assert "would publish targets/r4agent-1.0.0.tar.gz (new)" in out
@@ -199,14 +191,11 @@ def test_a_rotation_agents_meet_before_its_new_root_is_published_still_verifies(
         assert decision.action is GateAction.RESTART_INTO_NEW_VERSION, decision.reason
 
 
-@pytest.mark.parametrize(
-    ("key", "missing"),
-    [
-        ("timestamp", ["root2", "root3"]),  # one root key: under the threshold of 2
-        ("targets", ["snapshot"]),  # new targets need a new snapshot
-        ("root1", ["root2", "root3"]),  # the new root must also carry 2 of the old root keys
-    ],
-)
+@pytest.mark.parametrize(("key", "missing"), [
+    ("timestamp", ["root2", "root3"]),  # one root key: under the threshold of 2
+    ("targets", ["snapshot"]),  # new targets need a new snapshot
+    ("root1", ["root2", "root3"]),  # the new root must also carry 2 of the old root keys
+])
 def test_a_rotation_missing_a_needed_key_is_refused_before_any_file_is_written(
     cli: Any, tmp_path: Path, key: str, missing: list[str]
 ) -> None:
@@ -232,18 +221,13 @@ def s3_endpoint() -> Iterator[str]:
 def test_publish_to_s3_uploads_changes_in_order_and_dry_run_uploads_nothing(
     cli: Any, tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "eu-west-2",
-        "AWS_ENDPOINT_URL_S3": s3_endpoint,
-    }
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "eu-west-2", "AWS_ENDPOINT_URL_S3": s3_endpoint}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     s3 = boto3.client("s3")
-    s3.create_bucket(
-        Bucket="updates", CreateBucketConfiguration={"LocationConstraint": "eu-west-2"}
-    )
+    s3.create_bucket(Bucket="updates",
+                     CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
     assert _release(cli, tmp_path, "1.0.0") == 0
 
     assert cli("--dry-run", "--publish", "s3://updates/r4agent", "publish") == 0
@@ -357,9 +341,8 @@ def test_release_side_refuses_to_sign_targets_with_delegations(cli: Any, tmp_pat
     assert _release(cli, tmp_path, "1.0.0") == 0
     targets_file = cli.repo / "metadata" / "targets.json"
     md = Repository(cli.repo, cli.keys).load("targets")
-    md.signed.delegations = Delegations(
-        keys={}, roles={"evil": DelegatedRole("evil", [], 1, False, paths=["r4agent-*"])}
-    )
+    md.signed.delegations = Delegations(keys={}, roles={
+        "evil": DelegatedRole("evil", [], 1, False, paths=["r4agent-*"])})
     md.to_file(str(targets_file), JSONSerializer(compact=False))  # a hand-edited repository
     before = _tree(cli.repo)
     for command in (["resign-targets"], ["revoke", "1.0.0"], ["raise-floor", "1.0.0"]):

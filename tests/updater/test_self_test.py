@@ -44,9 +44,8 @@ def test_ed25519_verifies_in_pure_python_without_cryptography_as_in_the_exe(
         f"run_self_test(Path({str(root)!r}).read_bytes())\n"
         "print('verified')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120)
     assert (done.returncode, done.stdout.strip()) == (0, "verified"), done.stderr
 
 
@@ -56,13 +55,8 @@ def test_self_test_fails_on_metadata_that_is_not_a_root(sim: RepoSim) -> None:
 
 
 def test_a_build_without_a_baked_in_root_fails_its_self_test() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "agent", "self-test"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = subprocess.run([sys.executable, "-m", "agent", "self-test"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "self-test failed: no trusted root baked into this exe" in done.stderr
     assert done.stdout == ""

@@ -49,9 +49,8 @@ def test_the_same_file_twice_is_refused(tmp_path: Path) -> None:
 
 def test_member_count_and_total_size_caps(tmp_path: Path) -> None:
     with pytest.raises(UnsafeArchiveError):
-        extract_tar(
-            _tar(*[(f"f{i}", b"") for i in range(5)]), tmp_path, limits=StagingLimits(max_members=4)
-        )
+        extract_tar(_tar(*[(f"f{i}", b"") for i in range(5)]), tmp_path,
+                    limits=StagingLimits(max_members=4))
     with pytest.raises(UnsafeArchiveError):
         extract_tar(_tar(("big", b"x" * 100)), tmp_path, limits=StagingLimits(max_total_bytes=99))
 

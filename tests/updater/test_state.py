@@ -41,16 +41,13 @@ def test_the_happy_path_visits_every_state_in_order() -> None:
     assert record.state is S.CONFIRMED
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        [S.SWITCHED],  # skipping download/staging/smoke test
-        [S.DOWNLOADED, S.SMOKE_TESTED],  # skipping staging
-        [S.DOWNLOADED, S.STAGED, S.SWITCHED],  # skipping the smoke test
-        [S.FAILED, S.DOWNLOADED],  # failed is final
-        [S.DOWNLOADED, S.STAGED, S.SMOKE_TESTED, S.SWITCHED, S.FAILED],  # switched cannot "fail"
-    ],
-)
+@pytest.mark.parametrize("path", [
+    [S.SWITCHED],  # skipping download/staging/smoke test
+    [S.DOWNLOADED, S.SMOKE_TESTED],  # skipping staging
+    [S.DOWNLOADED, S.STAGED, S.SWITCHED],  # skipping the smoke test
+    [S.FAILED, S.DOWNLOADED],  # failed is final
+    [S.DOWNLOADED, S.STAGED, S.SMOKE_TESTED, S.SWITCHED, S.FAILED],  # switched cannot "fail"
+])
 def test_illegal_transitions_are_rejected(path: list[InstallState]) -> None:
     record = _record()
     with pytest.raises(IllegalTransitionError):
@@ -80,16 +77,12 @@ def test_rollback_without_previous_is_illegal() -> None:
         CurrentPointer("1.0.0", None, PointerState.SWITCHED).rolled_back("x", None)
 
 
-@pytest.mark.parametrize(
-    "content",
-    [
-        "{not json",
-        json.dumps({"version": "../1.0.0", "previous": None, "state": "confirmed"}),
-        json.dumps({"version": "1.0.0", "previous": None, "state": "weird"}),
-        json.dumps({"version": "1.0.0", "state": "confirmed", "crashes_before_confirm": -1}),
-        json.dumps(["1.0.0"]),
-    ],
-)
+@pytest.mark.parametrize("content", [
+    "{not json", json.dumps({"version": "../1.0.0", "previous": None, "state": "confirmed"}),
+    json.dumps({"version": "1.0.0", "previous": None, "state": "weird"}),
+    json.dumps({"version": "1.0.0", "state": "confirmed", "crashes_before_confirm": -1}),
+    json.dumps(["1.0.0"]),
+])
 def test_corrupt_pointer_is_reported_not_trusted(tmp_path: Path, content: str) -> None:
     (tmp_path / "current").write_text(content)
     with pytest.raises(CorruptStateError):
@@ -103,11 +96,8 @@ def test_missing_files_read_as_none(tmp_path: Path) -> None:
 
 def test_quarantine_round_trips_and_soft_entries_expire(tmp_path: Path) -> None:
     at = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-    q = (
-        Quarantine()
-        .add("1.1.0", QuarantineEntry("a", "crash loop", at))
-        .add("1.2.0", QuarantineEntry("b", "no confirmation", at, at + timedelta(hours=24)))
-    )
+    q = Quarantine().add("1.1.0", QuarantineEntry("a", "crash loop", at)).add(
+        "1.2.0", QuarantineEntry("b", "no confirmation", at, at + timedelta(hours=24)))
     assert q.in_force(at + timedelta(hours=1), {}) == {"1.1.0": "a", "1.2.0": "b"}
     later = at + timedelta(hours=25)
     assert q.in_force(later, {}) == {"1.1.0": "a"} and q.expired(later) == {"1.2.0"}
@@ -117,15 +107,11 @@ def test_quarantine_round_trips_and_soft_entries_expire(tmp_path: Path) -> None:
     assert read_quarantine(tmp_path / "quarantine.json") == q
 
 
-@pytest.mark.parametrize(
-    "content",
-    [
-        "[]",
-        json.dumps({"../x": {"sha256": "a", "reason": "", "at": "2026-01-05T09:00:00+00:00"}}),
-        json.dumps({"1.1.0": {"sha256": "a", "reason": "", "at": "2026-01-05T09:00:00"}}),  # naive
-        json.dumps({"1.1.0": {"reason": "", "at": "2026-01-05T09:00:00+00:00"}}),
-    ],
-)
+@pytest.mark.parametrize("content", [
+    "[]", json.dumps({"../x": {"sha256": "a", "reason": "", "at": "2026-01-05T09:00:00+00:00"}}),
+    json.dumps({"1.1.0": {"sha256": "a", "reason": "", "at": "2026-01-05T09:00:00"}}),  # naive
+    json.dumps({"1.1.0": {"reason": "", "at": "2026-01-05T09:00:00+00:00"}}),
+])
 def test_corrupt_quarantine_is_reported_not_trusted(tmp_path: Path, content: str) -> None:
     (tmp_path / "quarantine.json").write_text(content)
     with pytest.raises(CorruptStateError):
@@ -137,6 +123,6 @@ def test_damaged_last_confirmed_file_reads_as_unknown_not_as_a_version(tmp_path:
     assert read_last_confirmed(path) is None
     write_last_confirmed(path, "1.2.0")
     assert read_last_confirmed(path) == "1.2.0"
-    for damaged in ('{"version": "1.2', '{"version": "../1.0"}', '["1.2.0"]', "{}"):
+    for damaged in ('{"version": "1.2', '{"version": "../1.0"}', '["1.2.0"]', '{}'):
         path.write_text(damaged)
         assert read_last_confirmed(path) is None, damaged

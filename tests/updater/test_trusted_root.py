@@ -60,8 +60,7 @@ def test_the_metadata_folder_holds_no_link_the_installer_would_refuse(
 
     sim.repo.rotate_key("root1", "root4")
     assert gate(layout, "1.0.0", http_repo.url, sim).ensure("1.1.0").action is (
-        GateAction.RESTART_INTO_NEW_VERSION
-    )
+        GateAction.RESTART_INTO_NEW_VERSION)
     root = layout.metadata_dir / "root.json"
     assert not is_link(root) and _root_version(root) == 2
     assert root.read_bytes() == (layout.metadata_dir / "root_history" / "2.root.json").read_bytes()

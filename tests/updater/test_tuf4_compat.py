@@ -47,17 +47,9 @@ def tuf4_python() -> Path:
 
 def _tuf4_read(python: Path, metadata_dir: Path, url: str, targets_dir: Path) -> dict[str, Any]:
     out = subprocess.run(
-        [
-            str(python),
-            str(TUF4_CLIENT / "read_repo.py"),
-            str(metadata_dir),
-            f"{url}/metadata/",
-            f"{url}/targets/",
-            str(targets_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [str(python), str(TUF4_CLIENT / "read_repo.py"), str(metadata_dir), f"{url}/metadata/",
+         f"{url}/targets/", str(targets_dir)],
+        capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result: dict[str, Any] = json.loads(out.stdout)
@@ -94,9 +86,7 @@ def test_agents_on_tuf4_read_what_the_new_release_side_writes_patches_included(
         assert target["sha256"] == _sha256(sim.repo_dir / "targets" / name)
         assert target["custom"] == _custom(sim.repo, name)
     assert seen["targets"]["r4agent-1.1.0.tar.gz"]["custom"]["user"] == {
-        "revoked": False,
-        "channel": "stable",
-    }
+        "revoked": False, "channel": "stable"}
     # the old client's patch route works, and tufup's own Patcher makes the very same patches
     assert seen["patched"] == {"1.1.0": True, "1.2.0": True}
     for name in ("r4agent-1.1.0.patch", "r4agent-1.2.0.patch"):
@@ -140,28 +130,20 @@ def test_the_new_release_tool_goes_on_with_a_tuf4_era_repository_for_both_client
     repo.rotate_key("root2", "root5")
     repo.resign_online()
 
-    seen = _tuf4_read(
-        tuf4_python,
-        _seeded(tmp_path / "tuf4-meta", v1_root),
-        http_repo.url,
-        tmp_path / "tuf4-targets",
-    )
+    seen = _tuf4_read(tuf4_python, _seeded(tmp_path / "tuf4-meta", v1_root), http_repo.url,
+                      tmp_path / "tuf4-targets")
     assert seen["root_version"] == 3
     assert seen["patched"] == {"1.1.0": True, "1.2.0": True}
     assert seen["tufup_patches"]["r4agent-1.2.0.patch"]["sha256"] == _sha256(
-        repo.targets_dir / "r4agent-1.2.0.patch"
-    )
+        repo.targets_dir / "r4agent-1.2.0.patch")
 
-    client = TufClient(
-        _seeded(tmp_path / "tuf7-meta", v1_root),
-        tmp_path / "tuf7-targets",
-        f"{http_repo.url}/metadata/",
-        f"{http_repo.url}/targets/",
-    )
+    client = TufClient(_seeded(tmp_path / "tuf7-meta", v1_root), tmp_path / "tuf7-targets",
+                       f"{http_repo.url}/metadata/", f"{http_repo.url}/targets/")
     catalog = client.refresh()
     assert sorted(str(v) for v in catalog.releases) == ["1.0.0", "1.1.0", "1.2.0"]
     assert str(catalog.effective_floor) == "1.0.0"
-    assert json.loads((tmp_path / "tuf7-meta" / "root.json").read_bytes())["signed"]["version"] == 3
+    assert json.loads((tmp_path / "tuf7-meta" / "root.json").read_bytes())["signed"][
+        "version"] == 3
 
 
 def test_a_metadata_folder_goes_from_a_tuf7_build_to_a_tuf4_build_and_back(
@@ -172,12 +154,8 @@ def test_a_metadata_folder_goes_from_a_tuf7_build_to_a_tuf4_build_and_back(
     metadata = _seeded(tmp_path / "metadata", sim.repo.root_bytes())
 
     def tuf7_refresh() -> None:
-        TufClient(
-            metadata,
-            tmp_path / "targets",
-            f"{http_repo.url}/metadata/",
-            f"{http_repo.url}/targets/",
-        ).refresh()
+        TufClient(metadata, tmp_path / "targets", f"{http_repo.url}/metadata/",
+                  f"{http_repo.url}/targets/").refresh()
 
     def root_version() -> int:
         version: int = json.loads((metadata / "root.json").read_bytes())["signed"]["version"]

@@ -62,27 +62,10 @@ def make_signing_cert(folder: Path) -> tuple[Path, Path]:
     """A throwaway self-signed code-signing certificate (never the release one)."""
     key, cert = folder / "sign.key", folder / "sign.pem"
     subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=R4 agent test signing",
-            "-addext",
-            "extendedKeyUsage=codeSigning",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=R4 agent test signing", "-addext", "extendedKeyUsage=codeSigning",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=120,
     )
     return key, cert
 
@@ -93,26 +76,10 @@ def sign(path: Path, key: Path, cert: Path) -> Path:
     signed = path.with_name(f"signed-{path.name}")
     timestamp = os.environ.get("R4AGENT_SIGN_TSA")
     subprocess.run(
-        [
-            "osslsigncode",
-            "sign",
-            "-certs",
-            str(cert),
-            "-key",
-            str(key),
-            "-h",
-            "sha256",
-            "-n",
-            "R4 agent",
-            *(["-ts", timestamp] if timestamp else []),
-            "-in",
-            str(path),
-            "-out",
-            str(signed),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
+        ["osslsigncode", "sign", "-certs", str(cert), "-key", str(key), "-h", "sha256",
+         "-n", "R4 agent", *(["-ts", timestamp] if timestamp else []),
+         "-in", str(path), "-out", str(signed)],
+        check=True, capture_output=True, timeout=300,
     )
     signed.replace(path)
     return path
@@ -121,15 +88,14 @@ def sign(path: Path, key: Path, cert: Path) -> Path:
 def verify(path: Path, cert: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["osslsigncode", "verify", "-CAfile", str(cert), "-in", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        capture_output=True, text=True, timeout=300, check=False,
     )
 
 
 @pytest.fixture(scope="session")
-def windows_release(wine_tools: None, tmp_path_factory: pytest.TempPathFactory) -> WindowsRelease:
+def windows_release(
+    wine_tools: None, tmp_path_factory: pytest.TempPathFactory
+) -> WindowsRelease:
     tmp = tmp_path_factory.mktemp("windows-release")
     Repository.create_keys(tmp / "keys")
     repository = Repository(tmp / "repo", tmp / "keys")
@@ -137,11 +103,8 @@ def windows_release(wine_tools: None, tmp_path_factory: pytest.TempPathFactory) 
     root = tmp / "root.json"
     root.write_bytes(repository.root_bytes())
     source_copy = copy_of_source_tree(tmp / "source-copy")
-    builds = [
-        ("1.0.0", REPO, "bundle-1.0.0"),
-        ("1.0.0", source_copy, "again-1.0.0"),
-        ("1.1.0", REPO, "bundle-1.1.0"),
-    ]
+    builds = [("1.0.0", REPO, "bundle-1.0.0"), ("1.0.0", source_copy, "again-1.0.0"),
+              ("1.1.0", REPO, "bundle-1.1.0")]
     exes = {}
     for version, source, out in builds:
         started = time.monotonic()
@@ -155,38 +118,16 @@ def windows_release(wine_tools: None, tmp_path_factory: pytest.TempPathFactory) 
     timed("publish 1.0.0 to the TUF repository", started)
     msi = build_msi(exes["bundle-1.0.0"], "1.0.0", tmp / "r4agent.msi", winehost.message_dll())
     sign(msi, key, cert)
-    return WindowsRelease(
-        repository,
-        exes["bundle-1.0.0"],
-        exes["bundle-1.1.0"],
-        exes["again-1.0.0"],
-        unsigned_sha256,
-        msi,
-        cert,
-    )
+    return WindowsRelease(repository, exes["bundle-1.0.0"], exes["bundle-1.1.0"],
+                          exes["again-1.0.0"], unsigned_sha256, msi, cert)
 
 
 def copy_of_source_tree(target: Path) -> Path:
     """The files git knows about (tracked + new, as they are on disk now) at another path."""
-    listed = (
-        subprocess.run(
-            [
-                "git",
-                "-C",
-                str(REPO),
-                "ls-files",
-                "-z",
-                "--cached",
-                "--others",
-                "--exclude-standard",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        .stdout.decode()
-        .split("\0")
-    )
+    listed = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        check=True, capture_output=True, timeout=60,
+    ).stdout.decode().split("\0")
     for name in filter(None, listed):
         source = REPO / name
         if source.is_file():

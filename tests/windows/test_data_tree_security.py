@@ -40,7 +40,7 @@ def _chain(tmp_path: Path) -> list[Path]:
 def _plant_agent(base: Path) -> Path:
     exe = base / "versions" / "9.9.9" / "r4agent"
     exe.parent.mkdir(parents=True)
-    exe.write_text('#!/bin/sh\ntouch "$0.ran"\n')
+    exe.write_text("#!/bin/sh\ntouch \"$0.ran\"\n")
     exe.chmod(0o755)
     (base / "current").write_text('{"version": "9.9.9"}')
     return exe
@@ -116,7 +116,7 @@ def test_host_does_not_start_an_exe_reached_through_a_link(tmp_path: Path) -> No
     real.mkdir(parents=True)
     (base / "versions" / "9.9.9").symlink_to(real)
     exe = base / "versions" / "9.9.9" / "r4agent"
-    exe.write_text('#!/bin/sh\ntouch "$0.ran"\n')
+    exe.write_text("#!/bin/sh\ntouch \"$0.ran\"\n")
     exe.chmod(0o755)
     check = partial(require_trusted_chain, stop_at=tmp_path, security=PosixTreeSecurity())
     with pytest.raises(OSError, match="junction or symbolic link"):

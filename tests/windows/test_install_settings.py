@@ -28,14 +28,8 @@ def test_fresh_install_writes_key_backend_and_database() -> None:
     text = service.configured_text(
         Path("config.toml"),
         None,
-        _settings(
-            LICENCEKEY=KEY,
-            BACKENDURL="https://agent.example.test",
-            DBSERVER=r".\R4",
-            DBNAME="sys2000",
-            DBCONNECTION="",
-            SQSENDPOINTURL="",
-        ),
+        _settings(LICENCEKEY=KEY, BACKENDURL="https://agent.example.test", DBSERVER=r".\R4",
+                  DBNAME="sys2000", DBCONNECTION="", SQSENDPOINTURL=""),
     )
     data = tomllib.loads(text)
     assert data["licence_key"] == KEY
@@ -60,7 +54,8 @@ def test_upgrade_without_key_keeps_the_existing_config() -> None:
 
 def test_connection_string_replaces_server_and_database() -> None:
     existing = (
-        f'licence_key = "{KEY}"\nbackend_url = "https://a.example.test"\n[database]\nserver = "x"\n'
+        f'licence_key = "{KEY}"\nbackend_url = "https://a.example.test"\n'
+        '[database]\nserver = "x"\n'
     )
     text = service.configured_text(
         Path("c.toml"), existing, _settings(DBCONNECTION='Driver={SQLite3};Database=C:\\r4 "x".db')
@@ -72,9 +67,7 @@ def test_connection_string_replaces_server_and_database() -> None:
 
 def test_missing_licence_key_fails_the_install_naming_the_key() -> None:
     with pytest.raises(ConfigError, match="licence_key"):
-        service.configured_text(
-            Path("c.toml"), None, _settings(BACKENDURL="https://a.example.test")
-        )
+        service.configured_text(Path("c.toml"), None, _settings(BACKENDURL="https://a.example.test"))
 
 
 def test_bad_backend_url_error_does_not_leak_the_licence_key() -> None:
@@ -148,11 +141,8 @@ def test_event_log_names_update_rollback_and_crash() -> None:
 
 def test_update_url_goes_to_the_host_not_into_the_agent_config(tmp_path: Path) -> None:
     (tmp_path / service.SETTINGS_FILE).write_text(
-        _settings(
-            LICENCEKEY=KEY,
-            BACKENDURL="https://a.example.test",
-            UPDATEURL="https://updates.example.test/r4agent",
-        )
+        _settings(LICENCEKEY=KEY, BACKENDURL="https://a.example.test",
+                  UPDATEURL="https://updates.example.test/r4agent")
     )
     service.configure(tmp_path)
     assert "updates" not in tomllib.loads((tmp_path / "config.toml").read_text())
@@ -196,9 +186,8 @@ def test_agent_that_cannot_be_signalled_does_not_crash_the_host_stop() -> None:
 def test_fresh_install_without_urls_gets_the_production_backend_and_update_repository(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / service.SETTINGS_FILE).write_text(
-        _settings(LICENCEKEY=KEY, BACKENDURL="", UPDATEURL="")
-    )
+    (tmp_path / service.SETTINGS_FILE).write_text(_settings(LICENCEKEY=KEY, BACKENDURL="",
+                                                            UPDATEURL=""))
     service.configure(tmp_path)
     config = tomllib.loads((tmp_path / "config.toml").read_text())
     assert config["backend_url"] == service.DEFAULT_BACKEND_URL
@@ -207,11 +196,8 @@ def test_fresh_install_without_urls_gets_the_production_backend_and_update_repos
 
 def test_upgrade_without_urls_keeps_a_staging_practice_off_production(tmp_path: Path) -> None:
     (tmp_path / service.SETTINGS_FILE).write_text(
-        _settings(
-            LICENCEKEY=KEY,
-            BACKENDURL="https://staging.example.test",
-            UPDATEURL="https://updates.staging.example.test/r4agent",
-        )
+        _settings(LICENCEKEY=KEY, BACKENDURL="https://staging.example.test",
+                  UPDATEURL="https://updates.staging.example.test/r4agent")
     )
     service.configure(tmp_path)
     # the major upgrade: msiexec /i new.msi /qn, no properties at all
@@ -238,9 +224,8 @@ def test_a_slow_stop_keeps_reporting_stop_pending_until_the_host_is_done() -> No
         now[0] += seconds
         return now[0] >= worst
 
-    service.report_stop_pending(
-        lambda hint: reports.append((now[0], hint)), wait, lambda: now[0], worst
-    )
+    service.report_stop_pending(lambda hint: reports.append((now[0], hint)), wait,
+                                lambda: now[0], worst)
 
     every = service.STOP_PENDING_EVERY_S
     assert [t for t, _ in reports] == [every * i for i in range(len(reports))]  # a checkpoint
@@ -259,20 +244,13 @@ SQL_PASSWORD = "Sql pass;w0rd}=x"
 
 def test_sql_login_from_the_msi_goes_into_the_private_config(tmp_path: Path) -> None:
     (tmp_path / service.SETTINGS_FILE).write_bytes(
-        _settings(
-            LICENCEKEY=KEY,
-            BACKENDURL="https://a.example.test",
-            DBSERVER=r".\R4",
-            SQLUSER="r4reader",
-            SQLPASSWORD=SQL_PASSWORD,
-        ).encode("utf-16")
+        _settings(LICENCEKEY=KEY, BACKENDURL="https://a.example.test", DBSERVER=r".\R4",
+                  SQLUSER="r4reader", SQLPASSWORD=SQL_PASSWORD).encode("utf-16")
     )
     service.configure(tmp_path)
     config = tmp_path / "config.toml"
     assert tomllib.loads(config.read_text())["database"] == {
-        "server": r".\R4",
-        "user": "r4reader",
-        "password": SQL_PASSWORD,
+        "server": r".\R4", "user": "r4reader", "password": SQL_PASSWORD
     }
     assert stat.S_IMODE(config.stat().st_mode) == 0o600  # on Windows: the tree's DACL
     assert not (tmp_path / service.SETTINGS_FILE).exists()
@@ -292,8 +270,7 @@ def test_a_new_sql_password_replaces_a_password_file_and_an_upgrade_keeps_the_lo
 def test_a_sql_user_without_a_password_fails_the_install_without_echoing_secrets() -> None:
     with pytest.raises(ConfigError) as caught:
         service.configured_text(
-            Path("c.toml"),
-            None,
+            Path("c.toml"), None,
             _settings(LICENCEKEY=KEY, BACKENDURL="https://a.example.test", SQLUSER="r4reader"),
         )
     assert "database.user" in str(caught.value) and KEY not in str(caught.value)

@@ -90,10 +90,7 @@ def test_secrets_reach_the_exe_by_file_never_by_command_line(msi: Path) -> None:
     actions = {row[0]: row for row in export_table(msi, "CustomAction")}
     exe_commands = [row[3] for row in actions.values() if row[2] == "R4AgentExe"]
     assert sorted(exe_commands) == [
-        "service configure",
-        "service prepare",
-        "service purge",
-        "service stop",
+        "service configure", "service prepare", "service purge", "service stop"
     ]
     assert all("[" not in command for command in exe_commands)  # no property in argv
     hand_over = actions["R4SetWriteSettings"]
@@ -140,18 +137,8 @@ def test_uninstall_keeps_program_data_unless_removedata(msi: Path) -> None:
 def test_every_install_property_is_secure(msi: Path) -> None:
     properties = dict((row[0], row[1]) for row in export_table(msi, "Property"))
     secure = set(properties["SecureCustomProperties"].split(";"))
-    assert {
-        "LICENCEKEY",
-        "BACKENDURL",
-        "UPDATEURL",
-        "DBCONNECTION",
-        "DBSERVER",
-        "DBNAME",
-        "SQLUSER",
-        "SQLPASSWORD",
-        "SQSENDPOINTURL",
-        "REMOVEDATA",
-    } <= secure
+    assert {"LICENCEKEY", "BACKENDURL", "UPDATEURL", "DBCONNECTION", "DBSERVER", "DBNAME",
+            "SQLUSER", "SQLPASSWORD", "SQSENDPOINTURL", "REMOVEDATA"} <= secure
 
 
 def test_url_properties_carry_no_default_an_upgrade_would_write_over_a_configured_url(
@@ -197,7 +184,5 @@ def test_every_deferred_action_runs_inside_the_install_transaction(msi: Path) ->
     sequence = {row[0]: int(row[2]) for row in export_table(msi, "InstallExecuteSequence")}
     ours = [name for name in sequence if name.startswith("R4")]
     assert len(ours) == 7
-    assert all(
-        sequence["InstallInitialize"] < sequence[name] < sequence["InstallFinalize"]
-        for name in ours
-    )
+    assert all(sequence["InstallInitialize"] < sequence[name] < sequence["InstallFinalize"]
+               for name in ours)

@@ -88,7 +88,9 @@ def agent_versions_seen(backend: StandinBackend) -> list[str]:
 
 def _secrets_in(raw: bytes, *secrets: str) -> list[str]:
     """Which of `secrets` the bytes of a log hold, as UTF-8 or UTF-16 (msiexec writes either)."""
-    return [s for s in secrets if s.encode("utf-8") in raw or s.encode("utf-16-le") in raw]
+    return [
+        s for s in secrets if s.encode("utf-8") in raw or s.encode("utf-16-le") in raw
+    ]
 
 
 def send(sqs: SqsEndpoint, body: dict[str, Any]) -> None:
@@ -114,9 +116,8 @@ def _cab_holds(msi: Path, exe: Path, tmp_path: Path) -> bool:
     import subprocess
 
     out = tmp_path / "extracted"
-    subprocess.run(
-        ["msiextract", "-C", str(out), str(msi)], check=True, capture_output=True, timeout=300
-    )
+    subprocess.run(["msiextract", "-C", str(out), str(msi)], check=True, capture_output=True,
+                   timeout=300)
     found = list(out.rglob("r4agent.exe"))
     return len(found) == 1 and found[0].read_bytes() == exe.read_bytes()
 
@@ -172,27 +173,19 @@ def test_practice_install_update_downgrade_uninstall(
     (data / "config.toml").write_text(f"[timing]\npoll_minutes = {POLL_MINUTES}\n")
     msi_log = prefix.drive_c / "msi-install.log"
     install_args = [
-        SYSTEM32 + r"\msiexec.exe",
-        "/i",
-        r"C:\r4agent.msi",
-        "/qn",
-        "/l*v",
-        r"C:\msi-install.log",
-        f"LICENCEKEY={TEST_LICENCE_KEY}",
-        f"BACKENDURL={flynotes_standin.url}",
+        SYSTEM32 + r"\msiexec.exe", "/i", r"C:\r4agent.msi", "/qn", "/l*v", r"C:\msi-install.log",
+        f"LICENCEKEY={TEST_LICENCE_KEY}", f"BACKENDURL={flynotes_standin.url}",
         f"DBCONNECTION=Driver=SQLite3;Database={r4_sample_db.path}",
-        f"SQLUSER={SQL_USER}",
-        f"SQLPASSWORD={SQL_PASSWORD}",
-        f"SQSENDPOINTURL={sqs_server.endpoint_url}",
-        f"UPDATEURL={update_repo_url}",
+        f"SQLUSER={SQL_USER}", f"SQLPASSWORD={SQL_PASSWORD}",
+        f"SQSENDPOINTURL={sqs_server.endpoint_url}", f"UPDATEURL={update_repo_url}",
     ]
 
     started = time.monotonic()
     install = prefix.run(install_args, check=False, timeout=600)
     timed("msiexec /i", started)
-    install_log = data / "logs" / "install.log"
-    assert install.returncode == 0, install.stdout[-2000:] + (
-        install_log.read_text() if install_log.exists() else ""
+    install_log = (data / "logs" / "install.log")
+    assert install.returncode == 0, (
+        install.stdout[-2000:] + (install_log.read_text() if install_log.exists() else "")
     )
     assert program_files_exe.is_file()
     config = (data / "config.toml").read_text()
@@ -215,20 +208,14 @@ def test_practice_install_update_downgrade_uninstall(
     # what reads back is Wine's synthesised one (owner: the Wine user) — trusted by the host's
     # check, as SYSTEM/Administrators are on Windows (real ACLs: .github/workflows/windows.yml).
     as_seen = winehost.build_prefix().windows_path
-    owners = json.loads(
-        _python_in_build_prefix(
-            "read_owners.py", as_seen(vendor), as_seen(data), as_seen(data / "config.toml")
-        )
-        .strip()
-        .splitlines()[-1]
-    )
+    owners = json.loads(_python_in_build_prefix(
+        "read_owners.py", as_seen(vendor), as_seen(data), as_seen(data / "config.toml")
+    ).strip().splitlines()[-1])
     assert all(o["owner_trusted"] for o in owners), owners
 
     started = time.monotonic()
-    wait_for(
-        lambda: bool(flynotes_standin.received_for("patient-upload")),
-        "the service's agent (1.0.0) uploads the patients",
-    )
+    wait_for(lambda: bool(flynotes_standin.received_for("patient-upload")),
+             "the service's agent (1.0.0) uploads the patients")
     timed("install -> patients uploaded", started)
     uploads = flynotes_standin.received_for("patient-upload")
     assert all(r.headers["user-agent"].startswith("r4agent/1.0.0") for r in uploads)
@@ -242,23 +229,17 @@ def test_practice_install_update_downgrade_uninstall(
     timed("publish 1.1.0 while the agent runs", started)
     started = time.monotonic()
     flynotes_standin.library_version = "1.1.0"
-    wait_for(
-        lambda: "1.1.0" in agent_versions_seen(flynotes_standin),
-        "the agent notices 1.1.0 by itself and the service brings it up",
-    )
+    wait_for(lambda: "1.1.0" in agent_versions_seen(flynotes_standin),
+             "the agent notices 1.1.0 by itself and the service brings it up")
     timed("update 1.0.0 -> 1.1.0", started)
     assert (data / "versions" / "1.1.0" / "r4agent.exe").is_file()
     assert json.loads((data / "current").read_text())["version"] == "1.1.0"
 
     started = time.monotonic()
     flynotes_standin.library_version = "1.0.0"
-    wait_for(
-        lambda: (
-            agent_versions_seen(flynotes_standin)[-1:] == ["1.0.0"]
-            and len(agent_versions_seen(flynotes_standin)) >= 3
-        ),
-        "the service goes back to 1.0.0 (downgrade)",
-    )
+    wait_for(lambda: agent_versions_seen(flynotes_standin)[-1:] == ["1.0.0"]
+             and len(agent_versions_seen(flynotes_standin)) >= 3,
+             "the service goes back to 1.0.0 (downgrade)")
     timed("downgrade 1.1.0 -> 1.0.0", started)
     assert agent_versions_seen(flynotes_standin) == ["1.0.0", "1.1.0", "1.0.0"]
     assert json.loads((data / "current").read_text())["version"] == "1.0.0"
@@ -305,30 +286,18 @@ def test_practice_install_update_downgrade_uninstall(
     seen = len(flynotes_standin.received)
     # no LICENCEKEY, no database: what the kept config.toml holds stays
     reinstall = prefix.run(
-        [
-            SYSTEM32 + r"\msiexec.exe",
-            "/i",
-            r"C:\r4agent.msi",
-            "/qn",
-            f"BACKENDURL={flynotes_standin.url}",
-            f"UPDATEURL={update_repo_url}",
-        ],
-        check=False,
-        timeout=600,
+        [SYSTEM32 + r"\msiexec.exe", "/i", r"C:\r4agent.msi", "/qn",
+         f"BACKENDURL={flynotes_standin.url}", f"UPDATEURL={update_repo_url}"],
+        check=False, timeout=600,
     )
     assert reinstall.returncode == 0, reinstall.stdout[-2000:]
-    wait_for(
-        lambda: len(flynotes_standin.received) > seen,
-        "the reinstalled service's agent (kept config, no key given) talks to the backend",
-    )
+    wait_for(lambda: len(flynotes_standin.received) > seen,
+             "the reinstalled service's agent (kept config, no key given) talks to the backend")
     timed("reinstall over kept data -> agent running", started)
     assert prefix.processes("r4agent.exe")
     started = time.monotonic()
-    purge = prefix.run(
-        [SYSTEM32 + r"\msiexec.exe", "/x", r"C:\r4agent.msi", "/qn", "REMOVEDATA=1"],
-        check=False,
-        timeout=600,
-    )
+    purge = prefix.run([SYSTEM32 + r"\msiexec.exe", "/x", r"C:\r4agent.msi", "/qn",
+                        "REMOVEDATA=1"], check=False, timeout=600)
     timed("msiexec /x REMOVEDATA=1 of the running service", started)
     assert purge.returncode == 0, purge.stdout[-2000:]
     assert not vendor.exists(), sorted(str(p) for p in vendor.rglob("*"))
@@ -342,19 +311,14 @@ def _status_and_support_bundle_of_the_running_service(prefix: Any, data: Path) -
     service runs: `status` reads the agent's status file and asks the service manager;
     `support-bundle` packs doctor, status, logs, the redacted config and the updater's files."""
     exe = r"C:\Program Files\Flynotes\R4 Agent\r4agent.exe"
-    wait_for(
-        lambda: (
-            (data / "status.json").is_file()
-            and json.loads((data / "status.json").read_text())["cycle"] is not None
-        ),
-        "the agent's status file records its first cycle",
-        60,
-    )
+    wait_for(lambda: (data / "status.json").is_file()
+             and json.loads((data / "status.json").read_text())["cycle"] is not None,
+             "the agent's status file records its first cycle", 60)
     started = time.monotonic()
     shown = prefix.run([exe, "status", "--json"], check=False, timeout=300)
     timed("r4agent status --json (installed exe)", started)
     assert shown.returncode == 0, shown.stdout[-3000:]
-    doc = json.loads(shown.stdout[shown.stdout.index("{") :])
+    doc = json.loads(shown.stdout[shown.stdout.index("{"):])
     assert doc["service"] == {"name": "R4Agent", "installed": True, "state": "running"}, doc
     assert doc["versions"]["service_runs"] == "1.0.0" and doc["versions"]["agent"] == "1.0.0"
     tables = {t["table"]: t for t in doc["agent"]["cycle"]["tables"]}
@@ -363,23 +327,15 @@ def _status_and_support_bundle_of_the_running_service(prefix: Any, data: Path) -
     assert "R4Agent: running" in screen and "last cycle" in screen, screen
 
     started = time.monotonic()
-    made = prefix.run([exe, "support-bundle", "--out", r"C:\support.zip"], check=False, timeout=600)
+    made = prefix.run([exe, "support-bundle", "--out", r"C:\support.zip"], check=False,
+                      timeout=600)
     timed("r4agent support-bundle (installed exe)", started)
     assert made.returncode == 0, made.stdout[-3000:]
     with zipfile.ZipFile(prefix.drive_c / "support.zip") as archive:
         contents = {name: archive.read(name) for name in archive.namelist()}
-    assert {
-        "MANIFEST.txt",
-        "doctor.txt",
-        "status.json",
-        "config.toml",
-        "logs/agent.log",
-        "logs/service.log",
-        "updater/current",
-        "updater/update-url",
-        "versions.txt",
-        "odbc-drivers.txt",
-    } <= set(contents), sorted(contents)
+    assert {"MANIFEST.txt", "doctor.txt", "status.json", "config.toml", "logs/agent.log",
+            "logs/service.log", "updater/current", "updater/update-url", "versions.txt",
+            "odbc-drivers.txt"} <= set(contents), sorted(contents)
     manifest = contents["MANIFEST.txt"].decode()
     assert "event-log.txt" in manifest and "msi/" in manifest  # packed, or said why not
     doctor = contents["doctor.txt"].decode()
@@ -404,9 +360,7 @@ def test_killing_an_agent_that_ignores_stop_leaves_no_r4agent_process_under_wine
     exe.write_bytes(windows_release.exe_1_0.read_bytes())
     started = time.monotonic()
     out = _python_in_build_prefix(
-        "kill_tree.py",
-        prefix.windows_path(REPO),
-        prefix.windows_path(exe),
+        "kill_tree.py", prefix.windows_path(REPO), prefix.windows_path(exe),
         prefix.windows_path(tmp_path / "pd" / "Flynotes" / "R4Agent"),
         timeout_s=120,  # a surviving child keeps our pipe open: the run then times out
     )
@@ -415,9 +369,8 @@ def test_killing_an_agent_that_ignores_stop_leaves_no_r4agent_process_under_wine
     # checked by the script while its job handle was still open (the host's stays open for
     # hours: closing it would kill the tree anyway and hide a kill that missed the child)
     assert out.strip().splitlines()[-1].endswith("left []"), out
-    wait_for(
-        lambda: not prefix.processes(tmp_path.name), "no process of the killed tree is left", 30
-    )
+    wait_for(lambda: not prefix.processes(tmp_path.name),
+             "no process of the killed tree is left", 30)
 
 
 def test_the_hosts_launch_check_leaves_restore_and_take_ownership_disabled_under_wine(
@@ -435,16 +388,14 @@ def test_the_hosts_launch_check_leaves_restore_and_take_ownership_disabled_under
     assert out.strip().splitlines()[-1] == f"before []; checked []; locked {both}", out
 
 
-def test_a_hung_staged_build_fails_its_smoke_test_in_time_and_leaves_no_process_under_wine() -> (
-    None
-):
+def test_a_hung_staged_build_fails_its_smoke_test_in_time_and_leaves_no_process_under_wine(
+) -> None:
     """The staging smoke test (Windows Python under Wine) of a build that hangs with a child
     holding its stdout/stderr: it must fail at its timeout with the whole tree killed. Before,
     it waited for the pipes with no timeout: the harness never ended."""
     started = time.monotonic()
-    out = _python_in_build_prefix(
-        "smoke_hang.py", winehost.build_prefix().windows_path(REPO), timeout_s=120
-    )
+    out = _python_in_build_prefix("smoke_hang.py", winehost.build_prefix().windows_path(REPO),
+                                  timeout_s=120)
     timed("smoke test of a hung build under Wine", started)
     last = out.strip().splitlines()[-1]
     assert "did not answer self-test" in last and "child left False" in last, out

@@ -51,30 +51,21 @@ def main(metadata_dir: str, metadata_url: str, targets_url: str, targets_dir: st
         old_archive = f"r4agent-{'.'.join(map(str, previous))}.tar.gz"
         custom = targets.targets[patch].unrecognized_fields["custom"]["tufup"]
         tar = bsdiff4.patch(gzip.decompress(files[old_archive]), files[patch])
-        patched[text] = (
-            len(tar) == custom["tar_size"] and hashlib.sha256(tar).hexdigest() == custom["tar_hash"]
-        )
+        patched[text] = (len(tar) == custom["tar_size"]
+                         and hashlib.sha256(tar).hexdigest() == custom["tar_hash"])
         with tempfile.TemporaryDirectory() as scratch:
             made = Path(scratch) / patch
             result = Patcher.diff_and_hash(
                 src_path=Path(targets_dir) / old_archive,
-                dst_path=Path(targets_dir) / f"r4agent-{text}.tar.gz",
-                patch_path=made,
-            )
-            tufup_patches[patch] = {
-                "sha256": hashlib.sha256(made.read_bytes()).hexdigest(),
-                "custom": result,
-            }
+                dst_path=Path(targets_dir) / f"r4agent-{text}.tar.gz", patch_path=made)
+            tufup_patches[patch] = {"sha256": hashlib.sha256(made.read_bytes()).hexdigest(),
+                                    "custom": result}
     return {
         "root_version": trusted.root.version,
         "targets_version": targets.version,
-        "targets": {
-            n: {
-                "sha256": hashlib.sha256(d).hexdigest(),
-                "custom": targets.targets[n].unrecognized_fields.get("custom"),
-            }
-            for n, d in files.items()
-        },
+        "targets": {n: {"sha256": hashlib.sha256(d).hexdigest(),
+                        "custom": targets.targets[n].unrecognized_fields.get("custom")}
+                    for n, d in files.items()},
         "patched": patched,
         "tufup_patches": tufup_patches,
     }

@@ -22,12 +22,13 @@ NAMES = (win32security.SE_RESTORE_NAME, win32security.SE_TAKE_OWNERSHIP_NAME)
 
 
 def enabled() -> list[str]:
-    token = win32security.OpenProcessToken(win32api.GetCurrentProcess(), win32security.TOKEN_QUERY)
+    token = win32security.OpenProcessToken(
+        win32api.GetCurrentProcess(), win32security.TOKEN_QUERY
+    )
     by_luid = {win32security.LookupPrivilegeValue(None, name): name for name in NAMES}
     held = win32security.GetTokenInformation(token, win32security.TokenPrivileges)
     return sorted(
-        by_luid[luid]
-        for luid, attributes in held
+        by_luid[luid] for luid, attributes in held
         if luid in by_luid and attributes & win32security.SE_PRIVILEGE_ENABLED
     )
 

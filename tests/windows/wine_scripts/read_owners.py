@@ -27,12 +27,10 @@ for path in sys.argv[1:]:
     )
     owner = win32security.ConvertSidToStringSid(descriptor.GetSecurityDescriptorOwner())
     control, _revision = descriptor.GetSecurityDescriptorControl()
-    found.append(
-        {
-            "path": path,
-            "owner": owner,
-            "protected": bool(control & SE_DACL_PROTECTED),
-            "owner_trusted": owner in {"S-1-5-18", "S-1-5-32-544", me},
-        }
-    )
+    found.append({
+        "path": path,
+        "owner": owner,
+        "protected": bool(control & SE_DACL_PROTECTED),
+        "owner_trusted": owner in {"S-1-5-18", "S-1-5-32-544", me},
+    })
 print(json.dumps(found))
