@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from agent.clock import Clock
 from agent.commands.context import RestartRequest
 from agent.commands.dispatcher import Dispatcher
-from agent.errors import PermanentError, TransientError, worth_reporting
+from agent.errors import BackendRefusedError, PermanentError, TransientError, worth_reporting
 from agent.exit_codes import ExitCode
 from agent.ops.status_file import NO_STATUS
 from agent.ports import Backend, ErrorSink, RecordSource, Scope, StatusRecorder, TablePass
@@ -244,6 +244,8 @@ class Lifecycle:
                 tables[what] = TablePass(error=type(e).__name__)
                 self._errors.report_exception(e, context={"phase": f"upload {what}"})
                 log.warning("upload of %s failed (next cycle retries): %s", what, e)
+                if isinstance(e, BackendRefusedError):
+                    self._recheck_licence()
                 continue
             tables[what] = TablePass({"sent": sent})
             log.info("uploaded %d %s", sent, what)
@@ -307,6 +309,17 @@ class Lifecycle:
                 self._report_streak(e, self._poll_failures)
                 log.warning("polling SQS failed (%d in a row): %s", self._poll_failures, e)
             self._pause(self._settings.backoff.delay(self._poll_failures, self._rng))
+
+    def _recheck_licence(self) -> None:
+        """A 4xx to an upload: "check the licence" at once, not at the next hourly refresh.
+        `/data` refusing too ends the run (the poll loop sees it: CONFIG_ERROR)."""
+        try:
+            self._backend.fetch_scope()
+        except PermanentError as refused:
+            self._errors.report_exception(refused, context={"phase": "licence"})
+            self._dispatcher.breakers.licence_refused()
+        except TransientError as down:
+            log.warning("could not re-check the licence after a refusal: %s", down)
 
     def _probe_breakers(self) -> ExitCode | None:
         """Receiving has stopped because R4 or the backend is down: probe each part whose probe

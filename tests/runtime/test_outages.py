@@ -248,3 +248,18 @@ def test_poison_body_near_the_256kb_limit_still_reaches_the_dead_letter_queue_wh
     assert reason.startswith("unknown-type") and len(reason) < 60  # the reason shortened
     agent.clock.advance(24 * HOUR)
     assert agent.wait() is ExitCode.END_OF_LIFE
+
+
+def test_403_to_the_cycle_uploads_rechecks_the_licence_at_once_not_at_the_hourly_refresh(
+    practice: Practice,
+) -> None:
+    release = threading.Event()
+    practice.backend.hold_next(1, until=release, endpoint="patient-upload")
+    agent = practice.agent().start()
+    eventually(lambda: practice.backend.holding == 1)
+    started = agent.clock.monotonic()
+    practice.backend.reject_licence()  # revoked while the uploads run
+    release.set()
+    assert agent.wait() is ExitCode.CONFIG_ERROR
+    assert agent.clock.monotonic() - started < HOUR  # no hourly scope refresh was waited for
+    assert practice.dead_letters() == []
