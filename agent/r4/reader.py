@@ -199,7 +199,7 @@ def _appointments(rows: Sequence[Row]) -> list[Appointment]:
         map(
             Appointment,
             _ints(ids, "ApptId"),
-            _ints(patients, "PatientCode"),
+            _ints(patients, "PatientCode", optional=True),  # NULL: an appointment, no patient
             _datetimes(starts, "ApptDateTime"),
             _ints(flags, "ApptFlag", optional=True),
             _texts(statuses),
