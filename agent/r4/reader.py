@@ -4,6 +4,10 @@ Bulk reads page by key (`TOP n ... WHERE key > ? ORDER BY key`), one page at a t
 most one page of rows is held; nothing here materialises every patient. Values are checked
 and converted (dates, ints, text) but not interpreted: R4's 1900-01-01 "unknown" date of birth
 is returned as it is, the mapping layer decides what it means.
+
+A row with a value of an unexpected type or form is skipped by a bulk read (each `iter_*` call
+is one pass), counted, and reported once when the pass ends (agent.r4.skipped_rows); the
+single-patient reads raise `UnconvertibleValue` instead (they have one row to give).
 """
 
 from __future__ import annotations
@@ -14,9 +18,15 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from agent.errors import PermanentError
 from agent.r4 import sql
 from agent.r4.connection import R4Database, Row
+from agent.r4.skipped_rows import (
+    LogSkippedRows,
+    SkippedRows,
+    SkipReporter,
+    UnconvertibleValue,
+    convert_page,
+)
 from agent.r4.sql import Statement
 from agent.records import (
     Answer,
@@ -34,17 +44,26 @@ DEFAULT_PAGE_SIZE = 2000
 class R4Reader:
     """Read-only view of R4 over an open `R4Database` (implements agent.ports.RecordSource).
 
-    Every method raises TransientError / PermanentError as translated by the connection, and
-    PermanentError naming the column (and the value's type, never the value) when R4 returns
-    a value of an unexpected type or form (a code that is text but no integer).
+    Every method raises TransientError / PermanentError as translated by the connection (a
+    missing table or column is a PermanentError). A value of an unexpected type or form (a
+    code that is text but no integer) makes the bulk reads skip its row and tell `skips` once
+    per pass; `get_patient` and `latest_questionnaire` raise UnconvertibleValue (a
+    PermanentError naming the table, column, type and key, never the value).
     """
 
-    def __init__(self, db: R4Database, *, page_size: int = DEFAULT_PAGE_SIZE) -> None:
+    def __init__(
+        self,
+        db: R4Database,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        skips: SkipReporter | None = None,
+    ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         self._db = db
         self._dialect = db.dialect
         self._page_size = page_size
+        self._skips = skips or LogSkippedRows()
 
     def ping(self) -> None:
         """Raise TransientError (from the connection wrapper) if R4 cannot be reached."""
@@ -53,14 +72,29 @@ class R4Reader:
     # --- patients ----------------------------------------------------------------------------
 
     def iter_patients(self) -> Iterator[Patient]:
-        for rows in self._keyset(sql.patients_page):
-            yield from _patients(rows)
+        skipped = SkippedRows("patients", "patientCode")
+        try:
+            for rows in self._keyset(sql.patients_page):
+                yield from convert_page(rows, _patients, _key, skipped)
+        finally:  # also when the pass ends early: what it skipped so far
+            self._report(skipped)
 
     def get_patient(self, code: int) -> Patient | None:
         row = self._db.fetch_one(sql.patient_by_code(self._dialect), (code,))
-        return None if row is None else _patients([row])[0]
+        try:
+            return None if row is None else _patients([row])[0]
+        except UnconvertibleValue as e:
+            failure = e.in_row("patients", code)
+        raise failure  # outside the except: one error, naming the row, with no chain
 
     def latest_questionnaire(self, patient_code: int) -> Questionnaire | None:
+        try:
+            return self._latest_questionnaire(patient_code)
+        except UnconvertibleValue as e:
+            failure = e.in_row("CompletedQuestionnaire", patient_code)
+        raise failure
+
+    def _latest_questionnaire(self, patient_code: int) -> Questionnaire | None:
         head = self._db.fetch_one(sql.latest_questionnaire(self._dialect), (patient_code,))
         if head is None:
             return None
@@ -80,17 +114,24 @@ class R4Reader:
     # --- appointments ------------------------------------------------------------------------
 
     def iter_appointments(self) -> Iterator[Appointment]:
-        for rows in self._keyset(sql.appointments_page):
-            yield from _appointments(rows)
+        skipped = SkippedRows("Appts", "ApptId")
+        try:
+            for rows in self._keyset(sql.appointments_page):
+                yield from convert_page(rows, _appointments, _key, skipped)
+        finally:
+            self._report(skipped)
 
     def iter_appointment_flags(self) -> Iterator[AppointmentFlag]:
-        for r in self._db.iter_rows(sql.appointment_flags(self._dialect)):
-            yield AppointmentFlag(
-                flag=_int(r[0], "ApptFlag"),
-                description=_text(r[1]),
-                character=_text(r[2]),
-                cancelled=_bool(r[3]),
-            )
+        skipped = SkippedRows("ApptFlags", "ApptFlag")
+        try:
+            for r in self._db.iter_rows(sql.appointment_flags(self._dialect)):
+                yield from convert_page([r], _appointment_flags, _key, skipped)
+        finally:
+            self._report(skipped)
+
+    def _report(self, skipped: SkippedRows) -> None:
+        if skipped.count:
+            self._skips.rows_skipped(skipped)
 
     # --- aggregate counts (no answer content) ------------------------------------------------
 
@@ -207,6 +248,28 @@ def _appointments(rows: Sequence[Row]) -> list[Appointment]:
     )
 
 
+def _appointment_flags(rows: Sequence[Row]) -> list[AppointmentFlag]:
+    """Rows of `sql.appointment_flags` as AppointmentFlags."""
+    return [
+        AppointmentFlag(
+            flag=_int(r[0], "ApptFlag"),
+            description=_text(r[1]),
+            character=_text(r[2]),
+            cancelled=_bool(r[3]),
+        )
+        for r in rows
+    ]
+
+
+def _key(row: Row) -> int | None:
+    """The row's key (its first column) to name a skipped row by; None when the key itself is
+    what does not convert (then it is the value, and values are never reported)."""
+    try:
+        return _int(row[0], "key")
+    except UnconvertibleValue:
+        return None
+
+
 def _sum_by_text(rows: list[Row]) -> list[tuple[str, int]]:
     """(text, count) rows summed per exact text, first-seen order. Done here rather than by a
     GROUP BY in SQL: R4's `text` columns cannot be grouped, and SQL Server's case- and
@@ -269,17 +332,15 @@ def _money_text(value: object, column: str) -> str:
     return f"{whole}.{fraction.ljust(2, '0')}"
 
 
-def _bad(column: str, value: object) -> PermanentError:
-    return PermanentError(
-        f"R4 column {column} holds a value of an unexpected type or form ({type(value).__name__})"
-    )
+def _bad(column: str, value: object) -> UnconvertibleValue:
+    return UnconvertibleValue(column, type(value).__name__)
 
 
 _INT_TEXT = re.compile(r"\s*-?[0-9]{1,19}\s*", re.ASCII)  # SQLite may hand back text
 
 
 def _int(value: object, column: str) -> int:
-    """Every failure is a PermanentError naming the column and the type, never the value
+    """Every failure is an UnconvertibleValue naming the column and the type, never the value
     (int() and float conversions put the value in their own error text)."""
     if isinstance(value, bool):
         return int(value)
