@@ -25,6 +25,7 @@ from agent.r4.skipped_rows import (
     SkippedRows,
     SkipReporter,
     UnconvertibleValue,
+    UndecodableText,
     convert_page,
 )
 from agent.r4.sql import Statement
@@ -74,7 +75,7 @@ class R4Reader:
     def iter_patients(self) -> Iterator[Patient]:
         skipped = SkippedRows("patients", "patientCode")
         try:
-            for rows in self._keyset(sql.patients_page):
+            for rows in self._keyset(sql.patients_page, sql.patient_codes_page, skipped):
                 yield from convert_page(rows, _patients, _key, skipped)
         finally:  # also when the pass ends early: what it skipped so far
             self._report(skipped)
@@ -116,7 +117,7 @@ class R4Reader:
     def iter_appointments(self) -> Iterator[Appointment]:
         skipped = SkippedRows("Appts", "ApptId")
         try:
-            for rows in self._keyset(sql.appointments_page):
+            for rows in self._keyset(sql.appointments_page, sql.appointment_ids_page, skipped):
                 yield from convert_page(rows, _appointments, _key, skipped)
         finally:
             self._report(skipped)
@@ -148,26 +149,63 @@ class R4Reader:
 
     # --- keyset paging -----------------------------------------------------------------------
 
-    def _keyset(self, page: Callable[..., Statement]) -> Iterator[list[Row]]:
+    def _keyset(
+        self,
+        page: Callable[..., Statement],
+        page_keys: Callable[..., Statement],
+        skipped: SkippedRows,
+    ) -> Iterator[list[Row]]:
         """Successive pages of rows (one page held at a time); the key is each row's first
-        column, strictly increasing."""
+        column, strictly increasing. `page_keys` gives the keys of the same page alone, for a
+        page with a text the driver cannot decode (its rows are then counted in `skipped`).
+
+        R4 is written while we read: a row inserted below the last key waits for the next
+        pass, a deleted one is simply not there; a row that exists throughout is read once,
+        as each page starts after the previous page's last key."""
         last: object = None
         while True:
-            if last is None:
-                statement = page(self._dialect, self._page_size, first=True)
-                params: tuple[object, ...] = ()
-            else:
-                statement = page(self._dialect, self._page_size, first=False)
-                params = (last,)
+            first = last is None
+            statement = page(self._dialect, self._page_size, first=first)
+            params: tuple[object, ...] = () if first else (last,)
             # The page is fetched whole before yielding: the connection is then free for the
             # caller's own queries while it consumes the page (SQL Server has no MARS by default).
-            rows = self._db.fetch_all(statement, params)
-            if rows:
-                last = rows[-1][0]
+            try:
+                rows = self._db.fetch_all(statement, params)
+                more = len(rows) == self._page_size
+                if rows:
+                    last = rows[-1][0]
+            except UndecodableText as e:
+                keys = page_keys(self._dialect, self._page_size, first=first)
+                rows, more, end = self._decodable_page(statement, keys, params, skipped, e.codec)
+                last = end if end is not None else last
             yield rows
-            if len(rows) < self._page_size:
+            if not more:
                 return
 
+    def _decodable_page(
+        self,
+        statement: Statement,
+        keys_statement: Statement,
+        params: tuple[object, ...],
+        skipped: SkippedRows,
+        codec: str,
+    ) -> tuple[list[Row], bool, object]:
+        """The rows of a page that decode, whether more pages follow, and the key the next page
+        starts after. The rows read one at a time first, then the page's keys: a key absent
+        from the rows (and not beyond them, when rows were inserted meanwhile) is a row that
+        did not decode."""
+        rows, failed = self._db.fetch_decodable(statement, params, limit=self._page_size)
+        keys = [k for (k, *_) in self._db.fetch_all(keys_statement, params)]
+        more = len(rows) + failed == self._page_size
+        if not keys:
+            return rows, more, rows[-1][0] if rows else None
+        end = min(rows[-1][0], keys[-1]) if more and rows else keys[-1]
+        read = {r[0] for r in rows}
+        bad = UnconvertibleValue("(a text column)", f"text not valid {codec}")
+        for key in keys:
+            if key not in read and key <= end:
+                skipped.add(bad, _key([key]))
+        return rows, more, end
 
 # --- conversions: type errors name the column, never the value --------------------------------
 #

@@ -48,6 +48,15 @@ class UnconvertibleValue(PermanentError):
         return UnconvertibleValue(self.column, self.type_name, table=table, key=key)
 
 
+class UndecodableText(PermanentError):
+    """The driver could not decode a text value of a fetched row (its bytes are not valid in
+    `codec`). The message names the action, target and codec, never the bytes."""
+
+    def __init__(self, message: str, codec: str) -> None:
+        super().__init__(message)
+        self.codec = codec
+
+
 @dataclass(slots=True)
 class _Problem:
     rows: int = 0

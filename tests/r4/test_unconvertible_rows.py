@@ -274,3 +274,27 @@ def test_unconvertible_canary_values_never_reach_the_log_or_rollbar(
     ]
     for item in rollbar_endpoint.items:
         assert not any(v in item.text for v in CANARY.values())
+
+
+@pytest.mark.parametrize("page_size", [1, 7, 10, 50, 1000])
+def test_a_text_the_driver_cannot_decode_skips_only_its_row_at_any_page_boundary(
+    real_db: Path, page_size: int
+) -> None:
+    # Bytes that are no UTF-8 (SQL Server: an nvarchar holding a lone surrogate) make pyodbc
+    # refuse the whole page; the page is read again row by row and its keys alone, so exactly
+    # the rows that do not decode are left out, wherever they fall in a page.
+    codes = _keys(real_db, "SELECT patientCode FROM patients ORDER BY patientCode")
+    bad = {*codes[10:20], codes[49], codes[50], codes[-1]}  # a whole page of 10, page edges
+    _write(real_db, *(("UPDATE patients SET forename = CAST(X'43C3FF41' AS TEXT) "
+                       "WHERE patientCode = ?", (code,)) for code in bad))  # fmt: skip
+    skips = RecordedSkips()
+    with _open(real_db) as db:
+        read = [p.code for p in R4Reader(db, page_size=page_size, skips=skips).iter_patients()]
+    assert read == [c for c in codes if c not in bad]
+    (report,) = skips.reports
+    assert report.count == len(bad)
+    problems = report.as_extra()["problems"]
+    assert isinstance(problems, list)
+    (problem,) = problems
+    assert problem["column"] == "(a text column)" and problem["type"] == "text not valid utf-8"
+    assert sorted(problem["patientCode"]) == sorted(bad)  # each once, by its key
