@@ -197,15 +197,16 @@ class R4Reader:
         rows, failed = self._db.fetch_decodable(statement, params, limit=self._page_size)
         keys = [k for (k, *_) in self._db.fetch_all(keys_statement, params)]
         more = len(rows) + failed == self._page_size
-        if not keys:
-            return rows, more, rows[-1][0] if rows else None
+        if not keys:  # nothing past the last key any more (deleted meanwhile): the end
+            return rows, False, rows[-1][0] if rows else None
         end = min(rows[-1][0], keys[-1]) if more and rows else keys[-1]
         read = {r[0] for r in rows}
         bad = UnconvertibleValue("(a text column)", f"text not valid {codec}")
         for key in keys:
             if key not in read and key <= end:
-                skipped.add(bad, _key([key]))
+                skipped.add(bad, _key_value(key))
         return rows, more, end
+
 
 # --- conversions: type errors name the column, never the value --------------------------------
 #
@@ -300,10 +301,15 @@ def _appointment_flags(rows: Sequence[Row]) -> list[AppointmentFlag]:
 
 
 def _key(row: Row) -> int | None:
-    """The row's key (its first column) to name a skipped row by; None when the key itself is
-    what does not convert (then it is the value, and values are never reported)."""
+    """The row's key (its first column) to name a skipped row by."""
+    return _key_value(row[0])
+
+
+def _key_value(value: object) -> int | None:
+    """None when the key itself is what does not convert: then it is the value, and values
+    are never reported."""
     try:
-        return _int(row[0], "key")
+        return _int(value, "key")
     except UnconvertibleValue:
         return None
 
