@@ -21,7 +21,7 @@ from agent.r4.reader import R4Reader
 from agent.r4.skipped_rows import KEYS_KEPT, LogSkippedRows, SkippedRows, UnconvertibleValue
 from agent.reporting import RollbarSink
 from agent.standin.r4_sample import CANARY, CANARY_CODE, sqlite_connection_string
-from tests.fixtures.r4_database import MakeR4Db
+from tests.fixtures.r4_database import MakeR4Db, int_column
 from tests.fixtures.rollbar_endpoint import FakeRollbar
 
 
@@ -46,13 +46,6 @@ def _write(path: Path, *statements: str | tuple[str, tuple[object, ...]]) -> Non
     finally:
         con.close()
 
-
-def _keys(path: Path, sql: str) -> list[int]:
-    con = sqlite3.connect(path)
-    try:
-        return [int(r[0]) for r in con.execute(sql)]
-    finally:
-        con.close()
 
 
 def _text_view(path: Path, table: str, columns: str) -> None:
@@ -89,7 +82,7 @@ def db(real_db: Path) -> Iterator[R4Database]:
 def test_a_patient_whose_date_is_no_date_is_skipped_and_the_pass_goes_on(
     real_db: Path,
 ) -> None:
-    codes = _keys(real_db, "SELECT patientCode FROM patients ORDER BY patientCode")
+    codes = int_column(real_db, "SELECT patientCode FROM patients ORDER BY patientCode")
     bad = [CANARY_CODE, codes[5], codes[60]]  # the canary (lowest code), early, mid-pass
     _patients_with_text_dob(real_db)
     _write(real_db, *(("UPDATE patients_raw SET dob = ? WHERE patientCode = ?",
@@ -109,7 +102,7 @@ def test_a_patient_whose_date_is_no_date_is_skipped_and_the_pass_goes_on(
 def test_appointments_whose_time_or_flag_does_not_convert_are_skipped_by_key(
     real_db: Path,
 ) -> None:
-    ids = _keys(real_db, "SELECT ApptId FROM Appts ORDER BY ApptId")
+    ids = int_column(real_db, "SELECT ApptId FROM Appts ORDER BY ApptId")
     _appts_with_text_times(real_db)
     _write(real_db,
            ("UPDATE Appts_raw SET ApptDateTime = ? WHERE ApptId = ?", (CANARY["notes"], ids[3])),
@@ -223,7 +216,7 @@ def test_a_flag_row_that_does_not_convert_is_skipped(real_db: Path) -> None:
 def test_a_report_names_at_most_some_keys_but_counts_every_row(real_db: Path) -> None:
     _appts_with_text_times(real_db)
     _write(real_db, "UPDATE Appts_raw SET ApptDateTime = 'never'")
-    total = len(_keys(real_db, "SELECT ApptId FROM Appts"))
+    total = len(int_column(real_db, "SELECT ApptId FROM Appts"))
     skips = RecordedSkips()
     with _open(real_db) as db:
         assert list(R4Reader(db, page_size=500, skips=skips).iter_appointments()) == []
@@ -242,7 +235,7 @@ def test_unconvertible_canary_values_never_reach_the_log_or_rollbar(
     # canary_guard.py) fails this test should any reach a log record or the fake Rollbar.
     _patients_with_text_dob(real_db)
     _appts_with_text_times(real_db)
-    appt = _keys(real_db, f"SELECT ApptId FROM Appts_raw WHERE PatientCode = {CANARY_CODE}")[0]
+    appt = int_column(real_db, f"SELECT ApptId FROM Appts_raw WHERE PatientCode = {CANARY_CODE}")[0]
     _write(real_db,
            ("UPDATE patients_raw SET dob = ? WHERE patientCode = ?",
             (f"{CANARY['forename']} {CANARY['email']}", CANARY_CODE)),
@@ -283,7 +276,7 @@ def test_a_text_the_driver_cannot_decode_skips_only_its_row_at_any_page_boundary
     # Bytes that are no UTF-8 (SQL Server: an nvarchar holding a lone surrogate) make pyodbc
     # refuse the whole page; the page is read again row by row and its keys alone, so exactly
     # the rows that do not decode are left out, wherever they fall in a page.
-    codes = _keys(real_db, "SELECT patientCode FROM patients ORDER BY patientCode")
+    codes = int_column(real_db, "SELECT patientCode FROM patients ORDER BY patientCode")
     bad = {*codes[10:20], codes[49], codes[50], codes[-1]}  # a whole page of 10, page edges
     _write(real_db, *(("UPDATE patients SET forename = CAST(X'43C3FF41' AS TEXT) "
                        "WHERE patientCode = ?", (code,)) for code in bad))  # fmt: skip

@@ -18,17 +18,10 @@ from agent.r4.sql import Statement
 from agent.records import Patient
 from agent.standin.backend import StandinBackend
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
-from tests.fixtures.r4_database import MakeR4Db, R4SampleDb
+from tests.fixtures.r4_database import MakeR4Db, R4SampleDb, int_column
 
 PAGE = 25
 
-
-def _keys(path: Path, sql: str) -> list[int]:
-    con = sqlite3.connect(path)
-    try:
-        return [int(r[0]) for r in con.execute(sql)]
-    finally:
-        con.close()
 
 
 class PracticeAtWork:
@@ -51,6 +44,7 @@ class PracticeAtWork:
             con.commit()
         finally:
             con.close()
+        self.before = int_column(path, f"SELECT {key} FROM {table} ORDER BY {key}")
 
     def between_pages(self, statement: Statement) -> None:
         if not statement.name.endswith("_next_page"):
@@ -132,9 +126,8 @@ def _real(make_r4_db: MakeR4Db) -> R4SampleDb:
     return make_r4_db(patients=150, profile="real", canary=True)
 
 
-def _every_row_that_existed_throughout_is_read_once(
-    before: list[int], read: list[int], work: PracticeAtWork
-) -> None:
+def _every_row_that_existed_throughout_is_read_once(read: list[int], work: PracticeAtWork) -> None:
+    before = work.before
     assert work.pages >= 5  # the writes really happened between pages of one pass
     assert read == sorted(read) and len(read) == len(set(read))  # in order, never twice
     throughout = set(before) - work.deleted
@@ -149,7 +142,6 @@ def test_patients_inserted_updated_and_deleted_between_pages_skip_no_other(
 ) -> None:
     sample = _real(make_r4_db)
     work = PatientsAtWork(sample.path)
-    before = _keys(sample.path, "SELECT patientCode FROM patients ORDER BY patientCode")
     read: list[int] = []
     married: dict[int, tuple[str | None, str | None]] = {}
     work.read_so_far = lambda: read[-1]
@@ -162,7 +154,7 @@ def test_patients_inserted_updated_and_deleted_between_pages_skip_no_other(
                 married[patient.code] = (patient.surname, patient.mobile)
         db.observers.clear()
         next_pass = {p.code for p in reader.iter_patients()}
-    _every_row_that_existed_throughout_is_read_once(before, read, work)
+    _every_row_that_existed_throughout_is_read_once(read, work)
     assert married and set(married.values()) == {("Married", "07700900123")}  # read as changed
     assert work.inserted_behind and work.inserted_behind <= next_pass
 
@@ -172,7 +164,6 @@ def test_appointments_written_between_pages_skip_no_other_and_nothing_crashes(
 ) -> None:
     sample = _real(make_r4_db)
     work = AppointmentsAtWork(sample.path)
-    before = _keys(sample.path, "SELECT ApptId FROM Appts ORDER BY ApptId")
     read: list[int] = []
     statuses: set[str | None] = set()
     work.read_so_far = lambda: read[-1]
@@ -182,7 +173,7 @@ def test_appointments_written_between_pages_skip_no_other_and_nothing_crashes(
             read.append(appt.appt_id)
             if appt.appt_id in work.updated_ahead:
                 statuses.add(appt.status)
-    _every_row_that_existed_throughout_is_read_once(before, read, work)
+    _every_row_that_existed_throughout_is_read_once(read, work)
     assert {"Deleted", "Removed"} & statuses  # the updates ahead of the cursor were seen
 
 
@@ -191,7 +182,6 @@ def test_an_upload_pass_while_patients_change_sends_every_patient_that_stayed(
 ) -> None:
     sample = _real(make_r4_db)
     work = PatientsAtWork(sample.path)
-    before = _keys(sample.path, "SELECT patientCode FROM patients ORDER BY patientCode")
     seen: list[int] = []
 
     def reading(reader: R4Reader) -> Iterator[Patient]:
@@ -213,7 +203,7 @@ def test_an_upload_pass_while_patients_change_sends_every_patient_that_stayed(
     ]
     assert sent == len(seen)
     assert sorted(ids) == seen  # what was read is what was sent
-    _every_row_that_existed_throughout_is_read_once(before, seen, work)
+    _every_row_that_existed_throughout_is_read_once(seen, work)
 
 
 def test_rows_written_while_an_undecodable_page_is_read_again_skip_no_other(
@@ -223,7 +213,7 @@ def test_rows_written_while_an_undecodable_page_is_read_again_skip_no_other(
     # alone; R4 writes between those two reads too.
     sample = _real(make_r4_db)
     work = PatientsAtWork(sample.path)
-    before = _keys(sample.path, "SELECT patientCode FROM patients ORDER BY patientCode")
+    before = work.before
     undecodable = {before[3], before[30], before[31], before[-1]}
     con = sqlite3.connect(sample.path)
     con.executemany("UPDATE patients SET surname = CAST(X'FF' AS TEXT) WHERE patientCode = ?",
@@ -242,5 +232,5 @@ def test_rows_written_while_an_undecodable_page_is_read_again_skip_no_other(
         reader = R4Reader(db, page_size=PAGE)
         read.extend(p.code for p in reader.iter_patients())
     assert read == sorted(read) and len(read) == len(set(read))
-    assert set(before) - work.deleted - undecodable <= set(read)
+    assert set(work.before) - work.deleted - undecodable <= set(read)
     assert not undecodable & set(read) and work.pages >= 3
