@@ -87,9 +87,10 @@ class SkippedRows:
         for (column, type_name), p in self.problems.items():
             keys = ", ".join("unknown" if k is None else str(k) for k in p.keys)
             more = ", ..." if p.rows > len(p.keys) else ""
-            parts.append(f"{column} ({type_name}) in {p.rows} rows, {self.key_column} {keys}{more}")
+            where = f"{self.key_column} {keys}{more}"
+            parts.append(f"{column} ({type_name}) in {_rows(p.rows)}, {where}")
         return (
-            f"R4 {self.table}: {self.count} rows skipped, their values could not be converted: "
+            f"R4 {self.table}: {_rows(self.count)} skipped, their values could not be converted: "
             + "; ".join(parts)
         )
 
@@ -103,6 +104,10 @@ class SkippedRows:
                 for (c, t), p in self.problems.items()
             ],
         }
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 class SkipReporter(Protocol):

@@ -151,7 +151,7 @@ long_poll_seconds = 1
     log_text = log_file(config.data_dir).read_text(encoding="utf-8")
     assert canaries_in(log_text) == []
     assert (
-        f"R4 patients: 1 rows skipped, their values could not be converted: dob (str) in 1 rows, "
+        f"R4 patients: 1 row skipped, their values could not be converted: dob (str) in 1 row, "
         f"patientCode {CANARY_CODE}"
     ) in log_text
-    assert f"ApptDateTime (str) in 1 rows, ApptId {appt}" in log_text
+    assert f"ApptDateTime (str) in 1 row, ApptId {appt}" in log_text
