@@ -67,10 +67,12 @@ class ReconnectingRecords:
     """A RecordSource that opens R4 on first use and, after any failure but a row's own (the
     server restarted, the network blipped, the file was swapped under an open connection),
     drops the connection so the next call opens a new one. One per thread: an ODBC connection
-    is never shared between threads."""
+    is never shared between threads. `errors`: where a pass's skipped (unconvertible) rows are
+    reported, besides the log."""
 
-    def __init__(self, settings: DbSettings) -> None:
+    def __init__(self, settings: DbSettings, errors: ErrorSink | None = None) -> None:
         self._settings = settings
+        self._errors = errors
         self._db: R4Database | None = None
         self._reader: R4Reader | None = None
 
@@ -78,9 +80,10 @@ class ReconnectingRecords:
         if self._reader is None:
             from agent.r4.connection import open_database
             from agent.r4.reader import R4Reader
+            from agent.r4.skipped_rows import LogSkippedRows
 
             self._db = open_database(self._settings)
-            self._reader = R4Reader(self._db)
+            self._reader = R4Reader(self._db, skips=LogSkippedRows(self._errors))
         return self._reader
 
     def close(self) -> None:
@@ -290,7 +293,7 @@ def _run(
     connections_lock = threading.Lock()
 
     def worker_records() -> ReconnectingRecords:
-        records = ReconnectingRecords(settings)
+        records = ReconnectingRecords(settings, errors)
         with connections_lock:
             worker_connections.append(records)
         return records
@@ -300,7 +303,7 @@ def _run(
             records.close()
 
     stack.callback(close_worker_connections)
-    main_records = ReconnectingRecords(settings)
+    main_records = ReconnectingRecords(settings, errors)
     stack.callback(main_records.close)
 
     # The SQS client of the current scope. Replaced every cycle, and when SQS refuses the

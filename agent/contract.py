@@ -126,7 +126,7 @@ def patient_values(patient: Patient) -> CsvValues:
 def appointment_values(appt: Appointment) -> CsvValues:
     return (
         str(appt.appt_id),
-        str(appt.patient_code),
+        "" if appt.patient_code is None else str(appt.patient_code),  # as the original
         local_to_utc_iso(appt.starts_at),
         "" if appt.flag is None else str(appt.flag),
         _text(appt.status),

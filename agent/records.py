@@ -49,7 +49,7 @@ class Questionnaire:
 
 class Appointment(NamedTuple):
     appt_id: int
-    patient_code: int
+    patient_code: int | None  # NULL in R4 for ~1.7% of a real practice's appointments
     starts_at: datetime | None
     flag: int | None
     status: str | None  # ApptFlags.Description; None when the flag is unknown

@@ -2,7 +2,8 @@
 
 Runs the real agent (`agent.app.run_agent`, real clock, 20 s long poll) against moto's SQS
 server (a child process: SQS is remote in production), the backend stand-in and a
-50,000-patient R4 stand-in database, then:
+50,000-patient R4 stand-in database shaped as a real practice (r4_sample's "real" profile),
+then:
 
 - latency: sends one patient-sync at a time (random patients) and times send -> the stand-in
   has the record (p50/p99);
@@ -54,6 +55,7 @@ GOAL_RATIO = 2.0
 GOAL_BURST_S = 3.0
 ROOT = Path(__file__).resolve().parent.parent
 LICENCE = "bench-licence-7c1d"
+PROFILE = "real"  # r4_sample.PROFILES: a practice as REALITY §2 measured one
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -147,10 +149,10 @@ def main() -> int:
     parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args()
 
-    db_path = ROOT / ".cache" / "bench" / f"r4-sync-{args.patients}.sqlite"
+    db_path = ROOT / ".cache" / "bench" / f"r4-sync-{PROFILE}-{args.patients}.sqlite"
     if args.fresh or not db_path.exists():
-        print(f"generating {args.patients} patients -> {db_path}")
-        r4_sample.generate(db_path, args.patients, seed=1)
+        print(f"generating {args.patients} patients ({PROFILE} profile) -> {db_path}")
+        r4_sample.generate(db_path, args.patients, seed=1, profile=PROFILE)
     connection_string = r4_sample.sqlite_connection_string(db_path)
     reader = R4Reader(open_database(DbSettings(connection_string=connection_string)))
     codes = [p.code for p in reader.iter_patients()]

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 GENERATE = (
     "import sys; from pathlib import Path; from agent.standin import r4_sample; "
-    "r4_sample.generate(Path(sys.argv[1]), int(sys.argv[2]), seed=1)"
+    "r4_sample.generate(Path(sys.argv[1]), int(sys.argv[2]), seed=1, profile='real')"
 )
 
 

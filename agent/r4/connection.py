@@ -46,6 +46,7 @@ from agent.r4.connection_plan import pick_driver as pick_driver
 from agent.r4.failure_kinds import FailureKind
 from agent.r4.failure_kinds import classify as classify_failure
 from agent.r4.guard import check_select_only
+from agent.r4.skipped_rows import UndecodableText
 from agent.r4.sql import Dialect, Statement
 
 # (settings and connection strings live in agent.r4.connection_plan; the names imported `as`
@@ -139,7 +140,8 @@ def odbc_call(
     statement: str = "",
 ) -> T:
     """Run one pyodbc call; a pyodbc error becomes R4UnavailableError/R4Error/R4DataError, a
-    text value the codec cannot decode (the codec's UnicodeDecodeError) R4DataError.
+    text value the codec cannot decode (pyodbc raises the codec's UnicodeDecodeError)
+    UndecodableText (an R4DataError).
 
     The agent error is raised OUTSIDE the except block, so the raw driver error is neither its
     __cause__ nor its __context__ (only the scrubbed copy from translate_error is attached).
@@ -153,8 +155,9 @@ def odbc_call(
         )
     except UnicodeError as e:  # its .object holds the row's bytes: only the codec name leaves
         codec = getattr(e, "encoding", None) or "?"
-        failure = R4DataError(
-            f"R4 {action} failed ({target}): a text value could not be decoded (codec {codec})"
+        failure = UndecodableText(
+            f"R4 {action} failed ({target}): a text value could not be decoded (codec {codec})",
+            codec,
         )
     raise failure
 
@@ -212,6 +215,30 @@ class R4Database:
         try:
             row = self._fetch(cursor.fetchone, statement)
             return None if row is None else tuple(row)
+        finally:
+            _close_quietly(cursor)
+
+    def fetch_decodable(
+        self, statement: Statement, params: Sequence[object] = (), *, limit: int
+    ) -> tuple[list[Row], int]:
+        """At most `limit` rows of `statement` (a page: its TOP/LIMIT), fetched one at a time,
+        leaving out each row with a text the driver cannot decode (pyodbc decodes after the
+        fetch, so the next fetch goes on with the next row); and how many were left out. For a
+        page `fetch_all` refused with UndecodableText."""
+        cursor = self._execute(statement, params)
+        rows: list[Row] = []
+        failed = 0
+        try:
+            for _ in range(limit):
+                try:
+                    row = self._fetch(cursor.fetchone, statement)
+                except UndecodableText:
+                    failed += 1
+                    continue
+                if row is None:
+                    break
+                rows.append(row)
+            return rows, failed
         finally:
             _close_quietly(cursor)
 

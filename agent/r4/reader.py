@@ -4,6 +4,10 @@ Bulk reads page by key (`TOP n ... WHERE key > ? ORDER BY key`), one page at a t
 most one page of rows is held; nothing here materialises every patient. Values are checked
 and converted (dates, ints, text) but not interpreted: R4's 1900-01-01 "unknown" date of birth
 is returned as it is, the mapping layer decides what it means.
+
+A row with a value of an unexpected type or form is skipped by a bulk read (each `iter_*` call
+is one pass), counted, and reported once when the pass ends (agent.r4.skipped_rows); the
+single-patient reads raise `UnconvertibleValue` instead (they have one row to give).
 """
 
 from __future__ import annotations
@@ -14,9 +18,16 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from agent.errors import R4DataError
 from agent.r4 import sql
 from agent.r4.connection import R4Database, Row
+from agent.r4.skipped_rows import (
+    LogSkippedRows,
+    SkippedRows,
+    SkipReporter,
+    UnconvertibleValue,
+    UndecodableText,
+    convert_page,
+)
 from agent.r4.sql import Statement
 from agent.records import (
     Answer,
@@ -34,17 +45,26 @@ DEFAULT_PAGE_SIZE = 2000
 class R4Reader:
     """Read-only view of R4 over an open `R4Database` (implements agent.ports.RecordSource).
 
-    Every method raises TransientError / PermanentError as translated by the connection, and
-    R4DataError naming the column (and the value's type, never the value) when R4 returns
-    a value of an unexpected type or form (a code that is text but no integer).
+    Every method raises TransientError / PermanentError as translated by the connection (a
+    missing table or column is a PermanentError). A value of an unexpected type or form (a
+    code that is text but no integer) makes the bulk reads skip its row and tell `skips` once
+    per pass; `get_patient` and `latest_questionnaire` raise UnconvertibleValue (a
+    PermanentError naming the table, column, type and key, never the value).
     """
 
-    def __init__(self, db: R4Database, *, page_size: int = DEFAULT_PAGE_SIZE) -> None:
+    def __init__(
+        self,
+        db: R4Database,
+        *,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        skips: SkipReporter | None = None,
+    ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         self._db = db
         self._dialect = db.dialect
         self._page_size = page_size
+        self._skips = skips or LogSkippedRows()
 
     def ping(self) -> None:
         """Raise TransientError (from the connection wrapper) if R4 cannot be reached."""
@@ -53,14 +73,29 @@ class R4Reader:
     # --- patients ----------------------------------------------------------------------------
 
     def iter_patients(self) -> Iterator[Patient]:
-        for rows in self._keyset(sql.patients_page):
-            yield from _patients(rows)
+        skipped = SkippedRows("patients", "patientCode")
+        try:
+            for rows in self._keyset(sql.patients_page, sql.patient_codes_page, skipped):
+                yield from convert_page(rows, _patients, _key, skipped)
+        finally:  # also when the pass ends early: what it skipped so far
+            self._report(skipped)
 
     def get_patient(self, code: int) -> Patient | None:
         row = self._db.fetch_one(sql.patient_by_code(self._dialect), (code,))
-        return None if row is None else _patients([row])[0]
+        try:
+            return None if row is None else _patients([row])[0]
+        except UnconvertibleValue as e:
+            failure = e.in_row("patients", code)
+        raise failure  # outside the except: one error, naming the row, with no chain
 
     def latest_questionnaire(self, patient_code: int) -> Questionnaire | None:
+        try:
+            return self._latest_questionnaire(patient_code)
+        except UnconvertibleValue as e:
+            failure = e.in_row("CompletedQuestionnaire", patient_code)
+        raise failure
+
+    def _latest_questionnaire(self, patient_code: int) -> Questionnaire | None:
         head = self._db.fetch_one(sql.latest_questionnaire(self._dialect), (patient_code,))
         if head is None:
             return None
@@ -80,17 +115,24 @@ class R4Reader:
     # --- appointments ------------------------------------------------------------------------
 
     def iter_appointments(self) -> Iterator[Appointment]:
-        for rows in self._keyset(sql.appointments_page):
-            yield from _appointments(rows)
+        skipped = SkippedRows("Appts", "ApptId")
+        try:
+            for rows in self._keyset(sql.appointments_page, sql.appointment_ids_page, skipped):
+                yield from convert_page(rows, _appointments, _key, skipped)
+        finally:
+            self._report(skipped)
 
     def iter_appointment_flags(self) -> Iterator[AppointmentFlag]:
-        for r in self._db.iter_rows(sql.appointment_flags(self._dialect)):
-            yield AppointmentFlag(
-                flag=_int(r[0], "ApptFlag"),
-                description=_text(r[1]),
-                character=_text(r[2]),
-                cancelled=_bool(r[3]),
-            )
+        skipped = SkippedRows("ApptFlags", "ApptFlag")
+        try:
+            for r in self._db.iter_rows(sql.appointment_flags(self._dialect)):
+                yield from convert_page([r], _appointment_flags, _key, skipped)
+        finally:
+            self._report(skipped)
+
+    def _report(self, skipped: SkippedRows) -> None:
+        if skipped.count:
+            self._skips.rows_skipped(skipped)
 
     # --- aggregate counts (no answer content) ------------------------------------------------
 
@@ -107,25 +149,63 @@ class R4Reader:
 
     # --- keyset paging -----------------------------------------------------------------------
 
-    def _keyset(self, page: Callable[..., Statement]) -> Iterator[list[Row]]:
+    def _keyset(
+        self,
+        page: Callable[..., Statement],
+        page_keys: Callable[..., Statement],
+        skipped: SkippedRows,
+    ) -> Iterator[list[Row]]:
         """Successive pages of rows (one page held at a time); the key is each row's first
-        column, strictly increasing."""
+        column, strictly increasing. `page_keys` gives the keys of the same page alone, for a
+        page with a text the driver cannot decode (its rows are then counted in `skipped`).
+
+        R4 is written while we read: a row inserted below the last key waits for the next
+        pass, a deleted one is simply not there; a row that exists throughout is read once,
+        as each page starts after the previous page's last key."""
         last: object = None
         while True:
-            if last is None:
-                statement = page(self._dialect, self._page_size, first=True)
-                params: tuple[object, ...] = ()
-            else:
-                statement = page(self._dialect, self._page_size, first=False)
-                params = (last,)
+            first = last is None
+            statement = page(self._dialect, self._page_size, first=first)
+            params: tuple[object, ...] = () if first else (last,)
             # The page is fetched whole before yielding: the connection is then free for the
             # caller's own queries while it consumes the page (SQL Server has no MARS by default).
-            rows = self._db.fetch_all(statement, params)
-            if rows:
-                last = rows[-1][0]
+            try:
+                rows = self._db.fetch_all(statement, params)
+                more = len(rows) == self._page_size
+                if rows:
+                    last = rows[-1][0]
+            except UndecodableText as e:
+                keys = page_keys(self._dialect, self._page_size, first=first)
+                rows, more, end = self._decodable_page(statement, keys, params, skipped, e.codec)
+                last = end if end is not None else last
             yield rows
-            if len(rows) < self._page_size:
+            if not more:
                 return
+
+    def _decodable_page(
+        self,
+        statement: Statement,
+        keys_statement: Statement,
+        params: tuple[object, ...],
+        skipped: SkippedRows,
+        codec: str,
+    ) -> tuple[list[Row], bool, object]:
+        """The rows of a page that decode, whether more pages follow, and the key the next page
+        starts after. The rows read one at a time first, then the page's keys: a key absent
+        from the rows (and not beyond them, when rows were inserted meanwhile) is a row that
+        did not decode."""
+        rows, failed = self._db.fetch_decodable(statement, params, limit=self._page_size)
+        keys = [k for (k, *_) in self._db.fetch_all(keys_statement, params)]
+        more = len(rows) + failed == self._page_size
+        if not keys:  # nothing past the last key any more (deleted meanwhile): the end
+            return rows, False, rows[-1][0] if rows else None
+        end = min(rows[-1][0], keys[-1]) if more and rows else keys[-1]
+        read = {r[0] for r in rows}
+        bad = UnconvertibleValue("(a text column)", f"text not valid {codec}")
+        for key in keys:
+            if key not in read and key <= end:
+                skipped.add(bad, _key_value(key))
+        return rows, more, end
 
 
 # --- conversions: type errors name the column, never the value --------------------------------
@@ -199,12 +279,39 @@ def _appointments(rows: Sequence[Row]) -> list[Appointment]:
         map(
             Appointment,
             _ints(ids, "ApptId"),
-            _ints(patients, "PatientCode"),
+            _ints(patients, "PatientCode", optional=True),  # NULL: an appointment, no patient
             _datetimes(starts, "ApptDateTime"),
             _ints(flags, "ApptFlag", optional=True),
             _texts(statuses),
         )
     )
+
+
+def _appointment_flags(rows: Sequence[Row]) -> list[AppointmentFlag]:
+    """Rows of `sql.appointment_flags` as AppointmentFlags."""
+    return [
+        AppointmentFlag(
+            flag=_int(r[0], "ApptFlag"),
+            description=_text(r[1]),
+            character=_text(r[2]),
+            cancelled=_bool(r[3]),
+        )
+        for r in rows
+    ]
+
+
+def _key(row: Row) -> int | None:
+    """The row's key (its first column) to name a skipped row by."""
+    return _key_value(row[0])
+
+
+def _key_value(value: object) -> int | None:
+    """None when the key itself is what does not convert: then it is the value, and values
+    are never reported."""
+    try:
+        return _int(value, "key")
+    except UnconvertibleValue:
+        return None
 
 
 def _sum_by_text(rows: list[Row]) -> list[tuple[str, int]]:
@@ -269,17 +376,15 @@ def _money_text(value: object, column: str) -> str:
     return f"{whole}.{fraction.ljust(2, '0')}"
 
 
-def _bad(column: str, value: object) -> R4DataError:
-    return R4DataError(
-        f"R4 column {column} holds a value of an unexpected type or form ({type(value).__name__})"
-    )
+def _bad(column: str, value: object) -> UnconvertibleValue:
+    return UnconvertibleValue(column, type(value).__name__)
 
 
 _INT_TEXT = re.compile(r"\s*-?[0-9]{1,19}\s*", re.ASCII)  # SQLite may hand back text
 
 
 def _int(value: object, column: str) -> int:
-    """Every failure is an R4DataError naming the column and the type, never the value
+    """Every failure is an UnconvertibleValue naming the column and the type, never the value
     (int() and float conversions put the value in their own error text)."""
     if isinstance(value, bool):
         return int(value)

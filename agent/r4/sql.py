@@ -151,6 +151,20 @@ def patients_page(d: Dialect, page_size: int, *, first: bool) -> Statement:
     )
 
 
+def patient_codes_page(d: Dialect, page_size: int, *, first: bool) -> Statement:
+    """The keys of the `patients_page` with the same parameters, alone: read when that page
+    holds a text the driver cannot decode, to name the rows left out (codes are ints).
+
+    Parameters: as `patients_page`. Row: patientCode.
+    """
+    where = "" if first else "WHERE p.patientCode > ? "
+    return Statement(
+        "patient_codes_first_page" if first else "patient_codes_next_page",
+        f"SELECT {d.top(page_size)}p.patientCode FROM {d.table('patients')} p "
+        f"{where}ORDER BY p.patientCode{d.limit(page_size)}",
+    )
+
+
 def patient_by_code(d: Dialect) -> Statement:
     """Parameters: (patientCode,). Row: as `patients_page`."""
     return Statement(
@@ -204,6 +218,18 @@ def appointments_page(d: Dialect, page_size: int, *, first: bool) -> Statement:
         f"SELECT {d.top(page_size)}ap.ApptId, ap.PatientCode, ap.ApptDateTime, ap.ApptFlag, "
         f"f.Description FROM {d.table('Appts')} ap "
         f"LEFT JOIN {d.table('ApptFlags')} f ON f.ApptFlag = ap.ApptFlag "
+        f"{where}ORDER BY ap.ApptId{d.limit(page_size)}",
+    )
+
+
+def appointment_ids_page(d: Dialect, page_size: int, *, first: bool) -> Statement:
+    """The keys of the `appointments_page` with the same parameters, alone (see
+    `patient_codes_page`). Parameters: as `appointments_page`. Row: ApptId.
+    """
+    where = "" if first else "WHERE ap.ApptId > ? "
+    return Statement(
+        "appointment_ids_first_page" if first else "appointment_ids_next_page",
+        f"SELECT {d.top(page_size)}ap.ApptId FROM {d.table('Appts')} ap "
         f"{where}ORDER BY ap.ApptId{d.limit(page_size)}",
     )
 

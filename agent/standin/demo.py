@@ -40,9 +40,10 @@ from agent.standin.backend import StandinBackend
 from agent.standin.sqs_local import LocalSqs, SqsEndpoint
 
 DEFAULT_PATIENTS = 5000
-# The sample database's shape (agent.standin.r4_sample.PROFILES). "real" (a practice as it
-# really is: 1.7% of appointments without a patient, ...) once the uploads take such rows.
-DEMO_PROFILE = "nasty"
+# The sample database's shape (agent.standin.r4_sample.PROFILES): a practice as it really is
+# (REALITY §2: 7-digit codes, sparse contact data, 1.7% of appointments without a patient).
+# "nasty" is for edge-case tests.
+DEMO_PROFILE = "real"
 
 # (title, "module:function"); each function is `phase(practice, out) -> None`.
 DEMO_PHASES: tuple[tuple[str, str], ...] = (

@@ -203,7 +203,12 @@ def test_write_through_the_real_connection_is_refused_and_never_reaches_the_data
     count = Statement("count", "SELECT COUNT(*) FROM patients")
     with open_database(sample.settings) as db:
         db.observers.append(seen.append)
-        calls = (db.fetch_all, db.fetch_one, lambda st: list(db.iter_rows(st)))
+        calls = (
+            db.fetch_all,
+            db.fetch_one,
+            lambda st: list(db.iter_rows(st)),
+            lambda st: db.fetch_decodable(st, limit=10),
+        )
         for call in calls:
             with pytest.raises(UnsafeStatementError):
                 call(Statement("named", statement))
@@ -219,8 +224,8 @@ def test_write_through_the_real_connection_is_refused_and_never_reaches_the_data
 
 
 def test_the_wrapper_offers_no_way_around_the_guard() -> None:
-    # every public way to run SQL goes through the guarded _execute: these three, nothing else
+    # every public way to run SQL goes through the guarded _execute: these four, nothing else
     methods = {
         n for n in dir(R4Database) if not n.startswith("_") and callable(getattr(R4Database, n))
     }
-    assert methods == {"fetch_all", "fetch_one", "iter_rows", "close"}
+    assert methods == {"fetch_all", "fetch_one", "iter_rows", "fetch_decodable", "close"}

@@ -28,6 +28,13 @@ EXPECTED: dict[str, dict[str, str]] = {
             "LEFT JOIN dbo.addresses a ON a.addressId = p.addressId "
             "WHERE p.patientCode > ? ORDER BY p.patientCode"
         ),
+        "patient_codes_first_page": (
+            "SELECT TOP 2000 p.patientCode FROM dbo.patients p ORDER BY p.patientCode"
+        ),
+        "patient_codes_next_page": (
+            "SELECT TOP 2000 p.patientCode FROM dbo.patients p "
+            "WHERE p.patientCode > ? ORDER BY p.patientCode"
+        ),
         "patient_by_code": (
             f"SELECT {PATIENT_COLUMNS} FROM dbo.patients p "
             "LEFT JOIN dbo.addresses a ON a.addressId = p.addressId WHERE p.patientCode = ?"
@@ -54,6 +61,12 @@ EXPECTED: dict[str, dict[str, str]] = {
             "f.Description FROM dbo.Appts ap "
             "LEFT JOIN dbo.ApptFlags f ON f.ApptFlag = ap.ApptFlag "
             "WHERE ap.ApptId > ? ORDER BY ap.ApptId"
+        ),
+        "appointment_ids_first_page": (
+            "SELECT TOP 500 ap.ApptId FROM dbo.Appts ap ORDER BY ap.ApptId"
+        ),
+        "appointment_ids_next_page": (
+            "SELECT TOP 500 ap.ApptId FROM dbo.Appts ap WHERE ap.ApptId > ? ORDER BY ap.ApptId"
         ),
         "appointment_flags": (
             "SELECT f.ApptFlag, f.Description, f.[Character], f.Cancelled "
@@ -87,6 +100,13 @@ EXPECTED: dict[str, dict[str, str]] = {
             "LEFT JOIN addresses a ON a.addressId = p.addressId "
             "WHERE p.patientCode > ? ORDER BY p.patientCode LIMIT 2000"
         ),
+        "patient_codes_first_page": (
+            "SELECT p.patientCode FROM patients p ORDER BY p.patientCode LIMIT 2000"
+        ),
+        "patient_codes_next_page": (
+            "SELECT p.patientCode FROM patients p "
+            "WHERE p.patientCode > ? ORDER BY p.patientCode LIMIT 2000"
+        ),
         "patient_by_code": (
             f"SELECT {PATIENT_COLUMNS} FROM patients p "
             "LEFT JOIN addresses a ON a.addressId = p.addressId WHERE p.patientCode = ?"
@@ -114,6 +134,10 @@ EXPECTED: dict[str, dict[str, str]] = {
             "f.Description FROM Appts ap "
             "LEFT JOIN ApptFlags f ON f.ApptFlag = ap.ApptFlag "
             "WHERE ap.ApptId > ? ORDER BY ap.ApptId LIMIT 500"
+        ),
+        "appointment_ids_first_page": "SELECT ap.ApptId FROM Appts ap ORDER BY ap.ApptId LIMIT 500",
+        "appointment_ids_next_page": (
+            "SELECT ap.ApptId FROM Appts ap WHERE ap.ApptId > ? ORDER BY ap.ApptId LIMIT 500"
         ),
         "appointment_flags": (
             "SELECT f.ApptFlag, f.Description, f.[Character], f.Cancelled "
@@ -143,11 +167,15 @@ def all_statements(d: sql.Dialect) -> list[sql.Statement]:
         sql.ping(d),
         sql.patients_page(d, 2000, first=True),
         sql.patients_page(d, 2000, first=False),
+        sql.patient_codes_page(d, 2000, first=True),
+        sql.patient_codes_page(d, 2000, first=False),
         sql.patient_by_code(d),
         sql.latest_questionnaire(d),
         sql.questionnaire_answers(d),
         sql.appointments_page(d, 500, first=True),
         sql.appointments_page(d, 500, first=False),
+        sql.appointment_ids_page(d, 500, first=True),
+        sql.appointment_ids_page(d, 500, first=False),
         sql.appointment_flags(d),
         sql.question_counts(d),
         sql.preset_answer_counts(d),
