@@ -8,6 +8,7 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== ruff"; ruff check .
 echo "== mypy"; mypy
-echo "== fast tests"; pytest -q -m "not freeze and not wine"
+echo "== fast tests"; pytest -q -m "not freeze and not wine and not outage"
+echo "== outage acceptance (real r4agent run processes, real time)"; pytest -q -m outage
 echo "== freeze tests (real PyInstaller builds)"; pytest -q -m freeze
 echo "== wine tests (Windows exe, service, MSI)"; pytest -q -m wine

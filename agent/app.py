@@ -31,7 +31,7 @@ from agent.clock import Clock, SystemClock
 from agent.commands.context import RestartRequest
 from agent.commands.dispatcher import Dispatcher, DispatchSettings
 from agent.commands.registry import Registry, default_registry
-from agent.errors import ConfigError, TransientError
+from agent.errors import AgentError, ConfigError, R4DataError
 from agent.exit_codes import ExitCode
 from agent.lifecycle import Lifecycle, LifeSettings
 from agent.ops.status_file import FileStatus, StatusNotingErrors, status_path
@@ -44,6 +44,7 @@ from agent.records import (
     QuestionCount,
     Questionnaire,
 )
+from agent.resilience.breaker import Breakers, ProbeSettings
 from agent.sqs_queue import SqsQueue
 from updater.gate import ReportOnlyGate, VersionGate
 
@@ -63,10 +64,11 @@ T = TypeVar("T")
 
 # -- R4, reconnecting --------------------------------------------------------------------------
 class ReconnectingRecords:
-    """A RecordSource that opens R4 on first use and, after a TransientError (the server
-    restarted, the network blipped), drops the connection so the next call opens a new one.
-    One per thread: an ODBC connection is never shared between threads. `errors`: where a
-    pass's skipped (unconvertible) rows are reported, besides the log."""
+    """A RecordSource that opens R4 on first use and, after any failure but a row's own (the
+    server restarted, the network blipped, the file was swapped under an open connection),
+    drops the connection so the next call opens a new one. One per thread: an ODBC connection
+    is never shared between threads. `errors`: where a pass's skipped (unconvertible) rows are
+    reported, besides the log."""
 
     def __init__(self, settings: DbSettings, errors: ErrorSink | None = None) -> None:
         self._settings = settings
@@ -93,14 +95,18 @@ class ReconnectingRecords:
     def _call(self, use: Callable[[R4Reader], T]) -> T:
         try:
             return use(self._connected())
-        except TransientError:
+        except R4DataError:
+            raise
+        except AgentError:
             self.close()
             raise
 
     def _stream(self, use: Callable[[R4Reader], Iterator[T]]) -> Iterator[T]:
         try:
             yield from use(self._connected())
-        except TransientError:
+        except R4DataError:
+            raise
+        except AgentError:
             self.close()
             raise
 
@@ -216,6 +222,7 @@ class Runtime:
     backend_timeouts: Timeouts | None = None  # None: the client's defaults
     on_lifecycle: Callable[[Lifecycle], None] | None = None  # tests: observe stats
     status: StatusRecorder | None = None  # None: the status file in the data directory
+    probes: ProbeSettings = field(default_factory=ProbeSettings)  # breakers' probe back-off
 
 
 @contextlib.contextmanager
@@ -323,6 +330,8 @@ def _run(
         agent_version=__version__,
         settings=runtime.dispatch,
         status=status,
+        clock=clock,
+        breakers=Breakers(clock, runtime.probes),
     )
     stack.callback(dispatcher.close)
 
@@ -352,6 +361,14 @@ def _run(
             queues[scope.sqs_queue_url] = queue
         return queue
 
+    def probe_r4() -> None:
+        fresh = ReconnectingRecords(settings)  # not one opened before a swap of the file
+        try:
+            fresh.ping()
+            fresh.get_patient(0)  # reads a table: a lock shows there, a ping may not see it
+        finally:
+            fresh.close()
+
     life = runtime.life or LifeSettings(poll_hours=config.poll_hours, life_hours=config.life_hours)
     lifecycle = Lifecycle(
         clock=clock,
@@ -365,6 +382,7 @@ def _run(
         queue_for=queue_for,
         settings=life,
         status=status,
+        r4_probe=probe_r4,
     )
     if runtime.on_lifecycle is not None:
         runtime.on_lifecycle(lifecycle)
@@ -439,4 +457,5 @@ def main(
 
     watch(stop)  # Windows: the service host's named stop event (no console for CTRL_BREAK)
     with stop_on_signals(stop):
-        return run_agent(config, Runtime(stop=stop))
+        probes = ProbeSettings(probe_max_seconds=config.probe_max_seconds)
+        return run_agent(config, Runtime(stop=stop, probes=probes))

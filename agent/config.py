@@ -37,6 +37,7 @@ DEFAULT_ROLLBAR_ENDPOINT: Final = "https://api.rollbar.com/api/1/"
 DEFAULT_ROLLBAR_ENVIRONMENT: Final = "production"
 LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 DEFAULT_LONG_POLL_SECONDS: Final = 20  # = agent.sqs_queue.LONG_POLL_SECONDS, SQS's maximum
+DEFAULT_PROBE_MAX_SECONDS: Final = 60  # = agent.resilience.breaker.ProbeSettings.probe_max_seconds
 
 
 @dataclass(frozen=True, slots=True, repr=False, eq=True)
@@ -89,6 +90,7 @@ class AgentConfig:
     poll_minutes: float = 60.0  # how long to long-poll SQS between version checks
     life_hours: float = 24.0  # exit cleanly after this much uptime
     long_poll_seconds: int = DEFAULT_LONG_POLL_SECONDS  # dev/test only: SQS WaitTimeSeconds
+    probe_max_seconds: int = DEFAULT_PROBE_MAX_SECONDS  # dev/test only: breakers' probe cap
 
     @property
     def poll_hours(self) -> float:
@@ -161,7 +163,7 @@ _TABLE_KEYS: Final[Mapping[str, frozenset[str]]] = {
         {"connection_string", "server", "database", "user", "password", "password_file", "encrypt"}
     ),
     "rollbar": frozenset({"access_token", "access_token_file", "environment", "endpoint"}),
-    "timing": frozenset({"poll_minutes", "life_hours", "long_poll_seconds"}),
+    "timing": frozenset({"poll_minutes", "life_hours", "long_poll_seconds", "probe_max_seconds"}),
 }
 
 
@@ -575,6 +577,13 @@ def _read(reader: _Reader) -> AgentConfig | None:
         DEFAULT_LONG_POLL_SECONDS,
         at_most=DEFAULT_LONG_POLL_SECONDS,  # SQS refuses a longer wait
     )
+    probe_max_seconds = reader.whole_number(
+        timing,
+        "probe_max_seconds",
+        "timing.probe_max_seconds",
+        DEFAULT_PROBE_MAX_SECONDS,
+        at_most=DEFAULT_PROBE_MAX_SECONDS,  # at least one probe a minute, however long the outage
+    )
     if licence is None or backend_url is None:
         return None
     return AgentConfig(
@@ -590,6 +599,7 @@ def _read(reader: _Reader) -> AgentConfig | None:
         poll_minutes=poll_minutes,
         life_hours=life_hours,
         long_poll_seconds=long_poll_seconds,
+        probe_max_seconds=probe_max_seconds,
     )
 
 

@@ -30,6 +30,43 @@ class UnsafeStatementError(PermanentError):
     """Something other than a single SELECT was about to reach the R4 database."""
 
 
+# -- the boundaries' own kinds (agent.resilience.faults decides what each means for a message) --
+class R4UnavailableError(TransientError):
+    """R4 cannot answer now: unreachable, the link dropped, locked, timing out, a deadlock
+    victim, restarting. The R4 breaker opens; the message waits in the queue."""
+
+
+class R4Error(PermanentError):
+    """R4 refused the statement or the login, or its file is not the database we expect (a
+    table missing, permissions, a driver that cannot load). Not the message's fault: it waits
+    in the queue while the R4 breaker probes for a person to put R4 right."""
+
+
+class R4DataError(PermanentError):
+    """A row or value R4 holds cannot be read or sent (a text that does not decode, a column of
+    an unexpected type): the message that asked for it is at fault, it is dead-lettered."""
+
+
+class BackendUnavailableError(TransientError):
+    """The Flynotes backend cannot answer now: 5xx, 429, timeouts, connection errors."""
+
+
+class BackendRefusedError(PermanentError):
+    """The backend answered a 4xx to one request. Whether that is about the licence (every call
+    refused) or about this one request is decided by asking `/data` again (the dispatcher)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class MessageFault(PermanentError):
+    """The message itself is at fault (its body, its type, its fields, a patient code R4 does
+    not have): dead-lettered with `reason`, a short code. Subclasses set the code."""
+
+    reason = "message-fault"
+
+
 def exception_chain(error: BaseException | None) -> Iterator[BaseException]:
     """`error`, then its cause (else the exception it was raised while handling), and so on.
     Each exception comes once, by identity, so a cycle in the chain ends the walk (and no

@@ -12,16 +12,20 @@
              messages not started yet are released to the queue for the next run (the host
              kills a process that overstays its grace period, so no backlog is worked off).
 
-Every wait goes through the injected Clock, so tests compress 24 hours. A failure inside the
-poll loop backs off exponentially (capped) and is reported on the first of a streak: the loop
-never spins hot. Uncaught errors propagate to the composition root, which reports and exits
-with CRASH.
+While R4 or the backend is known to be down (a handler opened its breaker, see
+agent.resilience.breaker) the poll loop receives nothing: it probes the failed part, at least
+once a minute, and receives again once it answers; a 403 that `/data` confirmed ends the run
+with CONFIG_ERROR. Every wait goes through the injected Clock, so tests compress 24 hours. A
+failure inside the poll loop backs off exponentially (capped) and is reported on the first of
+a streak: the loop never spins hot. Uncaught errors propagate to the composition root, which
+reports and exits with CRASH.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -31,16 +35,18 @@ from dataclasses import dataclass, field
 from agent.clock import Clock
 from agent.commands.context import RestartRequest
 from agent.commands.dispatcher import Dispatcher
-from agent.errors import PermanentError, TransientError, worth_reporting
+from agent.errors import BackendRefusedError, PermanentError, TransientError, worth_reporting
 from agent.exit_codes import ExitCode
 from agent.ops.status_file import NO_STATUS
 from agent.ports import Backend, ErrorSink, RecordSource, Scope, StatusRecorder, TablePass
+from agent.resilience.faults import Part
 from agent.sqs_queue import CredentialsRejectedError, SqsQueue
-from updater.gate import GateAction, VersionGate
+from updater.gate import GateAction, GateDecision, VersionGate
 
 log = logging.getLogger(__name__)
 
 HOUR = 3600.0
+_SAFE_VERSION = re.compile(r"[0-9A-Za-z.+-]{0,40}")  # shown in a report; anything else is not
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,7 @@ class Lifecycle:
         settings: LifeSettings = LifeSettings(),
         rng: random.Random | None = None,
         status: StatusRecorder = NO_STATUS,
+        r4_probe: Callable[[], None] | None = None,
     ) -> None:
         self._clock = clock
         self._stop = stop
@@ -96,9 +103,13 @@ class Lifecycle:
         self._settings = settings
         self._rng = rng or random.Random()
         self._status = status
+        # R4's breaker probe: on a NEW connection (an open one may still read a file that was
+        # swapped since); the default reads through `records`
+        self._r4_probe = r4_probe or self._probe_records
         self.stats: Counter[str] = Counter()  # observable by tests: cycles, pauses, failures
         self._poll_failures = 0  # a streak outlives a cycle: SQS being down is not per hour
         self._uploads: Future[None] | None = None
+        self._version_reports: dict[str, float] = {}  # wanted version -> when last reported
 
     # -- the life ------------------------------------------------------------------------
     def run(self) -> ExitCode:
@@ -128,6 +139,7 @@ class Lifecycle:
             )
             if decision.action is GateAction.RESTART_INTO_NEW_VERSION:
                 return ExitCode.UPDATED
+            self._report_unusable_version(decision)
             self._upload_all()
             poll_end = min(self._clock.monotonic() + self._settings.poll_hours * HOUR, life_end)
             self._status.version_checked(
@@ -148,6 +160,25 @@ class Lifecycle:
             if isinstance(refreshed, ExitCode):
                 return refreshed
             scope = refreshed
+
+    def _report_unusable_version(self, decision: GateDecision) -> None:
+        """A version the backend wants that the updater cannot use (the original's npm version
+        0.0.12, garbage, empty, not listed, revoked, below the floor): the agent carries on
+        with the current one and reports it at most once a day per wanted value."""
+        if decision.wanted == decision.running:
+            return
+        now = self._clock.monotonic()
+        last = self._version_reports.get(decision.wanted)
+        if last is not None and now - last < 24 * HOUR:
+            return
+        self._version_reports[decision.wanted] = now
+        shown = decision.wanted if _SAFE_VERSION.fullmatch(decision.wanted) else "(not shown)"
+        self._errors.report_message(
+            f"the backend wants version {shown or '(empty)'}, which cannot be used: "
+            f"carrying on with {decision.running} ({decision.reason})",
+            level="warning",
+            extra={"phase": "version check"},
+        )
 
     def _start(self) -> Scope | ExitCode:
         attempt = 0
@@ -213,6 +244,8 @@ class Lifecycle:
                 tables[what] = TablePass(error=type(e).__name__)
                 self._errors.report_exception(e, context={"phase": f"upload {what}"})
                 log.warning("upload of %s failed (next cycle retries): %s", what, e)
+                if isinstance(e, BackendRefusedError):
+                    self._recheck_licence()
                 continue
             tables[what] = TablePass({"sent": sent})
             log.info("uploaded %d %s", sent, what)
@@ -239,6 +272,15 @@ class Lifecycle:
                 return ExitCode.END_OF_LIFE
             if self._clock.monotonic() >= until:
                 return scope
+            if self._dispatcher.breakers.is_licence_refused:  # a 403 that /data confirmed
+                self._dispatcher.wind_down()
+                log.error("the backend refuses this licence: exiting, nothing dead-lettered")
+                return ExitCode.CONFIG_ERROR
+            if self._dispatcher.breakers.any_open():
+                probed = self._probe_breakers()
+                if probed is not None:
+                    return probed
+                continue
             try:
                 self.stats["receives"] += 1
                 self._dispatcher.poll_once(queue)
@@ -267,6 +309,57 @@ class Lifecycle:
                 self._report_streak(e, self._poll_failures)
                 log.warning("polling SQS failed (%d in a row): %s", self._poll_failures, e)
             self._pause(self._settings.backoff.delay(self._poll_failures, self._rng))
+
+    def _recheck_licence(self) -> None:
+        """A 4xx to an upload: "check the licence" at once, not at the next hourly refresh.
+        `/data` refusing too ends the run (the poll loop sees it: CONFIG_ERROR)."""
+        try:
+            self._backend.fetch_scope()
+        except PermanentError as refused:
+            self._errors.report_exception(refused, context={"phase": "licence"})
+            self._dispatcher.breakers.licence_refused()
+        except TransientError as down:
+            log.warning("could not re-check the licence after a refusal: %s", down)
+
+    def _probe_breakers(self) -> ExitCode | None:
+        """Receiving has stopped because R4 or the backend is down: probe each part whose probe
+        is due, close its breaker if it answers, then wait (on the clock) for the next probe.
+        Returns CONFIG_ERROR if the backend's probe finds the licence refused."""
+        breakers = self._dispatcher.breakers
+        for part in breakers.due():
+            self.stats["probes"] += 1
+            try:
+                if part is Part.R4:
+                    self._r4_probe()
+                else:
+                    self._backend.fetch_scope()
+            except PermanentError as e:
+                if part is Part.BACKEND:  # /data refuses the licence
+                    self._errors.report_exception(e, context={"phase": "probe"})
+                    log.error("the backend now refuses this licence: %s", e)
+                    return ExitCode.CONFIG_ERROR
+                self._probe_failed(part, e)
+            except TransientError as e:
+                self._probe_failed(part, e)
+            else:
+                down_for = breakers.close(part) or 0.0
+                log.info("%s is back after %.0f s: receiving again", part.value, down_for)
+        if breakers.any_open():
+            self._pause(max(breakers.seconds_to_next_probe(), 0.1))
+        return None
+
+    def _probe_records(self) -> None:
+        self._records.ping()
+        self._records.get_patient(0)  # reads a table: a lock shows there, a ping may not see it
+
+    def _probe_failed(self, part: Part, error: Exception) -> None:
+        failed = self._dispatcher.breakers.probe_failed(part, f"{type(error).__name__}: {error}")
+        self.stats["probe-failures"] += 1
+        log.warning("%s still down (probe %d): %s", part.value, failed, error)
+        if failed % self._settings.report_every == 0:  # the opening was reported already
+            self._errors.report_exception(
+                error, context={"phase": "probe", "part": part.value, "streak": failed}
+            )
 
     def _report_streak(self, error: Exception, failures: int) -> None:
         if worth_reporting(failures, self._settings.report_every):

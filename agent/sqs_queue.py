@@ -13,7 +13,11 @@ Semantics (docs/messages.md):
 - a transient failure is left alone: the message becomes visible again after the visibility
   timeout and, after the queue's maxReceiveCount, SQS moves it to the dead-letter queue.
 - a permanent failure is moved to the dead-letter queue at once (sent there with a
-  `failure-reason` message attribute, then deleted here), so it is never retried forever.
+  `failure-reason` message attribute, then deleted here), so it is never retried forever;
+  the reason is shortened so the copy fits SQS's 256 KB, the body is kept whole.
+- least privilege: the backend's credentials may allow only ReceiveMessage + DeleteMessage.
+  AccessDenied on an optional action (OPTIONAL_ACTIONS) raises ActionDeniedError once and
+  turns that action off for the process (later calls raise it at once, without a request).
 """
 
 from __future__ import annotations
@@ -59,6 +63,28 @@ _CREDENTIAL_CODES: Final = frozenset(
 
 class CredentialsRejectedError(TransientError):
     """SQS refused the credentials (expired or revoked): re-fetch the scope and retry."""
+
+
+# The actions beyond Receive + Delete (all the original agent used, so perhaps all the backend's
+# credentials allow): AccessDenied on one turns its feature off for the process.
+OPTIONAL_ACTIONS: Final = {
+    "change-visibility": "ChangeMessageVisibility",  # the heartbeat, releasing on stop
+    "get-attributes": "GetQueueAttributes",  # finding the dead-letter queue
+    "get-queue-url": "GetQueueUrl",
+    "send-to-dead-letter": "SendMessage",  # moving poison there with its reason
+}
+_DENIED_CODES: Final = frozenset({"AccessDenied", "AccessDeniedException"})
+MAX_MESSAGE_BYTES: Final = 262_144  # SQS: body plus attribute names, types and values
+
+
+class ActionDeniedError(PermanentError):
+    """The credentials do not allow this optional SQS action: its feature is off for the
+    process. `first` is True for the call that found out (report that one only)."""
+
+    def __init__(self, action: str, *, first: bool) -> None:
+        super().__init__(f"SQS {action} is not allowed by the credentials: feature turned off")
+        self.action = action
+        self.first = first
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +149,21 @@ class SqsQueue:
         self._visibility_timeout = visibility_timeout
         self._dlq_url: str | None = None
         self._dlq_looked_up = False
+        self.denied: set[str] = set()  # optional actions the credentials refused
+
+    def _optional(self, operation: str, call: Callable[[], T]) -> T:
+        """An SQS call beyond Receive + Delete: AccessDenied turns it off for the process."""
+        action = OPTIONAL_ACTIONS[operation]
+        if action in self.denied:
+            raise ActionDeniedError(action, first=False)
+        try:
+            return _call(operation, call)
+        except CredentialsRejectedError as e:
+            if not _access_denied(e.__cause__):
+                raise
+            self.denied.add(action)
+            log.warning("SQS %s is not allowed by these credentials: turned off", action)
+            raise ActionDeniedError(action, first=True) from None
 
     def use_client(self, client: SQSClient) -> None:
         """From now on every call (for any message, received before or after) goes through
@@ -180,7 +221,7 @@ class SqsQueue:
             {"Id": i, "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": seconds}
             for i, m in by_id.items()
         ]
-        response = _call(
+        response = self._optional(
             "change-visibility",
             lambda: self._client.change_message_visibility_batch(
                 QueueUrl=self.url, Entries=entries
@@ -198,7 +239,7 @@ class SqsQueue:
         Raises TransientError if SQS could not be asked, PermanentError if the RedrivePolicy
         cannot be read (it names no queue this agent can use)."""
         if not self._dlq_looked_up:
-            attributes = _call(
+            attributes = self._optional(
                 "get-attributes",
                 lambda: self._client.get_queue_attributes(
                     QueueUrl=self.url, AttributeNames=["RedrivePolicy"]
@@ -207,7 +248,7 @@ class SqsQueue:
             policy = attributes.get("RedrivePolicy")
             if policy:
                 name, account = _dead_letter_target(policy)
-                self._dlq_url = _call(
+                self._dlq_url = self._optional(
                     "get-queue-url",
                     lambda: self._client.get_queue_url(
                         QueueName=name, QueueOwnerAWSAccountId=account
@@ -225,21 +266,46 @@ class SqsQueue:
         dlq_url = self.dead_letter_url()
         if dlq_url is None:
             raise PermanentError("the command queue has no RedrivePolicy / dead-letter queue")
-        _call(
+        body = message.body or "(empty)"
+        attributes = _fitting_attributes(
+            len(body.encode("utf-8")),
+            (
+                (FAILURE_REASON_ATTRIBUTE, reason[:1000]),
+                ("original-message-id", message.message_id),
+            ),
+        )
+        self._optional(
             "send-to-dead-letter",
             lambda: self._client.send_message(
-                QueueUrl=dlq_url,
-                MessageBody=message.body or "(empty)",
-                MessageAttributes={
-                    FAILURE_REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1000]},
-                    "original-message-id": {
-                        "DataType": "String",
-                        "StringValue": message.message_id,
-                    },
-                },
+                QueueUrl=dlq_url, MessageBody=body, MessageAttributes=attributes
             ),
         )
         self.delete(message)
+
+
+def _access_denied(cause: BaseException | None) -> bool:
+    """A policy's refusal, not credentials gone bad. AWS names it in the code; moto's server
+    (JSON protocol) puts the XML error in the message, so the policy's words are read too."""
+    if not isinstance(cause, ClientError):
+        return False
+    error = cause.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    return code in _DENIED_CODES or "is not authorized to perform" in str(error.get("Message", ""))
+
+
+def _fitting_attributes(body_bytes: int, wanted: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """String attributes, in order of importance, shortened (never the body) so the message
+    stays within SQS's size limit: a poison body near 256 KB still reaches the DLQ."""
+    room = MAX_MESSAGE_BYTES - body_bytes
+    attributes: dict[str, Any] = {}
+    for name, value in wanted:
+        fit = room - len(name) - len("String")
+        data = value.encode("utf-8")[: max(fit, 0)].decode("utf-8", "ignore")
+        if not data:
+            continue  # SQS refuses an empty value: this one is left off
+        attributes[name] = {"DataType": "String", "StringValue": data}
+        room = fit - len(data.encode("utf-8"))
+    return attributes
 
 
 def _dead_letter_target(policy: str) -> tuple[str, str]:

@@ -1,12 +1,17 @@
 """Runs received messages through their handlers in two lanes, accounting for each message
-separately (like Powertools' batch processor):
+separately (like Powertools' batch processor). What a failure means for its message is decided
+by agent.resilience.faults (docs/messages.md):
 
 - success              -> deleted
-- transient failure    -> left alone: visible again after the visibility timeout, and after the
-                          queue's maxReceiveCount SQS moves it to the dead-letter queue
-- permanent failure    -> moved to the dead-letter queue now with a `failure-reason`
-  (undecodable body, unknown type, unknown patient, ...)
-- unexpected exception -> a bug: reported, treated as transient (so it ends in the DLQ, bounded)
+- the message at fault -> moved to the dead-letter queue now with a `failure-reason`
+  (undecodable body, unknown type, invalid fields, unknown patient, a row R4 cannot give, a
+  4xx the re-checked `/data` says is about this message); reports of the same fault are
+  rate-limited (the first, then one summary a minute)
+- a 4xx whose re-check finds `/data` refusing the licence -> left; the run ends (exit 78)
+- an outage (R4 or the backend down, or refusing for a reason a person must fix) -> left in
+  the queue, the breaker of that part opens (agent.resilience.breaker): the lifecycle stops
+  receiving until a probe finds it back; messages already received wait without running
+- unexpected exception -> a bug: reported, left (SQS's redrive bounds it)
 
 Lanes: the message is decoded on receipt, and `serial` work (bulk uploads, questionnaire
 reports, the lifecycle's cycle uploads) goes to a lane of its own, ONE thread, so the practice's
@@ -46,15 +51,26 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 
+from agent.clock import Clock, SystemClock
 from agent.commands.context import Delivery, HandlerContext, RestartRequest
 from agent.commands.envelope import Command, DecodeError, decode
 from agent.commands.registry import Registry
-from agent.errors import AgentError, PermanentError, TransientError, worth_reporting
+from agent.errors import (
+    AgentError,
+    BackendRefusedError,
+    PermanentError,
+    TransientError,
+    worth_reporting,
+)
 from agent.ops.status_file import NO_STATUS
 from agent.ports import Backend, ErrorSink, RecordSource, StatusRecorder
+from agent.resilience.breaker import Breakers
+from agent.resilience.faults import Part, Verdict, classify, refused_reason
+from agent.resilience.report_throttle import ThrottledReports
 from agent.sqs_queue import (
     MAX_MESSAGES_PER_BATCH,
     MAX_MESSAGES_PER_RECEIVE,
+    ActionDeniedError,
     ReceivedMessage,
     SqsQueue,
 )
@@ -96,8 +112,13 @@ class Dispatcher:
         agent_version: str,
         settings: DispatchSettings = DispatchSettings(),
         status: StatusRecorder = NO_STATUS,
+        clock: Clock | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self._registry = registry
+        clock = clock or SystemClock()
+        self.breakers = breakers or Breakers(clock)
+        self._fault_reports = ThrottledReports(errors, clock)
         self._status = status
         self._records_factory = records_factory
         self._backend = backend
@@ -247,6 +268,9 @@ class Dispatcher:
             for queue, messages in _batches(released):
                 try:
                     refused = queue.change_visibility(messages, 0)
+                except ActionDeniedError as e:
+                    self._note_denied(e)
+                    continue
                 except AgentError as e:  # they come back after their visibility timeout
                     log.warning("could not release %d waiting messages: %s", len(messages), e)
                     continue
@@ -260,6 +284,7 @@ class Dispatcher:
 
     def close(self) -> None:
         self.wind_down()
+        self._fault_reports.flush()
         self._closed.set()
         self._pool.shutdown(wait=True)
         self._serial.shutdown(wait=True)
@@ -321,31 +346,25 @@ class Dispatcher:
             self._dead_letter(queue, message, f"{command.reason}: {command.detail}", command, where)
             return
         where["message_type"] = command.TYPE
+        if self.breakers.any_open():
+            # its handler would fail the same way: it waits in the queue, not received meanwhile
+            log.info(
+                "message %s (%s) waits: %s down",
+                message.message_id,
+                command.TYPE,
+                " and ".join(p.value for p in self.breakers.open_parts()),
+            )
+            self._leave(queue, message)
+            self._count("deferred")
+            return
         # one line when it starts, one when it ends (done / failed / retried)
         log.info("message %s (%s) started", message.message_id, command.TYPE)
         started = time.monotonic()
         try:
             registration = self._registry.registration_for(command)
             registration.handler(command, self._context(message))
-        except PermanentError as e:
-            log.error("message %s (%s) failed for good: %s", message.message_id, command.TYPE, e)
-            self._dead_letter(queue, message, f"{type(e).__name__}: {e}", e, where)
-            return
-        except TransientError as e:
-            log.warning(
-                "message %s (%s) failed, will be retried (receive %d): %s",
-                message.message_id,
-                command.TYPE,
-                message.receive_count,
-                e,
-            )
-            self._errors.report_exception(e, context=where)
-            self._count("retry")
-            return
-        except Exception as e:  # a bug in a handler: report; redrive bounds the retries
-            log.exception("message %s (%s): unexpected error", message.message_id, command.TYPE)
-            self._errors.report_exception(e, context=where)
-            self._count("retry")
+        except Exception as e:  # noqa: BLE001 - every failure is classified (resilience.faults)
+            self._failed(item, command, e, where)
             return
         try:
             queue.delete(message)
@@ -362,6 +381,104 @@ class Dispatcher:
         )
         self._count("done")
 
+    def _failed(
+        self, item: _InFlight, command: Command, error: Exception, where: dict[str, object]
+    ) -> None:
+        """What a handler's failure means for its message (agent.resilience.faults)."""
+        queue, message = item.queue, item.message
+        fault = classify(error)
+        if fault.verdict is Verdict.DEAD_LETTER:
+            log.error(
+                "message %s (%s) failed for good: %s", message.message_id, command.TYPE, error
+            )
+            self._dead_letter(queue, message, fault.reason, error, where)
+        elif fault.verdict is Verdict.RECHECK_LICENCE:
+            assert isinstance(error, BackendRefusedError)
+            self._recheck_licence(item, command, error, where)
+        elif fault.verdict is Verdict.OUTAGE:
+            self._outage(item, command, fault.parts, error, where)
+        else:  # a bug in a handler: report; redrive bounds the retries
+            log.error(
+                "message %s (%s): unexpected error",
+                message.message_id,
+                command.TYPE,
+                exc_info=error,
+            )
+            self._errors.report_exception(error, context=where)
+            self._count("retry")
+
+    def _outage(
+        self,
+        item: _InFlight,
+        command: Command,
+        parts: tuple[Part, ...],
+        error: Exception,
+        where: dict[str, object],
+    ) -> None:
+        message = item.message
+        opened = self.breakers.trip(parts, f"{type(error).__name__}: {error}")
+        log.warning(
+            "message %s (%s) failed, left in the queue until %s is back (receive %d): %s",
+            message.message_id,
+            command.TYPE,
+            " and ".join(p.value for p in parts),
+            message.receive_count,
+            error,
+        )
+        if opened:  # once per outage, not once per message
+            self._errors.report_exception(
+                error, context={**where, "breaker": [p.value for p in opened]}
+            )
+        self._leave(item.queue, message)
+        self._count("retry")
+
+    def _recheck_licence(
+        self,
+        item: _InFlight,
+        command: Command,
+        refusal: BackendRefusedError,
+        where: dict[str, object],
+    ) -> None:
+        """A 4xx from the backend: "check the licence". `/data` refusing means every call is
+        refused: the run ends (CONFIG_ERROR) and nothing is dead-lettered; `/data` accepting
+        means the refusal was about this message."""
+        message = item.message
+        try:
+            self._backend.fetch_scope()
+        except PermanentError as refused:
+            log.error(
+                "message %s (%s): the backend refused it and now refuses the licence: %s",
+                message.message_id,
+                command.TYPE,
+                refused,
+            )
+            if not self.breakers.is_licence_refused:
+                self._errors.report_exception(refused, context={**where, "phase": "licence"})
+            self.breakers.licence_refused()
+            self._count("licence-refused")
+            return
+        except TransientError as down:
+            self._outage(item, command, (Part.BACKEND,), down, where)
+            return
+        log.error(
+            "message %s (%s) refused by the backend, the licence is fine: %s",
+            message.message_id,
+            command.TYPE,
+            refusal,
+        )
+        self._dead_letter(item.queue, message, refused_reason(refusal), refusal, where)
+
+    def _leave(self, queue: SqsQueue, message: ReceivedMessage) -> None:
+        """Leave a message in the queue, visible again when the next probe is due (not
+        received while a breaker is open anyway)."""
+        seconds = int(self.breakers.seconds_to_next_probe() + 0.999)
+        try:
+            queue.change_visibility([message], seconds)
+        except ActionDeniedError as e:
+            self._note_denied(e)
+        except AgentError as e:  # it comes back after its visibility timeout instead
+            log.debug("message %s: visibility not changed: %s", message.message_id, e)
+
     def _dead_letter(
         self,
         queue: SqsQueue,
@@ -370,7 +487,8 @@ class Dispatcher:
         error: Exception,
         where: dict[str, object],
     ) -> None:
-        self._errors.report_exception(error, context={**where, "outcome": "dead-lettered"})
+        key = getattr(error, "reason", None) or type(error).__name__
+        self._fault_reports.report(str(key), error, {**where, "outcome": "dead-lettered"})
         try:
             queue.dead_letter(message, reason)
         except TransientError as e:
@@ -378,13 +496,23 @@ class Dispatcher:
             self._count("retry")
             return
         except PermanentError as e:
-            # no DLQ configured: retrying cannot help either, so drop it (it was reported)
+            # no DLQ configured, or no right to use it: retrying cannot help either, so drop it
+            # (it was reported, without its body), as the original agent did with every message
+            if isinstance(e, ActionDeniedError):
+                self._note_denied(e)
             log.error("message %s dropped: %s", message.message_id, e)
             with contextlib.suppress(TransientError):
                 queue.delete(message)
             self._count("dropped")
             return
         self._count("dead-lettered")
+
+    def _note_denied(self, error: ActionDeniedError) -> None:
+        """An optional SQS action the credentials do not allow: one report for the process."""
+        if error.first:
+            self._errors.report_exception(
+                error, context={"phase": "least privilege", "action": error.action}
+            )
 
     # -- heartbeat -------------------------------------------------------------------------
     def _beat(self) -> None:
@@ -407,6 +535,9 @@ class Dispatcher:
             for queue, messages in _batches(items):
                 try:
                     refused = queue.change_visibility(messages, seconds)
+                except ActionDeniedError as e:  # no heartbeat: a long handler may run twice
+                    self._note_denied(e)
+                    continue
                 except AgentError as e:  # redrive is the backstop if extending fails
                     log.warning("could not extend visibility of %d messages: %s", len(messages), e)
                     continue

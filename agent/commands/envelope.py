@@ -22,13 +22,23 @@ import re
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Final, TypeAlias
 
-from agent.errors import PermanentError
+from agent.errors import MessageFault
 
 _SAFE_TYPE_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-_DIGITS: Final = re.compile(r"^[0-9]{1,18}$")
+_DIGITS: Final = re.compile(r"^[0-9]{1,10}$")
+# R4's codes are SQL Server `int`s, and 0 is never one: anything else would fail in the query
+# (a bug, retried until SQS's redrive dead-letters it without a reason) instead of here.
+MIN_ID: Final = 1
+MAX_ID: Final = 2**31 - 1
 
 
-class DecodeError(PermanentError):
+# Every `DecodeError.reason` (the dead-letter `failure-reason` code).
+DECODE_REASONS: Final = frozenset(
+    {"not-json", "not-an-object", "missing-type", "unknown-type", "missing-field", "bad-field"}
+)
+
+
+class DecodeError(MessageFault):
     """A message body that is not a valid command. `reason` is a short machine-readable code
     (`not-json`, `not-an-object`, `missing-type`, `unknown-type`, `missing-field`, `bad-field`)
     used as the dead-letter `failure-reason`; the message adds which field, never its value."""
@@ -185,21 +195,41 @@ def _value_kind(value: object) -> str:
 
 def _convert(spec: FieldSpec, value: object) -> object:
     if spec.python_type is int:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-        if isinstance(value, float) and value.is_integer() and 0 <= value < 2**63:
-            return int(value)  # JSON Schema's "integer" includes 42.0; so does the decoder
-        if spec.int_like and isinstance(value, str) and _DIGITS.match(value):
-            return int(value)
-        expected = "a non-negative integer" + (" or a string of digits" if spec.int_like else "")
-        raise DecodeError(
-            "bad-field", f"field {spec.wire} must be {expected}, got {_value_kind(value)}"
-        )
+        number = _integer(spec, value)
+        if not MIN_ID <= number <= MAX_ID:
+            raise DecodeError(
+                "bad-field", f"field {spec.wire} is out of range ({MIN_ID}..{MAX_ID})"
+            )
+        return number
     if isinstance(value, str) and value:
+        if not _is_unicode(value):
+            # a lone surrogate (a JSON escape such as \ud800) cannot be sent as UTF-8
+            raise DecodeError("bad-field", f"field {spec.wire} is not valid Unicode text")
         return value
     raise DecodeError(
         "bad-field", f"field {spec.wire} must be a non-empty string, got {_value_kind(value)}"
     )
+
+
+def _integer(spec: FieldSpec, value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, float) and value.is_integer() and 0 <= value < 2**63:
+        return int(value)  # JSON Schema's "integer" includes 42.0; so does the decoder
+    if spec.int_like and isinstance(value, str) and _DIGITS.match(value):
+        return int(value)
+    expected = "a non-negative integer" + (" or a string of digits" if spec.int_like else "")
+    raise DecodeError(
+        "bad-field", f"field {spec.wire} must be {expected}, got {_value_kind(value)}"
+    )
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def decode(body: str) -> Command:

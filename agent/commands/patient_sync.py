@@ -6,13 +6,15 @@ import logging
 
 from agent.commands.context import HandlerContext
 from agent.commands.envelope import PatientSync
-from agent.errors import PermanentError
+from agent.errors import MessageFault
 
 log = logging.getLogger(__name__)
 
 
-class UnknownPatientError(PermanentError):
+class UnknownPatientError(MessageFault):
     """The message names a patient code R4 does not have."""
+
+    reason = "unknown-patient"
 
 
 def handle(command: PatientSync, ctx: HandlerContext) -> None:

@@ -30,10 +30,17 @@ from agent.commands.envelope import (
     Restart,
     TestMessage,
 )
-from agent.errors import AgentError, PermanentError
+from agent.errors import AgentError, MessageFault
 
 C = TypeVar("C", bound=Command)
 Handler = Callable[[Any, HandlerContext], None]
+
+
+class UnhandledTypeError(MessageFault):
+    """A command type no handler is registered for (the registry is checked whole at start-up,
+    so this is a message of a type the table left out on purpose)."""
+
+    reason = "unknown-type"
 
 
 class RegistryError(AgentError):
@@ -72,7 +79,7 @@ class Registry:
     def registration_for(self, command: Command) -> Registration:
         registration = self._table.get(type(command))
         if registration is None:
-            raise PermanentError(f"no handler for message type {command.TYPE}")
+            raise UnhandledTypeError(f"no handler for message type {command.TYPE}")
         return registration
 
 

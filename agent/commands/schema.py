@@ -13,7 +13,15 @@ import json
 import sys
 from typing import Any
 
-from agent.commands.envelope import BY_TYPE, COMMAND_TYPES, Command, FieldSpec, field_specs
+from agent.commands.envelope import (
+    BY_TYPE,
+    COMMAND_TYPES,
+    MAX_ID,
+    MIN_ID,
+    Command,
+    FieldSpec,
+    field_specs,
+)
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_ID = "https://flynotes.example/r4agent/messages.schema.json"
@@ -21,15 +29,15 @@ SCHEMA_ID = "https://flynotes.example/r4agent/messages.schema.json"
 
 def _field_schema(spec: FieldSpec) -> dict[str, Any]:
     if spec.python_type is int:
-        integer: dict[str, Any] = {"type": "integer", "minimum": 0}
+        integer: dict[str, Any] = {"type": "integer", "minimum": MIN_ID, "maximum": MAX_ID}
         if spec.int_like:
-            schema: dict[str, Any] = {
-                "anyOf": [integer, {"type": "string", "pattern": "^[0-9]{1,18}$"}]
-            }
+            # a pattern cannot say 2^31-1: the decoder also refuses digits above it
+            digits = {"type": "string", "pattern": "^[0-9]{1,10}$"}
+            schema: dict[str, Any] = {"anyOf": [integer, digits]}
         else:
             schema = integer
     else:
-        schema = {"type": "string", "minLength": 1}
+        schema = {"type": "string", "minLength": 1}  # and valid Unicode (no lone surrogate)
     return {"description": spec.description, **schema}
 
 

@@ -6,9 +6,10 @@ filter, and transport exceptions are re-raised `from None` because their message
 full URL. Response bodies never reach an error message either (they may echo patient data):
 errors say method, masked path and status code.
 
-Raises (every public method): `TransientError` for 5xx / 429 / timeouts / connection failures
-once the retries are spent, `PermanentError` for other 4xx and contract violations, and
-`LicenceRejectedError` when `/data` refuses the licence.
+Raises (every public method): `BackendUnavailableError` (a TransientError) for 5xx / 429 /
+timeouts / connection failures once the retries are spent, `BackendRefusedError` for another
+4xx to a POST (`BackendForbiddenError` for 401/403), `PermanentError` for contract violations,
+and `LicenceRejectedError` when `/data` refuses the licence.
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ from urllib3.util.retry import Retry
 from agent import contract
 from agent._version import __version__
 from agent.clock import Clock, SystemClock
-from agent.errors import PermanentError, TransientError
+from agent.errors import (
+    BackendRefusedError,
+    BackendUnavailableError,
+    PermanentError,
+)
 from agent.ports import Scope, SqsCredentials
 from agent.records import Appointment, AppointmentFlag, Patient, Questionnaire
 
@@ -50,10 +55,10 @@ class LicenceRejectedError(PermanentError):
     """The backend's `/data` endpoint did not accept this licence key."""
 
 
-class BackendForbiddenError(PermanentError):
-    """A call other than `/data` answered 401 or 403. Whether that is about the licence (every
-    call refused) or about this one request is decided by asking `/data` again, by the caller;
-    the client only names it."""
+class BackendForbiddenError(BackendRefusedError):
+    """A call other than `/data` answered 401 or 403: "check the licence". Whether that is about
+    the licence (every call refused) or about this one request is decided by asking `/data`
+    again, by the caller (the dispatcher); the client only names it."""
 
 
 # --- masking -------------------------------------------------------------------------------
@@ -313,7 +318,7 @@ class FlynotesClient:
         response = self._send(_DATA)
         try:
             if response.status_code in _RETRY_STATUSES:
-                raise TransientError(self._status_message(_DATA, response.status_code))
+                raise BackendUnavailableError(self._status_message(_DATA, response.status_code))
             if response.status_code != 200:
                 raise LicenceRejectedError(
                     "the Flynotes backend rejected this licence key "
@@ -424,7 +429,7 @@ class FlynotesClient:
         # The transport exceptions' messages contain the URL (and so the licence key):
         # translate them without chaining, naming only the exception type.
         except requests.Timeout as e:
-            raise TransientError(
+            raise BackendUnavailableError(
                 f"{endpoint.method} {masked}: no answer in time ({type(e).__name__})"
             ) from None
         except requests.ConnectionError as e:
@@ -434,9 +439,9 @@ class FlynotesClient:
             what = (
                 "no answer in time" if isinstance(reason, Urllib3Timeout) else "connection failed"
             )
-            raise TransientError(f"{endpoint.method} {masked}: {what} ({kind})") from None
+            raise BackendUnavailableError(f"{endpoint.method} {masked}: {what} ({kind})") from None
         except requests.RequestException as e:
-            raise TransientError(
+            raise BackendUnavailableError(
                 f"{endpoint.method} {masked}: failed ({type(e).__name__})"
             ) from None
         log.debug("%s %s -> %d", endpoint.method, masked, response.status_code)
@@ -451,10 +456,10 @@ class FlynotesClient:
         if 200 <= status < 300:
             return
         if status in _RETRY_STATUSES or status >= 500:
-            raise TransientError(self._status_message(endpoint, status))
+            raise BackendUnavailableError(self._status_message(endpoint, status))
         if status in _FORBIDDEN_STATUSES:
-            raise BackendForbiddenError(self._status_message(endpoint, status))
-        raise PermanentError(self._status_message(endpoint, status))
+            raise BackendForbiddenError(self._status_message(endpoint, status), status=status)
+        raise BackendRefusedError(self._status_message(endpoint, status), status=status)
 
 
 def _parse_http_date(value: str | None) -> datetime | None:
@@ -485,6 +490,10 @@ def _require_str(obj: dict[str, Any], key: str, where: str) -> str:
     return value
 
 
+def _version_hint(value: object) -> str:
+    return value.strip()[:100] if isinstance(value, str) else ""
+
+
 def _parse_scope(body: object, server_date: datetime | None) -> Scope:
     if not isinstance(body, dict):
         raise PermanentError("the backend's /data answer is not a JSON object")
@@ -494,7 +503,9 @@ def _parse_scope(body: object, server_date: datetime | None) -> Scope:
     return Scope(
         sqs_queue_url=_require_str(body, "sqsQueueUrl", ""),
         sqs_region=_require_str(body, "sqsRegion", ""),
-        library_version=_require_str(body, "libraryVersion", ""),
+        # the original's npm version (0.0.12), garbage or nothing: the version gate refuses what
+        # it cannot use and the agent carries on (never a reason to stop)
+        library_version=_version_hint(body.get("libraryVersion")),
         credentials=SqsCredentials(
             access_key_id=_require_str(creds, "AccessKeyId", "sqsCredentials."),
             secret_access_key=_require_str(creds, "SecretAccessKey", "sqsCredentials."),

@@ -3,8 +3,9 @@
 `open_database(settings)` connects through pyodbc (unixODBC / Windows ODBC), trying the
 attempts `agent.r4.connection_plan` lists (settings, driver choice, the login and the TLS
 fallback live there, pure), and returns an `R4Database` that knows its SQL dialect and will
-only execute statements that pass the SELECT-only guard. pyodbc errors are translated here, once:
-connection/communication failures -> TransientError, everything else -> PermanentError. Error
+only execute statements that pass the SELECT-only guard. pyodbc errors are translated here, once
+(agent.r4.failure_kinds says which kind): R4 cannot answer now -> R4UnavailableError (transient),
+a value that cannot be converted -> R4DataError, anything else -> R4Error (both permanent). Error
 messages name the statement, driver, server and database — never a password (masked in any
 connection string) and never row contents (driver messages keep only known-safe parts, see
 agent.r4.driver_messages).
@@ -23,7 +24,13 @@ from typing import Any, TypeVar
 
 import pyodbc
 
-from agent.errors import AgentError, PermanentError, TransientError, UnsafeStatementError
+from agent.errors import (
+    AgentError,
+    R4DataError,
+    R4Error,
+    R4UnavailableError,
+    UnsafeStatementError,
+)
 from agent.r4 import cp1252 as r4_cp1252
 from agent.r4 import driver_messages
 from agent.r4 import sql as r4sql
@@ -36,6 +43,8 @@ from agent.r4.connection_plan import default_connection_string as default_connec
 from agent.r4.connection_plan import describe_target as describe_target
 from agent.r4.connection_plan import mask_secrets as mask_secrets
 from agent.r4.connection_plan import pick_driver as pick_driver
+from agent.r4.failure_kinds import FailureKind
+from agent.r4.failure_kinds import classify as classify_failure
 from agent.r4.guard import check_select_only
 from agent.r4.skipped_rows import UndecodableText
 from agent.r4.sql import Dialect, Statement
@@ -64,16 +73,6 @@ def _driver_state_and_message(exc: pyodbc.Error) -> tuple[str, str]:
     return "", str(args[0]) if args else type(exc).__name__
 
 
-def _is_transient(exc: pyodbc.Error, state: str, *, connecting: bool) -> bool:
-    if state.startswith(("IM", "28")) or "Can't open lib" in str(exc.args):
-        return False  # driver missing / not loadable, login refused: configuration problems
-    if connecting:
-        return True  # server or file not reachable (yet): a restarting server comes back
-    if state.startswith(("08", "HYT")) or state in ("40001", "HY008"):
-        return True  # communication link failure, timeouts, deadlock victim
-    return isinstance(exc, pyodbc.OperationalError)
-
-
 def scrub_driver_message(
     state: str, message: str, *, target: str, statement: str = "", connecting: bool = False
 ) -> str:
@@ -97,10 +96,11 @@ def translate_error(
     action: str,
     connecting: bool = False,
     statement: str = "",
-) -> TransientError | PermanentError:
-    """The agent error for a pyodbc error. Its `__cause__` is a scrubbed copy of the driver
-    error (same type and SQLSTATE): the raw one may quote row values, and error reporters
-    walk the cause chain. `statement` is the SQL text that failed, if any."""
+) -> R4UnavailableError | R4Error | R4DataError:
+    """The agent error for a pyodbc error (which kind: agent.r4.failure_kinds). Its `__cause__`
+    is a scrubbed copy of the driver error (same type and SQLSTATE): the raw one may quote row
+    values, and error reporters walk the cause chain. `statement` is the SQL text that failed,
+    if any."""
     state, message = _driver_state_and_message(exc)
     scrubbed = scrub_driver_message(
         state, message, target=target, statement=statement, connecting=connecting
@@ -108,10 +108,18 @@ def translate_error(
     # pyodbc's message starts with the SQLSTATE in brackets; its own errors have none
     stated = scrubbed if scrubbed.startswith(f"[{state}] ") else f"[{state or '?'}] {scrubbed}"
     text = f"R4 {action} failed ({target}): {stated}"
-    translated: TransientError | PermanentError = (
-        TransientError(text)
-        if _is_transient(exc, state, connecting=connecting)
-        else PermanentError(text)
+    kind = classify_failure(
+        state,
+        message,
+        connecting=connecting,
+        operational=isinstance(exc, pyodbc.OperationalError),
+    )
+    translated: R4UnavailableError | R4Error | R4DataError = (
+        R4UnavailableError(text)
+        if kind is FailureKind.UNAVAILABLE
+        else R4DataError(text)
+        if kind is FailureKind.DATA
+        else R4Error(text)
     )
     try:
         translated.__cause__ = type(exc)(state, scrubbed)
@@ -131,9 +139,9 @@ def odbc_call(
     connecting: bool = False,
     statement: str = "",
 ) -> T:
-    """Run one pyodbc call; a pyodbc error becomes TransientError/PermanentError, a text
-    value the codec cannot decode (pyodbc raises the codec's UnicodeDecodeError) UndecodableText
-    (a PermanentError).
+    """Run one pyodbc call; a pyodbc error becomes R4UnavailableError/R4Error/R4DataError, a
+    text value the codec cannot decode (pyodbc raises the codec's UnicodeDecodeError)
+    UndecodableText (an R4DataError).
 
     The agent error is raised OUTSIDE the except block, so the raw driver error is neither its
     __cause__ nor its __context__ (only the scrubbed copy from translate_error is attached).

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from agent.errors import PermanentError
+from agent.errors import R4DataError
 from agent.ports import ErrorSink
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,10 @@ T = TypeVar("T")  # a record
 KEYS_KEPT = 20  # keys named per (column, type) in one report; the count covers every row
 
 
-class UnconvertibleValue(PermanentError):
-    """A value R4 returned has an unexpected type or form: the row is at fault. The message
-    names the column, the value's type and (once known) the table and the row's key, never the
-    value. (The data-error class of agent.errors, when it lands, is its natural parent.)"""
+class UnconvertibleValue(R4DataError):
+    """A value R4 returned has an unexpected type or form: the row is at fault (a message that
+    asked for that row is dead-lettered). The message names the column, the value's type and
+    (once known) the table and the row's key, never the value."""
 
     def __init__(
         self, column: str, type_name: str, *, table: str | None = None, key: int | None = None
@@ -48,7 +48,7 @@ class UnconvertibleValue(PermanentError):
         return UnconvertibleValue(self.column, self.type_name, table=table, key=key)
 
 
-class UndecodableText(PermanentError):
+class UndecodableText(R4DataError):
     """The driver could not decode a text value of a fetched row (its bytes are not valid in
     `codec`). The message names the action, target and codec, never the bytes."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyodbc
 import pytest
 
-from agent.errors import PermanentError, TransientError
+from agent.errors import PermanentError, R4DataError, TransientError
 from agent.r4 import sql
 from agent.r4.connection import (
     DRIVER_PREFERENCE,
@@ -332,7 +332,7 @@ def test_raw_driver_error_quoting_patient_data_is_not_reachable_through_the_caus
     with pytest.raises(PermanentError) as failed:
         odbc_call(conversion_failure, target="driver=SQL Server", action="query patients")
     chain = _chain(failed.value)
-    assert [type(e) for e in chain] == [PermanentError, pyodbc.DataError]
+    assert [type(e) for e in chain] == [R4DataError, pyodbc.DataError]
     assert chain[1].args[0] == "22018"
     for exc in chain:
         assert "Zoë" not in repr(exc.args) and "Nuñez" not in str(exc)

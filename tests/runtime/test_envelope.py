@@ -12,7 +12,7 @@ import jsonschema  # type: ignore[import-untyped]  # (a moto[server] dependency)
 import pytest
 
 from agent.commands import envelope, schema
-from agent.commands.envelope import DecodeError, decode
+from agent.commands.envelope import DECODE_REASONS, DecodeError, decode
 from agent.commands.registry import Registry, RegistryError, default_registry
 from agent.errors import PermanentError
 
@@ -56,14 +56,7 @@ def test_bad_body_is_one_decode_error_without_body_contents(body: str) -> None:
         decode(body)
     assert isinstance(caught.value, PermanentError)
     assert SECRETISH not in str(caught.value) and "CANARYSTREET" not in str(caught.value)
-    assert caught.value.reason in {
-        "not-json",
-        "not-an-object",
-        "missing-type",
-        "unknown-type",
-        "missing-field",
-        "bad-field",
-    }
+    assert caught.value.reason in DECODE_REASONS
     assert caught.value.__cause__ is None  # the JSON parser's error (which may quote) is dropped
 
 

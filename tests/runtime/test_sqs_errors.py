@@ -19,6 +19,7 @@ from agent.ports import Scope, SqsCredentials
 from agent.sqs_queue import (
     LONG_POLL_SECONDS,
     MAX_MESSAGES_PER_RECEIVE,
+    ActionDeniedError,
     CredentialsRejectedError,
     ReceivedMessage,
     SqsQueue,
@@ -214,12 +215,22 @@ def test_visibility_is_changed_ten_per_call_and_entries_sqs_refuses_are_returned
         {"QueueUrl": QUEUE, "Entries": entries},
     )
     stub.add_client_error(
+        "change_message_visibility_batch", service_error_code="ExpiredToken", http_status_code=403
+    )
+    stub.add_client_error(
         "change_message_visibility_batch", service_error_code="AccessDenied", http_status_code=403
     )
     with stub:
         assert queue.change_visibility(messages, 60) == [(messages[1], "ReceiptHandleIsInvalid")]
         with pytest.raises(CredentialsRejectedError, match="change-visibility"):
             queue.change_visibility(messages, 60)
+        # least privilege: a policy without the action turns it off, once, for the process
+        with pytest.raises(ActionDeniedError) as denied:
+            queue.change_visibility(messages, 60)
+        assert denied.value.first
+        with pytest.raises(ActionDeniedError) as again:  # no request: nothing is stubbed
+            queue.change_visibility(messages, 60)
+        assert not again.value.first
     stub.assert_no_pending_responses()
     for wrong in ([], messages * 4):
         with pytest.raises(ValueError, match="1 to 10"):
