@@ -30,8 +30,10 @@ from agent.flynotes.client import FlynotesClient
 from agent.r4 import sql
 from agent.r4.connection import DbSettings, open_database
 from agent.r4.reader import DEFAULT_PAGE_SIZE, R4Reader
+from agent.reporting import NullSink
 from agent.standin import r4_sample
 from agent.standin.backend import LICENCE_KEY_ENV
+from agent.uploads.passes import Uploads
 
 GOAL_SECONDS = 10.0
 GOAL_RSS_MB = 150.0
@@ -139,7 +141,10 @@ def main() -> int:
                     pass
                 readers.append(time.perf_counter() - started)
                 started = time.perf_counter()
-                sent = client.upload_patients(R4Reader(db).iter_patients())
+                summary = Uploads(client, errors=NullSink()).run(
+                    "patients", R4Reader(db), full=True
+                )
+                sent = summary.sent
                 uploads.append(time.perf_counter() - started)
         rss = peak_rss_mb()
         summary = requests.get(f"{url}/_standin/summary", timeout=10).json()

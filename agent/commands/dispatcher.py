@@ -58,6 +58,7 @@ from agent.sqs_queue import (
     ReceivedMessage,
     SqsQueue,
 )
+from agent.uploads.passes import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,10 @@ class Dispatcher:
         agent_version: str,
         settings: DispatchSettings = DispatchSettings(),
         status: StatusRecorder = NO_STATUS,
+        uploads: Uploads | None = None,  # None: passes without a ledger (every one full)
     ) -> None:
         self._registry = registry
+        self._uploads = uploads or Uploads(backend, errors=errors)
         self._status = status
         self._records_factory = records_factory
         self._backend = backend
@@ -275,6 +278,7 @@ class Dispatcher:
                 errors=self._errors,
                 restart=self._restart,
                 agent_version=self._agent_version,
+                uploads=self._uploads,
             )
             self._local.context = base
         if message is None:

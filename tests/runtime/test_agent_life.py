@@ -29,13 +29,19 @@ def test_every_message_type_is_handled_and_deleted_and_life_ends_at_24h(
     practice: Practice,
 ) -> None:
     agent = practice.agent().start().polling()
-    assert practice.backend.received_for("patient-upload")[0].row_count == PATIENTS + 1
-    assert practice.backend.received_for("appointment-upload")
+    backend = practice.backend
+
+    def rows(endpoint: str) -> int:
+        return sum(r.row_count for r in backend.received_for(endpoint))
+
+    assert rows("patient-upload") == PATIENTS + 1  # the first pass is full
+    appointments = rows("appointment-upload")
+    assert appointments > 0
 
     for command in (
         envelope.PatientSync(r4_patient_id=CANARY_CODE, patient_patch_id="patch-1"),
-        envelope.BulkUploadPatients(),
-        envelope.BulkUploadAppointments(),
+        envelope.BulkUploadPatients(full=True),
+        envelope.BulkUploadAppointments(full=True),
         envelope.BulkUploadAppointmentStatus(),
         envelope.TestMessage(),
         envelope.QuestionnaireQuestionsUpload(),
@@ -43,12 +49,11 @@ def test_every_message_type_is_handled_and_deleted_and_life_ends_at_24h(
     ):
         practice.send(envelope.encode(command))
 
-    backend = practice.backend
     eventually(
         lambda: (
             len(backend.received_for("patient-sync")) == 1
-            and len(backend.received_for("patient-upload")) == 2
-            and len(backend.received_for("appointment-upload")) == 2
+            and rows("patient-upload") == 2 * (PATIENTS + 1)
+            and rows("appointment-upload") == 2 * appointments
             and len(backend.received_for("appointment-status-upload")) == 2
             and len(agent.sink.messages) == 3
         )
@@ -62,10 +67,10 @@ def test_every_message_type_is_handled_and_deleted_and_life_ends_at_24h(
     assert CANARY_ANSWER_NOTES in answer_notes
     texts = agent.sink.message_texts()
     assert "r4agent test message" in texts
-    assert any(t.startswith("questionnaire questions:") for t in texts)
-    assert any(t.startswith("questionnaire pre-set answers:") for t in texts)
-    answers = next(e for m, _, e in agent.sink.messages if m.startswith("questionnaire pre"))
-    assert "CANARYTEXTANSWER" not in json.dumps(answers)  # free text never reported
+    assert texts.count("Questionnaire Data") == 2  # questions and answers, the original's shape
+    reports = [e for m, _, e in agent.sink.messages if m == "Questionnaire Data"]
+    assert all(list(e) == ["questions"] and e["questions"] for e in reports)
+    assert "CANARYTEXTANSWER" not in json.dumps(reports)  # free text never reported
     eventually(lambda: practice.queue_counts() == (0, 0))  # every handled message was deleted
 
     agent.clock.advance(24 * HOUR)
@@ -192,13 +197,15 @@ def test_r4agent_run_lives_its_compressed_day_handling_commands_then_exits_end_o
     lived = time.monotonic() - started
     assert code == ExitCode.END_OF_LIFE, stderr
     assert lived >= LIFE_HOURS * 3600  # it lived its whole compressed day
-    # the stand-in: the patient-sync, and an upload and a scope fetch every compressed hour
+    # the stand-in: the patient-sync, and a pass and a scope fetch every compressed hour: the
+    # first pass sent every patient, the later ones nothing (nothing changed: the ledger)
     (sync,) = flynotes_standin.received_for("patient-sync")
     assert sync.json["patientPatchId"] == "life-sync"
     cycles = round(LIFE_HOURS * 60 / POLL_MINUTES)  # 3.6 -> 4 cycles
-    assert len(flynotes_standin.received_for("patient-upload")) >= cycles - 1
+    assert len(flynotes_standin.received_for("appointment-status-upload")) >= cycles - 1
     assert len(flynotes_standin.received_for("data")) >= cycles - 1
-    assert flynotes_standin.received_for("patient-upload")[0].row_count == PATIENTS + 1
+    assert [r.row_count for r in flynotes_standin.received_for("patient-upload")] == [PATIENTS + 1]
+    assert (tmp_path / "data" / "uploads-ledger.sqlite3").is_file()
     # SQS: the poison ones in the dead-letter queue with their reasons, nothing left behind
     reasons = _dead_letter_reasons(sqs_server)
     assert len(reasons) == 2
