@@ -3,6 +3,9 @@ stand-in and an R4-shaped SQLite database through pyodbc, with a FakeClock compr
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -120,6 +123,19 @@ def eventually(condition: Callable[[], object], timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+def r4agent_run(config: Path) -> subprocess.Popen[str]:
+    """`r4agent run --config FILE` as the service host starts it: a child process, with none
+    of this process's AWS_ / R4AGENT_ environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "R4AGENT_"))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def make_config(

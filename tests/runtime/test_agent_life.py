@@ -5,9 +5,7 @@ config's [timing] keys, and `run_agent` in a thread with a FakeClock for the fin
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from agent.standin.sqs_local import SqsEndpoint
 from tests.fixtures.canary import CANARY_ANSWER_NOTES, canaries_in
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 from tests.fixtures.rollbar_endpoint import FakeRollbar
-from tests.runtime.conftest import PATIENTS, Practice, PracticeDb, eventually
+from tests.runtime.conftest import PATIENTS, Practice, PracticeDb, eventually, r4agent_run
 
 HOUR = 3600.0
 
@@ -129,17 +127,6 @@ def _write_config(
     return path
 
 
-def _r4agent_run(config: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "R4AGENT_"))}
-    return subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _finished(child: subprocess.Popen[str], timeout: float) -> tuple[int, str]:
     try:
         _, err = child.communicate(timeout=timeout)
@@ -180,7 +167,7 @@ def test_r4agent_run_lives_its_compressed_day_handling_commands_then_exits_end_o
         poll_minutes=POLL_MINUTES,
     )
     started = time.monotonic()
-    child = _r4agent_run(config)
+    child = r4agent_run(config)
     try:
         eventually(lambda: flynotes_standin.received_for("patient-upload"), 60)
         sqs = sqs_server.client()
@@ -239,7 +226,7 @@ def test_r4agent_run_exits_restart_requested_after_a_restart_message(
         life_hours=24,  # the restart, not the end of life, ends this one
         poll_minutes=60,
     )
-    child = _r4agent_run(config)
+    child = r4agent_run(config)
     try:
         eventually(lambda: flynotes_standin.received_for("appointment-status-upload"), 60)
         sqs_server.client().send_message(

@@ -23,8 +23,8 @@ from agent.standin.sqs_local import SqsEndpoint
 from tests.fixtures.canary import canaries_in
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 from tests.fixtures.rollbar_endpoint import FakeRollbar
-from tests.runtime.conftest import PATIENTS, Practice, PracticeDb, eventually
-from tests.runtime.test_agent_life import _finished, _r4agent_run, _write_config
+from tests.runtime.conftest import PATIENTS, Practice, PracticeDb, eventually, r4agent_run
+from tests.runtime.test_agent_life import _finished, _write_config
 
 
 class _Watcher:
@@ -106,7 +106,7 @@ def test_r4agent_run_rewrites_its_status_file_atomically_and_status_reads_it_mea
         tmp_path, flynotes_standin, sqs_server, practice_db, rollbar_endpoint, life_hours=0.003
     )
     status_file = status_path(tmp_path / "data")
-    child = _r4agent_run(config)
+    child = r4agent_run(config)
     try:
         with _Watcher(status_file) as watcher:
             eventually(lambda: flynotes_standin.received_for("patient-upload"), 60)

@@ -5,10 +5,8 @@ only and every row reaches the backend; `r4agent status` shows each table's pass
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -20,19 +18,9 @@ from agent.standin.backend import StandinBackend
 from agent.standin.sqs_local import SqsEndpoint
 from agent.uploads.ledger import LEDGER_FILENAME
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
-from tests.runtime.conftest import PATIENTS, Practice, PracticeDb, eventually
+from tests.runtime.conftest import PATIENTS, Practice, PracticeDb, eventually, r4agent_run
 
 ROWS = 50  # rows per request: the sample's 301 patients go in 7 chunks
-
-
-def _run(config: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "R4AGENT_"))}
-    return subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 def _ids(backend: StandinBackend) -> set[int]:
@@ -70,7 +58,7 @@ def test_sigkill_mid_pass_then_restart_sends_every_row_and_commits_nothing_early
     release = threading.Event()
     # two chunks are answered, the third is held at the backend: the agent dies waiting for it
     flynotes_standin.hold_next(1, until=release, endpoint="patient-upload", after=2)
-    child = _run(config)
+    child = r4agent_run(config)
     try:
         eventually(lambda: flynotes_standin.holding == 1, 60)
         child.send_signal(signal.SIGKILL)
@@ -89,7 +77,7 @@ def test_sigkill_mid_pass_then_restart_sends_every_row_and_commits_nothing_early
             child.kill()
             child.wait()
     flynotes_standin.clear_received()
-    again = _run(config)
+    again = r4agent_run(config)
     try:
         eventually(lambda: flynotes_standin.received_for("appointment-status-upload"), 60)
         assert len(_ids(flynotes_standin)) == PATIENTS + 1  # every row, the canary's included
