@@ -112,6 +112,17 @@ def start_backend(licence_key: str) -> tuple[subprocess.Popen[str], str]:
     return proc, line.removeprefix("listening on ")
 
 
+def reader_alone(settings: DbSettings, table: str) -> float:
+    """R4Reader's records alone (no mapping, no ledger, no HTTP): where the time goes."""
+    with open_database(settings) as db:
+        reader = R4Reader(db)
+        rows = reader.iter_patients() if table == "patients" else reader.iter_appointments()
+        started = time.perf_counter()
+        for _ in rows:
+            pass
+        return time.perf_counter() - started
+
+
 @dataclass
 class Measured:
     """One pass of one table, as the backend saw it."""
@@ -222,6 +233,7 @@ def main() -> int:
             for table in TABLES:
                 bare_keyset_fetch(connection_string, table)  # warms the OS cache
             bare = {t: bare_keyset_fetch(connection_string, t)[1] for t in TABLES}
+            reader = {t: reader_alone(settings, t) for t in TABLES}
             key = load_or_create_key(data_dir / "uploads-ledger.key")
             ledger = SqliteLedger(data_dir / "uploads-ledger.sqlite3", key, "bench")
             with FlynotesClient(url, licence_key) as client:
@@ -256,6 +268,8 @@ def main() -> int:
             )
     for table in TABLES:
         print(f"{'bare keyset fetch':<22}{table:<14}{'':>34}{bare[table]:>8.2f}s")
+    for table in TABLES:
+        print(f"{'R4Reader alone':<22}{table:<14}{'':>34}{reader[table]:>8.2f}s  (breakdown)")
 
     def total(runs: dict[str, Measured], attr: str) -> float:
         return float(sum(getattr(m, attr) for m in runs.values()))

@@ -41,6 +41,27 @@ def row_digest(key: bytes, values: object) -> bytes:
     return hmac.digest(key, repr(values).encode("utf-8", "surrogatepass"), "sha256")
 
 
+class RowDigest:
+    """`row_digest` for one key, about twice as fast: HMAC's inner and outer SHA-256 states
+    are keyed once (RFC 2104) and copied per row (a pass digests every row it reads)."""
+
+    def __init__(self, key: bytes) -> None:
+        block = (
+            key.ljust(64, b"\0")
+            if len(key) <= 64
+            else hashlib.sha256(key).digest().ljust(64, b"\0")
+        )
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def __call__(self, values: object) -> bytes:
+        inner = self._inner.copy()
+        inner.update(repr(values).encode("utf-8", "surrogatepass"))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
 def load_or_create_key(path: Path) -> bytes:
     """The install's ledger key: read from `path`, or a new random one written there (mode
     0600; on Windows the data folder's ACL applies, as to config.toml). A damaged file gets a

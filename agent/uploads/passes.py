@@ -36,7 +36,7 @@ from agent.errors import AgentError
 from agent.ports import Backend, ErrorSink, RecordSource
 from agent.progress import Progress
 from agent.uploads.chunks import ChunkSender, PlannedRow
-from agent.uploads.ledger import Ledger, NoLedger, row_digest
+from agent.uploads.ledger import Ledger, NoLedger, RowDigest
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +115,18 @@ class PassSummary:
 
 
 def plan_batch(
-    rows: list[tuple[int, Values]], known: dict[int, bytes], key: bytes, *, full: bool
+    rows: list[tuple[int, Values]],
+    known: dict[int, bytes],
+    digest_of: Callable[[Values], bytes],
+    *,
+    full: bool,
 ) -> tuple[list[PlannedRow], int]:
     """Pure: which rows of a batch go out (all of them in a full pass), and how many of them
     changed since their last acknowledged digest."""
     out: list[PlannedRow] = []
     changed = 0
     for k, values in rows:
-        digest = row_digest(key, values)
+        digest = digest_of(values)
         if known.get(k) != digest:
             changed += 1
             out.append(PlannedRow(k, values, digest))
@@ -192,6 +196,7 @@ class Uploads:
         )
         pending: list[PlannedRow] = []
         failed_in_a_row = 0
+        digest_of = RowDigest(ledger.key)
 
         def flush(rows: list[PlannedRow]) -> None:
             nonlocal failed_in_a_row
@@ -231,7 +236,7 @@ class Uploads:
             if known:
                 present = {k for k, _ in rows}
                 ledger.forget(table, [k for k in known if k not in present])  # gone, or skipped
-            planned, changed = plan_batch(rows, known, ledger.key, full=summary.full)
+            planned, changed = plan_batch(rows, known, digest_of, full=summary.full)
             summary.changed += changed
             pending.extend(planned)
             while len(pending) >= sender.ceiling:

@@ -15,6 +15,7 @@ import pytest
 from agent.uploads.ledger import (
     KEY_FILENAME,
     LEDGER_FILENAME,
+    RowDigest,
     SqliteLedger,
     load_or_create_key,
     row_digest,
@@ -85,3 +86,9 @@ def test_no_digest_is_committed_before_its_chunks_2xx(practice: Practice) -> Non
         release.set()
         done.join(30)
     assert len(uploads.ledger.known("patients", None, None)) == 301
+
+
+def test_the_fast_row_digest_is_hmac_sha256() -> None:
+    for key in (b"k" * 32, b"short", b"x" * 100):
+        values = ("1000001", "Nuñez", None, True, 3)
+        assert RowDigest(key)(values) == row_digest(key, values)
