@@ -1,12 +1,13 @@
 """A stand-in of the Flynotes backend speaking exactly its wire contract (agent.contract).
 
 Used by tests, benchmarks, the demo and the Windows suite. It validates what it receives
-strictly (the exact header line of each CSV, the exact key sets of the patient-sync JSON,
-content types, upsert flag, Content-Length) and answers 400 with the reason otherwise, so client
-bugs show up; it records every request, raw body included; and it can be told to fail:
+strictly (the exact header names of each CSV, in the byte forms the real backend has parsed
+for years: the original agent's json2csv output and plain RFC 4180; the exact key sets of the
+patient-sync JSON, content types, upsert flag, Content-Length) and answers 400 with the reason
+otherwise, so client bugs show up (the exact bytes the agent sends are pinned by tests); it records every request, raw body included; and it can be told to fail:
 `fail_next` (5xx), `throttle_next` (429 + Retry-After), `slow_next` (answer late),
 `hold_next` (answer only once an Event is set: a slow backend without real sleeps in the test),
-`reject_licence` (403 on every endpoint).
+`reject_licence` (403 on every endpoint), `max_rows` (413 for a CSV with more rows).
 
 The header lines and key sets below are copied from the product issue's contract on purpose,
 NOT imported from `agent.contract`: the client builds its bodies from agent.contract, and a
