@@ -4,7 +4,8 @@ Used by tests, benchmarks, the demo and the Windows suite. It validates what it 
 strictly (the exact header names of each CSV, in the byte forms the real backend has parsed
 for years: the original agent's json2csv output and plain RFC 4180; the exact key sets of the
 patient-sync JSON, content types, upsert flag, Content-Length) and answers 400 with the reason
-otherwise, so client bugs show up (the exact bytes the agent sends are pinned by tests); it records every request, raw body included; and it can be told to fail:
+otherwise, so client bugs show up (the exact bytes the agent sends are pinned by tests); it
+records every request, raw body included; and it can be told to fail:
 `fail_next` (5xx), `throttle_next` (429 + Retry-After), `slow_next` (answer late),
 `hold_next` (answer only once an Event is set: a slow backend without real sleeps in the test),
 `reject_licence` (403 on every endpoint), `max_rows` (413 for a CSV with more rows).
