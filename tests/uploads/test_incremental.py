@@ -76,34 +76,41 @@ def test_deleted_ledger_means_a_full_pass(practice: Practice) -> None:
     practice.run("patients")
     practice.restart()
     (practice.data_dir / LEDGER_FILENAME).unlink()
-    practice.uploads()._full_done.add("patients")  # as if this process had done its full pass
+    assert practice.ledger.fresh("patients")  # a new, empty ledger
     practice.backend.clear_received()
     summary = practice.run("patients")
     assert summary.full and summary.sent == summary.read - summary.skipped
+    assert summary.changed == summary.sent  # nothing known: every row is new to it
 
 
 def test_corrupted_ledger_means_a_full_pass_not_a_crash(practice: Practice) -> None:
     practice.run("patients")
     practice.restart()
-    ledger = practice.data_dir / LEDGER_FILENAME
-    ledger.write_bytes(b"not a database at all" * 100)
-    practice.uploads()._full_done.add("patients")
+    (practice.data_dir / LEDGER_FILENAME).write_bytes(b"not a database at all" * 100)
+    assert practice.ledger.fresh("patients")
     summary = practice.run("patients")
     assert summary.full and summary.error is None
     assert summary.sent == summary.read - summary.skipped
     assert practice.run("patients").sent == 0  # and the new ledger works
 
 
+def test_a_ledger_failing_while_in_use_makes_the_next_pass_full(practice: Practice) -> None:
+    practice.run("patients")
+    assert practice.run("patients").sent == 0  # this process's full pass is done
+    practice.ledger.reset(OSError("disk I/O error"))  # type: ignore[attr-defined]
+    summary = practice.run("patients")
+    assert summary.full and summary.sent == summary.read - summary.skipped
+
+
 def test_ledger_of_another_install_key_or_database_means_a_full_pass(practice: Practice) -> None:
     practice.run("patients")
     practice.restart()
     (practice.data_dir / KEY_FILENAME).write_text("00" * 32, encoding="ascii")
-    practice.uploads()._full_done.add("patients")
-    assert practice.run("patients").full
+    assert practice.ledger.fresh("patients")  # foreign: another key
+    assert practice.run("patients").changed == practice.run("patients", full=True).sent
     practice.restart()
     practice.source = "another R4 database"
-    practice.uploads()._full_done.add("patients")
-    assert practice.run("patients").full
+    assert practice.ledger.fresh("patients")  # foreign: another database
 
 
 def test_every_process_starts_with_a_full_pass(practice: Practice) -> None:
