@@ -17,8 +17,14 @@ from agent.exit_codes import ExitCode
 from agent.standin.backend import StandinBackend
 from agent.standin.sqs_local import SqsEndpoint
 from agent.uploads.ledger import LEDGER_FILENAME
-from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
-from tests.runtime.conftest import PATIENTS, Practice, PracticeDb, eventually, r4agent_run
+from tests.runtime.conftest import (
+    PATIENTS,
+    Practice,
+    PracticeDb,
+    eventually,
+    r4agent_run,
+    write_run_config,
+)
 
 ROWS = 50  # rows per request: the sample's 301 patients go in 7 chunks
 
@@ -34,27 +40,15 @@ def test_sigkill_mid_pass_then_restart_sends_every_row_and_commits_nothing_early
     flynotes_standin: StandinBackend,
     sqs_server: SqsEndpoint,
 ) -> None:
-    flynotes_standin.sqs_queue_url = sqs_server.queue_url
-    flynotes_standin.sqs_region = sqs_server.region
-    data = tmp_path / "data"
-    config = tmp_path / "config.toml"
-    config.write_text(
-        "\n".join(
-            [
-                f"licence_key = {json.dumps(TEST_LICENCE_KEY)}",
-                f"backend_url = {json.dumps(flynotes_standin.url)}",
-                f"sqs_endpoint_url = {json.dumps(sqs_server.endpoint_url)}",
-                f"data_dir = {json.dumps(str(data))}",
-                "[database]",
-                f"connection_string = {json.dumps(practice_db.connection_string)}",
-                "[timing]",
-                "long_poll_seconds = 1",
-                "[uploads]",
-                f"rows_per_request = {ROWS}",
-            ]
-        ),
-        encoding="utf-8",
+    config = write_run_config(
+        tmp_path / "config.toml",
+        flynotes_standin,
+        sqs_server,
+        practice_db,
+        "[uploads]",
+        f"rows_per_request = {ROWS}",
     )
+    data = tmp_path / "data"
     release = threading.Event()
     # two chunks are answered, the third is held at the backend: the agent dies waiting for it
     flynotes_standin.hold_next(1, until=release, endpoint="patient-upload", after=2)
