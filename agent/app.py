@@ -35,7 +35,7 @@ from agent.errors import AgentError, ConfigError, R4DataError
 from agent.exit_codes import ExitCode
 from agent.lifecycle import Lifecycle, LifeSettings
 from agent.ops.status_file import FileStatus, StatusNotingErrors, status_path
-from agent.ports import ErrorSink, Scope, SqsCredentials, StatusRecorder
+from agent.ports import Backend, ErrorSink, Scope, SqsCredentials, StatusRecorder
 from agent.records import (
     Appointment,
     AppointmentFlag,
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from agent.flynotes.client import FlynotesClient, Timeouts
     from agent.r4.connection import DbSettings, R4Database
     from agent.r4.reader import R4Reader
+    from agent.uploads.passes import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ def flynotes_client(
     purpose: str = "",
     timeouts: Timeouts | None = None,
 ) -> FlynotesClient:
+    from agent.contract import Wire
     from agent.flynotes.client import FlynotesClient
 
     return FlynotesClient(
@@ -168,6 +170,28 @@ def flynotes_client(
         clock=clock,
         licence_source=str(config.config_path),
         timeouts=timeouts,
+        wire=Wire(config.wire),
+    )
+
+
+def uploads_for(
+    config: AgentConfig, backend: Backend, *, errors: ErrorSink, clock: Clock
+) -> Uploads:
+    """Upload passes with the data directory's change ledger for this R4 database."""
+    from agent.contract import Wire
+    from agent.uploads.ledger import open_ledger, source_identity
+    from agent.uploads.passes import Uploads
+
+    db = config.db
+    connection = db.connection_string.reveal() if db.connection_string is not None else None
+    ledger = open_ledger(config.data_dir, source_identity(connection, db.server, db.database))
+    return Uploads(
+        backend,
+        errors=errors,
+        ledger=ledger,
+        wire=Wire(config.wire),
+        clock=clock,
+        rows_per_request=config.rows_per_request,
     )
 
 
@@ -320,6 +344,9 @@ def _run(
 
     stack.callback(close_current_client)  # after the dispatcher's close (LIFO): it may delete
 
+    uploads = uploads_for(config, backend, errors=errors, clock=clock)
+    stack.callback(uploads.ledger.close)
+
     restart = RestartRequest()
     dispatcher = Dispatcher(
         registry,
@@ -332,6 +359,7 @@ def _run(
         status=status,
         clock=clock,
         breakers=Breakers(clock, runtime.probes),
+        uploads=uploads,
     )
     stack.callback(dispatcher.close)
 
@@ -383,6 +411,7 @@ def _run(
         settings=life,
         status=status,
         r4_probe=probe_r4,
+        uploads=uploads,
     )
     if runtime.on_lifecycle is not None:
         runtime.on_lifecycle(lifecycle)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from agent.contract import WireSettings
 from agent.errors import ConfigError
 
 ENV_VAR: Final = "R4AGENT_CONFIG"
@@ -38,6 +39,8 @@ DEFAULT_ROLLBAR_ENVIRONMENT: Final = "production"
 LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 DEFAULT_LONG_POLL_SECONDS: Final = 20  # = agent.sqs_queue.LONG_POLL_SECONDS, SQS's maximum
 DEFAULT_PROBE_MAX_SECONDS: Final = 60  # = agent.resilience.breaker.ProbeSettings.probe_max_seconds
+DEFAULT_ROWS_PER_REQUEST: Final = 500  # = agent.uploads.passes.DEFAULT_ROWS_PER_REQUEST
+MAX_ROWS_PER_REQUEST: Final = 5000
 
 
 @dataclass(frozen=True, slots=True, repr=False, eq=True)
@@ -91,6 +94,8 @@ class AgentConfig:
     life_hours: float = 24.0  # exit cleanly after this much uptime
     long_poll_seconds: int = DEFAULT_LONG_POLL_SECONDS  # dev/test only: SQS WaitTimeSeconds
     probe_max_seconds: int = DEFAULT_PROBE_MAX_SECONDS  # dev/test only: breakers' probe cap
+    wire: WireSettings = field(default_factory=WireSettings)  # [contract]: the original's values
+    rows_per_request: int = DEFAULT_ROWS_PER_REQUEST  # [uploads]: rows per bulk-upload POST
 
     @property
     def poll_hours(self) -> float:
@@ -156,6 +161,8 @@ _TOP_KEYS: Final = frozenset(
         "database",
         "rollbar",
         "timing",
+        "contract",
+        "uploads",
     }
 )
 _TABLE_KEYS: Final[Mapping[str, frozenset[str]]] = {
@@ -164,6 +171,14 @@ _TABLE_KEYS: Final[Mapping[str, frozenset[str]]] = {
     ),
     "rollbar": frozenset({"access_token", "access_token_file", "environment", "endpoint"}),
     "timing": frozenset({"poll_minutes", "life_hours", "long_poll_seconds", "probe_max_seconds"}),
+    "contract": frozenset({"times", "unknown_dob", "blank_text"}),
+    "uploads": frozenset({"rows_per_request"}),
+}
+# [contract] key -> its allowed values, the first being the default (the original's behaviour)
+_CONTRACT_CHOICES: Final[Mapping[str, tuple[str, ...]]] = {
+    "times": ("wall-clock", "utc"),
+    "unknown_dob": ("as-r4", "missing"),
+    "blank_text": ("as-r4", "missing"),
 }
 
 
@@ -266,6 +281,18 @@ class _Reader:
             self.report(dotted, f"must be true or false (got {_kind(value)})")
             return None
         return value
+
+    def choice(
+        self, table: Mapping[str, object], key: str, dotted: str, allowed: tuple[str, ...]
+    ) -> str:
+        """One of `allowed` (the first is the default)."""
+        value = table.get(key, allowed[0])
+        if value not in allowed:
+            shown = f"'{value}'" if isinstance(value, str) and value.isprintable() else _kind(value)
+            options = " or ".join(f"'{a}'" for a in allowed)
+            self.report(dotted, f"must be {options} (got {shown})")
+            return allowed[0]
+        return str(value)
 
     def number(self, table: Mapping[str, object], key: str, dotted: str, default: float) -> float:
         value = table.get(key, default)
@@ -584,6 +611,20 @@ def _read(reader: _Reader) -> AgentConfig | None:
         DEFAULT_PROBE_MAX_SECONDS,
         at_most=DEFAULT_PROBE_MAX_SECONDS,  # at least one probe a minute, however long the outage
     )
+    contract_table = reader.table("contract")
+    wire = WireSettings(
+        **{  # type: ignore[arg-type]  # each value is one of _CONTRACT_CHOICES
+            key: reader.choice(contract_table, key, f"contract.{key}", allowed)
+            for key, allowed in _CONTRACT_CHOICES.items()
+        }
+    )
+    rows_per_request = reader.whole_number(
+        reader.table("uploads"),
+        "rows_per_request",
+        "uploads.rows_per_request",
+        DEFAULT_ROWS_PER_REQUEST,
+        at_most=MAX_ROWS_PER_REQUEST,
+    )
     if licence is None or backend_url is None:
         return None
     return AgentConfig(
@@ -600,6 +641,8 @@ def _read(reader: _Reader) -> AgentConfig | None:
         life_hours=life_hours,
         long_poll_seconds=long_poll_seconds,
         probe_max_seconds=probe_max_seconds,
+        wire=wire,
+        rows_per_request=rows_per_request,
     )
 
 

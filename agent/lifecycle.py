@@ -4,7 +4,8 @@
     confirm  tell the updater this version initialised (it stops counting early crashes)
     cycle:   version check -> UPDATED if the updater switched versions
              upload patients, then appointments, then appointment statuses (in the serial lane,
-               so polling starts at once and patient-syncs are not held up by the uploads)
+               so polling starts at once and patient-syncs are not held up by the uploads):
+               the first cycle's passes are full, later ones send what changed (agent.uploads)
              poll SQS for `poll_hours`, handling commands
              re-fetch the scope (keep the old one if the backend is down), cycle again
     end      after `life_hours` -> END_OF_LIFE; `restart` command -> RESTART_REQUESTED;
@@ -35,12 +36,14 @@ from dataclasses import dataclass, field
 from agent.clock import Clock
 from agent.commands.context import RestartRequest
 from agent.commands.dispatcher import Dispatcher
-from agent.errors import BackendRefusedError, PermanentError, TransientError, worth_reporting
+from agent.errors import PermanentError, TransientError, worth_reporting
 from agent.exit_codes import ExitCode
+from agent.flynotes.client import BackendForbiddenError
 from agent.ops.status_file import NO_STATUS
 from agent.ports import Backend, ErrorSink, RecordSource, Scope, StatusRecorder, TablePass
 from agent.resilience.faults import Part
 from agent.sqs_queue import CredentialsRejectedError, SqsQueue
+from agent.uploads.passes import TABLES, Uploads
 from updater.gate import GateAction, GateDecision, VersionGate
 
 log = logging.getLogger(__name__)
@@ -90,8 +93,10 @@ class Lifecycle:
         rng: random.Random | None = None,
         status: StatusRecorder = NO_STATUS,
         r4_probe: Callable[[], None] | None = None,
+        uploads: Uploads | None = None,
     ) -> None:
         self._clock = clock
+        self._passes = uploads or Uploads(backend, errors=errors, clock=clock)
         self._stop = stop
         self._records = records
         self._backend = backend
@@ -223,32 +228,24 @@ class Lifecycle:
         self._uploads = self._dispatcher.submit_job("cycle uploads", self._upload_job)
 
     def _upload_job(self, records: RecordSource) -> None:
-        backend = self._backend
-        uploads: tuple[tuple[str, Callable[[], int]], ...] = (
-            ("patients", lambda: backend.upload_patients(records.iter_patients())),
-            ("appointments", lambda: backend.upload_appointments(records.iter_appointments())),
-            (
-                "appointment statuses",
-                lambda: backend.upload_appointment_flags(records.iter_appointment_flags()),
-            ),
-        )
         started = self._clock.monotonic()
         tables: dict[str, TablePass] = {}
-        for what, upload in uploads:
+        for table in TABLES:
             if self._stop.is_set():
                 return
-            try:
-                sent = upload()
-            except (TransientError, PermanentError) as e:
+            summary = self._passes.run(table, records)
+            error = summary.error
+            tables[table] = TablePass(
+                summary.counts(), error=None if error is None else type(error).__name__
+            )
+            if error is not None:
                 self.stats["upload-failures"] += 1
-                tables[what] = TablePass(error=type(e).__name__)
-                self._errors.report_exception(e, context={"phase": f"upload {what}"})
-                log.warning("upload of %s failed (next cycle retries): %s", what, e)
-                if isinstance(e, BackendRefusedError):
+                self._errors.report_exception(error, context={"phase": f"upload {table}"})
+                log.warning(
+                    "upload of %s stopped early (the next cycle sends the rest): %s", table, error
+                )
+                if isinstance(error, BackendForbiddenError):  # is it the licence?
                     self._recheck_licence()
-                continue
-            tables[what] = TablePass({"sent": sent})
-            log.info("uploaded %d %s", sent, what)
         self._status.uploads_done(tables, seconds=self._clock.monotonic() - started)
         self.stats["uploads-done"] += 1
 
@@ -311,7 +308,7 @@ class Lifecycle:
             self._pause(self._settings.backoff.delay(self._poll_failures, self._rng))
 
     def _recheck_licence(self) -> None:
-        """A 4xx to an upload: "check the licence" at once, not at the next hourly refresh.
+        """A 401/403 to an upload: "check the licence" at once, not at the next hourly refresh.
         `/data` refusing too ends the run (the poll loop sees it: CONFIG_ERROR)."""
         try:
             self._backend.fetch_scope()

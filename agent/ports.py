@@ -6,11 +6,12 @@ agent.reporting); the composition root (agent.app) wires them. Tests plug in sim
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from agent.contract import CsvTable, Values
 from agent.records import (
     Appointment,
     AppointmentFlag,
@@ -80,26 +81,24 @@ class Backend(Protocol):
 
     def fetch_scope(self) -> Scope: ...
 
-    def upload_patients(self, patients: Iterable[Patient]) -> int:
-        """Full upsert upload; returns how many rows were sent."""
-        ...
-
     def sync_patient(
         self, patient: Patient, questionnaire: Questionnaire | None, patient_patch_id: str
     ) -> None: ...
 
-    def upload_appointments(self, appointments: Iterable[Appointment]) -> int: ...
-
-    def upload_appointment_flags(self, flags: Iterable[AppointmentFlag]) -> int: ...
+    def upload_rows(self, table: CsvTable, rows: Sequence[Values]) -> None:
+        """POST one chunk of rows (agent.uploads chunks a table). Raises PayloadTooLargeError
+        (413) and BackendRefusedError (another 4xx; agent.errors), and the errors
+        every call raises (TransientError, BackendForbiddenError, PermanentError)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class TablePass:
-    """One table's upload in a cycle, as `r4agent status` shows it: counts by kind (today
-    `sent`; a pass summary adds `changed` / `skipped` / `refused`), or the error type that
-    ended it. Counts only: never a record."""
+    """One table's upload in a cycle, as `r4agent status` shows it: the pass summary's counts
+    (`read`, `changed`, `sent`, `skipped`, `refused`, `failed`; agent.uploads), and the error
+    type that ended it early, if one did. Counts only: never a record."""
 
-    counts: Mapping[str, int] = field(default_factory=dict)
+    counts: Mapping[str, int] = field(default_factory=dict)  # agent.uploads.PassSummary
     error: str | None = None  # the exception's type name
 
 

@@ -22,6 +22,7 @@ from agent.exit_codes import ExitCode
 from agent.records import Patient
 
 if TYPE_CHECKING:
+    from agent.contract import Wire
     from agent.flynotes.client import FlynotesClient
     from agent.ports import Backend, RecordSource
 
@@ -52,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 def command(args: argparse.Namespace) -> int:
     from agent.app import ReconnectingRecords, db_settings, flynotes_client
     from agent.config import load_config
+    from agent.contract import Wire
 
     try:
         config = load_config(args.config)
@@ -68,7 +70,9 @@ def command(args: argparse.Namespace) -> int:
     try:
         if args._support_action == "sync-patient":
             return _sync_patient(args, records, backend)
-        return _bulk_upload(args, records, backend)
+        return _bulk_upload(
+            args, records, backend, wire=Wire(config.wire), rows_per_request=config.rows_per_request
+        )
     except TransientError as e:
         print(f"r4agent: not reachable, try again later: {e}", file=sys.stderr)
         return int(ExitCode.TRANSIENT_FAILURE)
@@ -114,7 +118,12 @@ def _counting(patients: Iterator[Patient], tally: Counter[str]) -> Iterator[Pati
 
 
 def _bulk_upload(
-    args: argparse.Namespace, records: RecordSource, backend: Callable[[], Backend]
+    args: argparse.Namespace,
+    records: RecordSource,
+    backend: Callable[[], Backend],
+    *,
+    wire: Wire,
+    rows_per_request: int,
 ) -> int:
     tally: Counter[str] = Counter()
     if args.dry_run:
@@ -130,11 +139,19 @@ def _bulk_upload(
             print(f"{flags} appointment statuses would be uploaded")
         print("dry run: nothing sent")
         return 0
-    client = backend()
-    sent = client.upload_patients(_counting(records.iter_patients(), tally))
-    print(f"uploaded {sent} patients")
+    from agent.reporting import NullSink
+    from agent.uploads.passes import Uploads, raise_if_stopped
+
+    # A full pass without the change ledger: the running service keeps its own.
+    uploads = Uploads(backend(), errors=NullSink(), wire=wire, rows_per_request=rows_per_request)
+    tables = ["patients"]
     if args.with_appointments:
-        print(f"uploaded {client.upload_appointments(records.iter_appointments())} appointments")
-        flags = client.upload_appointment_flags(records.iter_appointment_flags())
-        print(f"uploaded {flags} appointment statuses")
+        tables += ["appointments", "appointment statuses"]
+    for table in tables:
+        summary = uploads.run(table, records, full=True)
+        print(
+            f"{table}: {summary.sent} uploaded, {summary.skipped} skipped (no surname or "
+            f"forename), {summary.refused} refused by the backend, {summary.failed} not sent"
+        )
+        raise_if_stopped(summary)
     return 0

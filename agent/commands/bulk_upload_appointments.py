@@ -1,15 +1,12 @@
-"""`bulk-upload-appointments`: upsert upload of every appointment."""
+"""`bulk-upload-appointments`: upload the appointments now: the new or changed ones, or every
+one with `"full": true`."""
 
 from __future__ import annotations
 
-import logging
-
 from agent.commands.context import HandlerContext
 from agent.commands.envelope import BulkUploadAppointments
-
-log = logging.getLogger(__name__)
+from agent.uploads.passes import raise_if_stopped
 
 
 def handle(command: BulkUploadAppointments, ctx: HandlerContext) -> None:
-    sent = ctx.backend.upload_appointments(ctx.records.iter_appointments())
-    log.info("bulk-upload-appointments: uploaded %d appointments", sent)
+    raise_if_stopped(ctx.uploads.run("appointments", ctx.records, full=command.full))

@@ -1,15 +1,12 @@
-"""`bulk-upload-patients`: full upsert upload now (a patient just walked in)."""
+"""`bulk-upload-patients`: upload the patients now (a patient just walked in): the new or
+changed ones at once, or every one with `"full": true`."""
 
 from __future__ import annotations
 
-import logging
-
 from agent.commands.context import HandlerContext
 from agent.commands.envelope import BulkUploadPatients
-
-log = logging.getLogger(__name__)
+from agent.uploads.passes import raise_if_stopped
 
 
 def handle(command: BulkUploadPatients, ctx: HandlerContext) -> None:
-    sent = ctx.backend.upload_patients(ctx.records.iter_patients())
-    log.info("bulk-upload-patients: uploaded %d patients", sent)
+    raise_if_stopped(ctx.uploads.run("patients", ctx.records, full=command.full))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from agent.ports import Backend, ErrorSink, RecordSource
+from agent.uploads.passes import Uploads
 
 
 class RestartRequest:
@@ -40,4 +41,5 @@ class HandlerContext:
     errors: ErrorSink
     restart: RestartRequest
     agent_version: str
+    uploads: Uploads  # bulk-upload passes (chunks, the change ledger)
     delivery: Delivery = field(default_factory=lambda: Delivery("(none)", 0))

@@ -74,6 +74,7 @@ from agent.sqs_queue import (
     ReceivedMessage,
     SqsQueue,
 )
+from agent.uploads.passes import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +115,13 @@ class Dispatcher:
         status: StatusRecorder = NO_STATUS,
         clock: Clock | None = None,
         breakers: Breakers | None = None,
+        uploads: Uploads | None = None,  # None: passes without a ledger (every one full)
     ) -> None:
         self._registry = registry
         clock = clock or SystemClock()
         self.breakers = breakers or Breakers(clock)
         self._fault_reports = ThrottledReports(errors, clock)
+        self._uploads = uploads or Uploads(backend, errors=errors, clock=clock)
         self._status = status
         self._records_factory = records_factory
         self._backend = backend
@@ -300,6 +303,7 @@ class Dispatcher:
                 errors=self._errors,
                 restart=self._restart,
                 agent_version=self._agent_version,
+                uploads=self._uploads,
             )
             self._local.context = base
         if message is None:

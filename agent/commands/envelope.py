@@ -54,10 +54,21 @@ def _wire(
     description: str,
     *,
     int_like: bool = False,
+    default: object = MISSING,
 ) -> Any:
     """A command field: its camelCase wire name, a description for the schema, and whether an
-    integer may also arrive as a string of digits (the backend's ids are not always numbers)."""
-    return field(metadata={"wire": name, "description": description, "int_like": int_like})
+    integer may also arrive as a string of digits (the backend's ids are not always numbers).
+    A field with a `default` is optional: bodies without it stay valid."""
+    metadata = {"wire": name, "description": description, "int_like": int_like}
+    if default is MISSING:
+        return field(metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+_FULL_DESCRIPTION: Final = (
+    "true: send every row (and rebuild the change ledger); absent or false: only rows new or "
+    "changed since the backend last acknowledged them"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,16 +86,20 @@ class PatientSync:
 
 @dataclass(frozen=True, slots=True)
 class BulkUploadPatients:
-    """Upload basic details of every patient now (upsert)."""
+    """Upload basic details of the patients now (upsert): the new or changed ones, or every
+    one with `"full": true`."""
 
     TYPE: ClassVar[str] = "bulk-upload-patients"
+    full: bool = _wire("full", _FULL_DESCRIPTION, default=False)
 
 
 @dataclass(frozen=True, slots=True)
 class BulkUploadAppointments:
-    """Upload every appointment now (upsert)."""
+    """Upload the appointments now (upsert): the new or changed ones, or every one with
+    `"full": true`."""
 
     TYPE: ClassVar[str] = "bulk-upload-appointments"
+    full: bool = _wire("full", _FULL_DESCRIPTION, default=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +177,7 @@ class FieldSpec:
 def field_specs(command_type: type[Command]) -> tuple[FieldSpec, ...]:
     specs = []
     for f in fields(command_type):
-        python_type = {"int": int, "str": str}.get(str(f.type))
+        python_type = {"int": int, "str": str, "bool": bool}.get(str(f.type))
         if python_type is None:  # pragma: no cover - guarded by tests over every command type
             raise TypeError(f"{command_type.__name__}.{f.name}: unsupported field type {f.type}")
         specs.append(
@@ -194,6 +209,12 @@ def _value_kind(value: object) -> str:
 
 
 def _convert(spec: FieldSpec, value: object) -> object:
+    if spec.python_type is bool:
+        if isinstance(value, bool):
+            return value
+        raise DecodeError(
+            "bad-field", f"field {spec.wire} must be true or false, got {_value_kind(value)}"
+        )
     if spec.python_type is int:
         number = _integer(spec, value)
         if not MIN_ID <= number <= MAX_ID:

@@ -28,6 +28,8 @@ SCHEMA_ID = "https://flynotes.example/r4agent/messages.schema.json"
 
 
 def _field_schema(spec: FieldSpec) -> dict[str, Any]:
+    if spec.python_type is bool:
+        return {"description": spec.description, "type": "boolean", "default": False}
     if spec.python_type is int:
         integer: dict[str, Any] = {"type": "integer", "minimum": MIN_ID, "maximum": MAX_ID}
         if spec.int_like:

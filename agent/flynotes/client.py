@@ -18,13 +18,12 @@ import email.utils
 import json
 import logging
 import re
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import IO, Any, Final, Self
+from typing import Any, Final, Self
 from urllib.parse import quote
 
 import requests
@@ -44,7 +43,7 @@ from agent.errors import (
     PermanentError,
 )
 from agent.ports import Scope, SqsCredentials
-from agent.records import Appointment, AppointmentFlag, Patient, Questionnaire
+from agent.records import Patient, Questionnaire
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +58,11 @@ class BackendForbiddenError(BackendRefusedError):
     """A call other than `/data` answered 401 or 403: "check the licence". Whether that is about
     the licence (every call refused) or about this one request is decided by asking `/data`
     again, by the caller (the dispatcher); the client only names it."""
+
+
+class PayloadTooLargeError(BackendRefusedError):
+    """HTTP 413: the body is too big for the backend (or a proxy); a smaller one may pass
+    (agent.uploads halves the chunk)."""
 
 
 # --- masking -------------------------------------------------------------------------------
@@ -121,7 +125,6 @@ class ClientLimits:
     backoff_factor: float = 0.5
     backoff_max: float = 10.0
     retry_after_max: float = 60.0  # a longer Retry-After is not waited for: TransientError
-    spool_max_bytes: int = 4 * 1024 * 1024  # CSV bodies larger than this spill to a temp file
 
 
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
@@ -227,46 +230,9 @@ ENDPOINTS: Final = (
     _APPOINTMENT_UPLOAD,
     _APPOINTMENT_STATUS_UPLOAD,
 )
-
-
-# --- streamed bodies -------------------------------------------------------------------------
-
-
-class _Utf8Sink:
-    """csv writes text in batches; this appends them to the spool as UTF-8 bytes."""
-
-    def __init__(self, spool: IO[bytes]) -> None:
-        self._spool = spool
-
-    def write(self, s: str, /) -> int:
-        self._spool.write(s.encode("utf-8"))
-        return len(s)
-
-
-class _SpooledBody:
-    """A rewindable body of known length. requests sets Content-Length from `__len__` (and
-    does not call `fileno()`, which would force an in-memory spool onto disk); urllib3 reads
-    it in blocks and rewinds it with `seek` before a retry."""
-
-    def __init__(self, spool: IO[bytes], length: int) -> None:
-        self._spool = spool
-        self._length = length
-
-    def __len__(self) -> int:
-        return self._length
-
-    def read(self, size: int = -1) -> bytes:
-        return self._spool.read(size)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._spool.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._spool.tell()
-
-    def __iter__(self) -> Iterator[bytes]:
-        while chunk := self._spool.read(64 * 1024):
-            yield chunk
+_CSV_ENDPOINTS: Final = {
+    e.name: e for e in (_PATIENT_UPLOAD, _APPOINTMENT_UPLOAD, _APPOINTMENT_STATUS_UPLOAD)
+}
 
 
 # --- the client ------------------------------------------------------------------------------
@@ -286,6 +252,7 @@ class FlynotesClient:
         limits: ClientLimits | None = None,
         clock: Clock | None = None,
         licence_source: str = "the agent configuration",
+        wire: contract.Wire | None = None,
     ) -> None:
         if not licence_key or "/" in licence_key:
             raise PermanentError("the licence key is empty or contains '/'")
@@ -294,6 +261,7 @@ class FlynotesClient:
         self._limits = limits or ClientLimits()
         self._clock = clock or SystemClock()
         self._licence_source = licence_source
+        self._wire = wire or contract.Wire()
         install_url_masking()
         self._session = requests.Session()
         self._session.headers["User-Agent"] = user_agent
@@ -335,33 +303,32 @@ class FlynotesClient:
             response.close()
         return _parse_scope(body, server_date)
 
-    def upload_patients(self, patients: Iterable[Patient]) -> int:
-        return self._upload_csv(
-            _PATIENT_UPLOAD, contract.PATIENT_FIELDS, contract.patient_rows(patients)
-        )
-
     def sync_patient(
         self, patient: Patient, questionnaire: Questionnaire | None, patient_patch_id: str
     ) -> None:
-        body = contract.patient_sync_body(patient, questionnaire, patient_patch_id)
+        body = self._wire.patient_sync_body(patient, questionnaire, patient_patch_id)
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         self._expect_success(
             _PATIENT_SYNC, self._send(_PATIENT_SYNC, data, contract.JSON_CONTENT_TYPE)
         )
         log.debug("patient-sync sent for patient %s", patient.code)  # the dispatcher says done
 
-    def upload_appointments(self, appointments: Iterable[Appointment]) -> int:
-        return self._upload_csv(
-            _APPOINTMENT_UPLOAD,
-            contract.APPOINTMENT_FIELDS,
-            contract.appointment_rows(appointments),
-        )
-
-    def upload_appointment_flags(self, flags: Iterable[AppointmentFlag]) -> int:
-        return self._upload_csv(
-            _APPOINTMENT_STATUS_UPLOAD,
-            contract.APPOINTMENT_STATUS_FIELDS,
-            contract.appointment_status_rows(flags),
+    def upload_rows(self, table: contract.CsvTable, rows: Sequence[contract.Values]) -> None:
+        """POST one chunk of `table`'s rows (agent.uploads makes the chunks; an empty one is
+        not sent). Raises PayloadTooLargeError (413), BackendRefusedError (another 4xx),
+        BackendForbiddenError (401/403), TransientError."""
+        if not rows:
+            return
+        endpoint = _CSV_ENDPOINTS[table.endpoint]
+        body = contract.encode_csv(table.header, rows)
+        started = time.monotonic()
+        self._expect_success(endpoint, self._send(endpoint, body, contract.CSV_CONTENT_TYPE))
+        log.debug(
+            "%s: %d rows (%d bytes) sent in %.2f s",
+            endpoint.name,
+            len(rows),
+            len(body),
+            time.monotonic() - started,
         )
 
     # internals -----------------------------------------------------------------------------
@@ -390,28 +357,8 @@ class FlynotesClient:
             sleep=self._clock.sleep,
         )
 
-    def _upload_csv(
-        self, endpoint: _Endpoint, header: tuple[str, ...], rows: Iterable[contract.CsvValues]
-    ) -> int:
-        started = time.monotonic()
-        with tempfile.SpooledTemporaryFile(max_size=self._limits.spool_max_bytes) as spool:
-            sink = _Utf8Sink(spool)
-            count = contract.write_csv(sink, header, rows)
-            length = spool.tell()
-            spool.seek(0)
-            response = self._send(endpoint, _SpooledBody(spool, length), contract.CSV_CONTENT_TYPE)
-            self._expect_success(endpoint, response)
-        log.info(
-            "%s: %d rows (%d bytes) sent in %.1f s",
-            endpoint.name,
-            count,
-            length,
-            time.monotonic() - started,
-        )
-        return count
-
     def _send(
-        self, endpoint: _Endpoint, body: bytes | _SpooledBody | None = None, content_type: str = ""
+        self, endpoint: _Endpoint, body: bytes | None = None, content_type: str = ""
     ) -> requests.Response:
         url = self._url(endpoint)
         masked = mask_url(url)
@@ -459,6 +406,8 @@ class FlynotesClient:
             raise BackendUnavailableError(self._status_message(endpoint, status))
         if status in _FORBIDDEN_STATUSES:
             raise BackendForbiddenError(self._status_message(endpoint, status), status=status)
+        if status == 413:
+            raise PayloadTooLargeError(self._status_message(endpoint, status), status=status)
         raise BackendRefusedError(self._status_message(endpoint, status), status=status)
 
 

@@ -1,12 +1,14 @@
 """A stand-in of the Flynotes backend speaking exactly its wire contract (agent.contract).
 
 Used by tests, benchmarks, the demo and the Windows suite. It validates what it receives
-strictly (the exact header line of each CSV, the exact key sets of the patient-sync JSON,
-content types, upsert flag, Content-Length) and answers 400 with the reason otherwise, so client
-bugs show up; it records every request, raw body included; and it can be told to fail:
+strictly (the exact header names of each CSV, in the byte forms the real backend has parsed
+for years: the original agent's json2csv output and plain RFC 4180; the exact key sets of the
+patient-sync JSON, content types, upsert flag, Content-Length) and answers 400 with the reason
+otherwise, so client bugs show up (the exact bytes the agent sends are pinned by tests); it
+records every request, raw body included; and it can be told to fail:
 `fail_next` (5xx), `throttle_next` (429 + Retry-After), `slow_next` (answer late),
 `hold_next` (answer only once an Event is set: a slow backend without real sleeps in the test),
-`reject_licence` (403 on every endpoint).
+`reject_licence` (403 on every endpoint), `max_rows` (413 for a CSV with more rows).
 
 The header lines and key sets below are copied from the product issue's contract on purpose,
 NOT imported from `agent.contract`: the client builds its bodies from agent.contract, and a
@@ -53,7 +55,6 @@ PATIENT_CSV_HEADER: Final = (
 )
 APPOINTMENT_CSV_HEADER: Final = "apptId,patientCode,apptDateTime,statusCode,status"
 APPOINTMENT_STATUS_CSV_HEADER: Final = "apptFlag,cancelled,character,description"
-CSV_LINE_END: Final = "\r\n"  # RFC 4180, what the client sends
 PATIENT_SYNC_KEYS: Final = frozenset({"patient", "questionnaire", "patientPatchId"})
 # The issue lists the patient object's keys as the patient CSV's columns.
 PATIENT_KEYS: Final = frozenset(PATIENT_CSV_HEADER.split(","))
@@ -88,6 +89,7 @@ class _Fault:
     retry_after: str | None = None
     delay: float = 0.0
     hold: threading.Event | None = None  # answer only once this is set (or on stop())
+    after: int = 0  # let this many matching requests pass untouched first
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,24 +169,29 @@ def _is_iso(value: str) -> bool:
 
 
 def parse_csv(body: bytes, header: str) -> list[list[str]]:
-    """The data rows of a UTF-8 CSV body whose first line is exactly `header` then CRLF (no
-    BOM, quoting or spaces), else BadRequest. Every row must have the header's width and a
-    numeric first column (the id)."""
+    """The data rows of a UTF-8 CSV body whose first record is exactly the `header` names,
+    else BadRequest. What the real backend has parsed for years is accepted: the original
+    agent's form (json2csv: quoted header, every string quoted, CRLF or LF, no line end after
+    the last row) and plain RFC 4180 (unquoted header, CRLF after every row). A BOM, padded or
+    renamed or reordered names, rows of another width, a non-numeric id are refused."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("CSV body is not UTF-8") from None
-    first, line_end, rest = text.partition(CSV_LINE_END)
-    if first != header or not line_end:
-        raise BadRequest(f"CSV header line must be exactly {header!r} then CRLF")
-    rows = list(csv.reader(io.StringIO(rest, newline="")))
-    width = header.count(",") + 1
+    try:
+        records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    except csv.Error:
+        raise BadRequest("CSV body is not valid CSV") from None
+    names = header.split(",")
+    if not records or records[0] != names:
+        raise BadRequest(f"CSV header must be exactly the names {header!r}")
+    rows = records[1:]
+    width = len(names)
     for number, values in enumerate(rows, start=2):
         if len(values) != width:
             raise BadRequest(f"CSV row {number} has {len(values)} fields, not {width}")
-    id_column = header.partition(",")[0]
     if not all(_is_digits(values[0]) for values in rows):
-        raise BadRequest(f"every row needs a numeric {id_column}")
+        raise BadRequest(f"every row needs a numeric {names[0]}")
     return rows
 
 
@@ -216,6 +223,7 @@ class StandinBackend:
         }
         self.clock_offset = timedelta(0)  # shifts the Date header (clock-skew checks)
         self.keep_rows = keep_rows  # False: count rows only (benchmarks)
+        self.max_rows: int | None = None  # a CSV body with more rows is answered 413
         self._received: list[ReceivedRequest] = []
         self._faults: list[_Fault] = []
         self._holding = 0  # requests held by hold_next right now
@@ -294,10 +302,11 @@ class StandinBackend:
         self._add_fault(_Fault(endpoint, n, delay=seconds))
 
     def hold_next(
-        self, n: int = 1, *, until: threading.Event, endpoint: str | None = None
+        self, n: int = 1, *, until: threading.Event, endpoint: str | None = None, after: int = 0
     ) -> None:
-        """The next `n` requests are answered only once `until` is set (or on stop())."""
-        self._add_fault(_Fault(endpoint, n, hold=until))
+        """The next `n` requests (after `after` more pass untouched) are answered only once
+        `until` is set (or on stop())."""
+        self._add_fault(_Fault(endpoint, n, hold=until, after=after))
 
     @property
     def holding(self) -> int:
@@ -340,6 +349,9 @@ class StandinBackend:
         with self._lock:
             for fault in self._faults:
                 if fault.endpoint is None or fault.endpoint == endpoint:
+                    if fault.after > 0:
+                        fault.after -= 1
+                        return None
                     fault.remaining -= 1
                     if fault.remaining <= 0:
                         self._faults.remove(fault)
@@ -362,12 +374,14 @@ class StandinBackend:
         ]
 
     def summary(self) -> dict[str, dict[str, int]]:
-        """Per endpoint: requests, accepted (2xx) and rows accepted. No contents."""
+        """Per endpoint: requests, accepted (2xx), rows accepted and body bytes received (all
+        requests). No contents."""
         out: dict[str, dict[str, int]] = {}
         for r in self.received:
             name = r.endpoint or "other"
-            entry = out.setdefault(name, {"requests": 0, "accepted": 0, "rows": 0})
+            entry = out.setdefault(name, {"requests": 0, "accepted": 0, "rows": 0, "bytes": 0})
             entry["requests"] += 1
+            entry["bytes"] += r.body_bytes
             if 200 <= r.status < 300:
                 entry["accepted"] += 1
                 entry["rows"] += r.row_count
@@ -507,6 +521,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise BadRequest("performUpsert=true is required")
         if spec.csv_header is not None:
             values = parse_csv(body, spec.csv_header)
+            if self.backend.max_rows is not None and len(values) > self.backend.max_rows:
+                return 413, b'{"error":"payload too large"}', None, None
             payload = json.dumps({"received": len(values)}).encode()
             if not self.backend.keep_rows:  # counts only (benchmarks): no per-row dicts
                 return 200, payload, len(values), None

@@ -35,9 +35,11 @@ from agent.flynotes.client import FlynotesClient
 from agent.progress import Progress
 from agent.r4.connection import DbSettings, open_database
 from agent.r4.reader import R4Reader
+from agent.reporting import NullSink
 from agent.standin import r4_sample
 from agent.standin.backend import StandinBackend
 from agent.standin.sqs_local import LocalSqs, SqsEndpoint
+from agent.uploads.passes import Uploads, raise_if_stopped
 
 DEFAULT_PATIENTS = 5000
 # The sample database's shape (agent.standin.r4_sample.PROFILES): a practice as it really is
@@ -183,18 +185,19 @@ def upload_phase(practice: DemoPractice, out: TextIO) -> None:
     """Scope, full patient upload, one patient-sync with a questionnaire, appointments and
     their statuses: the calls `r4agent run` makes, through the same objects."""
     client = practice.client()
+    uploads = Uploads(client, errors=NullSink())  # a full pass each (no ledger in the demo)
     with practice.reader() as reader:
         with practice.timed("scope"):
             scope = client.fetch_scope()
         print(f"  licence accepted; backend wants version {scope.library_version}", file=out)
         with practice.timed("patient upload"):
-            patients = client.upload_patients(reader.iter_patients())
+            patients = _full_pass(uploads, "patients", reader)
         with practice.timed("patient-sync"):
             synced = _sync_one_patient_with_questionnaire(client, reader)
         with practice.timed("appointment upload"):
-            appointments = client.upload_appointments(reader.iter_appointments())
+            appointments = _full_pass(uploads, "appointments", reader)
         with practice.timed("status upload"):
-            flags = client.upload_appointment_flags(reader.iter_appointment_flags())
+            flags = _full_pass(uploads, "appointment statuses", reader)
     t = practice.timings
     print(f"  sent {patients:,} patients in {t['patient upload']:.2f} s", file=out)
     print(
@@ -206,6 +209,12 @@ def upload_phase(practice: DemoPractice, out: TextIO) -> None:
         f"and {flags} appointment statuses in {t['status upload']:.2f} s",
         file=out,
     )
+
+
+def _full_pass(uploads: Uploads, table: str, reader: R4Reader) -> int:
+    summary = uploads.run(table, reader, full=True)
+    raise_if_stopped(summary)
+    return summary.sent
 
 
 def _sync_one_patient_with_questionnaire(client: FlynotesClient, reader: R4Reader) -> int:

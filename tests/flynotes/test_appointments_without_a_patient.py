@@ -10,8 +10,10 @@ from agent.flynotes.client import FlynotesClient
 from agent.r4.connection import open_database
 from agent.r4.reader import R4Reader
 from agent.standin.backend import StandinBackend
+from agent.uploads.passes import Uploads
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 from tests.fixtures.r4_database import MakeR4Db
+from tests.uploads.conftest import RecordingSink
 
 
 def test_appointments_with_a_null_patient_go_out_with_an_empty_patient_code(
@@ -35,14 +37,16 @@ def test_appointments_with_a_null_patient_go_out_with_an_empty_patient_code(
         open_database(sample.settings) as db,
         FlynotesClient(flynotes_standin.url, TEST_LICENCE_KEY) as client,
     ):
-        sent = client.upload_appointments(R4Reader(db, page_size=100).iter_appointments())
+        summary = Uploads(client, errors=RecordingSink()).run(
+            "appointments", R4Reader(db, page_size=100)
+        )
 
     rows = [
         row
         for request in flynotes_standin.received_for("appointment-upload")
         for row in request.rows or ()
     ]
-    assert sent == total == len(rows)
+    assert summary.error is None and summary.sent == total == len(rows)
     by_id = {r["apptId"]: r for r in rows}
     assert {a for a, r in by_id.items() if r["patientCode"] == ""} == orphans
     orphan = by_id[min(orphans)]

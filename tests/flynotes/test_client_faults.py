@@ -9,7 +9,9 @@ from datetime import date
 
 import pytest
 
+from agent import contract
 from agent.clock import FakeClock
+from agent.contract import Wire
 from agent.errors import PermanentError, TransientError
 from agent.flynotes.client import (
     BackendForbiddenError,
@@ -24,6 +26,11 @@ from agent.standin.backend import StandinBackend
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 
 CANARY = Patient(900001, "CANARYFORENAME", "CANARYSURNAME", date(1971, 7, 17), None, None)
+
+
+def _upload_flag(client: FlynotesClient) -> None:
+    row = Wire().appointment_status_values(AppointmentFlag(1, "Booked", "B", False))
+    client.upload_rows(contract.APPOINTMENT_STATUSES, [row])
 
 
 def _client(backend: StandinBackend, clock: FakeClock, **kw: object) -> FlynotesClient:
@@ -82,14 +89,14 @@ def test_upload_retried_after_5xx_sends_the_whole_body_again(
 ) -> None:
     patients = [Patient(i, "Zoë", "Nuñez", None, None, None) for i in range(1, 501)]
     flynotes_standin.fail_next(1, status=503, endpoint="patient-upload")
-    with _client(flynotes_standin, FakeClock(), limits=ClientLimits(spool_max_bytes=1024)) as c:
-        assert c.upload_patients(patients) == 500
+    with _client(flynotes_standin, FakeClock()) as c:
+        c.upload_rows(contract.PATIENTS, [Wire().patient_values(p) for p in patients])
     failed, ok = flynotes_standin.received_for("patient-upload", status=None)
     assert (failed.status, ok.status) == (503, 200)
     assert ok.rows is not None
     assert len(ok.rows) == 500
     assert failed.body_bytes == ok.body_bytes
-    assert failed.body == ok.body  # rewound: the same bytes, from the header line on
+    assert failed.body == ok.body  # the same bytes, from the header line on
 
 
 def test_429_retry_after_is_honoured_on_the_clock(flynotes_standin: StandinBackend) -> None:
@@ -132,7 +139,7 @@ def test_status_upload_is_not_resent_after_a_500_it_may_have_processed(
 ) -> None:
     flynotes_standin.fail_next(1, status=500, endpoint="appointment-status-upload")
     with _client(flynotes_standin, FakeClock()) as client, pytest.raises(TransientError):
-        client.upload_appointment_flags([AppointmentFlag(1, "Booked", "B", False)])
+        _upload_flag(client)
     assert len(flynotes_standin.received) == 1
 
 
@@ -141,7 +148,7 @@ def test_status_upload_is_resent_after_a_503_not_processed(
 ) -> None:
     flynotes_standin.fail_next(1, status=503, endpoint="appointment-status-upload")
     with _client(flynotes_standin, FakeClock()) as client:
-        client.upload_appointment_flags([AppointmentFlag(1, "Booked", "B", False)])
+        _upload_flag(client)
     assert [r.status for r in flynotes_standin.received] == [503, 200]
 
 
@@ -169,7 +176,7 @@ def test_revoked_licence_fails_every_call_not_only_data(flynotes_standin: Standi
             client.sync_patient(CANARY, None, "patch-1")
         assert "HTTP 403" in str(err.value) and TEST_LICENCE_KEY not in str(err.value)
         with pytest.raises(BackendForbiddenError):
-            client.upload_patients([CANARY])
+            client.upload_rows(contract.PATIENTS, [Wire().patient_values(CANARY)])
     assert [r.status for r in flynotes_standin.received] == [403, 403]
 
 
@@ -207,7 +214,7 @@ def test_licence_key_and_patient_data_never_reach_logs_or_errors(
     errors: list[str] = []
     with _client(flynotes_standin, FakeClock()) as client:
         client.fetch_scope()
-        client.upload_patients([CANARY])
+        client.upload_rows(contract.PATIENTS, [Wire().patient_values(CANARY)])
         try:
             client.sync_patient(CANARY, None, "patch-1")
         except TransientError as e:

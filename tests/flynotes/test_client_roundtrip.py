@@ -7,7 +7,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from agent.flynotes.client import ClientLimits, FlynotesClient
+from agent import contract
+from agent.contract import Wire
+from agent.flynotes.client import FlynotesClient
 from agent.records import Answer, Appointment, AppointmentFlag, Patient, Questionnaire
 from agent.standin.backend import StandinBackend
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
@@ -36,43 +38,75 @@ def _client(backend: StandinBackend, **kw: object) -> FlynotesClient:
     return FlynotesClient(backend.url, TEST_LICENCE_KEY, **kw)  # type: ignore[arg-type]
 
 
-# The header lines exactly as the product issue (issue 2) writes them: copied, not imported,
-# so that renaming or reordering a field in agent.contract cannot pass.
-ISSUE_HEADER_LINES = {
+# Header names exactly as the product issue (issue 2) writes them: copied, not imported, so
+# that renaming or reordering a field in agent.contract cannot pass.
+ISSUE_HEADERS = {
     "patient-upload": "id,familyName,givenName,dateOfBirth,mobileNumber,emailAddress,"
     "addressLine1,addressLine2,city,county,postcode,country",
     "appointment-upload": "apptId,patientCode,apptDateTime,statusCode,status",
     "appointment-status-upload": "apptFlag,cancelled,character,description",
 }
-UPLOAD_CALLS: dict[str, Callable[[FlynotesClient], int]] = {
-    "patient-upload": lambda c: c.upload_patients([ACCENTED, NO_ADDRESS]),
-    "appointment-upload": lambda c: c.upload_appointments(
-        [Appointment(9001, 101, datetime(2026, 8, 3, 9, 30), 2, "Booked")]
+BST_APPOINTMENT = Appointment(9001, 101, datetime(2026, 8, 3, 9, 30), 2, "Booked")
+UPLOAD_CALLS: dict[str, Callable[[FlynotesClient], None]] = {
+    "patient-upload": lambda c: c.upload_rows(
+        contract.PATIENTS, [Wire().patient_values(p) for p in (ACCENTED, NO_ADDRESS)]
     ),
-    "appointment-status-upload": lambda c: c.upload_appointment_flags(
-        [AppointmentFlag(2, "Booked", "B", False)]
+    "appointment-upload": lambda c: c.upload_rows(
+        contract.APPOINTMENTS, [Wire().appointment_values(BST_APPOINTMENT)]
+    ),
+    "appointment-status-upload": lambda c: c.upload_rows(
+        contract.APPOINTMENT_STATUSES,
+        [Wire().appointment_status_values(AppointmentFlag(2, "Booked", "B", False))],
+    ),
+}
+# What the original agent (json2csv 4.5.4 on Windows) sent for the same rows, byte for byte:
+# quoted header, strings quoted, numbers and booleans bare, NULL empty, CRLF, no final EOL.
+ORIGINAL_BYTES = {
+    "patient-upload": (
+        '"id","familyName","givenName","dateOfBirth","mobileNumber","emailAddress",'
+        '"addressLine1","addressLine2","city","county","postcode","country"\r\n'
+        '"101","Nuñez-O\'Brien","Siân Zoë","1975-12-31","07700 900001","zoe@example.invalid",'
+        '"1 Heol y Frenhines","Flat ""B"", rear","Llandaff, Caerdydd","De Morgannwg","CF5 2YB",'
+        '"UK"\r\n'
+        '"102","Ó Súilleabháin","Aoife","1900-01-01",,,,,,,,"UK"'
+    ).encode(),
+    "appointment-upload": (
+        b'"apptId","patientCode","apptDateTime","statusCode","status"\r\n'
+        b'"9001",101,"2026-08-03T09:30:00.000Z",2,"Booked"'
+    ),
+    "appointment-status-upload": (
+        b'"apptFlag","cancelled","character","description"\r\n2,false,"B","Booked"'
     ),
 }
 
 
 @pytest.mark.parametrize("endpoint", sorted(UPLOAD_CALLS))
-def test_upload_body_starts_with_the_issues_literal_header_line_and_crlf(
+def test_upload_bodies_are_the_original_agents_exact_bytes(
     flynotes_standin: StandinBackend, endpoint: str
 ) -> None:
     with _client(flynotes_standin) as client:
         UPLOAD_CALLS[endpoint](client)
     (request,) = flynotes_standin.received_for(endpoint)
-    assert request.body is not None
-    first_line = request.body[: request.body.index(b"\n") + 1]
-    assert first_line == ISSUE_HEADER_LINES[endpoint].encode("ascii") + b"\r\n"
-    assert request.body.endswith(b"\r\n") and b"\r\n" in request.body[len(first_line) :]
+    assert request.body == ORIGINAL_BYTES[endpoint]
+    header = ",".join(f'"{name}"' for name in ISSUE_HEADERS[endpoint].split(","))
+    assert request.body.startswith(header.encode("ascii") + b"\r\n")
+    assert request.headers["content-length"] == str(len(ORIGINAL_BYTES[endpoint]))
+
+
+def test_an_empty_chunk_is_not_posted(flynotes_standin: StandinBackend) -> None:
+    with _client(flynotes_standin) as client:
+        client.upload_rows(contract.PATIENTS, [])
+    assert flynotes_standin.received == []
 
 
 def test_patient_upload_csv_matches_the_contract_field_by_field(
     flynotes_standin: StandinBackend,
 ) -> None:
     with _client(flynotes_standin) as client:
-        assert client.upload_patients([ACCENTED, NO_ADDRESS, ONLY_ADDRESS4]) == 3
+        client.upload_rows(
+            contract.PATIENTS,
+            [Wire().patient_values(p) for p in (ACCENTED, NO_ADDRESS, ONLY_ADDRESS4)],
+        )
     (request,) = flynotes_standin.received_for("patient-upload")
     assert request.method == "POST"
     assert request.query == {"performUpsert": ["true"]}
@@ -96,7 +130,7 @@ def test_patient_upload_csv_matches_the_contract_field_by_field(
             "id": "102",
             "familyName": "Ó Súilleabháin",
             "givenName": "Aoife",
-            "dateOfBirth": "",
+            "dateOfBirth": "1900-01-01",  # R4's placeholder, sent as the original did
             "mobileNumber": "",
             "emailAddress": "",
             "addressLine1": "",
@@ -123,23 +157,15 @@ def test_patient_upload_csv_matches_the_contract_field_by_field(
     ]
 
 
-def test_patient_upload_larger_than_the_spool_spills_to_disk_and_arrives_whole(
-    flynotes_standin: StandinBackend,
-) -> None:
-    patients = [
-        Patient(i, f"Zoë{i}", "Nuñez", date(1990, 1, 1), None, None) for i in range(1, 3001)
-    ]
-    with _client(flynotes_standin, limits=ClientLimits(spool_max_bytes=4096)) as client:
-        assert client.upload_patients(patients) == 3000
-    (request,) = flynotes_standin.received_for("patient-upload")
-    assert request.rows is not None
-    assert [r["id"] for r in request.rows] == [str(i) for i in range(1, 3001)]
-    assert request.rows[2999]["givenName"] == "Zoë3000"
-    assert request.headers["content-length"] == str(request.body_bytes)
-
-
+@pytest.mark.parametrize(
+    ("wire", "dob", "submitted"),
+    [
+        (contract.ORIGINAL, "1900-01-01", "2026-07-14T08:05:00.000Z"),  # BST wall clock as Z
+        (contract.IMPROVED, None, "2026-07-14T07:05:00Z"),  # times = "utc", unknown_dob
+    ],
+)
 def test_patient_sync_json_matches_the_contract_with_nulls_for_missing_values(
-    flynotes_standin: StandinBackend,
+    flynotes_standin: StandinBackend, wire: contract.WireSettings, dob: str | None, submitted: str
 ) -> None:
     questionnaire = Questionnaire(
         qaire_id=55,
@@ -151,7 +177,7 @@ def test_patient_sync_json_matches_the_contract_with_nulls_for_missing_values(
             Answer("Medication?", None, "Statins, 20mg"),
         ),
     )
-    with _client(flynotes_standin) as client:
+    with _client(flynotes_standin, wire=Wire(wire)) as client:
         client.sync_patient(NO_ADDRESS, questionnaire, "patch-7f")
         client.sync_patient(ACCENTED, None, "patch-80")
     first, second = flynotes_standin.received_for("patient-sync")
@@ -161,7 +187,7 @@ def test_patient_sync_json_matches_the_contract_with_nulls_for_missing_values(
             "id": "102",
             "familyName": "Ó Súilleabháin",
             "givenName": "Aoife",
-            "dateOfBirth": None,
+            "dateOfBirth": dob,
             "mobileNumber": None,
             "emailAddress": None,
             "addressLine1": None,
@@ -172,7 +198,7 @@ def test_patient_sync_json_matches_the_contract_with_nulls_for_missing_values(
             "country": "UK",
         },
         "questionnaire": {
-            "submissionTime": "2026-07-14T07:05:00Z",
+            "submissionTime": submitted,
             "notes": 'Says: "no allergies", but check\nnext visit',
             "responses": [
                 {"questionText": "Are you pregnant?", "answerText": "No", "answerNotes": None},
@@ -186,8 +212,15 @@ def test_patient_sync_json_matches_the_contract_with_nulls_for_missing_values(
     assert second.json["patient"]["city"] == "Llandaff, Caerdydd"
 
 
+@pytest.mark.parametrize(
+    ("wire", "summer", "winter"),
+    [
+        (contract.ORIGINAL, "2026-08-03T09:30:00.000Z", "2026-12-03T16:00:00.000Z"),
+        (contract.IMPROVED, "2026-08-03T08:30:00Z", "2026-12-03T16:00:00Z"),
+    ],
+)
 def test_appointment_and_status_uploads_match_the_contract(
-    flynotes_standin: StandinBackend,
+    flynotes_standin: StandinBackend, wire: contract.WireSettings, summer: str, winter: str
 ) -> None:
     appointments = [
         Appointment(9001, 101, datetime(2026, 8, 3, 9, 30), 2, "Booked"),
@@ -197,9 +230,14 @@ def test_appointment_and_status_uploads_match_the_contract(
         AppointmentFlag(2, "Booked", "B", False),
         AppointmentFlag(4, "FTA, no call", "F", True),
     ]
+    mapping = Wire(wire)
     with _client(flynotes_standin) as client:
-        assert client.upload_appointments(appointments) == 2
-        assert client.upload_appointment_flags(flags) == 2
+        client.upload_rows(
+            contract.APPOINTMENTS, [mapping.appointment_values(a) for a in appointments]
+        )
+        client.upload_rows(
+            contract.APPOINTMENT_STATUSES, [mapping.appointment_status_values(f) for f in flags]
+        )
     (appts,) = flynotes_standin.received_for("appointment-upload")
     (statuses,) = flynotes_standin.received_for("appointment-status-upload")
     assert appts.query == {"performUpsert": ["true"]}
@@ -207,14 +245,14 @@ def test_appointment_and_status_uploads_match_the_contract(
         {
             "apptId": "9001",
             "patientCode": "101",
-            "apptDateTime": "2026-08-03T08:30:00Z",
+            "apptDateTime": summer,
             "statusCode": "2",
             "status": "Booked",
         },
         {
             "apptId": "9002",
             "patientCode": "102",
-            "apptDateTime": "2026-12-03T16:00:00Z",
+            "apptDateTime": winter,
             "statusCode": "77",
             "status": "",
         },

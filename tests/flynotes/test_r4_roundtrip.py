@@ -2,7 +2,9 @@
 R4 reader, the client, loopback HTTP, the backend stand-in. Expected bodies are computed from
 the raw SQLite tables with the contract's stated rules: an oracle of stdlib sqlite3 and plain
 Python, independent of the reader, of agent.contract and of zoneinfo (UK clock changes are
-worked out from the statutory rule below)."""
+worked out from the statutory rule below). Each test runs twice: with the default (the
+original agent's values) and with every `[contract]` improvement on (what this agent sent
+before issue 10; the oracle's rules for it are unchanged)."""
 
 from __future__ import annotations
 
@@ -16,10 +18,14 @@ from typing import Any
 
 import pytest
 
+from agent import contract
+from agent.contract import Wire
 from agent.flynotes.client import FlynotesClient
 from agent.r4.connection import open_database
 from agent.r4.reader import R4Reader
+from agent.reporting import NullSink
 from agent.standin.backend import StandinBackend
+from agent.uploads.passes import PassSummary, Uploads
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 from tests.fixtures.r4_database import MakeR4Db, R4SampleDb
 
@@ -52,6 +58,30 @@ def _uk_local_to_utc(text: str | None) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _wall_clock(text: str | None) -> str:
+    """The original's time: R4's wall clock labelled UTC, with milliseconds."""
+    if text is None:
+        return ""
+    local = datetime.fromisoformat(text)
+    return local.strftime("%Y-%m-%dT%H:%M:%S.") + f"{local.microsecond // 1000:03d}Z"
+
+
+def _time(text: str | None, original: bool) -> str:
+    return _wall_clock(text) if original else _uk_local_to_utc(text)
+
+
+def _text_or_null(value: object, original: bool) -> str | None:
+    """JSON text: the original sends NULL as null and blank as ""; the improvement, null."""
+    if not original:
+        return _clean_or_null(value)
+    return None if value is None else str(value).strip()
+
+
+WIRES = pytest.mark.parametrize(
+    "wire", [contract.ORIGINAL, contract.IMPROVED], ids=["original", "improved"]
+)
+
+
 def _rows(db_path: Path, sql: str) -> list[tuple[Any, ...]]:
     con = sqlite3.connect(str(db_path))
     try:
@@ -60,21 +90,26 @@ def _rows(db_path: Path, sql: str) -> list[tuple[Any, ...]]:
         con.close()
 
 
-def _expected_patient_rows(db_path: Path) -> dict[str, dict[str, str]]:
-    raw = _rows(
+def _raw_patients(db_path: Path) -> list[tuple[Any, ...]]:
+    return _rows(
         db_path,
         "SELECT p.patientCode, p.surname, p.forename, p.dob, p.mobileNo, p.email, "
         "a.address1, a.address2, a.address3, a.address4, a.address5, a.postcode "
         "FROM patients p LEFT JOIN addresses a ON a.addressId = p.addressId",
     )
+
+
+def _expected_patient_rows(db_path: Path, original: bool) -> dict[str, dict[str, str]]:
+    """As the stand-in reads the CSV: every value a string ("" for NULL and for blank)."""
     expected: dict[str, dict[str, str]] = {}
-    for code, surname, forename, dob, mobile, email, a1, a2, a3, a4, a5, postcode in raw:
+    for row in _raw_patients(db_path):
+        code, surname, forename, dob, mobile, email, a1, a2, a3, a4, a5, postcode = row
         day = _clean(dob)[:10]
         expected[str(code)] = {
             "id": str(code),
             "familyName": _clean(surname),
             "givenName": _clean(forename),
-            "dateOfBirth": "" if day == "1900-01-01" else day,
+            "dateOfBirth": "" if day == "1900-01-01" and not original else day,
             "mobileNumber": _clean(mobile),
             "emailAddress": _clean(email),
             "addressLine1": _clean(a1),
@@ -82,6 +117,30 @@ def _expected_patient_rows(db_path: Path) -> dict[str, dict[str, str]]:
             "city": ", ".join(p for p in (_clean(a3), _clean(a4)) if p),
             "county": _clean(a5),
             "postcode": _clean(postcode),
+            "country": "UK",
+        }
+    return expected
+
+
+def _expected_patient_json(db_path: Path, original: bool) -> dict[str, dict[str, str | None]]:
+    """The patient object of patient-sync: strings or null, as the original typed them."""
+    expected: dict[str, dict[str, str | None]] = {}
+    for row in _raw_patients(db_path):
+        code, surname, forename, dob, mobile, email, a1, a2, a3, a4, a5, postcode = row
+        day = _clean(dob)[:10] or None
+        city3, city4 = _text_or_null(a3, original), _text_or_null(a4, original)
+        expected[str(code)] = {
+            "id": str(code),
+            "familyName": _text_or_null(surname, original),
+            "givenName": _text_or_null(forename, original),
+            "dateOfBirth": None if day == "1900-01-01" and not original else day,
+            "mobileNumber": _clean_or_null(mobile),  # blank -> null in both
+            "emailAddress": _clean_or_null(email),
+            "addressLine1": _text_or_null(a1, original),
+            "addressLine2": _text_or_null(a2, original),
+            "city": f"{city3}, {city4}" if city3 and city4 else city3 or city4,  # JS `a3 || a4`
+            "county": _text_or_null(a5, original),
+            "postcode": _text_or_null(postcode, original),
             "country": "UK",
         }
     return expected
@@ -120,7 +179,9 @@ def _plain_number(value: object) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def _expected_questionnaires(db_path: Path, seen: _Seen) -> dict[str, dict[str, Any] | None]:
+def _expected_questionnaires(
+    db_path: Path, seen: _Seen, original: bool
+) -> dict[str, dict[str, Any] | None]:
     """Per patient code: the highest-qaireid questionnaire as the contract's JSON, or None."""
     questions = dict(_rows(db_path, "SELECT QuestionID, [Text] FROM Question"))
     presets = dict(_rows(db_path, "SELECT AnswerId, [Text] FROM QuestionMultiAnswer"))
@@ -158,16 +219,16 @@ def _expected_questionnaires(db_path: Path, seen: _Seen) -> dict[str, dict[str, 
             seen.null_answer_id += answer_id is None
             responses.append(
                 {
-                    "questionText": _clean_or_null(questions.get(question_id)),
-                    "answerText": _clean_or_null(answer),
-                    "answerNotes": _clean_or_null(answer_notes),
+                    "questionText": _text_or_null(questions.get(question_id), original),
+                    "answerText": _text_or_null(answer, original),
+                    "answerNotes": _text_or_null(answer_notes, original),
                 }
             )
         for text in [notes, *(r[2] for r in answers.get(qaire_id, []))]:
             seen.padded_notes += text is not None and text.strip() != text and bool(text.strip())
         body = {
-            "submissionTime": _uk_local_to_utc(when) or None,
-            "notes": _clean_or_null(notes),
+            "submissionTime": _time(when, original) or None,
+            "notes": _text_or_null(notes, original),
             "responses": responses,
         }
         seen.non_ascii += not str(body).isascii()
@@ -247,33 +308,51 @@ def test_oracle_reads_the_uk_clock_changes_as_the_contract_states() -> None:
     assert _uk_local_to_utc("2025-10-26 02:00:00") == "2025-10-26T02:00:00Z"
 
 
+def _full_pass(
+    client: FlynotesClient, reader: R4Reader, table: str, wire: contract.WireSettings
+) -> PassSummary:
+    summary = Uploads(client, errors=NullSink(), wire=Wire(wire)).run(table, reader, full=True)
+    assert summary.error is None
+    return summary
+
+
+@WIRES
 def test_full_patient_upload_from_r4_matches_the_database_field_by_field(
-    r4_sample_db: R4SampleDb, reader: R4Reader, flynotes_standin: StandinBackend
+    edge_db: R4SampleDb, flynotes_standin: StandinBackend, wire: contract.WireSettings
 ) -> None:
-    with FlynotesClient(flynotes_standin.url, TEST_LICENCE_KEY) as client:
-        sent = client.upload_patients(reader.iter_patients())
-    (request,) = flynotes_standin.received_for("patient-upload")
-    assert request.rows is not None
-    received = {row["id"]: row for row in request.rows}
-    expected = _expected_patient_rows(r4_sample_db.path)
-    assert sent == len(request.rows) == len(received) == len(expected)
+    original = wire == contract.ORIGINAL
+    with (
+        open_database(edge_db.settings) as db,
+        FlynotesClient(flynotes_standin.url, TEST_LICENCE_KEY, wire=Wire(wire)) as client,
+    ):
+        summary = _full_pass(client, R4Reader(db), "patients", wire)
+    requests = flynotes_standin.received_for("patient-upload")
+    assert all(r.rows is not None and 0 < len(r.rows) <= 500 for r in requests)
+    received = {row["id"]: row for r in requests for row in r.rows or []}
+    everyone = _expected_patient_rows(edge_db.path, original)
+    expected = {c: r for c, r in everyone.items() if r["familyName"] and r["givenName"]}
+    assert summary.sent == len(received) == len(expected)
+    assert summary.skipped == len(everyone) - len(expected) > 0  # no surname / forename
+    assert str(EDGE_CODE + len(EDGE_TIMES) + 1) not in received  # that one has no names
     for code, row in expected.items():
         assert received[code] == row, f"patient {code} differs"
     # The sample is nasty enough for this test to mean something:
     rows = list(expected.values())
     assert any(r["addressLine1"] == "" and r["postcode"] == "" for r in rows)  # no address
     assert any(not (r["familyName"] + r["givenName"]).isascii() for r in rows)  # accents
-    assert any(r["dateOfBirth"] == "" for r in rows)  # unknown / 1900-01-01
+    assert any(r["dateOfBirth"] == ("1900-01-01" if original else "") for r in rows)
     assert any(r["mobileNumber"] == "" for r in rows) and any(r["emailAddress"] == "" for r in rows)
     assert any(", " in r["city"] for r in rows)
 
 
+@WIRES
 def test_patient_sync_of_every_patient_matches_the_database_field_by_field(
-    edge_db: R4SampleDb, flynotes_standin: StandinBackend
+    edge_db: R4SampleDb, flynotes_standin: StandinBackend, wire: contract.WireSettings
 ) -> None:
+    original = wire == contract.ORIGINAL
     with (
         open_database(edge_db.settings) as db,
-        FlynotesClient(flynotes_standin.url, TEST_LICENCE_KEY) as client,
+        FlynotesClient(flynotes_standin.url, TEST_LICENCE_KEY, wire=Wire(wire)) as client,
     ):
         reader = R4Reader(db)
         for patient in reader.iter_patients():
@@ -282,25 +361,28 @@ def test_patient_sync_of_every_patient_matches_the_database_field_by_field(
     received = {
         r.json["patientPatchId"]: r.json for r in flynotes_standin.received_for("patient-sync")
     }
-    patients = _expected_patient_rows(edge_db.path)
+    patients = _expected_patient_json(edge_db.path, original)
     seen = _Seen(answer_kinds=set())
-    questionnaires = _expected_questionnaires(edge_db.path, seen)
+    questionnaires = _expected_questionnaires(edge_db.path, seen, original)
     assert len(received) == len(patients) == len(questionnaires)
     for code, row in patients.items():
         body = received[f"patch-{code}"]
-        assert body["patient"] == {k: (v or None) for k, v in row.items()}, f"patient {code}"
+        assert body["patient"] == row, f"patient {code}"
         assert body["questionnaire"] == questionnaires[code], f"questionnaire of {code}"
 
     # the edges are pinned by value, not only by the oracle
-    for n, utc in enumerate(EDGE_TIMES.values(), start=1):
+    for n, (local, utc) in enumerate(EDGE_TIMES.items(), start=1):
         edge = received[f"patch-{EDGE_CODE + n}"]["questionnaire"]
-        assert edge["submissionTime"] == utc
+        assert edge["submissionTime"] == (local.replace(" ", "T") + ".000Z" if original else utc)
         assert edge["notes"] == f"edge {n}"
         assert edge["responses"] == [
             {"questionText": "Weight (kg)", "answerText": "61.5", "answerNotes": None}
         ]
     by_id = received[f"patch-{EDGE_CODE + len(EDGE_TIMES) + 1}"]["questionnaire"]
-    assert by_id["notes"] == "highest id" and by_id["submissionTime"] == "2020-05-01T09:00:00Z"
+    assert by_id["notes"] == "highest id"
+    assert by_id["submissionTime"] == (
+        "2020-05-01T10:00:00.000Z" if original else "2020-05-01T09:00:00Z"
+    )
     canary = received[f"patch-{CANARY_CODE}"]
     assert canary["patient"]["familyName"] == "CANARYSURNAME"
     assert canary["questionnaire"]["notes"] == "CANARYNOTES"
@@ -312,16 +394,18 @@ def test_patient_sync_of_every_patient_matches_the_database_field_by_field(
     assert seen.none and seen.chosen_from_several
 
 
+@WIRES
 def test_appointments_and_statuses_from_r4_match_the_database_field_by_field(
-    edge_db: R4SampleDb, flynotes_standin: StandinBackend
+    edge_db: R4SampleDb, flynotes_standin: StandinBackend, wire: contract.WireSettings
 ) -> None:
+    original = wire == contract.ORIGINAL
     with (
         open_database(edge_db.settings) as db,
-        FlynotesClient(flynotes_standin.url, TEST_LICENCE_KEY) as client,
+        FlynotesClient(flynotes_standin.url, TEST_LICENCE_KEY, wire=Wire(wire)) as client,
     ):
         reader = R4Reader(db)
-        sent_appts = client.upload_appointments(reader.iter_appointments())
-        sent_flags = client.upload_appointment_flags(reader.iter_appointment_flags())
+        sent_appts = _full_pass(client, reader, "appointments", wire).sent
+        sent_flags = _full_pass(client, reader, "appointment statuses", wire).sent
     flags = {
         str(flag): {
             "apptFlag": str(flag),
@@ -337,7 +421,7 @@ def test_appointments_and_statuses_from_r4_match_the_database_field_by_field(
         str(appt_id): {
             "apptId": str(appt_id),
             "patientCode": str(code),
-            "apptDateTime": _uk_local_to_utc(when),
+            "apptDateTime": _time(when, original),
             "statusCode": "" if flag is None else str(flag),
             "status": flags[str(flag)]["description"] if str(flag) in flags else "",
         }
@@ -345,18 +429,19 @@ def test_appointments_and_statuses_from_r4_match_the_database_field_by_field(
             edge_db.path, "SELECT ApptId, PatientCode, ApptDateTime, ApptFlag FROM Appts"
         )
     }
-    (appt_request,) = flynotes_standin.received_for("appointment-upload")
+    appt_requests = flynotes_standin.received_for("appointment-upload")
     (flag_request,) = flynotes_standin.received_for("appointment-status-upload")
-    assert appt_request.rows is not None and flag_request.rows is not None
-    assert sent_appts == len(appts) == len(appt_request.rows)
+    assert len(appt_requests) == -(-len(appts) // 500)  # 500 rows per POST
+    rows = [row for r in appt_requests for row in r.rows or []]
+    assert flag_request.rows is not None
+    assert sent_appts == len(appts) == len(rows)
     assert sent_flags == len(flags) == len(flag_request.rows)
-    assert {r["apptId"]: r for r in appt_request.rows} == appts
+    assert {r["apptId"]: r for r in rows} == appts
     assert {r["apptFlag"]: r for r in flag_request.rows} == flags
 
-    edges = {r["patientCode"]: r["apptDateTime"] for r in appt_request.rows}
-    for n, utc in enumerate(EDGE_TIMES.values(), start=1):
-        assert edges[str(EDGE_CODE + n)] == utc
-    rows = appt_request.rows
+    edges = {r["patientCode"]: r["apptDateTime"] for r in rows}
+    for n, (local, utc) in enumerate(EDGE_TIMES.items(), start=1):
+        assert edges[str(EDGE_CODE + n)] == (_wall_clock(local) if original else utc)
     assert any(r["statusCode"] and not r["status"] for r in rows)  # flag ApptFlags lacks
     months = {r["apptDateTime"][5:7] for r in rows}
     assert {"01", "07"} <= months  # both GMT and BST appointments from the sample itself

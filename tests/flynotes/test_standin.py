@@ -103,29 +103,52 @@ def _header_variants(header: str) -> dict[str, str]:
         "reordered columns": ",".join([columns[1], columns[0], *columns[2:]]),
         "missing column": ",".join(columns[:-1]),
         "extra column": header + ",extra",
-        "quoted names": ",".join(f'"{c}"' for c in columns),
         "space after comma": ", ".join(columns),
         "byte order mark": "\ufeff" + header,
         "lower case": header.lower(),
     }
 
 
+def _quoted(line: str) -> str:
+    """json2csv's spelling: every field quoted (the test rows hold no quotes or commas)."""
+    return ",".join(f'"{v}"' for v in line.split(","))
+
+
 @pytest.mark.parametrize("endpoint", sorted(UPLOADS))
-def test_csv_whose_header_line_differs_from_the_issue_is_refused_with_the_reason(
+def test_csv_in_the_original_agents_byte_forms_and_rfc_4180_is_accepted(
+    flynotes_standin: StandinBackend, endpoint: str
+) -> None:
+    # What the real backend has parsed for years (json2csv: quoted header, strings quoted, no
+    # line end after the last row; CRLF on Windows, LF elsewhere), and plain RFC 4180.
+    header, row, query = UPLOADS[endpoint]
+    bodies = {
+        "original, CRLF": f"{_quoted(header)}\r\n{_quoted(row)}",
+        "original, LF": f"{_quoted(header)}\n{_quoted(row)}\n{_quoted(row)}",
+        "RFC 4180": f"{header}\r\n{row}\r\n",
+        "LF, final line end": f"{header}\n{row}\n",
+    }
+    for name, body in bodies.items():
+        assert _post(flynotes_standin, endpoint, body.encode(), "text/csv", query) == 200, name
+    accepted = flynotes_standin.received_for(endpoint)
+    columns = header.split(",")
+    assert [len(r.rows or []) for r in accepted] == [1, 2, 1, 1]
+    assert all(r.rows == [dict(zip(columns, row.split(","), strict=True))] * len(r.rows or [])
+               for r in accepted)  # fmt: skip
+
+
+@pytest.mark.parametrize("endpoint", sorted(UPLOADS))
+def test_csv_whose_header_differs_from_the_issue_is_refused_with_the_reason(
     flynotes_standin: StandinBackend, endpoint: str
 ) -> None:
     header, row, query = UPLOADS[endpoint]
-    good = f"{header}\r\n{row}\r\n"
-    assert _post(flynotes_standin, endpoint, good.encode(), "text/csv", query) == 200
     bodies = {name: f"{line}\r\n{row}\r\n" for name, line in _header_variants(header).items()}
-    bodies["LF line ends"] = f"{header}\n{row}\n"
-    bodies["header only, no line end"] = header
+    bodies["quoted, one name renamed"] = _quoted(header.replace(",", "X,", 1)) + f"\r\n{row}"
     for name, body in bodies.items():
         assert _post(flynotes_standin, endpoint, body.encode(), "text/csv", query) == 400, name
     refused = flynotes_standin.received_for(endpoint, status=400)
     assert len(refused) == len(bodies)
     for request in refused:
-        assert request.error == f"CSV header line must be exactly {header!r} then CRLF"
+        assert request.error == f"CSV header must be exactly the names {header!r}"
         assert request.rows is None
     assert [r.body for r in refused] == [b.encode() for b in bodies.values()]
 
@@ -265,7 +288,7 @@ def test_standalone_stand_in_takes_the_key_from_the_environment_not_argv() -> No
         data = requests.get(f"{url}/on-site-servers/{TEST_LICENCE_KEY}/data", timeout=5).json()
         assert data["libraryVersion"] == "2.0.1"
         assert requests.get(f"{url}/_standin/summary", timeout=5).json() == {
-            "data": {"requests": 1, "accepted": 1, "rows": 0}
+            "data": {"requests": 1, "accepted": 1, "rows": 0, "bytes": 0}
         }
         assert TEST_LICENCE_KEY not in " ".join(argv)
     finally:

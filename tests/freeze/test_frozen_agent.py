@@ -207,6 +207,9 @@ def test_frozen_service_host_runs_agent_over_real_odbc_sqs_and_tuf(
                  "the patient-sync command received from SQS and sent on")
         wait_for(lambda: (base / "metadata" / "targets.json").exists(),
                  "TUF metadata verified and stored")
+        # sqlite3 is in the exe: the first pass's acknowledged chunks are in the change ledger
+        wait_for(lambda: (base / "uploads-ledger.sqlite3").is_file(),
+                 "the upload change ledger written by the frozen agent")
     finally:
         host.send_signal(signal.SIGTERM)
         try:
@@ -221,3 +224,5 @@ def test_frozen_service_host_runs_agent_over_real_odbc_sqs_and_tuf(
     assert (base / "versions" / VERSION / "r4agent").is_file()  # the host installed itself
     assert host.returncode == 0, output.decode(errors="replace")[-3000:]
     assert TEST_LICENCE_KEY.encode() not in output
+    agent_log = (base / "logs" / "agent.log").read_text("utf-8", errors="replace")
+    assert "upload ledger" not in agent_log  # no fallback: damaged, foreign or unusable

@@ -121,6 +121,20 @@ def test_canary_in_a_subprocess_log_file_fails_the_session(tmp_path: Path) -> No
     assert "log file" in result.stdout and "1971-07-17" in result.stdout
 
 
+def test_canary_in_an_upload_ledger_file_fails_the_session(tmp_path: Path) -> None:
+    result = run_inner(
+        tmp_path,
+        """
+        def test_a_ledger_that_kept_a_value(tmp_path):
+            data = tmp_path / "data"
+            data.mkdir()
+            (data / "uploads-ledger.sqlite3-wal").write_bytes(b"CANARY" + b"SURNAME")
+        """,
+    )
+    assert result.returncode != 0
+    assert "ledger file" in result.stdout and "CANARYSURNAME" in result.stdout
+
+
 def test_generator_and_guard_agree_on_the_canary_values() -> None:
     r4_sample = pytest.importorskip("agent.standin.r4_sample")
     generated = [str(v) for v in r4_sample.CANARY.values()]

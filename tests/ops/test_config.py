@@ -24,6 +24,7 @@ from agent.config import (
     default_data_dir,
     load_config,
 )
+from agent.contract import IMPROVED, ORIGINAL, WireSettings
 from agent.errors import ConfigError
 
 LICENCE = "lic-7d1e0c55aa"
@@ -507,3 +508,42 @@ def test_encrypt_false_is_read_for_a_remote_server(tmp_path: Path) -> None:
         write(tmp_path, GOOD + '\n[database]\nserver = "r4host"\nencrypt = false\n'), {}
     )
     assert cfg.db.encrypt is False
+
+
+def test_contract_and_uploads_default_to_the_original_agents_behaviour(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD), {})
+    assert cfg.wire == WireSettings() == ORIGINAL
+    assert cfg.rows_per_request == 500
+
+
+def test_contract_improvements_and_rows_per_request_are_read(tmp_path: Path) -> None:
+    text = GOOD + (
+        '[contract]\ntimes = "utc"\nunknown_dob = "missing"\nblank_text = "missing"\n'
+        "[uploads]\nrows_per_request = 5000\n"
+    )
+    cfg = load_config(write(tmp_path, text), {})
+    assert cfg.wire == IMPROVED
+    assert cfg.rows_per_request == 5000
+
+
+def test_bad_contract_and_uploads_values_are_all_listed_with_key_file_and_line(
+    tmp_path: Path,
+) -> None:
+    text = GOOD + (
+        '[contract]\ntimes = "local"\nunknown_dob = 1\nblank_text = "missing"\n'
+        "[uploads]\nrows_per_request = 5001\n"
+    )
+    message = error_for(tmp_path, text)
+    path = tmp_path / "config.toml"
+    assert f"{path}:9: key 'contract.times' must be 'wall-clock' or 'utc' (got 'local')" in message
+    assert (
+        f"{path}:10: key 'contract.unknown_dob' must be 'as-r4' or 'missing' (got an integer)"
+        in message
+    )
+    assert f"{path}:13: key 'uploads.rows_per_request' must be from 1 to 5000 (got 5001)" in message
+    assert "rows_per_request = 0" not in message
+    assert "0" in error_for(tmp_path, GOOD + "[uploads]\nrows_per_request = 0\n")
+    assert (
+        "'uploads.row_per_request' is not a known key (did you mean 'uploads.rows_per_request'?)"
+        in (error_for(tmp_path, GOOD + "[uploads]\nrow_per_request = 10\n"))
+    )

@@ -17,8 +17,10 @@ from agent.r4.reader import R4Reader
 from agent.r4.sql import Statement
 from agent.records import Patient
 from agent.standin.backend import StandinBackend
+from agent.uploads.passes import Uploads
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 from tests.fixtures.r4_database import MakeR4Db, R4SampleDb, int_column
+from tests.uploads.conftest import RecordingSink
 
 PAGE = 25
 
@@ -183,10 +185,11 @@ def test_an_upload_pass_while_patients_change_sends_every_patient_that_stayed(
     work = PatientsAtWork(sample.path)
     seen: list[int] = []
 
-    def reading(reader: R4Reader) -> Iterator[Patient]:
-        for patient in reader.iter_patients():
-            seen.append(patient.code)
-            yield patient
+    class Watched(R4Reader):
+        def iter_patients(self) -> Iterator[Patient]:
+            for patient in super().iter_patients():
+                seen.append(patient.code)
+                yield patient
 
     work.read_so_far = lambda: seen[-1]
     with (
@@ -194,14 +197,16 @@ def test_an_upload_pass_while_patients_change_sends_every_patient_that_stayed(
         FlynotesClient(flynotes_standin.url, TEST_LICENCE_KEY) as client,
     ):
         db.observers.append(work.between_pages)
-        sent = client.upload_patients(reading(R4Reader(db, page_size=PAGE)))
+        uploads = Uploads(client, errors=RecordingSink())
+        summary = uploads.run("patients", Watched(db, page_size=PAGE))
     ids = [
         int(row["id"])
         for request in flynotes_standin.received_for("patient-upload")
         for row in request.rows or ()
     ]
-    assert sent == len(seen)
-    assert sorted(ids) == seen  # what was read is what was sent
+    assert summary.error is None and summary.refused == 0
+    assert summary.read == len(seen) and summary.sent == len(ids) == len(seen) - summary.skipped
+    assert len(set(ids)) == len(ids) and set(ids) <= set(seen)  # what was sent was read once
     _every_row_that_existed_throughout_is_read_once(seen, work)
 
 

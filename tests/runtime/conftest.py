@@ -3,6 +3,10 @@ stand-in and an R4-shaped SQLite database through pyodbc, with a FakeClock compr
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -120,6 +124,41 @@ def eventually(condition: Callable[[], object], timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+def write_run_config(
+    path: Path, backend: StandinBackend, sqs: SqsEndpoint, db: PracticeDb, *more: str
+) -> Path:
+    """A config.toml for `r4agent run` against these stand-ins (data in `data/` beside it;
+    the stand-in hands out the queue), with `more` lines appended."""
+    backend.sqs_queue_url = sqs.queue_url
+    backend.sqs_region = sqs.region
+    lines = [
+        f"licence_key = {json.dumps(TEST_LICENCE_KEY)}",
+        f"backend_url = {json.dumps(backend.url)}",
+        f"sqs_endpoint_url = {json.dumps(sqs.endpoint_url)}",
+        f"data_dir = {json.dumps(str(path.parent / 'data'))}",
+        "[database]",
+        f"connection_string = {json.dumps(db.connection_string)}",
+        "[timing]",
+        "long_poll_seconds = 1",  # a stop waits for the receive under way to end
+        *more,
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def r4agent_run(config: Path) -> subprocess.Popen[str]:
+    """`r4agent run --config FILE` as the service host starts it: a child process, with none
+    of this process's AWS_ / R4AGENT_ environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "R4AGENT_"))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def make_config(

@@ -5,9 +5,7 @@ config's [timing] keys, and `run_agent` in a thread with a FakeClock for the fin
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from agent.standin.sqs_local import SqsEndpoint
 from tests.fixtures.canary import CANARY_ANSWER_NOTES, canaries_in
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 from tests.fixtures.rollbar_endpoint import FakeRollbar
-from tests.runtime.conftest import PATIENTS, Practice, PracticeDb, eventually
+from tests.runtime.conftest import PATIENTS, Practice, PracticeDb, eventually, r4agent_run
 
 HOUR = 3600.0
 
@@ -29,13 +27,19 @@ def test_every_message_type_is_handled_and_deleted_and_life_ends_at_24h(
     practice: Practice,
 ) -> None:
     agent = practice.agent().start().polling()
-    assert practice.backend.received_for("patient-upload")[0].row_count == PATIENTS + 1
-    assert practice.backend.received_for("appointment-upload")
+    backend = practice.backend
+
+    def rows(endpoint: str) -> int:
+        return sum(r.row_count for r in backend.received_for(endpoint))
+
+    assert rows("patient-upload") == PATIENTS + 1  # the first pass is full
+    appointments = rows("appointment-upload")
+    assert appointments > 0
 
     for command in (
         envelope.PatientSync(r4_patient_id=CANARY_CODE, patient_patch_id="patch-1"),
-        envelope.BulkUploadPatients(),
-        envelope.BulkUploadAppointments(),
+        envelope.BulkUploadPatients(full=True),
+        envelope.BulkUploadAppointments(full=True),
         envelope.BulkUploadAppointmentStatus(),
         envelope.TestMessage(),
         envelope.QuestionnaireQuestionsUpload(),
@@ -43,12 +47,11 @@ def test_every_message_type_is_handled_and_deleted_and_life_ends_at_24h(
     ):
         practice.send(envelope.encode(command))
 
-    backend = practice.backend
     eventually(
         lambda: (
             len(backend.received_for("patient-sync")) == 1
-            and len(backend.received_for("patient-upload")) == 2
-            and len(backend.received_for("appointment-upload")) == 2
+            and rows("patient-upload") == 2 * (PATIENTS + 1)
+            and rows("appointment-upload") == 2 * appointments
             and len(backend.received_for("appointment-status-upload")) == 2
             and len(agent.sink.messages) == 3
         )
@@ -62,10 +65,10 @@ def test_every_message_type_is_handled_and_deleted_and_life_ends_at_24h(
     assert CANARY_ANSWER_NOTES in answer_notes
     texts = agent.sink.message_texts()
     assert "r4agent test message" in texts
-    assert any(t.startswith("questionnaire questions:") for t in texts)
-    assert any(t.startswith("questionnaire pre-set answers:") for t in texts)
-    answers = next(e for m, _, e in agent.sink.messages if m.startswith("questionnaire pre"))
-    assert "CANARYTEXTANSWER" not in json.dumps(answers)  # free text never reported
+    assert texts.count("Questionnaire Data") == 2  # questions and answers, the original's shape
+    reports = [e for m, _, e in agent.sink.messages if m == "Questionnaire Data"]
+    assert all(list(e) == ["questions"] and e["questions"] for e in reports)
+    assert "CANARYTEXTANSWER" not in json.dumps(reports)  # free text never reported
     eventually(lambda: practice.queue_counts() == (0, 0))  # every handled message was deleted
 
     agent.clock.advance(24 * HOUR)
@@ -124,17 +127,6 @@ def _write_config(
     return path
 
 
-def _r4agent_run(config: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "R4AGENT_"))}
-    return subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _finished(child: subprocess.Popen[str], timeout: float) -> tuple[int, str]:
     try:
         _, err = child.communicate(timeout=timeout)
@@ -175,7 +167,7 @@ def test_r4agent_run_lives_its_compressed_day_handling_commands_then_exits_end_o
         poll_minutes=POLL_MINUTES,
     )
     started = time.monotonic()
-    child = _r4agent_run(config)
+    child = r4agent_run(config)
     try:
         eventually(lambda: flynotes_standin.received_for("patient-upload"), 60)
         sqs = sqs_server.client()
@@ -192,13 +184,15 @@ def test_r4agent_run_lives_its_compressed_day_handling_commands_then_exits_end_o
     lived = time.monotonic() - started
     assert code == ExitCode.END_OF_LIFE, stderr
     assert lived >= LIFE_HOURS * 3600  # it lived its whole compressed day
-    # the stand-in: the patient-sync, and an upload and a scope fetch every compressed hour
+    # the stand-in: the patient-sync, and a pass and a scope fetch every compressed hour: the
+    # first pass sent every patient, the later ones nothing (nothing changed: the ledger)
     (sync,) = flynotes_standin.received_for("patient-sync")
     assert sync.json["patientPatchId"] == "life-sync"
     cycles = round(LIFE_HOURS * 60 / POLL_MINUTES)  # 3.6 -> 4 cycles
-    assert len(flynotes_standin.received_for("patient-upload")) >= cycles - 1
+    assert len(flynotes_standin.received_for("appointment-status-upload")) >= cycles - 1
     assert len(flynotes_standin.received_for("data")) >= cycles - 1
-    assert flynotes_standin.received_for("patient-upload")[0].row_count == PATIENTS + 1
+    assert [r.row_count for r in flynotes_standin.received_for("patient-upload")] == [PATIENTS + 1]
+    assert (tmp_path / "data" / "uploads-ledger.sqlite3").is_file()
     # SQS: the poison ones in the dead-letter queue with their reasons, nothing left behind
     reasons = _dead_letter_reasons(sqs_server)
     assert len(reasons) == 2
@@ -232,7 +226,7 @@ def test_r4agent_run_exits_restart_requested_after_a_restart_message(
         life_hours=24,  # the restart, not the end of life, ends this one
         poll_minutes=60,
     )
-    child = _r4agent_run(config)
+    child = r4agent_run(config)
     try:
         eventually(lambda: flynotes_standin.received_for("appointment-status-upload"), 60)
         sqs_server.client().send_message(

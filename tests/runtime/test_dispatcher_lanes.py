@@ -18,7 +18,7 @@ from agent.sqs_queue import ReceivedMessage, SqsQueue
 from agent.standin.r4_sample import CANARY_CODE
 from tests.runtime.conftest import MakeDispatcher, Practice, eventually
 
-BULK = envelope.encode(envelope.BulkUploadPatients())
+BULK = envelope.encode(envelope.BulkUploadPatients(full=True))
 
 
 def _sync(patch: str) -> str:
@@ -168,7 +168,7 @@ def test_wind_down_releases_what_has_not_started_and_lets_running_work_finish(
         practice.send(_sync("runs"))
         receive(lanes, queue, 2)
         eventually(lambda: practice.backend.holding == 2)
-        practice.send(envelope.encode(envelope.BulkUploadAppointments()))
+        practice.send(envelope.encode(envelope.BulkUploadAppointments(full=True)))
         practice.send(_sync("waits"))
         receive(lanes, queue, 2)
         assert practice.queue_counts() == (0, 4)
@@ -191,5 +191,5 @@ def test_wind_down_releases_what_has_not_started_and_lets_running_work_finish(
         MessageSystemAttributeNames=["ApproximateReceiveCount"],
     )["Messages"]
     assert sorted(m["Body"] for m in back) == sorted(
-        [envelope.encode(envelope.BulkUploadAppointments()), _sync("waits")]
+        [envelope.encode(envelope.BulkUploadAppointments(full=True)), _sync("waits")]
     )

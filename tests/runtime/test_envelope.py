@@ -19,7 +19,7 @@ from agent.errors import PermanentError
 
 def _example(command_type: type[envelope.Command]) -> envelope.Command:
     kwargs: dict[str, Any] = {
-        s.attribute: (7 if s.python_type is int else "x")
+        s.attribute: {int: 7, bool: True}.get(s.python_type, "x")
         for s in envelope.field_specs(command_type)
     }
     return command_type(**kwargs)
@@ -93,8 +93,15 @@ def test_schema_accepts_exactly_what_the_decoder_accepts() -> None:
     doc = schema.document()
     jsonschema.Draft202012Validator.check_schema(doc)
     validator = jsonschema.Draft202012Validator(doc)
-    good = [envelope.encode(c()) for c in envelope.COMMAND_TYPES if not envelope.field_specs(c)]
+    good = [
+        envelope.encode(c())
+        for c in envelope.COMMAND_TYPES
+        if not any(s.required for s in envelope.field_specs(c))
+    ]
     good += [
+        '{"type":"bulk-upload-patients"}',  # bodies from before `full` stay valid
+        '{"type":"bulk-upload-patients","full":true}',
+        '{"type":"bulk-upload-appointments","full":false}',
         '{"type":"patient-sync","r4PatientId":"42","patientPatchId":"a"}',
         '{"type":"patient-sync","r4PatientId":42,"patientPatchId":"a","extra":1}',
         '{"type":"patient-sync","r4PatientId":42.0,"patientPatchId":"a"}',
@@ -106,6 +113,17 @@ def test_schema_accepts_exactly_what_the_decoder_accepts() -> None:
         if name in {"not-json", "empty body", "deeply nested"}:
             continue
         assert not validator.is_valid(json.loads(body)), name
+
+
+def test_full_must_be_a_boolean_in_decoder_and_schema() -> None:
+    validator = jsonschema.Draft202012Validator(schema.document())
+    for body in ('{"type":"bulk-upload-patients","full":"yes"}',
+                 '{"type":"bulk-upload-appointments","full":1}'):  # fmt: skip
+        with pytest.raises(DecodeError, match="full"):
+            decode(body)
+        assert not validator.is_valid(json.loads(body)), body
+    assert decode('{"type":"bulk-upload-patients"}') == envelope.BulkUploadPatients(full=False)
+    assert decode('{"type":"bulk-upload-patients","full":true}').full is True  # type: ignore[union-attr]
 
 
 def test_messages_schema_command_prints_every_type() -> None:

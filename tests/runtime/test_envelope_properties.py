@@ -43,7 +43,7 @@ json_values: st.SearchStrategy[Any] = st.recursive(
     max_leaves=12,
 )
 type_names = st.sampled_from([*envelope.BY_TYPE, "", "PATIENT-SYNC", "x" * 70]) | st.text()
-wire_names = st.sampled_from(["r4PatientId", "patientPatchId", "type"]) | st.text(max_size=8)
+wire_names = st.sampled_from(["r4PatientId", "patientPatchId", "full", "type"]) | st.text(max_size=8)
 documents = st.dictionaries(wire_names, json_values, max_size=5).flatmap(
     lambda d: st.builds(lambda t: {**d, "type": t}, type_names | json_values)
 )
@@ -61,12 +61,14 @@ def _processable(command: envelope.Command) -> None:
         value = getattr(command, spec.attribute)
         if spec.python_type is int:
             assert MIN_ID <= value <= MAX_ID
+        elif spec.python_type is bool:  # bulk uploads' optional `full`
+            assert isinstance(value, bool)
         else:
             assert isinstance(value, str) and value
             value.encode("utf-8")
     if isinstance(command, PatientSync):
         patient = Patient(command.r4_patient_id, "A", "B", None, None, None)
-        body = contract.patient_sync_body(patient, None, command.patient_patch_id)
+        body = contract.Wire().patient_sync_body(patient, None, command.patient_patch_id)
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     assert decode(envelope.encode(command)) == command
 

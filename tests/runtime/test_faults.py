@@ -330,9 +330,9 @@ def test_stop_lets_running_work_finish_but_releases_waiting_messages_for_the_nex
     release = threading.Event()
     practice.backend.hold_next(1, until=release, endpoint="patient-upload")
     try:
-        practice.send(envelope.encode(envelope.BulkUploadPatients()))
+        practice.send(envelope.encode(envelope.BulkUploadPatients(full=True)))
         eventually(lambda: practice.backend.holding == 1)
-        practice.send(envelope.encode(envelope.BulkUploadAppointments()))
+        practice.send(envelope.encode(envelope.BulkUploadAppointments(full=True)))
         eventually(lambda: practice.queue_counts() == (0, 2))
         agent.stop.set()
         # visible again while the running upload is still held (the heartbeat would keep it
@@ -358,9 +358,11 @@ def test_life_hours_from_config_end_the_life(practice: Practice) -> None:
         agent.polling(cycle)
         agent.clock.advance(0.5 * HOUR)
     assert agent.wait() is ExitCode.END_OF_LIFE
-    # a version check and a full upload each half hour: 4 cycles in the 2-hour life
+    # a version check and an upload pass each half hour: 4 cycles in the 2-hour life (the
+    # statuses go in full every pass; the patients only in the first, nothing changed since)
     assert agent.stats("cycles") == 4
-    assert len(practice.backend.received_for("patient-upload")) == 4
+    assert len(practice.backend.received_for("appointment-status-upload")) == 4
+    assert len(practice.backend.received_for("patient-upload")) == 1
 
 
 def test_signals_set_the_stop_event() -> None:

@@ -149,10 +149,10 @@ def test_patient_sync_is_received_past_a_backlog_of_bulk_uploads_coalesced_into_
     release = threading.Event()
     practice.backend.hold_next(1, until=release, endpoint="patient-upload")
     try:
-        practice.send(envelope.encode(envelope.BulkUploadPatients()))
+        practice.send(envelope.encode(envelope.BulkUploadPatients(full=True)))
         eventually(lambda: practice.backend.holding == 1)  # the first one is uploading
         for _ in range(11):
-            practice.send(envelope.encode(envelope.BulkUploadPatients()))
+            practice.send(envelope.encode(envelope.BulkUploadPatients(full=True)))
         practice.send(
             envelope.encode(
                 envelope.PatientSync(r4_patient_id=CANARY_CODE, patient_patch_id="past-bulk")

@@ -4,7 +4,6 @@ before the exit."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from agent.standin.backend import StandinBackend
 from agent.standin.r4_sample import CANARY_CODE
 from agent.standin.sqs_local import SqsEndpoint
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
-from tests.runtime.conftest import PracticeDb, eventually
+from tests.runtime.conftest import PracticeDb, eventually, write_run_config
 
 
 def test_sigterm_finishes_the_in_flight_patient_sync_then_exits_end_of_life(
@@ -27,24 +26,7 @@ def test_sigterm_finishes_the_in_flight_patient_sync_then_exits_end_of_life(
     flynotes_standin: StandinBackend,
     sqs_server: SqsEndpoint,
 ) -> None:
-    flynotes_standin.sqs_queue_url = sqs_server.queue_url
-    flynotes_standin.sqs_region = sqs_server.region
-    config = tmp_path / "config.toml"
-    config.write_text(
-        "\n".join(
-            [
-                f"licence_key = {json.dumps(TEST_LICENCE_KEY)}",
-                f"backend_url = {json.dumps(flynotes_standin.url)}",
-                f"sqs_endpoint_url = {json.dumps(sqs_server.endpoint_url)}",
-                f"data_dir = {json.dumps(str(tmp_path / 'data'))}",
-                "[database]",
-                f"connection_string = {json.dumps(practice_db.connection_string)}",
-                "[timing]",
-                "long_poll_seconds = 1",  # the exit waits for the receive under way to end
-            ]
-        ),
-        encoding="utf-8",
-    )
+    config = write_run_config(tmp_path / "config.toml", flynotes_standin, sqs_server, practice_db)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "R4AGENT_"))}
     child = subprocess.Popen(
         [sys.executable, "-m", "agent", "run", "--config", str(config)],

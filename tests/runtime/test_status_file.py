@@ -23,8 +23,8 @@ from agent.standin.sqs_local import SqsEndpoint
 from tests.fixtures.canary import canaries_in
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 from tests.fixtures.rollbar_endpoint import FakeRollbar
-from tests.runtime.conftest import PATIENTS, Practice, PracticeDb, eventually
-from tests.runtime.test_agent_life import _finished, _r4agent_run, _write_config
+from tests.runtime.conftest import PATIENTS, Practice, PracticeDb, eventually, r4agent_run
+from tests.runtime.test_agent_life import _finished, _write_config
 
 
 class _Watcher:
@@ -63,6 +63,16 @@ class _Watcher:
         self._thread.join(10)
 
 
+# the first pass of a process is full: every patient read, new to the ledger and sent
+FIRST_PASS = {
+    "read": PATIENTS + 1,
+    "changed": PATIENTS + 1,
+    "sent": PATIENTS + 1,
+    "skipped": 0,
+    "refused": 0,
+    "failed": 0,
+}
+
 def _status_json(config: Path) -> tuple[int, dict[str, Any]]:
     done = subprocess.run(
         [sys.executable, "-m", "agent", "status", "--json", "--config", str(config)],
@@ -96,7 +106,7 @@ def test_r4agent_run_rewrites_its_status_file_atomically_and_status_reads_it_mea
         tmp_path, flynotes_standin, sqs_server, practice_db, rollbar_endpoint, life_hours=0.003
     )
     status_file = status_path(tmp_path / "data")
-    child = _r4agent_run(config)
+    child = r4agent_run(config)
     try:
         with _Watcher(status_file) as watcher:
             eventually(lambda: flynotes_standin.received_for("patient-upload"), 60)
@@ -128,7 +138,7 @@ def test_r4agent_run_rewrites_its_status_file_atomically_and_status_reads_it_mea
     agent = running["agent"]
     assert agent["agent"]["exited_at"] is None and agent["version_check"]["action"] == "carry-on"
     tables = agent["cycle"]["tables"]
-    assert tables[0] == {"table": "patients", "counts": {"sent": PATIENTS + 1}, "error": None}
+    assert tables[0] == {"table": "patients", "counts": FIRST_PASS, "error": None}
     assert [t["table"] for t in tables] == ["patients", "appointments", "appointment statuses"]
     assert agent["queue"]["last_receive_at"] is not None
     assert agent["last_error"]["type"] == "DecodeError"  # the poison message, type only
@@ -158,7 +168,7 @@ def test_the_status_shows_cycles_messages_and_the_last_error_of_an_agent_in_a_th
     assert status["last_error"]["type"] == "UnknownPatientError"
     assert status["last_error"]["phase"] == "message patient-sync"
     assert status["cycle"]["number"] == 1
-    assert status["cycle"]["tables"][0]["counts"] == {"sent": PATIENTS + 1}
+    assert status["cycle"]["tables"][0]["counts"] == FIRST_PASS
     assert status["next"]["version_check_at"] == "2026-01-05T10:00:00+00:00"  # FakeClock + 1 h
     agent.clock.advance(24 * 3600)
     assert agent.wait() is ExitCode.END_OF_LIFE

@@ -19,8 +19,8 @@ from agent.standin.sqs_local import SqsEndpoint
 from tests.fixtures.canary import CANARY_SURNAME, canaries_in_bytes
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 from tests.fixtures.rollbar_endpoint import FakeRollbar
-from tests.runtime.conftest import PracticeDb, eventually
-from tests.runtime.test_agent_life import ROLLBAR_TOKEN, _finished, _r4agent_run
+from tests.runtime.conftest import PracticeDb, eventually, r4agent_run
+from tests.runtime.test_agent_life import ROLLBAR_TOKEN, _finished
 from tests.runtime.test_status_file import compressed_day_config
 from updater.state import (
     CurrentPointer,
@@ -46,7 +46,7 @@ def test_the_bundle_holds_what_support_needs_and_no_patient_data_or_secret(
         tmp_path, flynotes_standin, sqs_server, practice_db, rollbar_endpoint, life_hours=0.002
     )
     data = tmp_path / "data"
-    child = _r4agent_run(config)
+    child = r4agent_run(config)
     try:
         eventually(lambda: flynotes_standin.received_for("patient-upload"), 60)
         sqs_server.client().send_message(

@@ -219,6 +219,8 @@ def test_practice_install_update_downgrade_uninstall(
     timed("install -> patients uploaded", started)
     uploads = flynotes_standin.received_for("patient-upload")
     assert all(r.headers["user-agent"].startswith("r4agent/1.0.0") for r in uploads)
+    # sqlite3 is in the Windows exe: the acknowledged chunks are in the change ledger
+    wait_for(lambda: (data / "uploads-ledger.sqlite3").is_file(), "the upload change ledger")
     assert (data / "versions" / "1.0.0" / "r4agent.exe").is_file()
     assert not (data / "runtime").exists()  # the onefile unpacks under Program Files
     _status_and_support_bundle_of_the_running_service(prefix, data)
