@@ -30,10 +30,14 @@ from tuf.api.serialization.json import JSONSerializer
 from updater.agent_gate import InstalledGate
 from updater.host import Host, OwnBuild
 from updater.layout import Layout
+from updater.policy import host_platform, target_app
 from updater.repo import keys
 from updater.repo.repository import ReleasePolicy, Repository, utc_now
 from updater.state import CurrentPointer, PointerState, read_pointer, write_pointer
 from updater.tuf_client import Limits
+
+# the target names agents on this machine read (updater/policy.py)
+HOST_APP = target_app(host_platform())
 
 # The simulated agent: `--version` and `self-test` print its version; `run` behaves as baked in
 # BEHAVIOUR (`self_test_broken`: its update path is broken; `legacy_cli`: no self-test command).
@@ -111,8 +115,11 @@ class RepoSim:
     def repo_dir(self) -> Path:
         return self.repo.repo_dir
 
+    platform: str | None = None  # the platform its builds are for (None: this machine's)
+
     def add(self, version: str, policy: ReleasePolicy | None = None, **behaviour: Any) -> None:
-        self.repo.add_bundle(make_bundle(self.work, version, **behaviour), version, policy)
+        self.repo.add_bundle(make_bundle(self.work, version, **behaviour), version, policy,
+                             platform=self.platform)
 
     def snapshot_files(self) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in (self.repo_dir / "metadata").iterdir()}
@@ -189,7 +196,8 @@ def clone_repo(template: RepoSim, tmp: Path) -> RepoSim:
     """A private copy of a prepared repository (keys, metadata, targets, bundles)."""
     shutil.copytree(template.root, tmp)
     now = FixedNow()
-    return RepoSim(tmp, Repository(tmp / "repo", tmp / "keys", now=now), now, tmp / "bundles")
+    return RepoSim(tmp, Repository(tmp / "repo", tmp / "keys", now=now), now, tmp / "bundles",
+                   template.platform)
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -244,13 +252,15 @@ def install_from_repo(sim: RepoSim, layout: Layout, version: str) -> None:
     install_from_repository(sim.repo, layout, version)
 
 
-def install_from_repository(repo: Repository, layout: Layout, version: str) -> None:
-    """Lay out `version` as if the updater had installed it: extracted folder, cached tar,
-    pointer, trusted root."""
+def install_from_repository(
+    repo: Repository, layout: Layout, version: str, app: str = HOST_APP
+) -> None:
+    """Lay out `version` (its archive named for `app`) as if the updater had installed it:
+    extracted folder, cached tar, pointer, trusted root."""
     import tarfile
 
     layout.ensure_dirs()
-    archive = repo.repo_dir / "targets" / f"r4agent-{version}.tar.gz"
+    archive = repo.repo_dir / "targets" / f"{app}-{version}.tar.gz"
     tar_bytes = gzip.decompress(archive.read_bytes())
     (layout.targets_dir / f"r4agent-{version}.tar").write_bytes(tar_bytes)
     dest = layout.version_dir(version)

@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from tests.fixtures.build_scripts import load_build_script
-from tests.updater.support import install_from_repository, make_bundle, serve
+from tests.updater.support import HOST_APP, install_from_repository, make_bundle, serve
 from updater.agent_gate import InstalledGate
 from updater.gate import GateAction
 from updater.layout import Layout
@@ -56,8 +56,9 @@ def test_release_adds_archive_patch_and_signed_policy(cli: Any, tmp_path: Path) 
     assert _release(cli, tmp_path, "1.0.0") == 0
     assert _release(cli, tmp_path, "1.1.0", "--floor", "1.0.0", "--channel", "beta") == 0
     targets = Repository(cli.repo, cli.keys).load("targets").signed.targets
-    assert set(targets) == {"r4agent-1.0.0.tar.gz", "r4agent-1.1.0.tar.gz", "r4agent-1.1.0.patch"}
-    user = targets["r4agent-1.1.0.tar.gz"].unrecognized_fields["custom"]["user"]
+    assert set(targets) == {f"{HOST_APP}-1.0.0.tar.gz", f"{HOST_APP}-1.1.0.tar.gz",
+                            f"{HOST_APP}-1.1.0.patch"}
+    user = targets[f"{HOST_APP}-1.1.0.tar.gz"].unrecognized_fields["custom"]["user"]
     assert user == {"revoked": False, "floor": "1.0.0", "channel": "beta"}
 
 
@@ -88,10 +89,10 @@ def test_dry_run_shows_changes_and_writes_nothing(
                str(make_bundle(tmp_path / "b2", "1.0.0")), "--dry-run", "--publish", str(dest))
     out = capsys.readouterr().out
     assert code == 0
-    assert "would publish targets/r4agent-1.0.0.tar.gz (new)" in out
+    assert f"would publish targets/{HOST_APP}-1.0.0.tar.gz (new)" in out
     assert "would publish metadata/timestamp.json (changed)" in out
     assert {p: p.read_bytes() for p in cli.repo.rglob("*") if p.is_file()} == before
-    assert not (dest / "targets" / "r4agent-1.0.0.tar.gz").exists()
+    assert not (dest / "targets" / f"{HOST_APP}-1.0.0.tar.gz").exists()
 
 
 def test_published_folder_serves_agents_and_revoke_floor_take_effect(
@@ -235,7 +236,7 @@ def test_publish_to_s3_uploads_changes_in_order_and_dry_run_uploads_nothing(
 
     assert cli("--publish", "s3://updates/r4agent", "publish") == 0
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="updates")["Contents"]}
-    assert {"r4agent/metadata/timestamp.json", "r4agent/targets/r4agent-1.0.0.tar.gz"} <= keys
+    assert {"r4agent/metadata/timestamp.json", f"r4agent/targets/{HOST_APP}-1.0.0.tar.gz"} <= keys
     dest = S3Destination("updates", "r4agent", s3)
     assert plan(cli.repo, dest) == []  # nothing left to upload
     assert cli("resign-timestamp") == 0
@@ -342,7 +343,7 @@ def test_release_side_refuses_to_sign_targets_with_delegations(cli: Any, tmp_pat
     targets_file = cli.repo / "metadata" / "targets.json"
     md = Repository(cli.repo, cli.keys).load("targets")
     md.signed.delegations = Delegations(keys={}, roles={
-        "evil": DelegatedRole("evil", [], 1, False, paths=["r4agent-*"])})
+        "evil": DelegatedRole("evil", [], 1, False, paths=[f"{HOST_APP}-*"])})
     md.to_file(str(targets_file), JSONSerializer(compact=False))  # a hand-edited repository
     before = _tree(cli.repo)
     for command in (["resign-targets"], ["revoke", "1.0.0"], ["raise-floor", "1.0.0"]):
@@ -385,7 +386,7 @@ def test_every_dry_run_leaves_keys_repository_and_build_caches_unchanged(
         assert cli(*command, "--dry-run") == 0, command
 
     out = capsys.readouterr().out
-    assert "placeholder bundle" in out and "would publish targets/r4agent-7.7.7.tar.gz" in out
+    assert "placeholder bundle" in out and f"would publish targets/{HOST_APP}-7.7.7.tar.gz" in out
     assert [_tree(d) for d in watched] == before
     assert not fresh_keys.exists() and not fresh_repo.exists() and not release_cache.exists()
     assert _dry_run_dirs() == scratch_before  # the scratch copies are gone too

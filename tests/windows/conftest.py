@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from installer.build_msi import build_msi
+from updater.policy import WINDOWS
 from updater.repo.repository import Repository
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,7 +115,7 @@ def windows_release(
     key, cert = make_signing_cert(tmp)
     sign(exes["bundle-1.0.0"], key, cert)  # the exe first: the MSI must carry the signed one
     started = time.monotonic()
-    repository.add_bundle(exes["bundle-1.0.0"].parent, "1.0.0")
+    repository.add_bundle(exes["bundle-1.0.0"].parent, "1.0.0", platform=WINDOWS)
     timed("publish 1.0.0 to the TUF repository", started)
     msi = build_msi(exes["bundle-1.0.0"], "1.0.0", tmp / "r4agent.msi", winehost.message_dll())
     sign(msi, key, cert)

@@ -40,6 +40,7 @@ from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 from tests.fixtures.r4_database import R4SampleDb
 from tests.windows.conftest import REPO, WindowsRelease, timed, verify
 from tests.windows.conftest import winehost as winehost
+from updater.policy import WINDOWS
 
 pytestmark = pytest.mark.wine
 
@@ -225,7 +226,8 @@ def test_practice_install_update_downgrade_uninstall(
 
     # 1.1.0 is released while the practice's agent runs; the backend then asks for it
     started = time.monotonic()
-    windows_release.repository.add_bundle(windows_release.exe_1_1.parent, "1.1.0")
+    windows_release.repository.add_bundle(windows_release.exe_1_1.parent, "1.1.0",
+                                          platform=WINDOWS)
     timed("publish 1.1.0 while the agent runs", started)
     started = time.monotonic()
     flynotes_standin.library_version = "1.1.0"

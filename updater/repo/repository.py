@@ -54,7 +54,18 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from updater.policy import APP_NAME, BadVersionError, Version, parse_version
+from updater.policy import (
+    APP_NAME,
+    LEGACY_PLATFORM,
+    PLATFORMS,
+    BadVersionError,
+    Version,
+    host_platform,
+    parse_target_name,
+    parse_version,
+    target_app,
+    target_apps,
+)
 from updater.repo import keys
 from updater.repo.keys import KeyFileError
 from updater.state import write_bytes_atomic
@@ -149,12 +160,19 @@ def deterministic_tar_gz(src_dir: Path, mtime: int = DEFAULT_SOURCE_DATE_EPOCH) 
     return out.getvalue()
 
 
-def _archive_name(version: str) -> str:
-    return f"{APP_NAME}-{version}.tar.gz"
+def archive_name(version: str, app: str) -> str:
+    return f"{app}-{version}.tar.gz"
 
 
-def _patch_name(version: str) -> str:
-    return f"{APP_NAME}-{version}.patch"
+def _patch_name(version: str, app: str) -> str:
+    return f"{app}-{version}.patch"
+
+
+def listed_as(platform: str) -> tuple[str, ...]:
+    """The `<app>` names a build for `platform` is listed under: its own, and for Windows the
+    plain `r4agent` names agents built before platform names read (updater/policy.py)."""
+    return (target_app(platform), APP_NAME) if platform == LEGACY_PLATFORM \
+        else (target_app(platform),)
 
 
 class Repository:
@@ -356,14 +374,17 @@ class Repository:
         md.signed.expires = self._expires("targets")
         return md
 
-    def releases(self) -> dict[Version, dict[str, Any]]:
-        """Version -> the archive's user custom metadata."""
+    def releases(self, platform: str | None = None) -> dict[Version, dict[str, Any]]:
+        """Version -> the archive's user custom metadata, as agents on `platform` read them
+        (None: every archive of every platform)."""
         out: dict[Version, dict[str, Any]] = {}
+        apps = None if platform is None else target_apps(platform)
         for path, target in self.load("targets").signed.targets.items():
-            if path.startswith(f"{APP_NAME}-") and path.endswith(".tar.gz"):
-                version = path[len(APP_NAME) + 1 : -len(".tar.gz")]
-                custom = target.unrecognized_fields.get("custom", {})
-                out[parse_version(version)] = dict(custom.get("user") or {})
+            parsed = parse_target_name(path)
+            if parsed is None or not parsed[2] or (apps is not None and parsed[0] not in apps):
+                continue
+            custom = target.unrecognized_fields.get("custom", {})
+            out.setdefault(parsed[1], dict(custom.get("user") or {}))
         return out
 
     def add_bundle(
@@ -372,27 +393,48 @@ class Repository:
         version: str,
         policy: ReleasePolicy | None = None,
         *,
+        platform: str | None = None,
         mtime: int = DEFAULT_SOURCE_DATE_EPOCH,
         skip_patch: bool = False,
     ) -> list[str]:
-        """Archive `bundle_dir` as `version`, add it (+ a patch from the latest archive) and sign.
+        """Archive `bundle_dir` as `version` of `platform` (default: this machine's), add it under
+        each name it is listed as (`listed_as`), each with a patch from the archive its readers
+        have as the latest, and sign.
 
-        Returns the target names added. Versions must increase (as in tufup). The policy is
-        checked as agents will read it before anything is written."""
+        Returns the target names added. Versions must increase per platform (as in tufup). The
+        policy is checked as agents will read it before anything is written. The bundle's
+        content is not checked here: build/release.py does that (updater/repo/bundle_check.py)."""
         new = _parse(version)
+        platform = platform or host_platform()
         policy = policy or ReleasePolicy()
-        releases = self.releases()
+        releases = self.releases(platform)
         if releases and new <= max(releases):
-            raise RepoError(f"version {version} must be above the latest {max(releases)}")
+            latest = max(releases)
+            hint = (f"; {latest} is revoked: release the hotfix as a version above it (agents "
+                    f"install exactly the backend's libraryVersion, so a higher number moves "
+                    f"no one by itself), with --floor to keep agents off {latest}"
+                    if releases[latest].get("revoked") else "")
+            raise RepoError(f"version {version} must be above the latest {platform} release "
+                            f"{latest}{hint}")
         archive_bytes = deterministic_tar_gz(bundle_dir, mtime)
         md = self._targets_for_update()
-        archive_path = self._put_archive(md, version, archive_bytes, policy)
-        added = [archive_path.name]
-        if releases and not skip_patch:
-            previous = self.targets_dir / _archive_name(str(max(releases)))
-            added.append(self._add_patch(md, previous, archive_path, _patch_name(version)))
+        added: list[str] = []
+        for app in listed_as(platform):
+            readers = target_apps(platform) if app != APP_NAME else (APP_NAME,)
+            previous = None if skip_patch else self._latest_archive(md.signed, readers)
+            archive_path = self._put_archive(md, version, archive_bytes, policy, app)
+            added.append(archive_path.name)
+            if previous is not None:
+                added.append(self._add_patch(md, previous, archive_path,
+                                             _patch_name(version, app)))
         self._finish_targets(md)
         return added
+
+    def _latest_archive(self, targets: Targets, apps: tuple[str, ...]) -> Path | None:
+        catalog = trusted_catalog(targets, apps)
+        if not catalog.releases:
+            return None
+        return self.targets_dir / catalog.releases[max(catalog.releases)].archive.path
 
     def _add_patch(self, md: Metadata[Targets], previous: Path, archive: Path, name: str) -> str:
         patch, result = tufup_patch(previous.read_bytes(), archive.read_bytes())
@@ -400,23 +442,30 @@ class Repository:
         return self._add_target(md, self.targets_dir / name, {"user": None, "tufup": result})
 
     def add_archive(
-        self, archive: Path, version: str, policy: ReleasePolicy | None = None
-    ) -> str:
-        """Add an already built `.tar.gz` as `version` (no patch) and sign."""
+        self,
+        archive: Path,
+        version: str,
+        policy: ReleasePolicy | None = None,
+        *,
+        platform: str | None = None,
+    ) -> list[str]:
+        """Add an already built `.tar.gz` as `version` of `platform` (no patch) and sign."""
         _parse(version)
         policy = policy or ReleasePolicy()
         data = archive.read_bytes()
         md = self._targets_for_update()
-        name = self._put_archive(md, version, data, policy).name
+        names = [self._put_archive(md, version, data, policy, app).name
+                 for app in listed_as(platform or host_platform())]
         self._finish_targets(md)
-        return name
+        return names
 
     def _put_archive(
-        self, md: Metadata[Targets], version: str, data: bytes, policy: ReleasePolicy
+        self, md: Metadata[Targets], version: str, data: bytes, policy: ReleasePolicy, app: str
     ) -> Path:
-        """List archive `data` as `version` with its signed policy in `md`, refuse it as agents
-        would read it before writing any file, then write it into targets/; returns its path."""
-        name = _archive_name(version)
+        """List archive `data` as `version` named for `app` with its signed policy in `md`,
+        refuse it as agents would read it before writing any file, then write it into targets/;
+        returns its path."""
+        name = archive_name(version, app)
         _put_target(md, TargetFile.from_data(name, data, ["sha256"]),
                     {"user": policy.to_custom(), "tufup": {"required": False}})
         check_client_view(md.signed)  # refuse before writing any file
@@ -431,10 +480,11 @@ class Repository:
     def _edit_policy(self, edit: Callable[[str, dict[str, Any]], None]) -> None:
         md = self._targets_for_update()
         for path, target in md.signed.targets.items():
-            if path.endswith(".tar.gz"):
+            parsed = parse_target_name(path)
+            if parsed is not None and parsed[2]:  # an archive, of any platform
                 custom = target.unrecognized_fields.setdefault("custom", {})
                 user = custom.get("user") or {}
-                edit(path[len(APP_NAME) + 1 : -len(".tar.gz")], user)
+                edit(str(parsed[1]), user)
                 custom["user"] = user
         self._finish_targets(md)
 
@@ -570,13 +620,18 @@ def check_client_view(targets: Targets) -> None:
     (docs/security-tuf.md), so a delegation here can only be a mistake."""
     if targets.delegations is not None:
         raise RepoError("delegations are not allowed in this repository")
-    catalog = trusted_catalog(targets)
-    if catalog.problems:
-        raise RepoError("agents would ignore: " + "; ".join(catalog.problems))
-    if catalog.releases and not catalog.installable():
-        floor = catalog.effective_floor
-        where = f" at or above the floor {floor}" if floor is not None else ""
-        raise RepoError(f"no unrevoked release{where} would be left; agents could not move")
+    # each platform's agents, and those built before platform names (plain `r4agent` only)
+    views = {p: target_apps(p) for p in PLATFORMS} | {"pre-platform": (APP_NAME,)}
+    for who, apps in views.items():
+        catalog = trusted_catalog(targets, apps)
+        if catalog.problems:
+            raise RepoError(f"{who} agents would ignore: " + "; ".join(catalog.problems))
+        if catalog.releases and not catalog.installable():
+            floor = catalog.effective_floor
+            where = f" at or above the floor {floor}" if floor is not None else ""
+            raise RepoError(f"no unrevoked {who} release{where} would be left; agents could "
+                            f"not move (a release below a revoked or floored one needs "
+                            f"--floor at or below it, or revoke less)")
 
 
 def tufup_patch(previous_archive: bytes, archive: bytes) -> tuple[bytes, dict[str, Any]]:
