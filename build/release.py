@@ -44,6 +44,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from updater.policy import PLATFORMS, WINDOWS, host_platform  # noqa: E402
+from updater.repo.bundle_check import check_bundle  # noqa: E402
 from updater.repo.publish import Change, FolderDestination, destination_for, publish  # noqa: E402
 from updater.repo.repository import ReleasePolicy, RepoError, Repository  # noqa: E402
 
@@ -77,37 +79,79 @@ def source_date_epoch() -> str:
     return out.strip() if out.strip().isdigit() else "315532800"
 
 
-def _parser() -> argparse.ArgumentParser:
-    # --publish/--dry-run are accepted before or after the command
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--publish", metavar="DEST", dest="late_publish",
-                        help="folder or s3://bucket/prefix")
-    common.add_argument("--dry-run", action="store_true", dest="late_dry_run",
-                        help="show what would change only")
-    parser = argparse.ArgumentParser(prog="release.py",
-                                     description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--publish", metavar="DEST", help="folder or s3://bucket/prefix")
-    parser.add_argument("--dry-run", action="store_true", help="show what would change only")
-    parser.add_argument("--repo", type=Path,
-                        default=Path(os.environ.get("R4AGENT_RELEASE_REPO", DEFAULT_REPO)))
-    parser.add_argument("--keys", type=Path, default=os.environ.get("R4AGENT_RELEASE_KEYS"))
-    sub = parser.add_subparsers(dest="command", required=True)
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    pass
 
-    def add(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, parents=[common])
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """The options every command takes, before or after its name. On the subcommands they
+    default to SUPPRESS, so one given before the command is not reset by the subcommand."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--repo", type=Path, metavar="DIR",
+                        default=default(Path(os.environ.get("R4AGENT_RELEASE_REPO",
+                                                            DEFAULT_REPO))),
+                        help="the local repository folder (default $R4AGENT_RELEASE_REPO, "
+                             "else .work/tuf-repo)")
+    parser.add_argument("--keys", type=Path, metavar="DIR",
+                        default=default(os.environ.get("R4AGENT_RELEASE_KEYS")),
+                        help="a folder of key files, any roles (default $R4AGENT_RELEASE_KEYS)")
+    parser.add_argument("--publish", metavar="DEST", default=default(None),
+                        help="after the change, upload what changed to a folder or "
+                             "s3://bucket/prefix (boto3 credentials from the environment)")
+    parser.add_argument("--dry-run", action="store_true", default=default(False),
+                        help="work on scratch copies, print what would change, write nothing")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, suppress=True)
+    parser = argparse.ArgumentParser(prog="release.py", formatter_class=_HelpFormatter,
+                                     description=__doc__.split("\n\n")[0].replace("\n", " "),
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    _global_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str, aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[common],
+                              aliases=list(aliases))
 
     init = add("init", "create a new repository")
-    init.add_argument("--create-keys", action="store_true", help="generate missing key pairs")
-    rel = add("release", "freeze (or take --bundle), add, sign")
-    rel.add_argument("--version", required=True)
-    rel.add_argument("--bundle", type=Path, help="an already built bundle folder (skip freeze)")
-    rel.add_argument("--floor")
-    rel.add_argument("--channel", default="stable")
-    rel.add_argument("--revoked", action="store_true")
-    add("revoke", "revoke a version").add_argument("version")
-    add("raise-floor", "raise the minimum version").add_argument("version")
-    online = sub.add_parser("resign-online", aliases=["resign-timestamp"], parents=[common],
-                            help="daily: new timestamp, and snapshot when close to expiry")
+    init.add_argument("--create-keys", action="store_true",
+                      help="generate the key pairs that are missing")
+
+    def release_options(cmd: argparse.ArgumentParser, *, bundle_required: bool) -> None:
+        cmd.add_argument("--version", required=True, help="the release's X.Y.Z")
+        cmd.add_argument("--bundle", type=Path, required=bundle_required, metavar="DIR",
+                         help="an already built bundle folder holding only the exe"
+                              + ("" if bundle_required else " (default: freeze one here)"))
+        cmd.add_argument("--platform", choices=PLATFORMS, default=None,
+                         help="the platform the bundle must be for (default: win-amd64 with "
+                              "--bundle; this machine's when freezing here)")
+        cmd.add_argument("--unsigned-test-build", action="store_true",
+                         help="accept a Windows exe without an Authenticode signature (test "
+                              "repositories only)")
+        cmd.add_argument("--ca-file", type=Path, metavar="PEM",
+                         default=os.environ.get("R4AGENT_SIGNING_CA_FILE"),
+                         help="CA certificates the exe's signature must chain to (default "
+                              "$R4AGENT_SIGNING_CA_FILE, else the system's)")
+        cmd.add_argument("--floor", metavar="X.Y.Z",
+                         help="also raise the minimum version agents may run to X.Y.Z")
+        cmd.add_argument("--channel", default="stable", help="signed channel name (stable)")
+        cmd.add_argument("--revoked", action="store_true",
+                         help="list it already revoked (agents refuse it)")
+
+    release_options(add("release", "check the bundle (or freeze one), add it, sign"),
+                    bundle_required=False)
+    release_options(add("add", "check an already built bundle, add it, sign"),
+                    bundle_required=True)
+    add("revoke", "revoke a version").add_argument("version", help="X.Y.Z to revoke")
+    add("raise-floor", "raise the minimum version").add_argument(
+        "version", help="X.Y.Z: no agent installs anything below it any more")
+    online = add("resign-online", "daily: new timestamp, and snapshot when close to expiry",
+                 aliases=("resign-timestamp",))
     online.add_argument("--days", type=float, help="timestamp lifetime (default 2 days)")
     add("resign-targets", "re-sign targets with a fresh expiry (offline key)")
     exp = add("expiries", "show each role's expiry; exit 1 if one expires soon (read only)")
@@ -115,17 +159,57 @@ def _parser() -> argparse.ArgumentParser:
                      help="warn window for every role (default per role: root 60, targets 21, "
                           "snapshot 2, timestamp 1 day)")
     rot = add("rotate-key", "replace a key in root")
-    rot.add_argument("old")
-    rot.add_argument("new")
+    rot.add_argument("old", help="name of the key file to retire (e.g. root1, timestamp)")
+    rot.add_argument("new", help="name of the key file that replaces it (made if absent)")
     add("publish", "publish the repository (with --publish)")
     return parser
 
 
-def placeholder_bundle(scratch: Path) -> Path:
+def _release(args: argparse.Namespace, repo: Repository, scratch: Path | None) -> str:
+    """Check the bundle (freezing one first without --bundle), then add and sign it."""
+    policy = ReleasePolicy(revoked=args.revoked, floor=args.floor, channel=args.channel)
+    epoch = source_date_epoch()
+    _require_repository(repo)
+    bundle = args.bundle
+    if bundle is None and scratch is not None:
+        platform = args.platform or host_platform()
+        bundle = placeholder_bundle(scratch, platform)
+        added = repo.add_bundle(bundle, args.version, policy, platform=platform,
+                                mtime=int(epoch))
+        return "added " + ", ".join(added) + " (placeholder bundle: sizes not real)"
+    if bundle is None:
+        here = host_platform()
+        if args.platform not in (None, here):
+            raise RepoError(f"freezing here makes a {here} build, not {args.platform}: a "
+                            f"Windows release is `release windows --version {args.version}` "
+                            "(it freezes under Wine), or give --bundle")
+        out = REPO_ROOT / ".cache" / "release" / args.version
+        bundle = freeze_bundle(args.version, repo.metadata_dir / "root.json", out, epoch)
+        expected = here
+    else:
+        expected = args.platform or WINDOWS
+    checked = check_bundle(bundle, args.version, platform=expected,
+                           unsigned_test_build=args.unsigned_test_build, ca_file=args.ca_file)
+    added = repo.add_bundle(bundle, args.version, policy, platform=checked.platform,
+                            mtime=int(epoch))
+    note = "" if checked.platform == WINDOWS else " (a Linux build: Windows agents never see it)"
+    if checked.platform == WINDOWS and not checked.signed:
+        note = " (UNSIGNED test build)"
+    return "added " + ", ".join(added) + note
+
+
+def _require_repository(repo: Repository) -> None:
+    if not (repo.metadata_dir / "root.json").is_file():
+        raise RepoError(f"no repository in {repo.repo_dir}: run `release.py init` first (or "
+                        "give --repo)")
+
+
+def placeholder_bundle(scratch: Path, platform: str) -> Path:
     """What a dry run adds instead of a real build: freezing would write build caches."""
     bundle = scratch / "placeholder-bundle"
     bundle.mkdir()
-    (bundle / "r4agent.exe").write_bytes(b"dry-run placeholder, never published\n")
+    name = "r4agent.exe" if platform == WINDOWS else "r4agent"
+    (bundle / name).write_bytes(b"dry-run placeholder, never published\n")
     return bundle
 
 
@@ -135,18 +219,8 @@ def _apply(args: argparse.Namespace, repo: Repository, scratch: Path | None) -> 
             Repository.create_keys(repo.keys_dir)
         repo.initialize()
         return f"initialised {repo.repo_dir}"
-    if args.command == "release":
-        policy = ReleasePolicy(revoked=args.revoked, floor=args.floor, channel=args.channel)
-        epoch = source_date_epoch()
-        bundle = args.bundle
-        note = ""
-        if bundle is None and scratch is not None:
-            bundle, note = placeholder_bundle(scratch), " (placeholder bundle: sizes not real)"
-        elif bundle is None:
-            out = REPO_ROOT / ".cache" / "release" / args.version
-            bundle = freeze_bundle(args.version, repo.metadata_dir / "root.json", out, epoch)
-        added = repo.add_bundle(bundle, args.version, policy, mtime=int(epoch))
-        return "added " + ", ".join(added) + note
+    if args.command in {"release", "add"}:
+        return _release(args, repo, scratch)
     if args.command == "revoke":
         repo.revoke(args.version)
         return f"revoked {args.version}"
@@ -201,8 +275,6 @@ KEY_WRITING = {"init", "rotate-key"}  # commands that may create key files
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    args.publish = args.late_publish or args.publish
-    args.dry_run = args.late_dry_run or args.dry_run
     if args.command == "expiries":
         try:
             return show_expiries(Repository(args.repo, Path(args.keys or ".")), args.within)
@@ -227,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
                     shutil.copytree(keys, scratch / "keys")
                 keys = scratch / "keys"
         repo = Repository(repo_dir, keys)
+        if args.command not in {"init", "release", "add"}:
+            _require_repository(repo)
+        if args.command == "publish" and not args.publish:
+            raise RepoError("publish needs --publish DEST (a folder or s3://bucket/prefix)")
         print(_apply(args, repo, scratch) + (" (dry run, nothing written)" if scratch else ""))
         if args.publish:
             _show(publish(repo_dir, destination_for(args.publish), dry_run=args.dry_run),
@@ -234,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         elif scratch is not None:
             _show(publish(repo_dir, FolderDestination(args.repo), dry_run=True),
                   str(args.repo), True)
+        elif args.command != "publish":
+            print(f"not published: the change is in {repo_dir} only; agents see it after "
+                  "`release.py publish --publish DEST`")
     except (RepoError, ValueError, FileNotFoundError) as e:
         print(f"release.py: {e}", file=sys.stderr)
         return 1

@@ -104,6 +104,68 @@ class FixedNow:
         return self.value or utc_now()
 
 
+# A real x86-64 ELF standing in for a Linux build (compiled by gcc at test time): `--version`
+# and `self-test` print PRINTED, anything else exits 0.
+_ELF_AGENT_C = r"""
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv) {
+    if (argc == 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "self-test")))
+        puts(PRINTED);
+    return 0;
+}
+"""
+
+
+def make_elf_bundle(root: Path, version: str, printed: str | None = None) -> Path:
+    """A bundle holding one real ELF `r4agent` whose `--version` prints `r4agent VERSION`."""
+    import subprocess
+
+    bundle = root / f"elf-{version}-{len(list(root.glob('elf-*')))}"
+    bundle.mkdir(parents=True)
+    source = root / f"{bundle.name}.c"
+    source.write_text(_ELF_AGENT_C)
+    text = printed if printed is not None else f"r4agent {version}"
+    subprocess.run(["gcc", "-O0", f"-DPRINTED={json.dumps(text)}", "-o",
+                    str(bundle / "r4agent"), str(source)], check=True, timeout=120)
+    return bundle
+
+
+def real_windows_exe() -> Path:
+    """A real PE32+ x86-64 exe with a version resource (FileVersion 1.1.0.14): pip's vendored
+    distlib launcher, never committed here."""
+    import pip._vendor.distlib as distlib
+
+    return Path(distlib.__file__).parent / "t64.exe"
+
+
+@dataclass(frozen=True)
+class CodeSigning:
+    cert: Path
+    key: Path
+
+    def sign(self, exe: Path, out: Path) -> Path:
+        import subprocess
+
+        subprocess.run(["osslsigncode", "sign", "-certs", str(self.cert), "-key", str(self.key),
+                        "-h", "sha256", "-in", str(exe), "-out", str(out)],
+                       check=True, capture_output=True, timeout=120)
+        return out
+
+
+def make_code_signing(root: Path) -> CodeSigning:
+    """A throwaway self-signed code-signing certificate (openssl)."""
+    import subprocess
+
+    root.mkdir(parents=True, exist_ok=True)
+    cert, key = root / "cert.pem", root / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=R4 test signing",
+                    "-addext", "extendedKeyUsage=codeSigning"],
+                   check=True, capture_output=True, timeout=120)
+    return CodeSigning(cert, key)
+
+
 @dataclass
 class RepoSim:
     root: Path

@@ -12,10 +12,11 @@ import boto3
 import pytest
 
 from tests.fixtures.build_scripts import load_build_script
-from tests.updater.support import HOST_APP, install_from_repository, make_bundle, serve
+from tests.updater.support import HOST_APP, install_from_repository, make_elf_bundle, serve
 from updater.agent_gate import InstalledGate
 from updater.gate import GateAction
 from updater.layout import Layout
+from updater.policy import LINUX
 from updater.repo.publish import S3Destination, plan
 from updater.repo.repository import Repository
 
@@ -40,8 +41,10 @@ def cli(tmp_path: Path) -> Any:
 
 
 def _release(cli: Any, tmp_path: Path, version: str, *extra: str) -> int:
-    bundle = make_bundle(tmp_path / "bundles", version)
-    code: int = cli("release", "--version", version, "--bundle", str(bundle), *extra)
+    """Release a real (Linux ELF) build of `version`: the Linux test platform's names."""
+    bundle = make_elf_bundle(tmp_path / "bundles", version)
+    code: int = cli("release", "--version", version, "--bundle", str(bundle), "--platform",
+                    LINUX, *extra)
     return code
 
 
@@ -86,7 +89,8 @@ def test_dry_run_shows_changes_and_writes_nothing(
     before = {p: p.read_bytes() for p in cli.repo.rglob("*") if p.is_file()}
     capsys.readouterr()
     code = cli("release", "--version", "1.0.0", "--bundle",
-               str(make_bundle(tmp_path / "b2", "1.0.0")), "--dry-run", "--publish", str(dest))
+               str(make_elf_bundle(tmp_path / "b2", "1.0.0")), "--platform", LINUX,
+               "--dry-run", "--publish", str(dest))
     out = capsys.readouterr().out
     assert code == 0
     assert f"would publish targets/{HOST_APP}-1.0.0.tar.gz (new)" in out
