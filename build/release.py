@@ -46,6 +46,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from updater.policy import PLATFORMS, WINDOWS, host_platform  # noqa: E402
 from updater.repo.bundle_check import check_bundle  # noqa: E402
+from updater.repo.passphrase import passphrase_from  # noqa: E402
 from updater.repo.publish import Change, FolderDestination, destination_for, publish  # noqa: E402
 from updater.repo.repository import ReleasePolicy, RepoError, Repository  # noqa: E402
 
@@ -95,9 +96,20 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
                                                             DEFAULT_REPO))),
                         help="the local repository folder (default $R4AGENT_RELEASE_REPO, "
                              "else .work/tuf-repo)")
+    parser.add_argument("--offline-keys", type=Path, metavar="DIR",
+                        default=default(os.environ.get("R4AGENT_RELEASE_OFFLINE_KEYS")),
+                        help="the offline key files: root1-3 and targets, encrypted (default "
+                             "$R4AGENT_RELEASE_OFFLINE_KEYS); passphrase from "
+                             "$R4AGENT_RELEASE_PASSPHRASE_FILE, $R4AGENT_RELEASE_PASSPHRASE or "
+                             "a prompt")
+    parser.add_argument("--online-keys", type=Path, metavar="DIR",
+                        default=default(os.environ.get("R4AGENT_RELEASE_ONLINE_KEYS")),
+                        help="the online key files: snapshot and timestamp (default "
+                             "$R4AGENT_RELEASE_ONLINE_KEYS)")
     parser.add_argument("--keys", type=Path, metavar="DIR",
                         default=default(os.environ.get("R4AGENT_RELEASE_KEYS")),
-                        help="a folder of key files, any roles (default $R4AGENT_RELEASE_KEYS)")
+                        help="one more folder of key files, any roles (default "
+                             "$R4AGENT_RELEASE_KEYS; key sets made before the split)")
     parser.add_argument("--publish", metavar="DEST", default=default(None),
                         help="after the change, upload what changed to a folder or "
                              "s3://bucket/prefix (boto3 credentials from the environment)")
@@ -120,7 +132,8 @@ def _parser() -> argparse.ArgumentParser:
 
     init = add("init", "create a new repository")
     init.add_argument("--create-keys", action="store_true",
-                      help="generate the key pairs that are missing")
+                      help="generate the missing key pairs: offline ones encrypted into "
+                           "--offline-keys, online ones into --online-keys")
 
     def release_options(cmd: argparse.ArgumentParser, *, bundle_required: bool) -> None:
         cmd.add_argument("--version", required=True, help="the release's X.Y.Z")
@@ -198,6 +211,24 @@ def _release(args: argparse.Namespace, repo: Repository, scratch: Path | None) -
     return "added " + ", ".join(added) + note
 
 
+def _create_keys(args: argparse.Namespace, repo: Repository) -> str:
+    offline, online = args.offline_keys, args.online_keys
+    if offline is None or online is None:
+        raise RepoError("init --create-keys writes two folders: --offline-keys DIR (root1-3 "
+                        "and targets, encrypted; they go on offline media) and --online-keys "
+                        "DIR (snapshot and timestamp; they go in the CI secret store)")
+    if (repo.metadata_dir / "root.json").exists():
+        raise RepoError(f"{repo.metadata_dir} already holds a repository")
+    secret = passphrase_from(os.environ, new=True)
+    needs_offline = any(not (offline / n).exists() for n in ("root1", "root2", "root3",
+                                                              "targets"))
+    Repository.create_split_keys(offline, online, secret() if needs_offline else "-")
+    return (f"offline keys (root1-3, targets; encrypted): {offline} -> keep on offline media, "
+            f"never on a CI machine\n"
+            f"online keys (snapshot, timestamp): {online} -> the CI secret store, for the "
+            f"daily resign-online job\n")
+
+
 def _require_repository(repo: Repository) -> None:
     if not (repo.metadata_dir / "root.json").is_file():
         raise RepoError(f"no repository in {repo.repo_dir}: run `release.py init` first (or "
@@ -215,10 +246,13 @@ def placeholder_bundle(scratch: Path, platform: str) -> Path:
 
 def _apply(args: argparse.Namespace, repo: Repository, scratch: Path | None) -> str:
     if args.command == "init":
+        made = ""
         if args.create_keys:
-            Repository.create_keys(repo.keys_dir)
+            made = _create_keys(args, repo)
+        if (repo.metadata_dir / "root.json").exists():
+            raise RepoError(f"{repo.metadata_dir} already holds a repository")
         repo.initialize()
-        return f"initialised {repo.repo_dir}"
+        return made + f"initialised {repo.repo_dir}"
     if args.command in {"release", "add"}:
         return _release(args, repo, scratch)
     if args.command == "revoke":
@@ -281,10 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as e:
             print(f"release.py: cannot read the repository metadata: {e}", file=sys.stderr)
             return 1
-    if args.command != "publish" and args.keys is None:
-        print("release.py: give --keys DIR or set R4AGENT_RELEASE_KEYS", file=sys.stderr)
+    key_dirs = [Path(d) for d in (args.offline_keys, args.online_keys, args.keys) if d]
+    if args.command != "publish" and not key_dirs:
+        print("release.py: give --offline-keys DIR and/or --online-keys DIR (or --keys DIR), "
+              "or set R4AGENT_RELEASE_OFFLINE_KEYS / R4AGENT_RELEASE_ONLINE_KEYS",
+              file=sys.stderr)
         return 1
-    keys = Path(args.keys) if args.keys else Path(tempfile.gettempdir()) / "no-keys"
     scratch = None
     try:
         repo_dir = args.repo
@@ -295,10 +331,18 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copytree(args.repo, scratch / "repo")
             repo_dir = scratch / "repo"
             if args.command in KEY_WRITING:
-                if keys.is_dir():
-                    shutil.copytree(keys, scratch / "keys")
-                keys = scratch / "keys"
-        repo = Repository(repo_dir, keys)
+                copies = []
+                for i, folder in enumerate(key_dirs):
+                    copy = scratch / f"keys-{i}"
+                    if folder.is_dir():
+                        shutil.copytree(folder, copy)
+                    copies.append(copy)
+                key_dirs = list(copies)
+                for name in ("offline_keys", "online_keys", "keys"):  # key_dirs' order
+                    if getattr(args, name):
+                        setattr(args, name, copies.pop(0))
+        repo = Repository(repo_dir, key_dirs[0] if key_dirs else Path(tempfile.gettempdir()),
+                          more_keys_dirs=key_dirs[1:], passphrase=passphrase_from(os.environ))
         if args.command not in {"init", "release", "add"}:
             _require_repository(repo)
         if args.command == "publish" and not args.publish:

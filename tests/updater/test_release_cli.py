@@ -34,7 +34,8 @@ def cli(tmp_path: Path) -> Any:
         code: int = release.main(["--repo", str(repo), "--keys", str(keys), *args])
         return code
 
-    assert run("init", "--create-keys") == 0
+    Repository.create_keys(keys)  # one unencrypted folder: throwaway test keys
+    assert run("init") == 0
     run.repo = repo  # type: ignore[attr-defined]
     run.keys = keys  # type: ignore[attr-defined]
     return run
@@ -366,8 +367,9 @@ def _dry_run_dirs() -> set[str]:
 
 
 def test_every_dry_run_leaves_keys_repository_and_build_caches_unchanged(
-    cli: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    cli: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("R4AGENT_RELEASE_PASSPHRASE", "dry run")
     for version in ("1.0.0", "1.1.0"):
         assert _release(cli, tmp_path, version) == 0
     fresh_repo, fresh_keys = tmp_path / "fresh-repo", tmp_path / "fresh-keys"
@@ -377,7 +379,8 @@ def test_every_dry_run_leaves_keys_repository_and_build_caches_unchanged(
     scratch_before = _dry_run_dirs()
     capsys.readouterr()
 
-    fresh = ["--repo", str(fresh_repo), "--keys", str(fresh_keys)]
+    fresh = ["--repo", str(fresh_repo), "--offline-keys", str(fresh_keys / "offline"),
+             "--online-keys", str(fresh_keys / "online")]
     assert release.main([*fresh, "init", "--create-keys", "--dry-run"]) == 0
     for command in (
         ["rotate-key", "timestamp", "timestamp-new"],

@@ -32,7 +32,8 @@ def cli(tmp_path: Path) -> Any:
         code: int = release.main(["--repo", str(repo), "--keys", str(keys), *args])
         return code
 
-    assert run("init", "--create-keys") == 0
+    Repository.create_keys(keys)  # one unencrypted folder: throwaway test keys
+    assert run("init") == 0
     run.repo = repo  # type: ignore[attr-defined]
     run.keys = keys  # type: ignore[attr-defined]
     return run
@@ -250,7 +251,8 @@ def test_a_change_made_without_publish_says_it_is_not_published(
 
 def test_global_options_are_taken_before_or_after_the_command(tmp_path: Path) -> None:
     repo, keys = tmp_path / "repo", tmp_path / "keys"
-    assert release.main(["init", "--create-keys", "--repo", str(repo), "--keys", str(keys)]) == 0
+    Repository.create_keys(keys)
+    assert release.main(["init", "--repo", str(repo), "--keys", str(keys)]) == 0
     assert (repo / "metadata" / "root.json").is_file()
     dest = tmp_path / "pub"
     assert release.main(["--keys", str(keys), "resign-online", "--repo", str(repo),

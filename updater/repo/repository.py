@@ -72,6 +72,8 @@ from updater.state import write_bytes_atomic
 from updater.tuf_client import trusted_catalog
 
 ROOT_KEYS = ("root1", "root2", "root3")
+# signed unattended (the daily job, CI): their keys are kept online, unencrypted
+ONLINE_ROLES = frozenset({"snapshot", "timestamp"})
 ROOT_THRESHOLD = 2
 # timestamp: 2 days for a job that runs daily (the usual practice): one late or failed run
 # must not expire it for the whole fleet, which would block every update and rollback.
@@ -177,10 +179,20 @@ def listed_as(platform: str) -> tuple[str, ...]:
 
 class Repository:
     def __init__(
-        self, repo_dir: Path, keys_dir: Path, *, now: Callable[[], datetime] = utc_now
+        self,
+        repo_dir: Path,
+        keys_dir: Path,
+        *,
+        now: Callable[[], datetime] = utc_now,
+        more_keys_dirs: Iterable[Path] = (),
+        passphrase: keys.Passphrase | None = None,
     ) -> None:
+        """Keys are looked for in `keys_dir` and `more_keys_dirs` (e.g. the offline and the
+        online folder); `passphrase` opens the encrypted ones, asked only when one is needed."""
         self.repo_dir = repo_dir
         self.keys_dir = keys_dir
+        self.keys_dirs = (keys_dir, *more_keys_dirs)
+        self._passphrase = passphrase
         self._now = now
         self.metadata_dir = repo_dir / "metadata"
         self.targets_dir = repo_dir / "targets"
@@ -189,18 +201,44 @@ class Repository:
 
     @staticmethod
     def create_keys(keys_dir: Path) -> None:
-        """Throwaway/initial ed25519 keys, unencrypted (protect the folder; keep root offline)."""
+        """Throwaway ed25519 keys, unencrypted, all in one folder: tests and throwaway
+        repositories only (`create_split_keys` is what `release.py init` does)."""
         keys_dir.mkdir(parents=True, exist_ok=True)
         for names in ROLE_KEYS.values():
             for name in names:
                 if not (keys_dir / name).exists():
                     keys.generate_key_pair(keys_dir / name)
 
+    @staticmethod
+    def create_split_keys(offline_dir: Path, online_dir: Path, passphrase: str) -> list[Path]:
+        """The missing keys: offline ones (root x3, targets) encrypted with `passphrase` into
+        `offline_dir`, online ones (snapshot, timestamp: the daily job signs unattended)
+        unencrypted into `online_dir`. Refused if the folders are one and the same. Returns
+        the private key files made."""
+        if offline_dir.resolve() == online_dir.resolve():
+            raise RepoError("offline and online keys go to two different folders")
+        made = []
+        for role, names in ROLE_KEYS.items():
+            folder = online_dir if role in ONLINE_ROLES else offline_dir
+            for name in names:
+                if not (folder / name).exists():
+                    keys.generate_key_pair(folder / name,
+                                           None if role in ONLINE_ROLES else passphrase)
+                    made.append(folder / name)
+        return made
+
+    def _find_key(self, name: str) -> Path:
+        """Key file `name` (or `name`.pub) in the first key folder that has it."""
+        for folder in self.keys_dirs:
+            if (folder / name).exists():
+                return folder / name
+        return self.keys_dir / name
+
     def _public(self, name: str) -> SSlibKey:
         try:
-            return keys.public_key(self.keys_dir / f"{name}.pub")
+            return keys.public_key(self._find_key(f"{name}.pub"))
         except KeyFileError as e:
-            raise RepoError(f"public key {name}.pub not readable in the keys folder") from e
+            raise RepoError(f"public key {name}.pub not readable in the keys folders") from e
 
     # ---- metadata I/O --------------------------------------------------------------------------
 
@@ -258,18 +296,44 @@ class Repository:
             if len(old) < old_root.roles["root"].threshold:
                 raise RepoError("the new root must also be signed by the old root's threshold")
 
+    def _key_files(self) -> dict[str, Path]:
+        """keyid -> private key file, over every key folder (nothing decrypted)."""
+        found: dict[str, Path] = {}
+        for folder in self.keys_dirs:
+            for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+                if path.suffix or not path.is_file():
+                    continue
+                try:
+                    found.setdefault(keys.keyid_of(path), path)
+                except KeyFileError:  # not a key file; skip it
+                    continue
+        return found
+
     def _signers_for_keyids(self, keyids: set[str]) -> dict[str, Signer]:
+        """Signers for the keys among `keyids` that are here; an encrypted one is opened with
+        the passphrase (a wrong one is refused, never skipped)."""
         found: dict[str, Signer] = {}
-        for path in sorted(self.keys_dir.iterdir()) if self.keys_dir.is_dir() else []:
-            if path.suffix or not path.is_file():
+        for keyid, path in self._key_files().items():
+            if keyid not in keyids:
                 continue
             try:
-                key_signer = keys.signer(path)
-            except KeyFileError:  # not a key file; skip it
-                continue
-            if key_signer.public_key.keyid in keyids:
-                found[key_signer.public_key.keyid] = key_signer
+                found[keyid] = keys.signer(path, self._passphrase)
+            except keys.WrongPassphraseError as e:
+                raise RepoError(f"{e}: wrong passphrase, nothing was signed") from e
+            except KeyFileError as e:
+                raise RepoError(f"{e}; nothing was signed") from e
         return found
+
+
+    def _require_signers(self, *roles: str) -> None:
+        """Refuse before anything is written unless every role's threshold of keys is here
+        (and opens: a wrong passphrase is refused here, not halfway through)."""
+        root = self.load("root").signed
+        for role in roles:
+            keyids = set(root.roles[role].keyids)
+            if len(self._signers_for_keyids(keyids)) < root.roles[role].threshold:
+                raise RepoError(f"no private key for the {role} role in "
+                                f"{', '.join(map(str, self.keys_dirs))}")
 
     def _finish_targets(self, targets_md: Metadata[Targets]) -> None:
         """Sign targets, then a new snapshot and timestamp that pin it (length + hash)."""
@@ -417,6 +481,7 @@ class Repository:
             raise RepoError(f"version {version} must be above the latest {platform} release "
                             f"{latest}{hint}")
         archive_bytes = deterministic_tar_gz(bundle_dir, mtime)
+        self._require_signers("targets", "snapshot", "timestamp")
         md = self._targets_for_update()
         added: list[str] = []
         for app in listed_as(platform):
@@ -453,6 +518,7 @@ class Repository:
         _parse(version)
         policy = policy or ReleasePolicy()
         data = archive.read_bytes()
+        self._require_signers("targets", "snapshot", "timestamp")
         md = self._targets_for_update()
         names = [self._put_archive(md, version, data, policy, app).name
                  for app in listed_as(platform or host_platform())]
@@ -534,9 +600,14 @@ class Repository:
             resign.add("snapshot")
         if resign:
             resign.add("timestamp")
-        new_path = self.keys_dir / new_name
+        # the new key goes next to the old one, encrypted if that one is
+        old_path = self._find_key(old_name)
+        new_path = self._find_key(new_name)
+        if not new_path.exists():
+            new_path = old_path.with_name(new_name)
         # the new key is made below if absent: count it as there, under a stand-in id
         new_keyid = self._public(new_name).keyid if new_path.exists() else "<new key>"
+        # opened now (a wrong passphrase is refused before anything is written)
         usable = set(self._signers_for_keyids(
             {k for role in old_root.roles.values() for k in role.keyids})) | {new_keyid}
         for role in ("root", *sorted(resign)):
@@ -553,7 +624,11 @@ class Repository:
                     raise RepoError(f"rotating {old_name} needs {threshold} of {what}; "
                                     f"{have} private key(s) found in {self.keys_dir}")
         if not new_path.exists():
-            keys.generate_key_pair(new_path)
+            encrypted = old_path.exists() and keys.is_encrypted(old_path)
+            if encrypted and self._passphrase is None:
+                raise RepoError(f"{old_name} is encrypted: its successor needs the passphrase")
+            keys.generate_key_pair(new_path, self._passphrase() if encrypted
+                                   and self._passphrase else None)
         new_key = self._public(new_name)
         for role in roles:
             root_md.signed.revoke_key(old_key.keyid, role)
