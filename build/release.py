@@ -44,11 +44,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from updater.policy import PLATFORMS, WINDOWS, host_platform  # noqa: E402
+from updater.policy import APP_NAME, PLATFORMS, WINDOWS, host_platform, target_apps  # noqa: E402
 from updater.repo.bundle_check import check_bundle  # noqa: E402
 from updater.repo.passphrase import passphrase_from  # noqa: E402
-from updater.repo.publish import Change, FolderDestination, destination_for, publish  # noqa: E402
+from updater.repo.publish import (  # noqa: E402
+    Change,
+    FolderDestination,
+    destination_for,
+    plan,
+    publish,
+)
 from updater.repo.repository import ReleasePolicy, RepoError, Repository  # noqa: E402
+from updater.tuf_client import trusted_catalog  # noqa: E402
 
 DEFAULT_REPO = REPO_ROOT / ".work" / "tuf-repo"
 
@@ -175,6 +182,12 @@ def _parser() -> argparse.ArgumentParser:
     rot.add_argument("old", help="name of the key file to retire (e.g. root1, timestamp)")
     rot.add_argument("new", help="name of the key file that replaces it (made if absent)")
     add("publish", "publish the repository (with --publish)")
+    status = add("status", "read only: each platform's versions (revoked, floor, channel), "
+                 "expiries, and what the published copy lacks", aliases=("list",))
+    status.add_argument("--against", metavar="DEST",
+                        default=os.environ.get("R4AGENT_RELEASE_PUBLISHED"),
+                        help="the published copy to compare with: folder or s3://bucket/prefix "
+                             "(default $R4AGENT_RELEASE_PUBLISHED; nothing is uploaded)")
     return parser
 
 
@@ -298,6 +311,41 @@ def show_expiries(repo: Repository, within_days: float | None) -> int:
     return 1 if late else 0
 
 
+def show_status(repo: Repository, against: str | None) -> int:
+    """Print each platform's releases as its agents read them, the expiries and, with
+    `against`, what is local but not published. 0, or 1 if something cannot be read."""
+    targets = repo.load("targets").signed
+    views = [(p, target_apps(p)) for p in PLATFORMS] + [("pre-platform agents", (APP_NAME,))]
+    for who, apps in views:
+        catalog = trusted_catalog(targets, apps)
+        floor = catalog.effective_floor
+        print(f"{who}: {len(catalog.releases)} release(s), floor {floor or '-'}")
+        for version in sorted(catalog.releases):
+            r = catalog.releases[version]
+            state = ("REVOKED" if r.revoked else
+                     "below the floor" if floor is not None and version < floor else
+                     "installable")
+            patch = " +patch" if version in catalog.patches else ""
+            print(f"  {version!s:10s} {state:16s} channel {r.channel:8s} "
+                  f"{r.archive.path}{patch}")
+    print("expiries:")
+    show_expiries(repo, None)
+    if against:
+        dest = destination_for(against)
+        changes = plan(repo.repo_dir, dest)
+        if dest.digest("metadata/timestamp.json") is None:
+            print(f"nothing published at {against}: run `release.py publish --publish "
+                  f"{against}`")
+        elif changes:
+            print(f"not published to {against} yet ({len(changes)} file(s)): run "
+                  f"`release.py publish --publish {against}`")
+            for change in changes:
+                print(f"  {change.key} ({change.reason})")
+        else:
+            print(f"{against}: up to date with the local repository")
+    return 0
+
+
 RESIGN_HINT = {
     "root": "rotate-key or a new root version (offline root keys)",
     "targets": "resign-targets (offline targets key)",
@@ -309,6 +357,18 @@ KEY_WRITING = {"init", "rotate-key"}  # commands that may create key files
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in {"status", "list"}:
+        if args.publish:
+            print("release.py: status uploads nothing: compare with --against DEST",
+                  file=sys.stderr)
+            return 1
+        try:
+            repo = Repository(args.repo, Path(tempfile.gettempdir()))
+            _require_repository(repo)
+            return show_status(repo, args.against)
+        except (RepoError, OSError, ValueError) as e:
+            print(f"release.py: {e}", file=sys.stderr)
+            return 1
     if args.command == "expiries":
         try:
             return show_expiries(Repository(args.repo, Path(args.keys or ".")), args.within)

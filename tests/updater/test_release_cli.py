@@ -4,7 +4,6 @@ throwaway keys, published to a folder and to S3 (moto server over loopback)."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -211,17 +210,6 @@ def test_a_rotation_missing_a_needed_key_is_refused_before_any_file_is_written(
     before = [_tree(cli.repo), _tree(cli.keys)]
     assert cli("rotate-key", key, f"{key}-new") == 1
     assert [_tree(cli.repo), _tree(cli.keys)] == before  # not even the new key pair
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def test_publish_to_s3_uploads_changes_in_order_and_dry_run_uploads_nothing(
