@@ -39,12 +39,15 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from updater.policy import APP_NAME, PLATFORMS, WINDOWS, host_platform, target_apps  # noqa: E402
+from updater.repo import authenticode  # noqa: E402
+from updater.repo.authenticode import SigningIdentity  # noqa: E402
 from updater.repo.bundle_check import check_bundle  # noqa: E402
 from updater.repo.passphrase import passphrase_from  # noqa: E402
 from updater.repo.publish import (  # noqa: E402
@@ -55,6 +58,7 @@ from updater.repo.publish import (  # noqa: E402
     publish,
 )
 from updater.repo.repository import ReleasePolicy, RepoError, Repository  # noqa: E402
+from updater.repo.windows_release import WindowsBuild, release_windows  # noqa: E402
 from updater.tuf_client import trusted_catalog  # noqa: E402
 
 DEFAULT_REPO = REPO_ROOT / ".work" / "tuf-repo"
@@ -163,8 +167,29 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--revoked", action="store_true",
                          help="list it already revoked (agents refuse it)")
 
-    release_options(add("release", "check the bundle (or freeze one), add it, sign"),
-                    bundle_required=False)
+    rel = add("release", "check the bundle (or freeze one), add it, sign; `release windows`: "
+              "the whole Windows release")
+    release_options(rel, bundle_required=False)
+    rel.add_argument("what", nargs="?", choices=["windows"],
+                     help="windows: freeze under Wine (natively on Windows), sign the exe, "
+                          "check it, build and sign the MSI, then add and sign the target")
+    win = rel.add_argument_group("release windows")
+    win.add_argument("--exe", type=Path, metavar="EXE",
+                     help="an already frozen, unsigned r4agent.exe: skip the freeze")
+    win.add_argument("--message-dll", type=Path, metavar="PYD",
+                     help="pywin32's servicemanager.pyd of the Python the exe was frozen with "
+                          "(default: the Wine build Python's)")
+    win.add_argument("--sign-cert", type=Path, metavar="PEM",
+                     help="code-signing certificate (default $R4AGENT_SIGN_CERT); its key's "
+                          "passphrase from $R4AGENT_SIGN_PASSPHRASE_FILE or "
+                          "$R4AGENT_SIGN_PASSPHRASE, never argv")
+    win.add_argument("--sign-key", type=Path, metavar="PEM",
+                     help="its private key (default $R4AGENT_SIGN_KEY)")
+    win.add_argument("--sign-pkcs12", type=Path, metavar="PFX",
+                     help="certificate and key in one PKCS#12 file instead (default "
+                          "$R4AGENT_SIGN_PKCS12)")
+    win.add_argument("--out", type=Path, metavar="DIR",
+                     help="where the signed exe and MSI go (default .cache/release/X.Y.Z)")
     release_options(add("add", "check an already built bundle, add it, sign"),
                     bundle_required=True)
     add("revoke", "revoke a version").add_argument("version", help="X.Y.Z to revoke")
@@ -196,6 +221,8 @@ def _release(args: argparse.Namespace, repo: Repository, scratch: Path | None) -
     policy = ReleasePolicy(revoked=args.revoked, floor=args.floor, channel=args.channel)
     epoch = source_date_epoch()
     _require_repository(repo)
+    if getattr(args, "what", None) == "windows":
+        return _release_windows(args, repo, scratch, policy, int(epoch))
     bundle = args.bundle
     if bundle is None and scratch is not None:
         platform = args.platform or host_platform()
@@ -222,6 +249,69 @@ def _release(args: argparse.Namespace, repo: Repository, scratch: Path | None) -
     if checked.platform == WINDOWS and not checked.signed:
         note = " (UNSIGNED test build)"
     return "added " + ", ".join(added) + note
+
+
+def _release_windows(
+    args: argparse.Namespace,
+    repo: Repository,
+    scratch: Path | None,
+    policy: ReleasePolicy,
+    epoch: int,
+) -> str:
+    if args.bundle is not None or args.platform not in (None, WINDOWS):
+        raise RepoError("release windows makes its own bundle: drop --bundle/--platform")
+    identity = SigningIdentity.from_environment(os.environ, args.sign_cert, args.sign_key,
+                                                args.sign_pkcs12)
+    freezing = ("take " + str(args.exe) if args.exe else
+                "freeze natively" if sys.platform == "win32" else "freeze under Wine")
+    if scratch is not None:
+        bundle = placeholder_bundle(scratch, WINDOWS)
+        added = repo.add_bundle(bundle, args.version, policy, platform=WINDOWS, mtime=epoch)
+        return (f"would {freezing}, sign the exe with {identity.describe()}, check it, build "
+                f"and sign the MSI; added " + ", ".join(added) + " (placeholder bundle)")
+    wine = None if args.exe or sys.platform == "win32" else _winehost()
+
+    def freeze(version: str, out: Path, trusted_root: Path) -> Path:
+        if args.exe is not None:
+            return Path(args.exe)
+        if wine is not None:
+            try:
+                return Path(wine.freeze_windows(version, out, trusted_root=trusted_root))
+            except wine.WineError as e:
+                raise RepoError(f"the freeze under Wine failed: {e}") from e
+        return freeze_bundle(version, trusted_root, out, str(epoch)) / "r4agent.exe"
+
+    def message_dll() -> Path:
+        if args.message_dll is not None:
+            return Path(args.message_dll)
+        if wine is None:
+            raise RepoError("give --message-dll (pywin32's servicemanager.pyd of the Python "
+                            "the exe was frozen with)")
+        return Path(wine.message_dll())
+
+    from installer.build_msi import build_msi
+
+    build = WindowsBuild(
+        freeze=freeze, message_dll=message_dll, build_msi=build_msi,
+        sign=lambda path: authenticode.sign(path, identity),
+        verify=lambda path: authenticode.verify(path, args.ca_file),
+    )
+    out = args.out or REPO_ROOT / ".cache" / "release" / args.version
+    done = release_windows(repo, args.version, build, Path(out), policy=policy,
+                           ca_file=args.ca_file, mtime=epoch)
+    return (f"signed exe {done.exe}\nsigned MSI {done.msi}\nadded " + ", ".join(done.added))
+
+
+def _winehost() -> Any:
+    """build/wine/winehost.py (not a package): the Wine build prefix and its freeze."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "winehost", REPO_ROOT / "build" / "wine" / "winehost.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _create_keys(args: argparse.Namespace, repo: Repository) -> str:
@@ -421,7 +511,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"release.py: {e}", file=sys.stderr)
         return 1
     except subprocess.CalledProcessError as e:
-        print(f"release.py: freeze failed (exit {e.returncode})", file=sys.stderr)
+        what = Path(str(e.cmd[0] if isinstance(e.cmd, list | tuple) else e.cmd)).name
+        print(f"release.py: {what} failed (exit {e.returncode}); nothing was added",
+              file=sys.stderr)
         return 1
     finally:
         if scratch is not None:

@@ -9,18 +9,17 @@ A bundle is the folder `release`/`add` archive as one release. It must hold exac
     r4agent       Linux: an x86-64 ELF whose `--version` prints `r4agent X.Y.Z`
 
 Each refusal says why and what to do next. The checks that run a program (`osslsigncode`, the
-Linux exe) go through one injected `Runner`.
+Linux exe) go through one injected `Runner` (updater/repo/programs.py).
 """
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from updater.policy import LINUX, WINDOWS, parse_version
+from updater.repo import authenticode
+from updater.repo.programs import Runner, run_program
 from updater.repo.repository import RepoError
 
 EXE_NAMES = {"r4agent.exe": WINDOWS, "r4agent": LINUX}
@@ -31,28 +30,6 @@ _ELF_X86_64 = 62
 
 class BundleRefused(RepoError):
     """The bundle is not the one build an agent of its platform could run."""
-
-
-@dataclass(frozen=True, slots=True)
-class Ran:
-    returncode: int
-    output: str  # stdout and stderr
-
-
-class Runner(Protocol):
-    def __call__(self, argv: Sequence[str], timeout_s: float) -> Ran: ...
-
-
-def run_program(argv: Sequence[str], timeout_s: float) -> Ran:
-    """The real runner; a program that cannot start or hangs is a returncode of -1."""
-    try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL, errors="replace")
-    except FileNotFoundError:
-        return Ran(-1, f"{argv[0]}: not found")
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return Ran(-1, f"{argv[0]}: {e}")
-    return Ran(done.returncode, done.stdout + done.stderr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,28 +118,10 @@ def _check_pe(exe: Path, version: str) -> None:
 
 
 def _check_signature(exe: Path, ca_file: Path | None, run: Runner) -> None:
-    argv = ["osslsigncode", "verify", "-in", str(exe)]
-    if ca_file is not None:
-        argv += ["-CAfile", str(ca_file)]
-    done = run(argv, 120)
-    if done.returncode == -1 and "not found" in done.output:
-        raise BundleRefused("osslsigncode is not installed, so the exe's signature cannot be "
-                            "checked: apt-get install osslsigncode")
-    if done.returncode != 0:
-        raise BundleRefused(f"{exe} has no valid Authenticode signature (osslsigncode verify: "
-                            f"{_why_unsigned(done.output)}): sign it (`release windows` does), "
-                            "or pass --unsigned-test-build for a test repository")
-
-
-def _why_unsigned(output: str) -> str:
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    for line in lines:
-        if "No signature found" in line:
-            return "no signature found"
-    for line in lines:
-        if line.startswith("Error:"):
-            return line
-    return lines[-1] if lines else "failed"
+    try:
+        authenticode.verify(exe, ca_file, run)
+    except authenticode.UnsignedError as e:
+        raise BundleRefused(str(e)) from e
 
 
 def _check_elf(exe: Path, head: bytes, version: str, run: Runner) -> None:
