@@ -64,8 +64,11 @@ from updater.tuf_client import trusted_catalog  # noqa: E402
 DEFAULT_REPO = REPO_ROOT / ".work" / "tuf-repo"
 
 
-def freeze_bundle(version: str, trusted_root: Path, out_dir: Path, epoch: str) -> Path:
-    """Run build/freeze.py reproducibly; return the folder holding only the exe (the bundle)."""
+def freeze_bundle(
+    version: str, trusted_root: Path, out_dir: Path, epoch: str, python: Path | None = None
+) -> Path:
+    """Run build/freeze.py reproducibly (`python`: the build interpreter, default a clean venv
+    freeze.py makes); return the folder holding only the exe (the bundle)."""
     bundle = out_dir / "bundle"
     if bundle.exists():
         shutil.rmtree(bundle)
@@ -73,7 +76,8 @@ def freeze_bundle(version: str, trusted_root: Path, out_dir: Path, epoch: str) -
     env = dict(os.environ, SOURCE_DATE_EPOCH=epoch, PYTHONHASHSEED="0")
     subprocess.run(
         [sys.executable, str(REPO_ROOT / "build" / "freeze.py"), "--version", version,
-         "--out", str(bundle), "--trusted-root", str(trusted_root)],
+         "--out", str(bundle), "--trusted-root", str(trusted_root),
+         *(["--python", str(python)] if python else [])],
         check=True, env=env, cwd=REPO_ROOT, timeout=3600,
     )
     return bundle
@@ -176,6 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     win = rel.add_argument_group("release windows")
     win.add_argument("--exe", type=Path, metavar="EXE",
                      help="an already frozen, unsigned r4agent.exe: skip the freeze")
+    win.add_argument("--build-python", type=Path, metavar="PY",
+                     help="on Windows: the interpreter that runs PyInstaller (default: the "
+                          "clean venv build/freeze.py makes)")
     win.add_argument("--message-dll", type=Path, metavar="PYD",
                      help="pywin32's servicemanager.pyd of the Python the exe was frozen with "
                           "(default: the Wine build Python's)")
@@ -279,7 +286,8 @@ def _release_windows(
                 return Path(wine.freeze_windows(version, out, trusted_root=trusted_root))
             except wine.WineError as e:
                 raise RepoError(f"the freeze under Wine failed: {e}") from e
-        return freeze_bundle(version, trusted_root, out, str(epoch)) / "r4agent.exe"
+        return freeze_bundle(version, trusted_root, out, str(epoch),
+                             args.build_python) / "r4agent.exe"
 
     def message_dll() -> Path:
         if args.message_dll is not None:
