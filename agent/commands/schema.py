@@ -16,7 +16,11 @@ from typing import Any
 from agent.commands.envelope import BY_TYPE, COMMAND_TYPES, Command, FieldSpec, field_specs
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-SCHEMA_ID = "https://flynotes.example/r4agent/messages.schema.json"
+# Raised when a change could make a message valid under one version invalid under the other;
+# the $id carries it, and the committed build/messages/messages.schema.json must match the code
+# (tests/messages). The r4agent-messages distribution is built from this module.
+SCHEMA_VERSION = 1
+SCHEMA_ID = f"https://flynotes.example/r4agent/messages/v{SCHEMA_VERSION}.schema.json"
 
 
 def _field_schema(spec: FieldSpec) -> dict[str, Any]:
