@@ -206,6 +206,8 @@ def _parser() -> argparse.ArgumentParser:
                  aliases=("resign-timestamp",))
     online.add_argument("--days", type=float, help="timestamp lifetime (default 2 days)")
     add("resign-targets", "re-sign targets with a fresh expiry (offline key)")
+    add("resign-root", "a new root version, same keys, fresh 365 days (2 of the 3 offline "
+        "root keys; also frees agents whose root expired)")
     exp = add("expiries", "show each role's expiry; exit 1 if one expires soon (read only)")
     exp.add_argument("--within", type=float, metavar="DAYS",
                      help="warn window for every role (default per role: root 60, targets 21, "
@@ -379,6 +381,8 @@ def _apply(args: argparse.Namespace, repo: Repository, scratch: Path | None) -> 
         return snapshot + f"timestamp version {done.timestamp_version}"
     if args.command == "resign-targets":
         return f"targets version {repo.resign_targets()}"
+    if args.command == "resign-root":
+        return f"root version {repo.resign_root()}"
     if args.command == "rotate-key":
         repo.rotate_key(args.old, args.new)
         return f"rotated {args.old} -> {args.new}"
@@ -445,7 +449,7 @@ def show_status(repo: Repository, against: str | None) -> int:
 
 
 RESIGN_HINT = {
-    "root": "rotate-key or a new root version (offline root keys)",
+    "root": "resign-root (2 of the 3 offline root keys)",
     "targets": "resign-targets (offline targets key)",
     "snapshot": "resign-online (online snapshot key)",
     "timestamp": "resign-online (the daily job is not running?)",

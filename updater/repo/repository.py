@@ -674,6 +674,20 @@ class Repository:
         assert isinstance(signed, Root)
         return list(signed.roles[role].keyids)
 
+    def resign_root(self) -> int:
+        """A new root version with the same keys and a fresh expiry, signed by the threshold of
+        root keys (an expired or expiring root: agents fetch newer root versions before they
+        check the expiry, so publishing it frees them). Returns its version."""
+        self._require_signers("root")
+        root_md = self.load("root")
+        old_root = Root.from_dict(json.loads(json.dumps(root_md.signed.to_dict())))
+        root_md.signed.version += 1
+        root_md.signed.expires = self._expires("root")
+        self._sign_root(root_md, old_root)
+        self._write(root_md, f"{root_md.signed.version}.root.json")
+        self._write(root_md, "root.json")
+        return int(root_md.signed.version)
+
     def set_threshold(self, role: str, threshold: int) -> None:
         """Change a role's threshold in a new root version (signed by old and new root keys)."""
         root_md = self.load("root")
