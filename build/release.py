@@ -1,33 +1,39 @@
-"""The one release command for engineers and CI: freeze, archive, sign, publish — and the
+"""The one release command for engineers and CI: check, sign, publish a build — and the
 repository chores (revoke, raise the floor, the daily re-signing, rotate a key, check expiries).
 
-    python build/release.py [--repo DIR] [--keys DIR] COMMAND [--publish DEST] [--dry-run]
+    python build/release.py [GLOBAL OPTIONS] COMMAND [OPTIONS]   (global options also after it)
 
-    init [--create-keys]              new repository (root 2-of-3, targets, snapshot, timestamp)
-    release --version X.Y.Z           freeze (build/freeze.py, trusted root baked in), archive
-            [--bundle DIR]            (tufup's format), add with signed policy + patch, sign
-            [--floor X.Y.Z] [--channel NAME] [--revoked]
-    revoke X.Y.Z                      mark a version revoked (agents refuse to install it)
+    init [--create-keys]              new repository (root 2-of-3, targets, snapshot, timestamp);
+                                      new keys: offline ones encrypted into --offline-keys,
+                                      online ones into --online-keys
+    release windows --version X.Y.Z   freeze under Wine (natively on Windows, or --exe), sign the
+                                      exe, check it, build and sign the MSI, add and sign
+    release --version X.Y.Z           freeze here (this machine's platform) or take --bundle,
+    add --version X.Y.Z --bundle DIR  check the bundle, add it with signed policy + patch, sign
+            [--platform P] [--unsigned-test-build] [--floor X.Y.Z] [--channel NAME] [--revoked]
+    revoke X.Y.Z                      mark a version revoked (agents refuse it)
     raise-floor X.Y.Z                 no agent installs anything below this any more
     resign-online [--days N]          the daily job, online keys only: a new timestamp (2 days),
                                       and a new snapshot when it has < 3 of its 7 days left
                                       (`resign-timestamp` is the same command, its old name)
     resign-targets                    re-sign targets with a fresh 90 days (offline targets key)
+    resign-root                       a new root version, same keys, fresh 365 days
     expiries [--within DAYS]          read only: each role's expiry; exit 1 if one is close
+    status [--against DEST]           read only: each platform's releases (revoked, floor,
+                                      channel), expiries, what DEST lacks (alias `list`)
     rotate-key OLD NEW                replace key file OLD by a new key NEW in root; re-signs only
                                       the roles OLD served and what points at them (refused
                                       before writing anything if a needed key is missing)
     publish                           only publish (needs --publish)
 
-`--publish DEST` (a folder or s3://bucket/prefix) uploads what changed: target files first,
-then targets, snapshot and timestamp metadata, the root versions last. `--dry-run` works on
-scratch copies (repository, and keys when new ones would be made), prints what would change and
-writes nothing else; `release --dry-run` without `--bundle` uses a placeholder bundle instead of
-freezing. Keys come from `--keys` or
-$R4AGENT_RELEASE_KEYS and are never committed; the repository folder from `--repo` or
-$R4AGENT_RELEASE_REPO (default .work/tuf-repo). Refused: a floor that is not canonical X.Y.Z, a
-release, revoke or floor that would leave no release installable. Exit 0 = done, 1 =
-refused/failed (for `expiries`: a role expires within the warning window).
+Keys: --offline-keys / --online-keys / --keys (or $R4AGENT_RELEASE_OFFLINE_KEYS,
+$R4AGENT_RELEASE_ONLINE_KEYS, $R4AGENT_RELEASE_KEYS); the offline keys' passphrase from
+$R4AGENT_RELEASE_PASSPHRASE_FILE, $R4AGENT_RELEASE_PASSPHRASE or a prompt, never argv. The
+repository: --repo or $R4AGENT_RELEASE_REPO (default .work/tuf-repo). `--publish DEST` (a
+folder or s3://bucket/prefix) uploads what changed: target files first, then targets, snapshot
+and timestamp metadata, the root versions last; without it a change says "not published".
+`--dry-run` works on scratch copies and writes nothing else. Procedures: docs/release-runbook.md.
+Exit 0 = done, 1 = refused/failed (for `expiries`: a role expires within the warning window).
 """
 
 from __future__ import annotations

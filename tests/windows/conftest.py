@@ -72,21 +72,6 @@ def make_signing_cert(folder: Path) -> tuple[Path, Path]:
     return key, cert
 
 
-def sign(path: Path, key: Path, cert: Path) -> Path:
-    """Authenticode-sign in place. Tests run offline, so no timestamp unless R4AGENT_SIGN_TSA
-    names a time-stamping server (osslsigncode -ts); releases are always timestamped."""
-    signed = path.with_name(f"signed-{path.name}")
-    timestamp = os.environ.get("R4AGENT_SIGN_TSA")
-    subprocess.run(
-        ["osslsigncode", "sign", "-certs", str(cert), "-key", str(key), "-h", "sha256",
-         "-n", "R4 agent", *(["-ts", timestamp] if timestamp else []),
-         "-in", str(path), "-out", str(signed)],
-        check=True, capture_output=True, timeout=300,
-    )
-    signed.replace(path)
-    return path
-
-
 def verify(path: Path, cert: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["osslsigncode", "verify", "-CAfile", str(cert), "-in", str(path)],
