@@ -241,6 +241,28 @@ def add_delegation(
     return key_path
 
 
+@dataclass(frozen=True)
+class ReleaseCli:
+    """build/release.py's `main` on a repository at `repo` with throwaway keys in `keys` (one
+    unencrypted folder); calling it runs one command line and returns its exit code."""
+
+    release: Any  # the loaded build/release.py module
+    repo: Path
+    keys: Path
+
+    def __call__(self, *args: str) -> int:
+        code: int = self.release.main(["--repo", str(self.repo), "--keys", str(self.keys), *args])
+        return code
+
+
+def release_cli(release: Any, root: Path) -> ReleaseCli:
+    """A fresh repository (`release.py init`) under `root`, driven through `release`'s CLI."""
+    Repository.create_keys(root / "keys")
+    cli = ReleaseCli(release, root / "repo", root / "keys")
+    assert cli("init") == 0
+    return cli
+
+
 def make_repo(tmp: Path, start: datetime | None = None) -> RepoSim:
     """A fresh repository; `start` sets the repository clock (expiries count from it)."""
     keys = tmp / "keys"

@@ -11,7 +11,14 @@ import boto3
 import pytest
 
 from tests.fixtures.build_scripts import load_build_script
-from tests.updater.support import HOST_APP, install_from_repository, make_elf_bundle, serve
+from tests.updater.support import (
+    HOST_APP,
+    ReleaseCli,
+    install_from_repository,
+    make_elf_bundle,
+    release_cli,
+    serve,
+)
 from updater.agent_gate import InstalledGate
 from updater.gate import GateAction
 from updater.layout import Layout
@@ -26,18 +33,8 @@ release = load_build_script("release", "release_cli")
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Any:
-    repo, keys = tmp_path / "repo", tmp_path / "keys"
-
-    def run(*args: str) -> int:
-        code: int = release.main(["--repo", str(repo), "--keys", str(keys), *args])
-        return code
-
-    Repository.create_keys(keys)  # one unencrypted folder: throwaway test keys
-    assert run("init") == 0
-    run.repo = repo  # type: ignore[attr-defined]
-    run.keys = keys  # type: ignore[attr-defined]
-    return run
+def cli(tmp_path: Path) -> ReleaseCli:
+    return release_cli(release, tmp_path)
 
 
 def _release(cli: Any, tmp_path: Path, version: str, *extra: str) -> int:

@@ -18,7 +18,12 @@ import boto3
 import pytest
 
 from tests.fixtures.build_scripts import load_build_script
-from tests.updater.support import install_from_repository, make_elf_bundle
+from tests.updater.support import (
+    ReleaseCli,
+    install_from_repository,
+    make_elf_bundle,
+    release_cli,
+)
 from updater.agent_gate import InstalledGate
 from updater.gate import GateAction
 from updater.layout import Layout
@@ -31,20 +36,12 @@ APP = target_app(LINUX)
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Any:
-    repo, keys = tmp_path / "repo", tmp_path / "keys"
-    Repository.create_keys(keys)
-
-    def run(*args: str) -> int:
-        code: int = release.main(["--repo", str(repo), "--keys", str(keys), *args])
-        return code
-
-    assert run("init") == 0
+def cli(tmp_path: Path) -> ReleaseCli:
+    cli = release_cli(release, tmp_path)
     for version in ("1.0.0", "1.1.0"):
         bundle = make_elf_bundle(tmp_path / "bundles", version)
-        assert run("add", "--version", version, "--bundle", str(bundle), "--platform", LINUX) == 0
-    run.repo, run.keys = repo, keys  # type: ignore[attr-defined]
-    return run
+        assert cli("add", "--version", version, "--bundle", str(bundle), "--platform", LINUX) == 0
+    return cli
 
 
 @pytest.fixture

@@ -13,9 +13,11 @@ import pytest
 from tests.fixtures.build_scripts import load_build_script
 from tests.updater.support import (
     CodeSigning,
+    ReleaseCli,
     make_code_signing,
     make_elf_bundle,
     real_windows_exe,
+    release_cli,
 )
 from updater.policy import APP_NAME, LINUX, WINDOWS, target_app
 from updater.repo.repository import Repository
@@ -25,18 +27,8 @@ WINDOWS_EXE_VERSION = "1.1.0"  # real_windows_exe()'s FileVersion 1.1.0.14
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Any:
-    repo, keys = tmp_path / "repo", tmp_path / "keys"
-
-    def run(*args: str) -> int:
-        code: int = release.main(["--repo", str(repo), "--keys", str(keys), *args])
-        return code
-
-    Repository.create_keys(keys)  # one unencrypted folder: throwaway test keys
-    assert run("init") == 0
-    run.repo = repo  # type: ignore[attr-defined]
-    run.keys = keys  # type: ignore[attr-defined]
-    return run
+def cli(tmp_path: Path) -> ReleaseCli:
+    return release_cli(release, tmp_path)
 
 
 @pytest.fixture(scope="module")
