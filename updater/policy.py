@@ -26,9 +26,8 @@ any archive's policy is unreadable no downgrade is made at all: its floor is unk
 
 from __future__ import annotations
 
-import platform as _platform
 import re
-import sys
+import sysconfig
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,11 +83,12 @@ def target_apps(platform: str) -> tuple[str, ...]:
     return (own, APP_NAME) if platform == LEGACY_PLATFORM else (own,)
 
 
-def host_platform(system: str = sys.platform, machine: str | None = None) -> str:
-    """This machine's platform tag; one no release carries (so nothing is read) off amd64."""
-    arch = (machine if machine is not None else _platform.machine()).lower()
+def host_platform(build: str | None = None) -> str:
+    """The platform this interpreter (the exe, when frozen) was built for, from `build` (default
+    `sysconfig.get_platform()`: "win-amd64", "linux-x86_64"; static, no WMI query at start):
+    `win-amd64`, `linux-amd64`, or a tag no release carries (so nothing is read)."""
+    name, _, arch = (build or sysconfig.get_platform()).partition("-")
     arch = "amd64" if arch in {"amd64", "x86_64"} else arch
-    name = "win" if system == "win32" else system
     return f"{name}-{arch}"
 
 

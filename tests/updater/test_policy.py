@@ -192,8 +192,9 @@ def test_agents_built_before_platform_names_ignore_them_instead_of_refusing_down
     assert isinstance(decide("1.1.0", "1.0.0", hyphen), Refuse)
 
 
-@pytest.mark.parametrize(("system", "machine", "tag"), [
-    ("win32", "AMD64", WINDOWS), ("linux", "x86_64", LINUX), ("linux", "aarch64", "linux-aarch64"),
+@pytest.mark.parametrize(("build", "tag"), [
+    ("win-amd64", WINDOWS), ("linux-x86_64", LINUX), ("linux-aarch64", "linux-aarch64"),
+    ("win-arm64", "win-arm64"),
 ])
-def test_the_host_platform_tag(system: str, machine: str, tag: str) -> None:
-    assert host_platform(system, machine) == tag
+def test_the_host_platform_tag(build: str, tag: str) -> None:
+    assert host_platform(build) == tag

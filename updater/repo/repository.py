@@ -324,7 +324,6 @@ class Repository:
                 raise RepoError(f"{e}; nothing was signed") from e
         return found
 
-
     def _require_signers(self, *roles: str) -> None:
         """Refuse before anything is written unless every role's threshold of keys is here
         (and opens: a wrong passphrase is refused here, not halfway through)."""
