@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # wixl + msitools: the MSI table checks are fast tests (tests/windows/test_msi_tables.py)
-bash .ci/apt-ensure.sh unixodbc libsqliteodbc python3-venv wixl msitools
+# osslsigncode + gcc + openssl: the release refusals (a signed PE, a real ELF) are fast tests
+bash .ci/apt-ensure.sh unixodbc libsqliteodbc python3-venv wixl msitools osslsigncode gcc openssl
 
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv

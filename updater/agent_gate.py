@@ -21,6 +21,7 @@ from pathlib import Path
 from updater.gate import GateAction, GateDecision, VersionGate
 from updater.install import Installer, Observer
 from updater.layout import ENV_INSTALL_BASE, InstallLockedError, Layout, install_lock
+from updater.policy import host_platform, target_apps
 from updater.state import (
     CorruptStateError,
     CurrentPointer,
@@ -59,13 +60,16 @@ class InstalledGate:
         limits: Limits | None = None,
         observer: Observer | None = None,
         root_seed: bytes | None = None,
+        platform: str | None = None,
     ) -> None:
+        """`platform`: whose builds to read (default this machine's, updater/policy.py)."""
         self._layout = layout
         self._running = running
         self._update_url = update_url
         self._limits = limits
         self._observer = observer
         self._root_seed = root_seed if root_seed is not None else bundled_root()
+        self._apps = target_apps(platform or host_platform())
 
     def _installer(self, update_url: str) -> Installer:
         metadata_url, targets_url = repository_urls(update_url)
@@ -77,6 +81,7 @@ class InstalledGate:
             metadata_url,
             targets_url,
             limits=self._limits,
+            app=self._apps,
         )
         return Installer(self._layout, client, observer=self._observer)
 

@@ -8,6 +8,15 @@ spellings can map to different targets or folders. Anything else (`../1.0`, `1.0
 
 Target names follow tufup's repository format: `<app>-<X.Y.Z>.tar.gz` (full archive) and
 `<app>-<X.Y.Z>.patch` (bsdiff of the uncompressed tar of the previous archive to this one).
+`<app>` carries the platform: `r4agent_win_amd64`, `r4agent_linux_amd64` (`target_app`), and an
+agent reads only its own platform's names (`target_apps`). The plain `r4agent` names are the
+ones every agent built before platform names reads; all of those are Windows agents, so the
+release side lists Windows builds under them as well and never anything else, and a Windows
+agent reads them where its platform name has no entry for a version (releases made before).
+The platform is joined with `_`, not `-`: those older agents read `r4agent-win-amd64-1.1.0` as
+`r4agent` with the malformed version `win-amd64-1.1.0` — an archive whose policy they cannot
+read, which makes them refuse every downgrade — while `r4agent_win_amd64-1.1.0` is another
+app's name to them, ignored.
 Each archive carries signed policy in its custom metadata (`custom.user`):
 `{"revoked": bool, "floor": "X.Y.Z", "channel": "stable"}`. The effective floor is the highest
 `floor` over all trusted archives; nothing below it is installed, and neither is anything revoked
@@ -18,11 +27,17 @@ any archive's policy is unreadable no downgrade is made at all: its floor is unk
 from __future__ import annotations
 
 import re
+import sysconfig
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 APP_NAME = "r4agent"
+WINDOWS = "win-amd64"
+LINUX = "linux-amd64"
+PLATFORMS = (WINDOWS, LINUX)
+# the platform of every target named plain `r4agent-…` (see the module doc)
+LEGACY_PLATFORM = WINDOWS
 # Above this patch-chain / archive size ratio the full archive is cheaper (tufup uses 0.8).
 DEFAULT_MAX_PATCH_RATIO = 0.8
 
@@ -55,6 +70,38 @@ def parse_version(text: str) -> Version:
         shown = text if len(text) <= 40 and text.isprintable() else repr(text[:40])
         raise BadVersionError(f"not a canonical X.Y.Z version: {shown!r}")
     return Version(int(match[1]), int(match[2]), int(match[3]))
+
+
+def target_app(platform: str) -> str:
+    """The `<app>` part of a platform's target names: `r4agent_win_amd64`."""
+    return f"{APP_NAME}_{platform.replace('-', '_')}"
+
+
+def target_apps(platform: str) -> tuple[str, ...]:
+    """The `<app>` names an agent on `platform` reads, its own first."""
+    own = target_app(platform)
+    return (own, APP_NAME) if platform == LEGACY_PLATFORM else (own,)
+
+
+def host_platform(build: str | None = None) -> str:
+    """The platform this interpreter (the exe, when frozen) was built for, from `build` (default
+    `sysconfig.get_platform()`: "win-amd64", "linux-x86_64"; static, no WMI query at start):
+    `win-amd64`, `linux-amd64`, or a tag no release carries (so nothing is read)."""
+    name, _, arch = (build or sysconfig.get_platform()).partition("-")
+    arch = "amd64" if arch in {"amd64", "x86_64"} else arch
+    return f"{name}-{arch}"
+
+
+def parse_target_name(path: str) -> tuple[str, Version, bool] | None:
+    """(`<app>`, version, is_archive) of a well-formed target name, else None."""
+    match = _TARGET_RE.fullmatch(path)
+    if match is None:
+        return None
+    try:
+        version = parse_version(match["version"])
+    except BadVersionError:
+        return None
+    return match["app"], version, match["suffix"] == ".tar.gz"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +164,30 @@ class TargetInfo:
     custom: Any
 
 
-def build_catalog(targets: Sequence[TargetInfo], app: str = APP_NAME) -> TrustedCatalog:
+def build_catalog(
+    targets: Sequence[TargetInfo], app: str | Sequence[str] = APP_NAME
+) -> TrustedCatalog:
+    """The catalog of the targets named `<app>-…`; with several apps (a Windows agent: its own,
+    then the plain `r4agent` names), each version comes from the first app that lists it, and
+    so does that version's patch."""
+    apps = (app,) if isinstance(app, str) else tuple(app)
+    parts = [_catalog_of(targets, one) for one in apps]
+    releases: dict[Version, Release] = {}
+    patches: dict[Version, Patch] = {}
+    for part in reversed(parts):  # the first app wins
+        for version, release in part.releases.items():
+            releases[version] = release
+            patches.pop(version, None)
+            if version in part.patches:
+                patches[version] = part.patches[version]
+    return TrustedCatalog(
+        releases, patches,
+        tuple(p for part in parts for p in part.problems),
+        tuple(p for part in parts for p in part.archive_problems),
+    )
+
+
+def _catalog_of(targets: Sequence[TargetInfo], app: str) -> TrustedCatalog:
     releases: dict[Version, Release] = {}
     patches: dict[Version, Patch] = {}
     problems: list[str] = []

@@ -311,22 +311,28 @@ def write_bytes_atomic(path: Path, payload: bytes) -> None:
     write_atomic(path, lambda out: out.write(payload))
 
 
-def copy_file_atomic(source: Path, path: Path) -> None:
+def copy_file_atomic(source: Path, path: Path, mode: int | None = None) -> None:
     """Copy `source` to `path` (streamed) with the same guarantees as `write_bytes_atomic`."""
     with open(source, "rb") as src:
-        write_atomic(path, lambda out: shutil.copyfileobj(src, out, 1 << 20))
+        write_atomic(path, lambda out: shutil.copyfileobj(src, out, 1 << 20), mode)
 
 
-def write_atomic(path: Path, fill: Callable[[IO[bytes]], object]) -> None:
+def write_atomic(
+    path: Path, fill: Callable[[IO[bytes]], object], mode: int | None = None
+) -> None:
     """The one atomic write: `fill` writes into a temp file with an unpredictable name in the
     same folder; it is fsynced and renamed over `path`, then the folder is fsynced. A reader
-    (or a crash) sees the old or the new content, never a mix; no temp file is left behind."""
+    (or a crash) sees the old or the new content, never a mix; no temp file is left behind.
+    The file is private (0600) unless `mode` is given (POSIX), set before the rename so it is
+    never visible with another."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as tmp:
             fill(tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
+            if mode is not None and os.name == "posix":
+                os.fchmod(tmp.fileno(), mode)
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -36,7 +36,7 @@ import importlib.resources
 import io
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -58,6 +58,8 @@ from updater.policy import (
     TargetInfo,
     TrustedCatalog,
     build_catalog,
+    host_platform,
+    target_apps,
 )
 from updater.state import write_bytes_atomic
 
@@ -204,9 +206,10 @@ def bundled_root() -> bytes | None:
         return None
 
 
-def trusted_catalog(targets: Targets, app: str = APP_NAME) -> TrustedCatalog:
-    """The catalog of a (verified) top-level targets role, as the agent sees it. The release side
-    runs it too before signing, so it never publishes what agents would refuse or ignore.
+def trusted_catalog(targets: Targets, app: str | Sequence[str] = APP_NAME) -> TrustedCatalog:
+    """The catalog of a (verified) top-level targets role, as the agent sees it (`app`: the
+    target names it reads, `updater.policy.target_apps`). The release side runs it too before
+    signing, for every platform, so it never publishes what agents would refuse or ignore.
 
     Only the top-level role's own targets are releases (it is the role the offline targets key
     signs, and the one that carries the signed policy); a delegation it may hold is not read
@@ -231,14 +234,16 @@ class TufClient:
         targets_url: str,
         *,
         limits: Limits | None = None,
-        app: str = "r4agent",
+        app: str | Sequence[str] | None = None,
     ) -> None:
+        """`app`: the target names read (default: this machine's platform's,
+        `updater.policy.target_apps`); an agent never looks at another platform's builds."""
         self._metadata_dir = metadata_dir
         self._target_dir = target_dir
         self._metadata_url = metadata_url
         self._targets_url = targets_url
         self._limits = limits or Limits()
-        self._app = app
+        self._app = target_apps(host_platform()) if app is None else app
         self._updater: Updater | None = None
 
     def refresh(self) -> TrustedCatalog:
@@ -339,7 +344,7 @@ class TufClient:
     # ---- uncompressed tars (patch bases) ------------------------------------------------------
 
     def tar_cache_path(self, version: str) -> Path:
-        return self._target_dir / f"{self._app}-{version}.tar"
+        return self._target_dir / f"{APP_NAME}-{version}.tar"
 
     def tar_from_archive(self, archive: bytes) -> bytes:
         """Decompress a verified .tar.gz, refusing output above the tar cap (gzip bomb)."""

@@ -24,7 +24,11 @@ from agent.commands.envelope import (
 )
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-SCHEMA_ID = "https://flynotes.example/r4agent/messages.schema.json"
+# Raised when a change could make a message valid under one version invalid under the other;
+# the $id carries it, and the committed build/messages/messages.schema.json must match the code
+# (tests/messages). The r4agent-messages distribution is built from this module.
+SCHEMA_VERSION = 1
+SCHEMA_ID = f"https://flynotes.example/r4agent/messages/v{SCHEMA_VERSION}.schema.json"
 
 
 def _field_schema(spec: FieldSpec) -> dict[str, Any]:

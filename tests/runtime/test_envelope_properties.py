@@ -43,7 +43,9 @@ json_values: st.SearchStrategy[Any] = st.recursive(
     max_leaves=12,
 )
 type_names = st.sampled_from([*envelope.BY_TYPE, "", "PATIENT-SYNC", "x" * 70]) | st.text()
-wire_names = st.sampled_from(["r4PatientId", "patientPatchId", "full", "type"]) | st.text(max_size=8)
+wire_names = st.sampled_from(["r4PatientId", "patientPatchId", "full", "type"]) | st.text(
+    max_size=8
+)
 documents = st.dictionaries(wire_names, json_values, max_size=5).flatmap(
     lambda d: st.builds(lambda t: {**d, "type": t}, type_names | json_values)
 )

@@ -42,3 +42,15 @@ def layout(tmp_path: Path, sim: RepoSim) -> Layout:
     layout = Layout(tmp_path / "ProgramData")
     install_from_repo(sim, layout, "1.0.0")
     return layout
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on loopback."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

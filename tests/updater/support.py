@@ -30,10 +30,14 @@ from tuf.api.serialization.json import JSONSerializer
 from updater.agent_gate import InstalledGate
 from updater.host import Host, OwnBuild
 from updater.layout import Layout
+from updater.policy import host_platform, target_app
 from updater.repo import keys
 from updater.repo.repository import ReleasePolicy, Repository, utc_now
 from updater.state import CurrentPointer, PointerState, read_pointer, write_pointer
 from updater.tuf_client import Limits
+
+# the target names agents on this machine read (updater/policy.py)
+HOST_APP = target_app(host_platform())
 
 # The simulated agent: `--version` and `self-test` print its version; `run` behaves as baked in
 # BEHAVIOUR (`self_test_broken`: its update path is broken; `legacy_cli`: no self-test command).
@@ -100,6 +104,68 @@ class FixedNow:
         return self.value or utc_now()
 
 
+# A real x86-64 ELF standing in for a Linux build (compiled by gcc at test time): `--version`
+# and `self-test` print PRINTED, anything else exits 0.
+_ELF_AGENT_C = r"""
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv) {
+    if (argc == 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "self-test")))
+        puts(PRINTED);
+    return 0;
+}
+"""
+
+
+def make_elf_bundle(root: Path, version: str, printed: str | None = None) -> Path:
+    """A bundle holding one real ELF `r4agent` whose `--version` prints `r4agent VERSION`."""
+    import subprocess
+
+    bundle = root / f"elf-{version}-{len(list(root.glob('elf-*')))}"
+    bundle.mkdir(parents=True)
+    source = root / f"{bundle.name}.c"
+    source.write_text(_ELF_AGENT_C)
+    text = printed if printed is not None else f"r4agent {version}"
+    subprocess.run(["gcc", "-O0", f"-DPRINTED={json.dumps(text)}", "-o",
+                    str(bundle / "r4agent"), str(source)], check=True, timeout=120)
+    return bundle
+
+
+def real_windows_exe() -> Path:
+    """A real PE32+ x86-64 exe with a version resource (FileVersion 1.1.0.14): pip's vendored
+    distlib launcher, never committed here."""
+    import pip._vendor.distlib as distlib
+
+    return Path(distlib.__file__).parent / "t64.exe"
+
+
+@dataclass(frozen=True)
+class CodeSigning:
+    cert: Path
+    key: Path
+
+    def sign(self, exe: Path, out: Path) -> Path:
+        import subprocess
+
+        subprocess.run(["osslsigncode", "sign", "-certs", str(self.cert), "-key", str(self.key),
+                        "-h", "sha256", "-in", str(exe), "-out", str(out)],
+                       check=True, capture_output=True, timeout=120)
+        return out
+
+
+def make_code_signing(root: Path) -> CodeSigning:
+    """A throwaway self-signed code-signing certificate (openssl)."""
+    import subprocess
+
+    root.mkdir(parents=True, exist_ok=True)
+    cert, key = root / "cert.pem", root / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=R4 test signing",
+                    "-addext", "extendedKeyUsage=codeSigning"],
+                   check=True, capture_output=True, timeout=120)
+    return CodeSigning(cert, key)
+
+
 @dataclass
 class RepoSim:
     root: Path
@@ -111,8 +177,11 @@ class RepoSim:
     def repo_dir(self) -> Path:
         return self.repo.repo_dir
 
+    platform: str | None = None  # the platform its builds are for (None: this machine's)
+
     def add(self, version: str, policy: ReleasePolicy | None = None, **behaviour: Any) -> None:
-        self.repo.add_bundle(make_bundle(self.work, version, **behaviour), version, policy)
+        self.repo.add_bundle(make_bundle(self.work, version, **behaviour), version, policy,
+                             platform=self.platform)
 
     def snapshot_files(self) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in (self.repo_dir / "metadata").iterdir()}
@@ -172,6 +241,28 @@ def add_delegation(
     return key_path
 
 
+@dataclass(frozen=True)
+class ReleaseCli:
+    """build/release.py's `main` on a repository at `repo` with throwaway keys in `keys` (one
+    unencrypted folder); calling it runs one command line and returns its exit code."""
+
+    release: Any  # the loaded build/release.py module
+    repo: Path
+    keys: Path
+
+    def __call__(self, *args: str) -> int:
+        code: int = self.release.main(["--repo", str(self.repo), "--keys", str(self.keys), *args])
+        return code
+
+
+def release_cli(release: Any, root: Path) -> ReleaseCli:
+    """A fresh repository (`release.py init`) under `root`, driven through `release`'s CLI."""
+    Repository.create_keys(root / "keys")
+    cli = ReleaseCli(release, root / "repo", root / "keys")
+    assert cli("init") == 0
+    return cli
+
+
 def make_repo(tmp: Path, start: datetime | None = None) -> RepoSim:
     """A fresh repository; `start` sets the repository clock (expiries count from it)."""
     keys = tmp / "keys"
@@ -189,7 +280,8 @@ def clone_repo(template: RepoSim, tmp: Path) -> RepoSim:
     """A private copy of a prepared repository (keys, metadata, targets, bundles)."""
     shutil.copytree(template.root, tmp)
     now = FixedNow()
-    return RepoSim(tmp, Repository(tmp / "repo", tmp / "keys", now=now), now, tmp / "bundles")
+    return RepoSim(tmp, Repository(tmp / "repo", tmp / "keys", now=now), now, tmp / "bundles",
+                   template.platform)
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -244,13 +336,15 @@ def install_from_repo(sim: RepoSim, layout: Layout, version: str) -> None:
     install_from_repository(sim.repo, layout, version)
 
 
-def install_from_repository(repo: Repository, layout: Layout, version: str) -> None:
-    """Lay out `version` as if the updater had installed it: extracted folder, cached tar,
-    pointer, trusted root."""
+def install_from_repository(
+    repo: Repository, layout: Layout, version: str, app: str = HOST_APP
+) -> None:
+    """Lay out `version` (its archive named for `app`) as if the updater had installed it:
+    extracted folder, cached tar, pointer, trusted root."""
     import tarfile
 
     layout.ensure_dirs()
-    archive = repo.repo_dir / "targets" / f"r4agent-{version}.tar.gz"
+    archive = repo.repo_dir / "targets" / f"{app}-{version}.tar.gz"
     tar_bytes = gzip.decompress(archive.read_bytes())
     (layout.targets_dir / f"r4agent-{version}.tar").write_bytes(tar_bytes)
     dest = layout.version_dir(version)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.updater.support import HttpRepo, RepoSim, gate, pointer_version
+from tests.updater.support import HOST_APP, HttpRepo, RepoSim, gate, pointer_version
 from updater.gate import GateAction
 from updater.layout import Layout, install_lock
 from updater.staging import smoke_test
@@ -16,8 +16,8 @@ def test_upgrade_1_0_to_1_1_uses_the_patch(
 
     assert decision.action is GateAction.RESTART_INTO_NEW_VERSION, decision.reason
     assert "via patch" in decision.reason
-    assert http_repo.fetched("/targets/r4agent-1.1.0.patch")
-    assert not http_repo.fetched("/targets/r4agent-1.1.0.tar.gz")
+    assert http_repo.fetched(f"/targets/{HOST_APP}-1.1.0.patch")
+    assert not http_repo.fetched(f"/targets/{HOST_APP}-1.1.0.tar.gz")
     pointer = read_pointer(layout.current_file)
     assert pointer is not None
     assert (pointer.version, pointer.previous, pointer.state) == ("1.1.0", "1.0.0",
@@ -33,7 +33,8 @@ def test_upgrade_two_steps_applies_the_patch_chain(
     decision = gate(layout, "1.0.0", http_repo.url, sim).ensure("1.2.0")
 
     assert decision.action is GateAction.RESTART_INTO_NEW_VERSION, decision.reason
-    assert http_repo.fetched("r4agent-1.1.0.patch") and http_repo.fetched("r4agent-1.2.0.patch")
+    assert http_repo.fetched(f"{HOST_APP}-1.1.0.patch")
+    assert http_repo.fetched(f"{HOST_APP}-1.2.0.patch")
     assert pointer_version(layout) == "1.2.0"
     smoke_test(layout.exe_path("1.2.0"), "1.2.0", 30)
 
@@ -52,7 +53,7 @@ def test_downgrade_1_1_to_1_0_uses_the_full_archive(
 
     assert decision.action is GateAction.RESTART_INTO_NEW_VERSION, decision.reason
     assert "downgrade" in decision.reason and "full archive" in decision.reason
-    assert http_repo.fetched("/targets/r4agent-1.0.0.tar.gz")
+    assert http_repo.fetched(f"/targets/{HOST_APP}-1.0.0.tar.gz")
     pointer = read_pointer(layout.current_file)
     assert pointer is not None and (pointer.version, pointer.previous) == ("1.0.0", "1.1.0")
     smoke_test(layout.exe_path("1.0.0"), "1.0.0", 30)

@@ -19,6 +19,7 @@ from tuf.api.metadata import Metadata
 from tuf.api.serialization.json import JSONSerializer
 
 from tests.updater.support import (
+    HOST_APP,
     HttpRepo,
     RepoSim,
     add_delegation,
@@ -62,7 +63,7 @@ def _ensure(layout: Layout, sim: RepoSim, http_repo: HttpRepo, wanted: str,
 
 def test_tampered_archive_is_rejected(layout: Layout, sim: RepoSim, http_repo: HttpRepo) -> None:
     _full_route(layout)
-    _tamper(sim.repo_dir / "targets" / "r4agent-1.1.0.tar.gz")
+    _tamper(sim.repo_dir / "targets" / f"{HOST_APP}-1.1.0.tar.gz")
     decision = _ensure(layout, sim, http_repo, "1.1.0")
     assert "LengthOrHashMismatch" in decision.reason
     _assert_untouched(layout, decision)
@@ -71,18 +72,19 @@ def test_tampered_archive_is_rejected(layout: Layout, sim: RepoSim, http_repo: H
 def test_tampered_patch_is_rejected_and_the_signed_full_archive_used_instead(
     layout: Layout, sim: RepoSim, http_repo: HttpRepo
 ) -> None:
-    _tamper(sim.repo_dir / "targets" / "r4agent-1.1.0.patch")
+    _tamper(sim.repo_dir / "targets" / f"{HOST_APP}-1.1.0.patch")
     decision = _ensure(layout, sim, http_repo, "1.1.0")
     assert decision.action is GateAction.RESTART_INTO_NEW_VERSION
-    assert http_repo.fetched("r4agent-1.1.0.patch") and http_repo.fetched("r4agent-1.1.0.tar.gz")
+    assert http_repo.fetched(f"{HOST_APP}-1.1.0.patch")
+    assert http_repo.fetched(f"{HOST_APP}-1.1.0.tar.gz")
     assert b"1.1.0" in layout.exe_path("1.1.0").read_bytes()
 
 
 def test_tampered_patch_and_archive_are_both_rejected(
     layout: Layout, sim: RepoSim, http_repo: HttpRepo
 ) -> None:
-    _tamper(sim.repo_dir / "targets" / "r4agent-1.1.0.patch")
-    _tamper(sim.repo_dir / "targets" / "r4agent-1.1.0.tar.gz")
+    _tamper(sim.repo_dir / "targets" / f"{HOST_APP}-1.1.0.patch")
+    _tamper(sim.repo_dir / "targets" / f"{HOST_APP}-1.1.0.tar.gz")
     _assert_untouched(layout, _ensure(layout, sim, http_repo, "1.1.0"))
 
 
@@ -92,9 +94,9 @@ def test_patch_result_not_matching_its_signed_hash_is_rejected(
     # a genuine patch applied to a damaged local base gives the wrong tar: the signed size/hash
     # of the result catches it; with the archive tampered too, nothing is left to install
     _tamper(layout.targets_dir / "r4agent-1.0.0.tar")
-    _tamper(sim.repo_dir / "targets" / "r4agent-1.1.0.tar.gz")
+    _tamper(sim.repo_dir / "targets" / f"{HOST_APP}-1.1.0.tar.gz")
     decision = _ensure(layout, sim, http_repo, "1.1.0")
-    assert http_repo.fetched("r4agent-1.1.0.patch")
+    assert http_repo.fetched(f"{HOST_APP}-1.1.0.patch")
     _assert_untouched(layout, decision)
 
 
@@ -104,17 +106,17 @@ def test_damaged_local_patch_base_falls_back_to_the_full_archive(
     _tamper(layout.targets_dir / "r4agent-1.0.0.tar")
     decision = _ensure(layout, sim, http_repo, "1.1.0")
     assert decision.action is GateAction.RESTART_INTO_NEW_VERSION
-    assert http_repo.fetched("r4agent-1.1.0.tar.gz")
+    assert http_repo.fetched(f"{HOST_APP}-1.1.0.tar.gz")
 
 
 def test_target_not_listed_is_refused(layout: Layout, sim: RepoSim, http_repo: HttpRepo) -> None:
     # the file is on the server, but unsigned: not in targets metadata
-    (sim.repo_dir / "targets" / "r4agent-1.3.0.tar.gz").write_bytes(
-        (sim.repo_dir / "targets" / "r4agent-1.2.0.tar.gz").read_bytes()
+    (sim.repo_dir / "targets" / f"{HOST_APP}-1.3.0.tar.gz").write_bytes(
+        (sim.repo_dir / "targets" / f"{HOST_APP}-1.2.0.tar.gz").read_bytes()
     )
     decision = _ensure(layout, sim, http_repo, "1.3.0")
     assert "not listed" in decision.reason
-    assert not http_repo.fetched("r4agent-1.3.0.tar.gz")
+    assert not http_repo.fetched(f"{HOST_APP}-1.3.0.tar.gz")
     _assert_untouched(layout, decision)
 
 
@@ -177,7 +179,7 @@ def test_a_delegated_role_cannot_list_a_release_the_top_level_targets_do_not(
     # a build 1.3.0: releases are what the top-level targets list (the signed policy lives
     # there), so the agent refuses 1.3.0 without ever reading the delegated role
     evil = deterministic_tar_gz(make_bundle(tmp_path, "1.3.0"))
-    add_delegation(sim, "builds", ["r4agent-*"], {"r4agent-1.3.0.tar.gz": evil})
+    add_delegation(sim, "builds", [f"{HOST_APP}-*"], {f"{HOST_APP}-1.3.0.tar.gz": evil})
 
     decision = _ensure(layout, sim, http_repo, "1.3.0")
 
@@ -196,7 +198,7 @@ def test_a_delegated_role_cannot_replace_a_release_the_top_level_targets_list(
     # refused outright
     _full_route(layout)
     other = deterministic_tar_gz(make_bundle(tmp_path, "1.1.0", run_exit=1))
-    add_delegation(sim, "builds", ["r4agent-*"], {"r4agent-1.1.0.tar.gz": other},
+    add_delegation(sim, "builds", [f"{HOST_APP}-*"], {f"{HOST_APP}-1.1.0.tar.gz": other},
                    write_files=False)
 
     decision = _ensure(layout, sim, http_repo, "1.1.0")
@@ -273,7 +275,7 @@ def test_endless_archive_download_is_cut_at_the_signed_length(
     layout: Layout, sim: RepoSim, http_repo: HttpRepo
 ) -> None:
     _full_route(layout)
-    http_repo.overrides["/targets/r4agent-1.1.0.tar.gz"] = _endless
+    http_repo.overrides[f"/targets/{HOST_APP}-1.1.0.tar.gz"] = _endless
     decision = _ensure(layout, sim, http_repo, "1.1.0")
     assert "DownloadLengthMismatchError" in decision.reason
     _assert_untouched(layout, decision)
@@ -306,7 +308,7 @@ def _trickle(length: int | None, stop: threading.Event) -> Callable[[Any], None]
     return handler
 
 
-@pytest.mark.parametrize("path", ["/metadata/timestamp.json", "/targets/r4agent-1.1.0.tar.gz"])
+@pytest.mark.parametrize("path", ["/metadata/timestamp.json", f"/targets/{HOST_APP}-1.1.0.tar.gz"])
 def test_trickled_download_is_cut_at_its_total_deadline(
     layout: Layout, sim: RepoSim, http_repo: HttpRepo, path: str
 ) -> None:
@@ -364,7 +366,7 @@ class SimulatedLine:
 
 
 @pytest.mark.parametrize(("path", "length", "gets_through"), [
-    ("/targets/r4agent-9.9.9.tar.gz", 12_000_000, True),  # a full archive, as a downgrade needs
+    (f"/targets/{HOST_APP}-9.9.9.tar.gz", 12_000_000, True),  # a full archive, as a downgrade needs
     ("/metadata/targets.json", 5_000_000, False),  # metadata at its cap stays tight
 ])
 def test_a_slow_line_still_downloads_a_full_archive_while_metadata_stays_tight(
@@ -389,7 +391,7 @@ def test_signed_target_above_the_size_cap_is_not_downloaded(
     _full_route(layout)
     decision = _ensure(layout, sim, http_repo, "1.1.0", Limits(max_target_bytes=1000))
     assert "byte cap" in decision.reason
-    assert not http_repo.fetched("r4agent-1.1.0.tar.gz")
+    assert not http_repo.fetched(f"{HOST_APP}-1.1.0.tar.gz")
     _assert_untouched(layout, decision)
 
 

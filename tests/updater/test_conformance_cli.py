@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.updater.support import HttpRepo, RepoSim, add_delegation
+from tests.updater.support import HOST_APP, HttpRepo, RepoSim, add_delegation
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,16 +29,16 @@ def test_init_refresh_download_succeed_and_cache(
         p.name for p in meta.iterdir()
     }
     download = ["--metadata-dir", str(meta), "--metadata-url", url,
-                "--target-name", "r4agent-1.1.0.tar.gz",
+                "--target-name", f"{HOST_APP}-1.1.0.tar.gz",
                 "--target-base-url", f"{http_repo.url}/targets", "--target-dir", str(targets),
                 "download"]
     assert _cli(*download) == 0
-    assert (targets / "r4agent-1.1.0.tar.gz").read_bytes() == (
-        sim.repo_dir / "targets" / "r4agent-1.1.0.tar.gz"
+    assert (targets / f"{HOST_APP}-1.1.0.tar.gz").read_bytes() == (
+        sim.repo_dir / "targets" / f"{HOST_APP}-1.1.0.tar.gz"
     ).read_bytes()
     http_repo.requests.clear()
     assert _cli(*download) == 0
-    assert not http_repo.fetched("r4agent-1.1.0.tar.gz")  # cached, hashes matched
+    assert not http_repo.fetched(f"{HOST_APP}-1.1.0.tar.gz")  # cached, hashes matched
 
 
 def test_refresh_and_download_fail_with_exit_1_on_attacks(
@@ -48,13 +48,13 @@ def test_refresh_and_download_fail_with_exit_1_on_attacks(
     assert _cli("--metadata-dir", str(meta), "init",
                 str(sim.repo_dir / "metadata" / "root.json")) == 0
     url = f"{http_repo.url}/metadata"
-    archive = sim.repo_dir / "targets" / "r4agent-1.1.0.tar.gz"
+    archive = sim.repo_dir / "targets" / f"{HOST_APP}-1.1.0.tar.gz"
     archive.write_bytes(archive.read_bytes()[:-1] + b"x")
     common = ["--metadata-dir", str(meta), "--metadata-url", url,
               "--target-base-url", f"{http_repo.url}/targets", "--target-dir", str(targets)]
-    assert _cli(*common, "--target-name", "r4agent-1.1.0.tar.gz", "download") == 1
+    assert _cli(*common, "--target-name", f"{HOST_APP}-1.1.0.tar.gz", "download") == 1
     assert _cli(*common, "--target-name", "not-listed.bin", "download") == 1
-    assert not (targets / "r4agent-1.1.0.tar.gz").exists()
+    assert not (targets / f"{HOST_APP}-1.1.0.tar.gz").exists()
     (sim.repo_dir / "metadata" / "timestamp.json").write_text("{}")
     assert _cli("--metadata-dir", str(meta), "--metadata-url", url, "refresh") == 1
 
@@ -77,15 +77,16 @@ def test_repeated_target_names_download_in_order_and_stop_at_the_first_failure(
     tmp_path: Path, sim: RepoSim, http_repo: HttpRepo
 ) -> None:
     _init(tmp_path, sim)
-    assert _download(tmp_path, http_repo, "r4agent-1.2.0.tar.gz", "r4agent-1.1.0.tar.gz") == 0
+    assert _download(tmp_path, http_repo, f"{HOST_APP}-1.2.0.tar.gz",
+                     f"{HOST_APP}-1.1.0.tar.gz") == 0
     fetched = [r for r in http_repo.requests if r.startswith("/targets/")]
-    assert fetched == ["/targets/r4agent-1.2.0.tar.gz", "/targets/r4agent-1.1.0.tar.gz"]
+    assert fetched == [f"/targets/{HOST_APP}-1.2.0.tar.gz", f"/targets/{HOST_APP}-1.1.0.tar.gz"]
 
     http_repo.requests.clear()
-    assert _download(tmp_path, http_repo, "r4agent-1.0.0.tar.gz", "not-listed.bin",
-                     "r4agent-1.1.0.patch") == 1
-    assert (tmp_path / "targets" / "r4agent-1.0.0.tar.gz").is_file()
-    assert not http_repo.fetched("r4agent-1.1.0.patch")  # stopped at the unlisted name
+    assert _download(tmp_path, http_repo, f"{HOST_APP}-1.0.0.tar.gz", "not-listed.bin",
+                     f"{HOST_APP}-1.1.0.patch") == 1
+    assert (tmp_path / "targets" / f"{HOST_APP}-1.0.0.tar.gz").is_file()
+    assert not http_repo.fetched(f"{HOST_APP}-1.1.0.patch")  # stopped at the unlisted name
 
 
 def test_a_delegated_target_is_verified_through_its_delegation(

@@ -21,7 +21,7 @@ from agent.clock import SystemClock
 from agent.standin import r4_sample
 from agent.standin.backend import StandinBackend
 from agent.standin.sqs_local import LocalSqs
-from tests.updater.support import make_repo, serve, service_start
+from tests.updater.support import HOST_APP, make_repo, serve, service_start
 from updater.agent_gate import ENV_UPDATE_URL
 from updater.host import EventWaiter, Host, HostEvent, HostPolicy, SubprocessLauncher
 from updater.layout import Layout
@@ -114,8 +114,8 @@ def test_host_and_frozen_agent_follow_library_version_up_and_down(tmp_path: Path
                 wait_for(lambda: on("1.1.0"), "the agent to move up to 1.1.0 again")
                 up = read_record(layout.install_state_file)
                 assert up is not None and up.route == "patch"
-                assert http.fetched("r4agent-1.1.0.patch")
-                assert not http.fetched("r4agent-1.1.0.tar.gz"), "patch route fell back to full"
+                assert http.fetched(f"{HOST_APP}-1.1.0.patch")
+                assert not http.fetched(f"{HOST_APP}-1.1.0.tar.gz"), "patch route fell back to full"
             finally:
                 stop.set()
                 thread.join(120)

@@ -7,6 +7,9 @@ from typing import Any
 import pytest
 
 from updater.policy import (
+    APP_NAME,
+    LINUX,
+    WINDOWS,
     BadVersionError,
     FullRoute,
     Install,
@@ -16,18 +19,20 @@ from updater.policy import (
     TargetInfo,
     build_catalog,
     decide,
+    host_platform,
     parse_version,
+    target_apps,
 )
 
 
-def _archive(version: str, length: int = 1000, **user: Any) -> TargetInfo:
+def _archive(version: str, length: int = 1000, app: str = APP_NAME, **user: Any) -> TargetInfo:
     user.setdefault("revoked", False)
-    return TargetInfo(f"r4agent-{version}.tar.gz", length, {"sha256": f"a{version}"},
+    return TargetInfo(f"{app}-{version}.tar.gz", length, {"sha256": f"a{app}{version}"},
                       {"user": user, "tufup": {"required": False}})
 
 
-def _patch(version: str, length: int = 10) -> TargetInfo:
-    return TargetInfo(f"r4agent-{version}.patch", length, {"sha256": f"p{version}"},
+def _patch(version: str, length: int = 10, app: str = APP_NAME) -> TargetInfo:
+    return TargetInfo(f"{app}-{version}.patch", length, {"sha256": f"p{app}{version}"},
                       {"user": None, "tufup": {"tar_size": 5, "tar_hash": "h",
                                                "tar_hash_algorithm": "sha256"}})
 
@@ -129,7 +134,7 @@ def test_downgrade_always_uses_the_full_archive() -> None:
 
 
 def test_quarantined_build_is_not_reinstalled_but_a_rebuilt_one_is() -> None:
-    refused = decide("1.0.0", "1.1.0", CATALOG, quarantined={"1.1.0": "a1.1.0"})
+    refused = decide("1.0.0", "1.1.0", CATALOG, quarantined={"1.1.0": "ar4agent1.1.0"})
     assert isinstance(refused, Refuse) and "rolled back here" in refused.reason
     assert isinstance(decide("1.0.0", "1.1.0", CATALOG, quarantined={"1.1.0": "old"}), Install)
 
@@ -149,3 +154,47 @@ def test_unreadable_archive_policy_refuses_downgrades_but_not_upgrades() -> None
     patched = build_catalog([_archive("1.0.0"), _archive("1.2.0"), bad_patch])
     assert patched.problems and not patched.archive_problems
     assert isinstance(decide("1.2.0", "1.0.0", patched), Install)
+
+
+# ---- platforms -------------------------------------------------------------------------------
+
+WIN_APP, LINUX_APP = target_apps(WINDOWS)[0], target_apps(LINUX)[0]
+
+
+def test_an_agent_never_sees_another_platforms_build() -> None:
+    targets = [_archive("1.0.0", app=WIN_APP), _archive("1.1.0", app=LINUX_APP),
+               _archive("1.0.0", app=APP_NAME)]
+    linux = build_catalog(targets, target_apps(LINUX))
+    windows = build_catalog(targets, target_apps(WINDOWS))
+    assert [str(v) for v in linux.releases] == ["1.1.0"]
+    assert sorted(str(v) for v in windows.releases) == ["1.0.0"]
+    assert isinstance(decide("1.0.0", "1.1.0", windows), Refuse)  # a Linux build, not listed
+
+
+def test_a_windows_agent_prefers_its_platform_name_and_falls_back_to_the_plain_names() -> None:
+    targets = [_archive("1.0.0", app=APP_NAME), _archive("1.1.0", app=APP_NAME),
+               _patch("1.1.0", app=APP_NAME), _archive("1.1.0", app=WIN_APP),
+               _patch("1.1.0", app=WIN_APP)]
+    catalog = build_catalog(targets, target_apps(WINDOWS))
+    assert catalog.releases[parse_version("1.1.0")].archive.path == f"{WIN_APP}-1.1.0.tar.gz"
+    assert catalog.patches[parse_version("1.1.0")].artifact.path == f"{WIN_APP}-1.1.0.patch"
+    assert catalog.releases[parse_version("1.0.0")].archive.path == "r4agent-1.0.0.tar.gz"
+
+
+def test_agents_built_before_platform_names_ignore_them_instead_of_refusing_downgrades() -> None:
+    # what those agents read (the plain names only) with a platform name beside them
+    old_view = build_catalog([_archive("1.0.0"), _archive("1.1.0", app=WIN_APP)], APP_NAME)
+    assert not old_view.problems and not old_view.archive_problems
+    # the hyphenated spelling would read to them as an archive with an unreadable version,
+    # which makes them refuse every downgrade (its floor is unknown)
+    hyphen = build_catalog([_archive("1.0.0"), _archive("win-amd64-1.1.0")], APP_NAME)
+    assert hyphen.archive_problems
+    assert isinstance(decide("1.1.0", "1.0.0", hyphen), Refuse)
+
+
+@pytest.mark.parametrize(("build", "tag"), [
+    ("win-amd64", WINDOWS), ("linux-x86_64", LINUX), ("linux-aarch64", "linux-aarch64"),
+    ("win-arm64", "win-arm64"),
+])
+def test_the_host_platform_tag(build: str, tag: str) -> None:
+    assert host_platform(build) == tag

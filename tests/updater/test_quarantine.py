@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tests.updater.support import HttpRepo, RepoSim, gate, pointer_version
+from tests.updater.support import HOST_APP, HttpRepo, RepoSim, gate, pointer_version
 from updater.gate import GateAction
 from updater.layout import Layout
 from updater.state import (
@@ -21,7 +21,7 @@ from updater.state import (
 
 
 def _sha(sim: RepoSim, version: str) -> str:
-    target = sim.repo.load("targets").signed.targets[f"r4agent-{version}.tar.gz"]
+    target = sim.repo.load("targets").signed.targets[f"{HOST_APP}-{version}.tar.gz"]
     return str(target.hashes["sha256"])
 
 

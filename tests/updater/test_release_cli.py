@@ -4,7 +4,6 @@ throwaway keys, published to a folder and to S3 (moto server over loopback)."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,18 @@ import boto3
 import pytest
 
 from tests.fixtures.build_scripts import load_build_script
-from tests.updater.support import install_from_repository, make_bundle, serve
+from tests.updater.support import (
+    HOST_APP,
+    ReleaseCli,
+    install_from_repository,
+    make_elf_bundle,
+    release_cli,
+    serve,
+)
 from updater.agent_gate import InstalledGate
 from updater.gate import GateAction
 from updater.layout import Layout
+from updater.policy import LINUX
 from updater.repo.publish import S3Destination, plan
 from updater.repo.repository import Repository
 
@@ -26,22 +33,15 @@ release = load_build_script("release", "release_cli")
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Any:
-    repo, keys = tmp_path / "repo", tmp_path / "keys"
-
-    def run(*args: str) -> int:
-        code: int = release.main(["--repo", str(repo), "--keys", str(keys), *args])
-        return code
-
-    assert run("init", "--create-keys") == 0
-    run.repo = repo  # type: ignore[attr-defined]
-    run.keys = keys  # type: ignore[attr-defined]
-    return run
+def cli(tmp_path: Path) -> ReleaseCli:
+    return release_cli(release, tmp_path)
 
 
 def _release(cli: Any, tmp_path: Path, version: str, *extra: str) -> int:
-    bundle = make_bundle(tmp_path / "bundles", version)
-    code: int = cli("release", "--version", version, "--bundle", str(bundle), *extra)
+    """Release a real (Linux ELF) build of `version`: the Linux test platform's names."""
+    bundle = make_elf_bundle(tmp_path / "bundles", version)
+    code: int = cli("release", "--version", version, "--bundle", str(bundle), "--platform",
+                    LINUX, *extra)
     return code
 
 
@@ -56,8 +56,9 @@ def test_release_adds_archive_patch_and_signed_policy(cli: Any, tmp_path: Path) 
     assert _release(cli, tmp_path, "1.0.0") == 0
     assert _release(cli, tmp_path, "1.1.0", "--floor", "1.0.0", "--channel", "beta") == 0
     targets = Repository(cli.repo, cli.keys).load("targets").signed.targets
-    assert set(targets) == {"r4agent-1.0.0.tar.gz", "r4agent-1.1.0.tar.gz", "r4agent-1.1.0.patch"}
-    user = targets["r4agent-1.1.0.tar.gz"].unrecognized_fields["custom"]["user"]
+    assert set(targets) == {f"{HOST_APP}-1.0.0.tar.gz", f"{HOST_APP}-1.1.0.tar.gz",
+                            f"{HOST_APP}-1.1.0.patch"}
+    user = targets[f"{HOST_APP}-1.1.0.tar.gz"].unrecognized_fields["custom"]["user"]
     assert user == {"revoked": False, "floor": "1.0.0", "channel": "beta"}
 
 
@@ -85,13 +86,14 @@ def test_dry_run_shows_changes_and_writes_nothing(
     before = {p: p.read_bytes() for p in cli.repo.rglob("*") if p.is_file()}
     capsys.readouterr()
     code = cli("release", "--version", "1.0.0", "--bundle",
-               str(make_bundle(tmp_path / "b2", "1.0.0")), "--dry-run", "--publish", str(dest))
+               str(make_elf_bundle(tmp_path / "b2", "1.0.0")), "--platform", LINUX,
+               "--dry-run", "--publish", str(dest))
     out = capsys.readouterr().out
     assert code == 0
-    assert "would publish targets/r4agent-1.0.0.tar.gz (new)" in out
+    assert f"would publish targets/{HOST_APP}-1.0.0.tar.gz (new)" in out
     assert "would publish metadata/timestamp.json (changed)" in out
     assert {p: p.read_bytes() for p in cli.repo.rglob("*") if p.is_file()} == before
-    assert not (dest / "targets" / "r4agent-1.0.0.tar.gz").exists()
+    assert not (dest / "targets" / f"{HOST_APP}-1.0.0.tar.gz").exists()
 
 
 def test_published_folder_serves_agents_and_revoke_floor_take_effect(
@@ -207,17 +209,6 @@ def test_a_rotation_missing_a_needed_key_is_refused_before_any_file_is_written(
     assert [_tree(cli.repo), _tree(cli.keys)] == before  # not even the new key pair
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 def test_publish_to_s3_uploads_changes_in_order_and_dry_run_uploads_nothing(
     cli: Any, tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -235,7 +226,7 @@ def test_publish_to_s3_uploads_changes_in_order_and_dry_run_uploads_nothing(
 
     assert cli("--publish", "s3://updates/r4agent", "publish") == 0
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="updates")["Contents"]}
-    assert {"r4agent/metadata/timestamp.json", "r4agent/targets/r4agent-1.0.0.tar.gz"} <= keys
+    assert {"r4agent/metadata/timestamp.json", f"r4agent/targets/{HOST_APP}-1.0.0.tar.gz"} <= keys
     dest = S3Destination("updates", "r4agent", s3)
     assert plan(cli.repo, dest) == []  # nothing left to upload
     assert cli("resign-timestamp") == 0
@@ -342,7 +333,7 @@ def test_release_side_refuses_to_sign_targets_with_delegations(cli: Any, tmp_pat
     targets_file = cli.repo / "metadata" / "targets.json"
     md = Repository(cli.repo, cli.keys).load("targets")
     md.signed.delegations = Delegations(keys={}, roles={
-        "evil": DelegatedRole("evil", [], 1, False, paths=["r4agent-*"])})
+        "evil": DelegatedRole("evil", [], 1, False, paths=[f"{HOST_APP}-*"])})
     md.to_file(str(targets_file), JSONSerializer(compact=False))  # a hand-edited repository
     before = _tree(cli.repo)
     for command in (["resign-targets"], ["revoke", "1.0.0"], ["raise-floor", "1.0.0"]):
@@ -361,8 +352,9 @@ def _dry_run_dirs() -> set[str]:
 
 
 def test_every_dry_run_leaves_keys_repository_and_build_caches_unchanged(
-    cli: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    cli: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("R4AGENT_RELEASE_PASSPHRASE", "dry run")
     for version in ("1.0.0", "1.1.0"):
         assert _release(cli, tmp_path, version) == 0
     fresh_repo, fresh_keys = tmp_path / "fresh-repo", tmp_path / "fresh-keys"
@@ -372,7 +364,8 @@ def test_every_dry_run_leaves_keys_repository_and_build_caches_unchanged(
     scratch_before = _dry_run_dirs()
     capsys.readouterr()
 
-    fresh = ["--repo", str(fresh_repo), "--keys", str(fresh_keys)]
+    fresh = ["--repo", str(fresh_repo), "--offline-keys", str(fresh_keys / "offline"),
+             "--online-keys", str(fresh_keys / "online")]
     assert release.main([*fresh, "init", "--create-keys", "--dry-run"]) == 0
     for command in (
         ["rotate-key", "timestamp", "timestamp-new"],
@@ -385,7 +378,7 @@ def test_every_dry_run_leaves_keys_repository_and_build_caches_unchanged(
         assert cli(*command, "--dry-run") == 0, command
 
     out = capsys.readouterr().out
-    assert "placeholder bundle" in out and "would publish targets/r4agent-7.7.7.tar.gz" in out
+    assert "placeholder bundle" in out and f"would publish targets/{HOST_APP}-7.7.7.tar.gz" in out
     assert [_tree(d) for d in watched] == before
     assert not fresh_keys.exists() and not fresh_repo.exists() and not release_cache.exists()
     assert _dry_run_dirs() == scratch_before  # the scratch copies are gone too

@@ -21,10 +21,18 @@ from typing import Any
 
 import pytest
 
-from tests.updater.support import HttpRepo, RepoSim, install_from_repository, make_bundle, serve
+from tests.updater.support import (
+    HttpRepo,
+    RepoSim,
+    install_from_repository,
+    make_bundle,
+    make_repo,
+    serve,
+)
 from updater.agent_gate import InstalledGate
 from updater.gate import GateAction
 from updater.layout import Layout
+from updater.policy import WINDOWS, parse_version, target_apps
 from updater.repo.repository import Repository
 from updater.tuf_client import TufClient
 
@@ -70,14 +78,27 @@ def _custom(repo: Repository, name: str) -> Any:
     return repo.load("targets").signed.targets[name].unrecognized_fields["custom"]
 
 
+@pytest.fixture
+def win_sim(tmp_path: Path) -> RepoSim:
+    """A repository of Windows releases (the installed tuf 4 agents are Windows agents), listed
+    under the platform names and the plain ones those agents read."""
+    sim = make_repo(tmp_path / "release")
+    sim.platform = WINDOWS
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        sim.add(version)
+    return sim
+
+
 def test_agents_on_tuf4_read_what_the_new_release_side_writes_patches_included(
-    tmp_path: Path, sim: RepoSim, http_repo: HttpRepo, tuf4_python: Path
+    tmp_path: Path, win_sim: RepoSim, tuf4_python: Path
 ) -> None:
+    sim = win_sim
     v1_root = (sim.repo_dir / "metadata" / "1.root.json").read_bytes()
     sim.repo.rotate_key("root1", "root4")  # a root chain to follow, signed on tuf 7
     metadata = _seeded(tmp_path / "metadata", v1_root)
 
-    seen = _tuf4_read(tuf4_python, metadata, http_repo.url, tmp_path / "targets")
+    for http_repo in serve(sim.repo_dir):
+        seen = _tuf4_read(tuf4_python, metadata, http_repo.url, tmp_path / "targets")
 
     assert seen["root_version"] == 2
     published = sorted(p.name for p in (sim.repo_dir / "targets").iterdir())
@@ -92,6 +113,11 @@ def test_agents_on_tuf4_read_what_the_new_release_side_writes_patches_included(
     for name in ("r4agent-1.1.0.patch", "r4agent-1.2.0.patch"):
         assert seen["tufup_patches"][name]["sha256"] == _sha256(sim.repo_dir / "targets" / name)
         assert seen["tufup_patches"][name]["custom"] == _custom(sim.repo, name)["tufup"]
+    # the same builds under the Windows platform's names, which those agents leave alone
+    for name in ("r4agent-1.2.0.tar.gz", "r4agent-1.2.0.patch"):
+        platform_name = name.replace("r4agent-", "r4agent_win_amd64-")
+        assert _sha256(sim.repo_dir / "targets" / platform_name) == _sha256(
+            sim.repo_dir / "targets" / name)
 
 
 @pytest.fixture
@@ -108,11 +134,13 @@ def test_new_agents_update_through_a_repository_the_tuf4_release_tool_wrote(
 ) -> None:
     repo, http_repo = tuf4_era
     layout = Layout(tmp_path / "ProgramData")
-    install_from_repository(repo, layout, "1.0.0")
+    install_from_repository(repo, layout, "1.0.0", app="r4agent")
     v1_root = (repo.metadata_dir / "1.root.json").read_bytes()
     (layout.metadata_dir / "root.json").write_bytes(v1_root)  # an exe with the first root
 
-    decision = InstalledGate(layout, "1.0.0", http_repo.url, root_seed=v1_root).ensure("1.1.0")
+    # a Windows agent (the plain names are Windows builds) on the platform-aware client
+    gate = InstalledGate(layout, "1.0.0", http_repo.url, root_seed=v1_root, platform=WINDOWS)
+    decision = gate.ensure("1.1.0")
 
     assert decision.action is GateAction.RESTART_INTO_NEW_VERSION, decision.reason
     assert "via patch" in decision.reason  # the patch tufup's Patcher made then still applies
@@ -126,7 +154,7 @@ def test_the_new_release_tool_goes_on_with_a_tuf4_era_repository_for_both_client
     repo, http_repo = tuf4_era
     v1_root = (repo.metadata_dir / "1.root.json").read_bytes()
     # the same (securesystemslib 0.x) key files sign on; a new key joins in that format
-    repo.add_bundle(make_bundle(tmp_path / "bundles", "1.2.0"), "1.2.0")
+    repo.add_bundle(make_bundle(tmp_path / "bundles", "1.2.0"), "1.2.0", platform=WINDOWS)
     repo.rotate_key("root2", "root5")
     repo.resign_online()
 
@@ -138,9 +166,14 @@ def test_the_new_release_tool_goes_on_with_a_tuf4_era_repository_for_both_client
         repo.targets_dir / "r4agent-1.2.0.patch")
 
     client = TufClient(_seeded(tmp_path / "tuf7-meta", v1_root), tmp_path / "tuf7-targets",
-                       f"{http_repo.url}/metadata/", f"{http_repo.url}/targets/")
+                       f"{http_repo.url}/metadata/", f"{http_repo.url}/targets/",
+                       app=target_apps(WINDOWS))
     catalog = client.refresh()
     assert sorted(str(v) for v in catalog.releases) == ["1.0.0", "1.1.0", "1.2.0"]
+    # 1.2.0 from its platform name, the releases made before platform names from the plain ones
+    assert catalog.releases[parse_version("1.2.0")].archive.path == "r4agent_win_amd64-1.2.0.tar.gz"
+    assert catalog.releases[parse_version("1.1.0")].archive.path == "r4agent-1.1.0.tar.gz"
+    assert catalog.patches[parse_version("1.2.0")].artifact.path == "r4agent_win_amd64-1.2.0.patch"
     assert str(catalog.effective_floor) == "1.0.0"
     assert json.loads((tmp_path / "tuf7-meta" / "root.json").read_bytes())["signed"][
         "version"] == 3

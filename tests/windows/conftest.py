@@ -2,12 +2,13 @@
 
 `wine_tools` runs .ci/wine-setup.sh (apt packages + the cached build prefix; idempotent, a few
 seconds when done), so `pytest -m wine` works on a fresh machine without a separate step.
-`windows_release` freezes real Windows builds with the Windows CPython under Wine — 1.0.0 twice
-(from this tree and from a copy of it at another path, each in its own workpath: the bytes must
-match, it is what update patches are made of) and 1.1.0 — publishes 1.0.0 to a TUF repository on
-disk (throwaway keys; the root baked into the exes; 1.1.0 is published by the practice test while
-the agent runs), signs the 1.0.0 exe, builds the MSI from the signed exe and signs the MSI with a
-throwaway Authenticode certificate.
+`windows_release` releases 1.0.0 with `build/release.py release windows` (freeze with the
+Windows CPython under Wine, sign the exe with a throwaway Authenticode certificate, check it,
+build the MSI from the signed exe, sign it, add the target to a TUF repository on disk with
+throwaway keys, whose root is baked into the exes), and freezes 1.0.0 again (from a copy of this
+tree at another path, in its own workpath: the bytes must match, it is what update patches are
+made of) and 1.1.0, which the practice test releases with `release windows --exe` while the
+agent runs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from installer.build_msi import build_msi
+from tests.fixtures.build_scripts import load_build_script
 from updater.repo.repository import Repository
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,6 +34,7 @@ sys.path.insert(0, str(REPO / "build" / "wine"))
 import winehost as winehost  # noqa: E402 (re-exported for the tests)
 
 TIMINGS: dict[str, float] = {}
+RELEASE = load_build_script("release", "release_for_wine")
 
 
 def timed(label: str, started: float) -> None:
@@ -51,11 +53,11 @@ def wine_tools() -> None:
 class WindowsRelease:
     repository: Repository
     exe_1_0: Path  # signed
-    exe_1_1: Path  # not yet published
+    exe_1_1: Path  # frozen, unsigned, not yet released
     exe_1_0_again: Path  # unsigned, the second build of 1.0.0 (another source path, workpath)
     exe_1_0_unsigned_sha256: str
     msi: Path  # signed, holds the signed exe_1_0
-    cert: Path
+    cert: Path  # the throwaway signing certificate (the CA to trust)
 
 
 def make_signing_cert(folder: Path) -> tuple[Path, Path]:
@@ -70,21 +72,6 @@ def make_signing_cert(folder: Path) -> tuple[Path, Path]:
     return key, cert
 
 
-def sign(path: Path, key: Path, cert: Path) -> Path:
-    """Authenticode-sign in place. Tests run offline, so no timestamp unless R4AGENT_SIGN_TSA
-    names a time-stamping server (osslsigncode -ts); releases are always timestamped."""
-    signed = path.with_name(f"signed-{path.name}")
-    timestamp = os.environ.get("R4AGENT_SIGN_TSA")
-    subprocess.run(
-        ["osslsigncode", "sign", "-certs", str(cert), "-key", str(key), "-h", "sha256",
-         "-n", "R4 agent", *(["-ts", timestamp] if timestamp else []),
-         "-in", str(path), "-out", str(signed)],
-        check=True, capture_output=True, timeout=300,
-    )
-    signed.replace(path)
-    return path
-
-
 def verify(path: Path, cert: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["osslsigncode", "verify", "-CAfile", str(cert), "-in", str(path)],
@@ -93,8 +80,40 @@ def verify(path: Path, cert: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="session")
-def windows_release(
+def signing_env(
     wine_tools: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """A throwaway code-signing certificate for `release windows`, given the way a release job
+    gives it (environment: paths and passphrase). Yields the certificate (the CA to trust)."""
+    from updater.repo import authenticode
+
+    folder = tmp_path_factory.mktemp("codesign")
+    key, cert = make_signing_cert(folder)
+    names = (authenticode.ENV_CERT, authenticode.ENV_KEY)
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ[authenticode.ENV_CERT], os.environ[authenticode.ENV_KEY] = str(cert), str(key)
+    try:
+        yield cert
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def release_windows_cli(repository: Repository, cert: Path, version: str, out: Path,
+                        *extra: str) -> None:
+    """`build/release.py release windows` on the test repository (throwaway keys)."""
+    code = RELEASE.main(["--repo", str(repository.repo_dir), "--keys",
+                         str(repository.keys_dir), "release", "windows", "--version", version,
+                         "--ca-file", str(cert), "--out", str(out), *extra])
+    assert code == 0, f"release windows {version} failed"
+
+
+@pytest.fixture(scope="session")
+def windows_release(
+    wine_tools: None, signing_env: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> WindowsRelease:
     tmp = tmp_path_factory.mktemp("windows-release")
     Repository.create_keys(tmp / "keys")
@@ -102,24 +121,25 @@ def windows_release(
     repository.initialize()
     root = tmp / "root.json"
     root.write_bytes(repository.root_bytes())
-    source_copy = copy_of_source_tree(tmp / "source-copy")
-    builds = [("1.0.0", REPO, "bundle-1.0.0"), ("1.0.0", source_copy, "again-1.0.0"),
-              ("1.1.0", REPO, "bundle-1.1.0")]
-    exes = {}
-    for version, source, out in builds:
-        started = time.monotonic()
-        exes[out] = winehost.freeze_windows(version, tmp / out, trusted_root=root, source=source)
-        timed(f"freeze {version} under Wine ({out})", started)
-    unsigned_sha256 = hashlib.sha256(exes["bundle-1.0.0"].read_bytes()).hexdigest()
-    key, cert = make_signing_cert(tmp)
-    sign(exes["bundle-1.0.0"], key, cert)  # the exe first: the MSI must carry the signed one
+    # 1.0.0: the whole `release windows` (freeze under Wine, sign, check, MSI, sign, add)
     started = time.monotonic()
-    repository.add_bundle(exes["bundle-1.0.0"].parent, "1.0.0")
-    timed("publish 1.0.0 to the TUF repository", started)
-    msi = build_msi(exes["bundle-1.0.0"], "1.0.0", tmp / "r4agent.msi", winehost.message_dll())
-    sign(msi, key, cert)
-    return WindowsRelease(repository, exes["bundle-1.0.0"], exes["bundle-1.1.0"],
-                          exes["again-1.0.0"], unsigned_sha256, msi, cert)
+    release_windows_cli(repository, signing_env, "1.0.0", tmp / "release-1.0.0")
+    timed("release windows 1.0.0 (freeze under Wine ... add)", started)
+    out = tmp / "release-1.0.0"
+    unsigned_sha256 = hashlib.sha256((out / "freeze" / "r4agent.exe").read_bytes()).hexdigest()
+    # the reproducibility check (another source path and workpath) and 1.1.0, released by the
+    # practice test with `release windows --exe` while the agent runs
+    source_copy = copy_of_source_tree(tmp / "source-copy")
+    exes = {}
+    for version, source, name in [("1.0.0", source_copy, "again-1.0.0"),
+                                  ("1.1.0", REPO, "bundle-1.1.0")]:
+        started = time.monotonic()
+        exes[name] = winehost.freeze_windows(version, tmp / name, trusted_root=root,
+                                             source=source)
+        timed(f"freeze {version} under Wine ({name})", started)
+    return WindowsRelease(repository, out / "bundle" / "r4agent.exe", exes["bundle-1.1.0"],
+                          exes["again-1.0.0"], unsigned_sha256, out / "r4agent-1.0.0.msi",
+                          signing_env)
 
 
 def copy_of_source_tree(target: Path) -> Path:

@@ -38,7 +38,13 @@ from agent.standin.sqs_local import SqsEndpoint
 from tests.fixtures.canary import canaries_in_bytes
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 from tests.fixtures.r4_database import R4SampleDb
-from tests.windows.conftest import REPO, WindowsRelease, timed, verify
+from tests.windows.conftest import (
+    REPO,
+    WindowsRelease,
+    release_windows_cli,
+    timed,
+    verify,
+)
 from tests.windows.conftest import winehost as winehost
 
 pytestmark = pytest.mark.wine
@@ -153,6 +159,7 @@ def test_practice_install_update_downgrade_uninstall(
     sqs_server: SqsEndpoint,
     r4_sample_db: R4SampleDb,
     update_repo_url: str,
+    tmp_path: Path,
 ) -> None:
     prefix = fresh_prefix
     flynotes_standin.sqs_queue_url = sqs_server.queue_url
@@ -225,10 +232,13 @@ def test_practice_install_update_downgrade_uninstall(
     assert not (data / "runtime").exists()  # the onefile unpacks under Program Files
     _status_and_support_bundle_of_the_running_service(prefix, data)
 
-    # 1.1.0 is released while the practice's agent runs; the backend then asks for it
+    # 1.1.0 is released (`release windows`, from its Wine freeze) while the practice's agent
+    # runs; the backend then asks for it
     started = time.monotonic()
-    windows_release.repository.add_bundle(windows_release.exe_1_1.parent, "1.1.0")
-    timed("publish 1.1.0 while the agent runs", started)
+    release_windows_cli(windows_release.repository, windows_release.cert, "1.1.0",
+                        tmp_path / "release-1.1.0", "--exe", str(windows_release.exe_1_1),
+                        "--message-dll", str(winehost.message_dll()))
+    timed("release windows 1.1.0 while the agent runs", started)
     started = time.monotonic()
     flynotes_standin.library_version = "1.1.0"
     wait_for(lambda: "1.1.0" in agent_versions_seen(flynotes_standin),

@@ -7,11 +7,21 @@ re-signed roles, which also carry the retired key's signature, are there before 
 retires it (updater/repo/repository.py `rotate_key`). Only changed files are written;
 `dry_run` lists what would change and writes nothing. Nothing is deleted remotely (an agent may be
 mid-download of an old target).
+
+What is published is readable by anyone who can reach it: a folder gets files 0644 and folders
+0755 (a web server running as another user must be able to serve them); S3 objects get their
+`Content-Type` and a `Cache-Control` by kind — the metadata files that change in place
+(timestamp, snapshot, targets, root.json) `no-cache`, so a CDN revalidates them every time and a
+revoke reaches agents at once; versioned roots and targets, which never change once published,
+a year and `immutable`. So publishing refuses to replace a target or a versioned root that is
+already there with other bytes: a cache holding the old ones would serve agents bytes that no
+longer match the signed hashes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +29,33 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from updater.state import copy_file_atomic
+
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+MUTABLE_METADATA = frozenset({"metadata/timestamp.json", "metadata/snapshot.json",
+                              "metadata/targets.json", "metadata/root.json"})
+SHORT_LIVED = "no-cache"
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+class PublishRefused(ValueError):
+    """Publishing would replace an immutable object (a target, a versioned root)."""
+
+
+def is_immutable(key: str) -> bool:
+    return key not in MUTABLE_METADATA
+
+
+def headers_for(key: str) -> dict[str, str]:
+    """Content-Type and Cache-Control of the object `key`."""
+    if key.endswith(".json"):
+        content_type = "application/json"
+    elif key.endswith(".tar.gz"):
+        content_type = "application/gzip"
+    else:
+        content_type = "application/octet-stream"
+    return {"ContentType": content_type,
+            "CacheControl": IMMUTABLE if is_immutable(key) else SHORT_LIVED}
 
 _METADATA_ORDER = ("targets.json", "snapshot.json", "timestamp.json")
 
@@ -60,8 +97,13 @@ class FolderDestination:
 
     def put(self, key: str, source: Path) -> None:
         path = self._root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        copy_file_atomic(source, path)
+        # folders made here get 0755 whatever the umask; an existing root keeps its mode
+        for folder in [Path("."), *reversed(path.relative_to(self._root).parents[:-1])]:
+            where = self._root / folder
+            if not where.is_dir():
+                where.mkdir(parents=folder == Path("."))
+                os.chmod(where, DIR_MODE)
+        copy_file_atomic(source, path, mode=FILE_MODE)
 
 
 class S3Destination:
@@ -88,11 +130,7 @@ class S3Destination:
         return value if isinstance(value, str) else ""
 
     def put(self, key: str, source: Path) -> None:
-        content_type = "application/json" if key.endswith(".json") else "application/octet-stream"
-        extra: dict[str, Any] = {"ContentType": content_type,
-                                 "Metadata": {"sha256": _sha256(source)}}
-        if key.startswith("metadata/"):
-            extra["CacheControl"] = "no-cache"  # clients must see new timestamps at once
+        extra: dict[str, Any] = {**headers_for(key), "Metadata": {"sha256": _sha256(source)}}
         self._client.upload_file(str(source), self._bucket, self._key(key), ExtraArgs=extra)
 
 
@@ -112,12 +150,19 @@ def destination_for(url: str, s3_client_factory: Callable[[], Any] | None = None
 
 
 def plan(repo_dir: Path, dest: Destination) -> list[Change]:
+    """What publishing would upload, in order. Raises PublishRefused if that would replace an
+    immutable object."""
     changes = []
     for key in ordered_files(repo_dir):
         remote = dest.digest(key)
         if remote is None:
             changes.append(Change(key, "new"))
         elif remote != _sha256(repo_dir / key):
+            if is_immutable(key):
+                raise PublishRefused(
+                    f"{key} is already published with other bytes and published files of "
+                    "that kind never change (caches keep them): release a new version "
+                    "instead; nothing was uploaded")
             changes.append(Change(key, "changed"))
     return changes
 

@@ -54,13 +54,26 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from updater.policy import APP_NAME, BadVersionError, Version, parse_version
+from updater.policy import (
+    APP_NAME,
+    LEGACY_PLATFORM,
+    PLATFORMS,
+    BadVersionError,
+    Version,
+    host_platform,
+    parse_target_name,
+    parse_version,
+    target_app,
+    target_apps,
+)
 from updater.repo import keys
 from updater.repo.keys import KeyFileError
 from updater.state import write_bytes_atomic
 from updater.tuf_client import trusted_catalog
 
 ROOT_KEYS = ("root1", "root2", "root3")
+# signed unattended (the daily job, CI): their keys are kept online, unencrypted
+ONLINE_ROLES = frozenset({"snapshot", "timestamp"})
 ROOT_THRESHOLD = 2
 # timestamp: 2 days for a job that runs daily (the usual practice): one late or failed run
 # must not expire it for the whole fleet, which would block every update and rollback.
@@ -149,20 +162,37 @@ def deterministic_tar_gz(src_dir: Path, mtime: int = DEFAULT_SOURCE_DATE_EPOCH) 
     return out.getvalue()
 
 
-def _archive_name(version: str) -> str:
-    return f"{APP_NAME}-{version}.tar.gz"
+def archive_name(version: str, app: str) -> str:
+    return f"{app}-{version}.tar.gz"
 
 
-def _patch_name(version: str) -> str:
-    return f"{APP_NAME}-{version}.patch"
+def _patch_name(version: str, app: str) -> str:
+    return f"{app}-{version}.patch"
+
+
+def listed_as(platform: str) -> tuple[str, ...]:
+    """The `<app>` names a build for `platform` is listed under: its own, and for Windows the
+    plain `r4agent` names agents built before platform names read (updater/policy.py)."""
+    return (target_app(platform), APP_NAME) if platform == LEGACY_PLATFORM \
+        else (target_app(platform),)
 
 
 class Repository:
     def __init__(
-        self, repo_dir: Path, keys_dir: Path, *, now: Callable[[], datetime] = utc_now
+        self,
+        repo_dir: Path,
+        keys_dir: Path,
+        *,
+        now: Callable[[], datetime] = utc_now,
+        more_keys_dirs: Iterable[Path] = (),
+        passphrase: keys.Passphrase | None = None,
     ) -> None:
+        """Keys are looked for in `keys_dir` and `more_keys_dirs` (e.g. the offline and the
+        online folder); `passphrase` opens the encrypted ones, asked only when one is needed."""
         self.repo_dir = repo_dir
         self.keys_dir = keys_dir
+        self.keys_dirs = (keys_dir, *more_keys_dirs)
+        self._passphrase = passphrase
         self._now = now
         self.metadata_dir = repo_dir / "metadata"
         self.targets_dir = repo_dir / "targets"
@@ -171,18 +201,44 @@ class Repository:
 
     @staticmethod
     def create_keys(keys_dir: Path) -> None:
-        """Throwaway/initial ed25519 keys, unencrypted (protect the folder; keep root offline)."""
+        """Throwaway ed25519 keys, unencrypted, all in one folder: tests and throwaway
+        repositories only (`create_split_keys` is what `release.py init` does)."""
         keys_dir.mkdir(parents=True, exist_ok=True)
         for names in ROLE_KEYS.values():
             for name in names:
                 if not (keys_dir / name).exists():
                     keys.generate_key_pair(keys_dir / name)
 
+    @staticmethod
+    def create_split_keys(offline_dir: Path, online_dir: Path, passphrase: str) -> list[Path]:
+        """The missing keys: offline ones (root x3, targets) encrypted with `passphrase` into
+        `offline_dir`, online ones (snapshot, timestamp: the daily job signs unattended)
+        unencrypted into `online_dir`. Refused if the folders are one and the same. Returns
+        the private key files made."""
+        if offline_dir.resolve() == online_dir.resolve():
+            raise RepoError("offline and online keys go to two different folders")
+        made = []
+        for role, names in ROLE_KEYS.items():
+            folder = online_dir if role in ONLINE_ROLES else offline_dir
+            for name in names:
+                if not (folder / name).exists():
+                    keys.generate_key_pair(folder / name,
+                                           None if role in ONLINE_ROLES else passphrase)
+                    made.append(folder / name)
+        return made
+
+    def _find_key(self, name: str) -> Path:
+        """Key file `name` (or `name`.pub) in the first key folder that has it."""
+        for folder in self.keys_dirs:
+            if (folder / name).exists():
+                return folder / name
+        return self.keys_dir / name
+
     def _public(self, name: str) -> SSlibKey:
         try:
-            return keys.public_key(self.keys_dir / f"{name}.pub")
+            return keys.public_key(self._find_key(f"{name}.pub"))
         except KeyFileError as e:
-            raise RepoError(f"public key {name}.pub not readable in the keys folder") from e
+            raise RepoError(f"public key {name}.pub not readable in the keys folders") from e
 
     # ---- metadata I/O --------------------------------------------------------------------------
 
@@ -240,18 +296,43 @@ class Repository:
             if len(old) < old_root.roles["root"].threshold:
                 raise RepoError("the new root must also be signed by the old root's threshold")
 
+    def _key_files(self) -> dict[str, Path]:
+        """keyid -> private key file, over every key folder (nothing decrypted)."""
+        found: dict[str, Path] = {}
+        for folder in self.keys_dirs:
+            for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+                if path.suffix or not path.is_file():
+                    continue
+                try:
+                    found.setdefault(keys.keyid_of(path), path)
+                except KeyFileError:  # not a key file; skip it
+                    continue
+        return found
+
     def _signers_for_keyids(self, keyids: set[str]) -> dict[str, Signer]:
+        """Signers for the keys among `keyids` that are here; an encrypted one is opened with
+        the passphrase (a wrong one is refused, never skipped)."""
         found: dict[str, Signer] = {}
-        for path in sorted(self.keys_dir.iterdir()) if self.keys_dir.is_dir() else []:
-            if path.suffix or not path.is_file():
+        for keyid, path in self._key_files().items():
+            if keyid not in keyids:
                 continue
             try:
-                key_signer = keys.signer(path)
-            except KeyFileError:  # not a key file; skip it
-                continue
-            if key_signer.public_key.keyid in keyids:
-                found[key_signer.public_key.keyid] = key_signer
+                found[keyid] = keys.signer(path, self._passphrase)
+            except keys.WrongPassphraseError as e:
+                raise RepoError(f"{e}: wrong passphrase, nothing was signed") from e
+            except KeyFileError as e:
+                raise RepoError(f"{e}; nothing was signed") from e
         return found
+
+    def _require_signers(self, *roles: str) -> None:
+        """Refuse before anything is written unless every role's threshold of keys is here
+        (and opens: a wrong passphrase is refused here, not halfway through)."""
+        root = self.load("root").signed
+        for role in roles:
+            keyids = set(root.roles[role].keyids)
+            if len(self._signers_for_keyids(keyids)) < root.roles[role].threshold:
+                raise RepoError(f"no private key for the {role} role in "
+                                f"{', '.join(map(str, self.keys_dirs))}")
 
     def _finish_targets(self, targets_md: Metadata[Targets]) -> None:
         """Sign targets, then a new snapshot and timestamp that pin it (length + hash)."""
@@ -356,14 +437,17 @@ class Repository:
         md.signed.expires = self._expires("targets")
         return md
 
-    def releases(self) -> dict[Version, dict[str, Any]]:
-        """Version -> the archive's user custom metadata."""
+    def releases(self, platform: str | None = None) -> dict[Version, dict[str, Any]]:
+        """Version -> the archive's user custom metadata, as agents on `platform` read them
+        (None: every archive of every platform)."""
         out: dict[Version, dict[str, Any]] = {}
+        apps = None if platform is None else target_apps(platform)
         for path, target in self.load("targets").signed.targets.items():
-            if path.startswith(f"{APP_NAME}-") and path.endswith(".tar.gz"):
-                version = path[len(APP_NAME) + 1 : -len(".tar.gz")]
-                custom = target.unrecognized_fields.get("custom", {})
-                out[parse_version(version)] = dict(custom.get("user") or {})
+            parsed = parse_target_name(path)
+            if parsed is None or not parsed[2] or (apps is not None and parsed[0] not in apps):
+                continue
+            custom = target.unrecognized_fields.get("custom", {})
+            out.setdefault(parsed[1], dict(custom.get("user") or {}))
         return out
 
     def add_bundle(
@@ -372,27 +456,49 @@ class Repository:
         version: str,
         policy: ReleasePolicy | None = None,
         *,
+        platform: str | None = None,
         mtime: int = DEFAULT_SOURCE_DATE_EPOCH,
         skip_patch: bool = False,
     ) -> list[str]:
-        """Archive `bundle_dir` as `version`, add it (+ a patch from the latest archive) and sign.
+        """Archive `bundle_dir` as `version` of `platform` (default: this machine's), add it under
+        each name it is listed as (`listed_as`), each with a patch from the archive its readers
+        have as the latest, and sign.
 
-        Returns the target names added. Versions must increase (as in tufup). The policy is
-        checked as agents will read it before anything is written."""
+        Returns the target names added. Versions must increase per platform (as in tufup). The
+        policy is checked as agents will read it before anything is written. The bundle's
+        content is not checked here: build/release.py does that (updater/repo/bundle_check.py)."""
         new = _parse(version)
+        platform = platform or host_platform()
         policy = policy or ReleasePolicy()
-        releases = self.releases()
+        releases = self.releases(platform)
         if releases and new <= max(releases):
-            raise RepoError(f"version {version} must be above the latest {max(releases)}")
+            latest = max(releases)
+            hint = (f"; {latest} is revoked: release the hotfix as a version above it (agents "
+                    f"install exactly the backend's libraryVersion, so a higher number moves "
+                    f"no one by itself), with --floor to keep agents off {latest}"
+                    if releases[latest].get("revoked") else "")
+            raise RepoError(f"version {version} must be above the latest {platform} release "
+                            f"{latest}{hint}")
         archive_bytes = deterministic_tar_gz(bundle_dir, mtime)
+        self._require_signers("targets", "snapshot", "timestamp")
         md = self._targets_for_update()
-        archive_path = self._put_archive(md, version, archive_bytes, policy)
-        added = [archive_path.name]
-        if releases and not skip_patch:
-            previous = self.targets_dir / _archive_name(str(max(releases)))
-            added.append(self._add_patch(md, previous, archive_path, _patch_name(version)))
+        added: list[str] = []
+        for app in listed_as(platform):
+            readers = target_apps(platform) if app != APP_NAME else (APP_NAME,)
+            previous = None if skip_patch else self._latest_archive(md.signed, readers)
+            archive_path = self._put_archive(md, version, archive_bytes, policy, app)
+            added.append(archive_path.name)
+            if previous is not None:
+                added.append(self._add_patch(md, previous, archive_path,
+                                             _patch_name(version, app)))
         self._finish_targets(md)
         return added
+
+    def _latest_archive(self, targets: Targets, apps: tuple[str, ...]) -> Path | None:
+        catalog = trusted_catalog(targets, apps)
+        if not catalog.releases:
+            return None
+        return self.targets_dir / catalog.releases[max(catalog.releases)].archive.path
 
     def _add_patch(self, md: Metadata[Targets], previous: Path, archive: Path, name: str) -> str:
         patch, result = tufup_patch(previous.read_bytes(), archive.read_bytes())
@@ -400,23 +506,31 @@ class Repository:
         return self._add_target(md, self.targets_dir / name, {"user": None, "tufup": result})
 
     def add_archive(
-        self, archive: Path, version: str, policy: ReleasePolicy | None = None
-    ) -> str:
-        """Add an already built `.tar.gz` as `version` (no patch) and sign."""
+        self,
+        archive: Path,
+        version: str,
+        policy: ReleasePolicy | None = None,
+        *,
+        platform: str | None = None,
+    ) -> list[str]:
+        """Add an already built `.tar.gz` as `version` of `platform` (no patch) and sign."""
         _parse(version)
         policy = policy or ReleasePolicy()
         data = archive.read_bytes()
+        self._require_signers("targets", "snapshot", "timestamp")
         md = self._targets_for_update()
-        name = self._put_archive(md, version, data, policy).name
+        names = [self._put_archive(md, version, data, policy, app).name
+                 for app in listed_as(platform or host_platform())]
         self._finish_targets(md)
-        return name
+        return names
 
     def _put_archive(
-        self, md: Metadata[Targets], version: str, data: bytes, policy: ReleasePolicy
+        self, md: Metadata[Targets], version: str, data: bytes, policy: ReleasePolicy, app: str
     ) -> Path:
-        """List archive `data` as `version` with its signed policy in `md`, refuse it as agents
-        would read it before writing any file, then write it into targets/; returns its path."""
-        name = _archive_name(version)
+        """List archive `data` as `version` named for `app` with its signed policy in `md`,
+        refuse it as agents would read it before writing any file, then write it into targets/;
+        returns its path."""
+        name = archive_name(version, app)
         _put_target(md, TargetFile.from_data(name, data, ["sha256"]),
                     {"user": policy.to_custom(), "tufup": {"required": False}})
         check_client_view(md.signed)  # refuse before writing any file
@@ -431,10 +545,11 @@ class Repository:
     def _edit_policy(self, edit: Callable[[str, dict[str, Any]], None]) -> None:
         md = self._targets_for_update()
         for path, target in md.signed.targets.items():
-            if path.endswith(".tar.gz"):
+            parsed = parse_target_name(path)
+            if parsed is not None and parsed[2]:  # an archive, of any platform
                 custom = target.unrecognized_fields.setdefault("custom", {})
                 user = custom.get("user") or {}
-                edit(path[len(APP_NAME) + 1 : -len(".tar.gz")], user)
+                edit(str(parsed[1]), user)
                 custom["user"] = user
         self._finish_targets(md)
 
@@ -484,9 +599,14 @@ class Repository:
             resign.add("snapshot")
         if resign:
             resign.add("timestamp")
-        new_path = self.keys_dir / new_name
+        # the new key goes next to the old one, encrypted if that one is
+        old_path = self._find_key(old_name)
+        new_path = self._find_key(new_name)
+        if not new_path.exists():
+            new_path = old_path.with_name(new_name)
         # the new key is made below if absent: count it as there, under a stand-in id
         new_keyid = self._public(new_name).keyid if new_path.exists() else "<new key>"
+        # opened now (a wrong passphrase is refused before anything is written)
         usable = set(self._signers_for_keyids(
             {k for role in old_root.roles.values() for k in role.keyids})) | {new_keyid}
         for role in ("root", *sorted(resign)):
@@ -503,7 +623,11 @@ class Repository:
                     raise RepoError(f"rotating {old_name} needs {threshold} of {what}; "
                                     f"{have} private key(s) found in {self.keys_dir}")
         if not new_path.exists():
-            keys.generate_key_pair(new_path)
+            encrypted = old_path.exists() and keys.is_encrypted(old_path)
+            if encrypted and self._passphrase is None:
+                raise RepoError(f"{old_name} is encrypted: its successor needs the passphrase")
+            keys.generate_key_pair(new_path, self._passphrase() if encrypted
+                                   and self._passphrase else None)
         new_key = self._public(new_name)
         for role in roles:
             root_md.signed.revoke_key(old_key.keyid, role)
@@ -549,6 +673,20 @@ class Repository:
         assert isinstance(signed, Root)
         return list(signed.roles[role].keyids)
 
+    def resign_root(self) -> int:
+        """A new root version with the same keys and a fresh expiry, signed by the threshold of
+        root keys (an expired or expiring root: agents fetch newer root versions before they
+        check the expiry, so publishing it frees them). Returns its version."""
+        self._require_signers("root")
+        root_md = self.load("root")
+        old_root = Root.from_dict(json.loads(json.dumps(root_md.signed.to_dict())))
+        root_md.signed.version += 1
+        root_md.signed.expires = self._expires("root")
+        self._sign_root(root_md, old_root)
+        self._write(root_md, f"{root_md.signed.version}.root.json")
+        self._write(root_md, "root.json")
+        return int(root_md.signed.version)
+
     def set_threshold(self, role: str, threshold: int) -> None:
         """Change a role's threshold in a new root version (signed by old and new root keys)."""
         root_md = self.load("root")
@@ -570,13 +708,18 @@ def check_client_view(targets: Targets) -> None:
     (docs/security-tuf.md), so a delegation here can only be a mistake."""
     if targets.delegations is not None:
         raise RepoError("delegations are not allowed in this repository")
-    catalog = trusted_catalog(targets)
-    if catalog.problems:
-        raise RepoError("agents would ignore: " + "; ".join(catalog.problems))
-    if catalog.releases and not catalog.installable():
-        floor = catalog.effective_floor
-        where = f" at or above the floor {floor}" if floor is not None else ""
-        raise RepoError(f"no unrevoked release{where} would be left; agents could not move")
+    # each platform's agents, and those built before platform names (plain `r4agent` only)
+    views = {p: target_apps(p) for p in PLATFORMS} | {"pre-platform": (APP_NAME,)}
+    for who, apps in views.items():
+        catalog = trusted_catalog(targets, apps)
+        if catalog.problems:
+            raise RepoError(f"{who} agents would ignore: " + "; ".join(catalog.problems))
+        if catalog.releases and not catalog.installable():
+            floor = catalog.effective_floor
+            where = f" at or above the floor {floor}" if floor is not None else ""
+            raise RepoError(f"no unrevoked {who} release{where} would be left; agents could "
+                            f"not move (a release below a revoked or floored one needs "
+                            f"--floor at or below it, or revoke less)")
 
 
 def tufup_patch(previous_archive: bytes, archive: bytes) -> tuple[bytes, dict[str, Any]]:

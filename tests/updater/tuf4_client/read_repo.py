@@ -6,10 +6,11 @@
 
 Refreshes with tuf 4.0.0's ngclient (the trust anchor is METADATA_DIR/root.json, as in those
 builds), reads the trusted top-level targets as they did (delegations refused), downloads every
-target through `get_targetinfo`, applies every patch to the uncompressed tar of the archive before
-it and checks the result against the size and sha256 signed in the patch's metadata (what their
-client did), and makes each patch again with tufup's own `Patcher` to compare with the published
-bytes. Exits 1 with the error on stderr if any of that fails.
+target through `get_targetinfo` (their catalog then reads only the plain `r4agent-X.Y.Z` names:
+any other is another app's to them), applies every patch to the uncompressed tar of the archive
+before it and checks the result against the size and sha256 signed in the patch's metadata
+(what their client did), and makes each patch again with tufup's own `Patcher` to compare
+with the published bytes. Exits 1 with the error on stderr if any of that fails.
 """
 
 import gzip
@@ -41,7 +42,9 @@ def main(metadata_dir: str, metadata_url: str, targets_url: str, targets_dir: st
         info = updater.get_targetinfo(name)
         path = updater.find_cached_target(info) or updater.download_target(info)
         files[name] = Path(path).read_bytes()
-    versions = sorted({tuple(map(int, NAME.fullmatch(n).groups()[:3])) for n in files})
+    # their catalog reads `r4agent-X.Y.Z` names only: any other app's name is not theirs
+    ours = [NAME.fullmatch(n) for n in files]
+    versions = sorted({tuple(map(int, m.groups()[:3])) for m in ours if m})
     patched, tufup_patches = {}, {}
     for previous, version in itertools.pairwise(versions):
         text = ".".join(map(str, version))
