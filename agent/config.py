@@ -171,7 +171,7 @@ _TABLE_KEYS: Final[Mapping[str, frozenset[str]]] = {
     ),
     "rollbar": frozenset({"access_token", "access_token_file", "environment", "endpoint"}),
     "timing": frozenset({"poll_minutes", "life_hours", "long_poll_seconds", "probe_max_seconds"}),
-    "contract": frozenset({"times", "unknown_dob", "blank_text"}),
+    "contract": frozenset({"times", "unknown_dob", "blank_text", "typed_answers"}),
     "uploads": frozenset({"rows_per_request"}),
 }
 # [contract] key -> its allowed values, the first being the default (the original's behaviour)
@@ -179,6 +179,7 @@ _CONTRACT_CHOICES: Final[Mapping[str, tuple[str, ...]]] = {
     "times": ("wall-clock", "utc"),
     "unknown_dob": ("as-r4", "missing"),
     "blank_text": ("as-r4", "missing"),
+    "typed_answers": ("omit", "send"),
 }
 
 

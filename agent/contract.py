@@ -13,6 +13,8 @@ change a stored value is a `WireSettings` field, off by default, set from `[cont
 - dateOfBirth: `YYYY-MM-DD` as R4 has it, 1900-01-01 included, or `unknown_dob = "missing"`.
 - blank text: NULL is missing (JSON null, empty CSV field); a blank mobile or email is missing;
   any other blank text is an empty string (`""`), or `blank_text = "missing"`.
+- answerText: the pre-set answer's text only (a typed, number, date or money answer goes out
+  as null), or `typed_answers = "send"`: the typed answer where there is no pre-set one.
   Text is stripped of surrounding whitespace either way (R4 has fixed-width char columns).
 - `city`: address3 and address4 joined by ", " when both are set, else whichever is set (the
   original's `a3 || a4`, which Python's `or` matches for str/None). `county` = address5,
@@ -104,11 +106,14 @@ class WireSettings:
     times: Literal["wall-clock", "utc"] = "wall-clock"
     unknown_dob: Literal["as-r4", "missing"] = "as-r4"
     blank_text: Literal["as-r4", "missing"] = "as-r4"
+    typed_answers: Literal["omit", "send"] = "omit"
 
 
 ORIGINAL: Final = WireSettings()
 # Everything switched on: what this agent sent before issue 10 (kept for when the backend opts in).
-IMPROVED: Final = WireSettings(times="utc", unknown_dob="missing", blank_text="missing")
+IMPROVED: Final = WireSettings(
+    times="utc", unknown_dob="missing", blank_text="missing", typed_answers="send"
+)
 
 
 def local_to_utc_iso(moment: datetime | None) -> str | None:
@@ -147,6 +152,7 @@ class Wire:
         self._time = local_to_utc_iso if settings.times == "utc" else wall_clock_iso
         self._dob_missing = settings.unknown_dob == "missing"
         self._blank_missing = settings.blank_text == "missing"
+        self._send_typed = settings.typed_answers == "send"
 
     def _text(self, value: str | None) -> str | None:
         if value is None:
@@ -201,7 +207,9 @@ class Wire:
     def response_item(self, answer: Answer) -> JsonObject:
         return {
             "questionText": self._text(answer.question_text),
-            "answerText": self._text(answer.answer_text),
+            "answerText": (
+                None if answer.typed and not self._send_typed else self._text(answer.answer_text)
+            ),
             "answerNotes": self._text(answer.notes),
         }
 

@@ -36,6 +36,7 @@ class Answer:
     question_text: str
     answer_text: str | None  # the pre-set answer's text, else the typed/number/date answer
     notes: str | None
+    typed: bool = False  # answer_text is a typed answer (no pre-set one): see [contract]
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,7 +101,12 @@ class R4Reader:
             return None
         qaire_id = _int(head[0], "qaireid")
         answers = tuple(
-            Answer(question_text=_text(r[0]) or "", answer_text=_answer_text(r), notes=_text(r[6]))
+            Answer(
+                question_text=_text(r[0]) or "",
+                answer_text=_answer_text(r),
+                notes=_text(r[6]),
+                typed=r[1] is None and any(v is not None for v in r[2:6]),
+            )
             for r in self._db.iter_rows(sql.questionnaire_answers(self._dialect), (qaire_id,))
         )
         return Questionnaire(

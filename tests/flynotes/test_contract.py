@@ -36,7 +36,8 @@ def _row(p: Patient, wire: Wire = ORIGINAL_WIRE) -> dict[str, contract.Cell]:
 
 def test_the_defaults_are_the_original_agents_semantics() -> None:
     assert WireSettings() == ORIGINAL
-    assert WireSettings(times="wall-clock", unknown_dob="as-r4", blank_text="as-r4") == ORIGINAL
+    originals = {"times": "wall-clock", "unknown_dob": "as-r4", "blank_text": "as-r4"}
+    assert WireSettings(**originals, typed_answers="omit") == ORIGINAL  # type: ignore[arg-type]
 
 
 def test_city_joins_address3_and_address4_when_both_are_set() -> None:
@@ -157,6 +158,17 @@ def test_patient_sync_body_has_exactly_the_contract_fields() -> None:
         ],
     }
     assert ORIGINAL_WIRE.patient_sync_body(_patient(), None, "p")["questionnaire"] is None
+
+
+def test_a_typed_answer_goes_out_as_null_unless_typed_answers_is_send() -> None:
+    # the original joined only the pre-set answers: a typed one reached the backend as null
+    typed = Answer("Weight (kg)", "61.5", None, typed=True)
+    preset = Answer("Smoker?", "No", None)
+    assert ORIGINAL_WIRE.response_item(typed)["answerText"] is None
+    assert ORIGINAL_WIRE.response_item(preset)["answerText"] == "No"
+    sending = Wire(WireSettings(typed_answers="send"))
+    assert sending.response_item(typed)["answerText"] == "61.5"
+    assert sending.response_item(preset)["answerText"] == "No"
 
 
 def test_appointment_values_have_the_originals_types() -> None:

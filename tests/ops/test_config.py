@@ -519,7 +519,7 @@ def test_contract_and_uploads_default_to_the_original_agents_behaviour(tmp_path:
 def test_contract_improvements_and_rows_per_request_are_read(tmp_path: Path) -> None:
     text = GOOD + (
         '[contract]\ntimes = "utc"\nunknown_dob = "missing"\nblank_text = "missing"\n'
-        "[uploads]\nrows_per_request = 5000\n"
+        'typed_answers = "send"\n[uploads]\nrows_per_request = 5000\n'
     )
     cfg = load_config(write(tmp_path, text), {})
     assert cfg.wire == IMPROVED

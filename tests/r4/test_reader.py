@@ -167,6 +167,7 @@ def test_canary_patient_is_read_field_by_field(sample_db: R4Database) -> None:
             question_text="Do you have any allergies (e.g. penicillin, latex)?",
             answer_text=CANARY["text_answer"],
             notes=None,
+            typed=True,
         )
         in questionnaire.answers
     )
@@ -229,12 +230,13 @@ def test_latest_questionnaire_is_the_highest_qaireid_not_the_newest_date(
             "Do you have any allergies (e.g. penicillin, latex)?",
             "Cnau (nuts) – anaphylaxis",
             "see GP",
+            typed=True,  # no pre-set answer: sent only with typed_answers = "send"
         ),
         Answer("Are you pregnant or breastfeeding?", None, None),  # left blank
-        Answer("Date of your last dental visit", "2023-11-05", None),
-        Answer("Weight (kg)", "72.5", None),
-        Answer("Amount paid today (£)", "12.50", None),  # money: at least 2 decimals
-        Answer("", "answer to a deleted question", None),
+        Answer("Date of your last dental visit", "2023-11-05", None, typed=True),
+        Answer("Weight (kg)", "72.5", None, typed=True),
+        Answer("Amount paid today (£)", "12.50", None, typed=True),  # money: 2 decimals at least
+        Answer("", "answer to a deleted question", None, typed=True),
     )
 
 
