@@ -18,7 +18,14 @@ from agent.standin.sqs_local import SqsEndpoint
 from tests.fixtures.canary import CANARY_ANSWER_NOTES, canaries_in
 from tests.fixtures.flynotes_backend import TEST_LICENCE_KEY
 from tests.fixtures.rollbar_endpoint import FakeRollbar
-from tests.runtime.conftest import PATIENTS, Practice, PracticeDb, eventually, r4agent_run
+from tests.runtime.conftest import (
+    PATIENTS,
+    Practice,
+    PracticeDb,
+    eventually,
+    r4agent_run,
+    write_run_config,
+)
 
 HOUR = 3600.0
 
@@ -101,30 +108,18 @@ def _write_config(
     life_hours: float,
     poll_minutes: float,
 ) -> Path:
-    """The agent's config.toml for this practice; the stand-in hands out its queue."""
-    backend.sqs_queue_url = sqs.queue_url
-    backend.sqs_region = sqs.region
-    path.write_text(
-        "\n".join(
-            [
-                f"licence_key = {json.dumps(TEST_LICENCE_KEY)}",
-                f"backend_url = {json.dumps(backend.url)}",
-                f"sqs_endpoint_url = {json.dumps(sqs.endpoint_url)}",
-                f"data_dir = {json.dumps(str(path.parent / 'data'))}",
-                "[database]",
-                f"connection_string = {json.dumps(db.connection_string)}",
-                "[rollbar]",
-                f"access_token = {json.dumps(ROLLBAR_TOKEN)}",
-                f"endpoint = {json.dumps(rollbar.url)}",
-                "[timing]",
-                f"life_hours = {life_hours}",
-                f"poll_minutes = {poll_minutes}",
-                "long_poll_seconds = 1",
-            ]
-        ),
-        encoding="utf-8",
+    """The agent's config.toml for this practice, its day compressed and its Rollbar local."""
+    return write_run_config(
+        path,
+        backend,
+        sqs,
+        db,
+        f"life_hours = {life_hours}",
+        f"poll_minutes = {poll_minutes}",
+        "[rollbar]",
+        f"access_token = {json.dumps(ROLLBAR_TOKEN)}",
+        f"endpoint = {json.dumps(rollbar.url)}",
     )
-    return path
 
 
 def _finished(child: subprocess.Popen[str], timeout: float) -> tuple[int, str]:
