@@ -33,7 +33,7 @@ from agent.commands.dispatcher import Dispatcher, DispatchSettings
 from agent.commands.registry import Registry, default_registry
 from agent.errors import AgentError, ConfigError, R4DataError
 from agent.exit_codes import ExitCode
-from agent.lifecycle import Lifecycle, LifeSettings
+from agent.lifecycle import Lifecycle, LifeSettings, probe_r4
 from agent.ops.status_file import FileStatus, StatusNotingErrors, status_path
 from agent.ports import Backend, ErrorSink, Scope, SqsCredentials, StatusRecorder
 from agent.records import (
@@ -389,11 +389,10 @@ def _run(
             queues[scope.sqs_queue_url] = queue
         return queue
 
-    def probe_r4() -> None:
+    def probe_r4_afresh() -> None:
         fresh = ReconnectingRecords(settings)  # not one opened before a swap of the file
         try:
-            fresh.ping()
-            fresh.get_patient(0)  # reads a table: a lock shows there, a ping may not see it
+            probe_r4(fresh)
         finally:
             fresh.close()
 
@@ -410,7 +409,7 @@ def _run(
         queue_for=queue_for,
         settings=life,
         status=status,
-        r4_probe=probe_r4,
+        r4_probe=probe_r4_afresh,
         uploads=uploads,
     )
     if runtime.on_lifecycle is not None:

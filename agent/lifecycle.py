@@ -110,7 +110,7 @@ class Lifecycle:
         self._status = status
         # R4's breaker probe: on a NEW connection (an open one may still read a file that was
         # swapped since); the default reads through `records`
-        self._r4_probe = r4_probe or self._probe_records
+        self._r4_probe = r4_probe or (lambda: probe_r4(records))
         self.stats: Counter[str] = Counter()  # observable by tests: cycles, pauses, failures
         self._poll_failures = 0  # a streak outlives a cycle: SQS being down is not per hour
         self._uploads: Future[None] | None = None
@@ -244,8 +244,8 @@ class Lifecycle:
                 log.warning(
                     "upload of %s stopped early (the next cycle sends the rest): %s", table, error
                 )
-                if isinstance(error, BackendForbiddenError):  # is it the licence?
-                    self._recheck_licence()
+                if isinstance(error, BackendForbiddenError):  # at once, not at the next refresh
+                    self._recheck_licence(table)
         self._status.uploads_done(tables, seconds=self._clock.monotonic() - started)
         self.stats["uploads-done"] += 1
 
@@ -274,9 +274,7 @@ class Lifecycle:
                 log.error("the backend refuses this licence: exiting, nothing dead-lettered")
                 return ExitCode.CONFIG_ERROR
             if self._dispatcher.breakers.any_open():
-                probed = self._probe_breakers()
-                if probed is not None:
-                    return probed
+                self._probe_breakers()
                 continue
             try:
                 self.stats["receives"] += 1
@@ -307,47 +305,32 @@ class Lifecycle:
                 log.warning("polling SQS failed (%d in a row): %s", self._poll_failures, e)
             self._pause(self._settings.backoff.delay(self._poll_failures, self._rng))
 
-    def _recheck_licence(self) -> None:
-        """A 401/403 to an upload: "check the licence" at once, not at the next hourly refresh.
-        `/data` refusing too ends the run (the poll loop sees it: CONFIG_ERROR)."""
+    def _recheck_licence(self, table: str) -> None:
+        """A 401/403 to an upload; `/data` refusing too ends the run (the poll loop sees it)."""
         try:
-            self._backend.fetch_scope()
-        except PermanentError as refused:
-            self._errors.report_exception(refused, context={"phase": "licence"})
-            self._dispatcher.breakers.licence_refused()
+            self._dispatcher.recheck_licence({"upload": table})
         except TransientError as down:
             log.warning("could not re-check the licence after a refusal: %s", down)
 
-    def _probe_breakers(self) -> ExitCode | None:
+    def _probe_breakers(self) -> None:
         """Receiving has stopped because R4 or the backend is down: probe each part whose probe
         is due, close its breaker if it answers, then wait (on the clock) for the next probe.
-        Returns CONFIG_ERROR if the backend's probe finds the licence refused."""
+        A backend probe that finds the licence refused leaves the exit to the poll loop."""
         breakers = self._dispatcher.breakers
         for part in breakers.due():
             self.stats["probes"] += 1
             try:
                 if part is Part.R4:
                     self._r4_probe()
-                else:
-                    self._backend.fetch_scope()
-            except PermanentError as e:
-                if part is Part.BACKEND:  # /data refuses the licence
-                    self._errors.report_exception(e, context={"phase": "probe"})
-                    log.error("the backend now refuses this licence: %s", e)
-                    return ExitCode.CONFIG_ERROR
-                self._probe_failed(part, e)
-            except TransientError as e:
+                elif not self._dispatcher.recheck_licence({"probe": part.value}):
+                    return  # CONFIG_ERROR, from the poll loop
+            except (TransientError, PermanentError) as e:
                 self._probe_failed(part, e)
             else:
                 down_for = breakers.close(part) or 0.0
                 log.info("%s is back after %.0f s: receiving again", part.value, down_for)
         if breakers.any_open():
             self._pause(max(breakers.seconds_to_next_probe(), 0.1))
-        return None
-
-    def _probe_records(self) -> None:
-        self._records.ping()
-        self._records.get_patient(0)  # reads a table: a lock shows there, a ping may not see it
 
     def _probe_failed(self, part: Part, error: Exception) -> None:
         failed = self._dispatcher.breakers.probe_failed(part, f"{type(error).__name__}: {error}")
@@ -374,3 +357,9 @@ class Lifecycle:
             self._clock.sleep(min(left, 1.0))
         return False
 
+
+def probe_r4(records: RecordSource) -> None:
+    """R4's breaker probe: raises unless R4 answers a read of a table (a lock shows there; a
+    ping alone may not see it)."""
+    records.ping()
+    records.get_patient(0)

@@ -448,21 +448,17 @@ class Dispatcher:
         means the refusal was about this message."""
         message = item.message
         try:
-            self._backend.fetch_scope()
-        except PermanentError as refused:
-            log.error(
-                "message %s (%s): the backend refused it and now refuses the licence: %s",
-                message.message_id,
-                command.TYPE,
-                refused,
-            )
-            if not self.breakers.is_licence_refused:
-                self._errors.report_exception(refused, context={**where, "phase": "licence"})
-            self.breakers.licence_refused()
-            self._count("licence-refused")
-            return
+            accepted = self.recheck_licence(where)
         except TransientError as down:
             self._outage(item, command, (Part.BACKEND,), down, where)
+            return
+        if not accepted:
+            log.error(
+                "message %s (%s): left in the queue, the licence is refused",
+                message.message_id,
+                command.TYPE,
+            )
+            self._count("licence-refused")
             return
         log.error(
             "message %s (%s) refused by the backend, the licence is fine: %s",
@@ -471,6 +467,21 @@ class Dispatcher:
             refusal,
         )
         self._dead_letter(item.queue, message, refused_reason(refusal), refusal, where)
+
+    def recheck_licence(self, where: dict[str, object]) -> bool:
+        """"Check the licence" now (after a 401/403, or as the backend's breaker probe): True if
+        `/data` accepts it; False if it refuses, reported once and noted on the breakers, whose
+        owner (the lifecycle) then ends the run with CONFIG_ERROR, nothing dead-lettered.
+        Raises TransientError if the backend cannot be asked."""
+        try:
+            self._backend.fetch_scope()
+        except PermanentError as refused:
+            log.error("the backend refuses this licence: %s", refused)
+            if not self.breakers.is_licence_refused:
+                self._errors.report_exception(refused, context={**where, "phase": "licence"})
+            self.breakers.licence_refused()
+            return False
+        return True
 
     def _leave(self, queue: SqsQueue, message: ReceivedMessage) -> None:
         """Leave a message in the queue, visible again when the next probe is due (not
