@@ -27,6 +27,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from tests.fixtures.code_signing import make_signing_cert
 from updater.agent_gate import InstalledGate
 from updater.host import Host, OwnBuild
 from updater.layout import Layout
@@ -155,14 +156,7 @@ class CodeSigning:
 
 def make_code_signing(root: Path) -> CodeSigning:
     """A throwaway self-signed code-signing certificate (openssl)."""
-    import subprocess
-
-    root.mkdir(parents=True, exist_ok=True)
-    cert, key = root / "cert.pem", root / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=R4 test signing",
-                    "-addext", "extendedKeyUsage=codeSigning"],
-                   check=True, capture_output=True, timeout=120)
+    key, cert = make_signing_cert(root)
     return CodeSigning(cert, key)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.build_scripts import load_build_script
+from tests.fixtures.code_signing import make_signing_cert
 from tests.updater.support import real_windows_exe
 from updater.policy import APP_NAME, WINDOWS, target_app
 from updater.repo import authenticode
@@ -30,12 +31,7 @@ SIGN_PASSPHRASE = "signing key passphrase 42"
 @pytest.fixture(scope="module")
 def identity(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A throwaway code-signing certificate whose key is encrypted (as a release key is)."""
-    folder = tmp_path_factory.mktemp("codesign")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-passout",
-                    f"pass:{SIGN_PASSPHRASE}", "-keyout", str(key), "-out", str(cert), "-days",
-                    "2", "-subj", "/CN=R4 test signing", "-addext",
-                    "extendedKeyUsage=codeSigning"], check=True, capture_output=True, timeout=120)
+    key, cert = make_signing_cert(tmp_path_factory.mktemp("codesign"), SIGN_PASSPHRASE)
     return cert, key
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.build_scripts import load_build_script
+from tests.fixtures.code_signing import make_signing_cert
 from updater.repo.repository import Repository
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,18 +59,6 @@ class WindowsRelease:
     exe_1_0_unsigned_sha256: str
     msi: Path  # signed, holds the signed exe_1_0
     cert: Path  # the throwaway signing certificate (the CA to trust)
-
-
-def make_signing_cert(folder: Path) -> tuple[Path, Path]:
-    """A throwaway self-signed code-signing certificate (never the release one)."""
-    key, cert = folder / "sign.key", folder / "sign.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-subj", "/CN=R4 agent test signing", "-addext", "extendedKeyUsage=codeSigning",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=120,
-    )
-    return key, cert
 
 
 def verify(path: Path, cert: Path) -> subprocess.CompletedProcess[str]:
